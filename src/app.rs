@@ -1,0 +1,1 @@
+//! Wiring: registry, listeners, API; graceful shutdown.

@@ -1,0 +1,351 @@
+//! Typed configuration: one YAML file, validated at start-up.
+//!
+//! Every key has a default, so an empty file (or none) is a working
+//! configuration; `config/camgate.yaml` documents every key. Errors name the
+//! key and the line (serde-saphyr reports both).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The embedded default: what `camgate` runs with when given no file.
+pub const DEFAULT_YAML: &str = include_str!("../config/camgate.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub streams: StreamsSection,
+    pub rtsp: RtspConfig,
+    pub http: HttpConfig,
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP and TCP listen address for SIP.
+    pub listen: SocketAddr,
+    /// Address put in Via/Contact/SDP; defaults to the listen IP, or
+    /// 127.0.0.1 when listening on every interface.
+    pub external_ip: Option<IpAddr>,
+    /// This platform's 20-digit SIP id.
+    pub server_id: String,
+    /// SIP domain/realm: the first ten digits of the server id by convention.
+    pub realm: String,
+    /// Registration password for every device; empty = no digest auth.
+    pub password: String,
+    /// Per-device passwords overriding `password`.
+    pub device_passwords: std::collections::BTreeMap<String, String>,
+    /// Registration lifetime we grant at most, seconds.
+    #[serde(with = "secs")]
+    pub max_expires: Duration,
+    /// A device whose last keepalive is older than this is offline.
+    #[serde(with = "secs")]
+    pub keepalive_timeout: Duration,
+    /// How long a device has to answer INVITE with a final response.
+    #[serde(with = "secs")]
+    pub invite_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// IP the RTP ports bind to.
+    pub rtp_bind: IpAddr,
+    /// First and last RTP receive port (inclusive); even ports are used.
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// A stream with no RTP for this long is considered dead.
+    #[serde(with = "secs")]
+    pub rtp_timeout: Duration,
+    /// Frames a viewer may fall behind before skipping to the next keyframe.
+    pub viewer_queue_frames: usize,
+    /// New viewers start at the last keyframe.
+    pub gop_cache: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsSection {
+    /// After the last viewer leaves, keep the source this long; 0 = stop at once.
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtspConfig {
+    pub listen: SocketAddr,
+    /// `Session: …;timeout=` announced to clients, seconds.
+    pub session_timeout: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    pub device_id: String,
+    pub channel_id: String,
+    /// Local SIP port of the simulated camera (0 = any).
+    pub sip_port: u16,
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sip: SipConfig::default(),
+            media: MediaConfig::default(),
+            streams: StreamsSection::default(),
+            rtsp: RtspConfig::default(),
+            http: HttpConfig::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(ANY, 5060),
+            external_ip: None,
+            server_id: "34020000002000000001".into(),
+            realm: "3402000000".into(),
+            password: "12345678".into(),
+            device_passwords: Default::default(),
+            max_expires: Duration::from_secs(3600),
+            keepalive_timeout: Duration::from_secs(180),
+            invite_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            rtp_bind: ANY,
+            rtp_port_min: 30000,
+            rtp_port_max: 30999,
+            rtp_timeout: Duration::from_secs(10),
+            viewer_queue_frames: 512,
+            gop_cache: true,
+        }
+    }
+}
+
+impl Default for StreamsSection {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for RtspConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(ANY, 8554),
+            session_timeout: 60,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(ANY, 8080),
+        }
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            device_id: "34020000001320000001".into(),
+            channel_id: "34020000001310000001".into(),
+            sip_port: 0,
+        }
+    }
+}
+
+/// A configuration that failed to load, with the place it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate; `origin` names the source in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?
+        };
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    pub fn embedded() -> Self {
+        Self::from_yaml(DEFAULT_YAML, "embedded default").expect("embedded default config is valid")
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            message,
+        };
+        let is_gb_id = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
+        if !is_gb_id(&self.sip.server_id) {
+            return Err(invalid(
+                "sip.server_id",
+                format!("must be 20 digits, got {:?}", self.sip.server_id),
+            ));
+        }
+        if self.sip.realm.len() < 8 || !self.sip.realm.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                "sip.realm",
+                format!(
+                    "must be the 10-digit domain (digits 1-10 of the server id), got {:?}",
+                    self.sip.realm
+                ),
+            ));
+        }
+        if self.media.rtp_port_min > self.media.rtp_port_max || self.media.rtp_port_min == 0 {
+            return Err(invalid(
+                "media.rtp_port_min",
+                format!(
+                    "port range {}-{} is empty",
+                    self.media.rtp_port_min, self.media.rtp_port_max
+                ),
+            ));
+        }
+        if self.sip.invite_timeout.is_zero() {
+            return Err(invalid("sip.invite_timeout", "must be above 0".into()));
+        }
+        if !is_gb_id(&self.demo.device_id) || !is_gb_id(&self.demo.channel_id) {
+            return Err(invalid("demo.device_id", "demo ids must be 20 digits".into()));
+        }
+        Ok(())
+    }
+
+    /// The address we advertise in SIP and SDP.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.sip.external_ip.unwrap_or_else(|| {
+            let ip = self.sip.listen.ip();
+            if ip.is_unspecified() { LOOPBACK } else { ip }
+        })
+    }
+
+    /// The registration password for `device_id`, if auth is on for it.
+    pub fn password_for(&self, device_id: &str) -> Option<&str> {
+        let p = self
+            .sip
+            .device_passwords
+            .get(device_id)
+            .map(String::as_str)
+            .unwrap_or(&self.sip.password);
+        (!p.is_empty()).then_some(p)
+    }
+}
+
+/// Durations as whole (or fractional) seconds in YAML.
+mod secs {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !(0.0..=86_400.0 * 365.0).contains(&v) {
+            return Err(serde::de::Error::custom(format!(
+                "{v} is not a duration in seconds (0 to one year)"
+            )));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_matches_code_defaults() {
+        let c = Config::embedded();
+        let d = Config::default();
+        assert_eq!(c.sip.server_id, d.sip.server_id);
+        assert_eq!(c.sip.listen, d.sip.listen);
+        assert_eq!(c.rtsp.listen, d.rtsp.listen);
+        assert_eq!(c.media.rtp_port_min, d.media.rtp_port_min);
+        assert_eq!(c.streams.idle_timeout, d.streams.idle_timeout);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::from_yaml("sip:\n  realm: \"3402000000\"\n  pasword: x\n", "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pasword"), "{err}");
+        assert!(err.contains('3'), "line number missing: {err}");
+    }
+
+    #[test]
+    fn invalid_value_names_key() {
+        let err = Config::from_yaml("sip:\n  server_id: \"123\"\n", "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sip.server_id"), "{err}");
+        let err = Config::from_yaml("streams:\n  idle_timeout: -1\n", "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duration"), "{err}");
+    }
+
+    #[test]
+    fn per_device_password_overrides() {
+        let c = Config::from_yaml(
+            "sip:\n  password: a\n  device_passwords:\n    \"34020000001320000009\": b\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.password_for("34020000001320000009"), Some("b"));
+        assert_eq!(c.password_for("x"), Some("a"));
+        let open = Config::from_yaml("sip:\n  password: \"\"\n", "t").unwrap();
+        assert_eq!(open.password_for("x"), None);
+    }
+}

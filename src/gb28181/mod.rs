@@ -1,0 +1,5 @@
+//! GB/T 28181-2016: device registry, MANSCDP, SDP, and the on-demand INVITE.
+
+pub mod manscdp;
+pub mod registry;
+pub mod sdp;

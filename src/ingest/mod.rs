@@ -1,0 +1,1 @@
+//! Media ingest: RTP receive sockets, port pool, SSRC routing.

@@ -1,0 +1,19 @@
+//! camgate: a media gateway from GB28181 (and other Chinese-standard)
+//! surveillance cameras to RTSP and WebRTC viewers.
+//!
+//! Southbound adapters ([`gb28181`], [`sip`], [`ingest`]) produce
+//! [`media::frame::Frame`]s into a [`media::hub::Hub`] per stream; egress
+//! ([`rtsp`], [`api`]) reads hubs. They meet only in [`media`] and
+//! [`streams`], which starts sources on demand and stops them when idle.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod gb28181;
+pub mod ingest;
+pub mod media;
+pub mod metrics;
+pub mod rtsp;
+pub mod sim;
+pub mod sip;
+pub mod streams;

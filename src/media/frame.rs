@@ -1,0 +1,261 @@
+//! The one frame type every source emits and every egress consumes.
+//!
+//! Payload bytes are never gathered into a fresh buffer here: a unit (one NAL
+//! unit, one audio frame, one JPEG) is a [`Chunks`] list of `Bytes` slices
+//! that point into the receive buffers the ingest path filled.
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+/// Elementary-stream codec of a frame or track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    H264,
+    H265,
+    Mpeg4,
+    Svac,
+    Mjpeg,
+    /// G.711 A-law.
+    Pcma,
+    /// G.711 µ-law.
+    Pcmu,
+    G722,
+    G723,
+    G729,
+    Aac,
+}
+
+/// Which kind of track a codec belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Video,
+    Audio,
+}
+
+impl Codec {
+    pub fn kind(self) -> MediaKind {
+        match self {
+            Codec::H264 | Codec::H265 | Codec::Mpeg4 | Codec::Svac | Codec::Mjpeg => {
+                MediaKind::Video
+            }
+            _ => MediaKind::Audio,
+        }
+    }
+
+    /// RTP clock rate for this codec's timestamps (RFC 3551, RFC 6184).
+    /// AAC has none of its own: its clock is the sample rate in
+    /// [`AudioParams`], so `None`.
+    pub fn clock_rate(self) -> Option<u32> {
+        match self {
+            Codec::Aac => None,
+            // RFC 3551 §4.5.2: G.722's RTP clock is 8 kHz though it samples at 16.
+            _ if self.kind() == MediaKind::Audio => Some(8_000),
+            _ => Some(90_000),
+        }
+    }
+}
+
+/// A payload made of one or more `Bytes` slices, logically contiguous.
+///
+/// Two inline slots cover the common case (a unit inside one packet, or split
+/// across two) without a heap allocation.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Chunks {
+    parts: SmallVec<[Bytes; 2]>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Chunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunks")
+            .field("parts", &self.parts.len())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Chunks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, part: Bytes) {
+        if part.is_empty() {
+            return;
+        }
+        self.len += part.len();
+        self.parts.push(part);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// Byte at `index`, if any.
+    pub fn get(&self, mut index: usize) -> Option<u8> {
+        for part in &self.parts {
+            if index < part.len() {
+                return Some(part[index]);
+            }
+            index -= part.len();
+        }
+        None
+    }
+
+    /// The slices covering `start..end` (clamped), without copying.
+    pub fn slice(&self, start: usize, end: usize) -> Chunks {
+        let end = end.min(self.len);
+        let mut out = Chunks::new();
+        if start >= end {
+            return out;
+        }
+        let mut offset = 0;
+        for part in &self.parts {
+            let part_end = offset + part.len();
+            if part_end > start && offset < end {
+                let from = start.saturating_sub(offset);
+                let to = (end - offset).min(part.len());
+                out.push(part.slice(from..to));
+            }
+            if part_end >= end {
+                break;
+            }
+            offset = part_end;
+        }
+        out
+    }
+
+    /// Contiguous copy; for parsers of small units (parameter sets) and tests.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for part in &self.parts {
+            v.extend_from_slice(part);
+        }
+        v
+    }
+
+    /// Contiguous `Bytes`: free when there is one part, a copy otherwise.
+    pub fn to_bytes(&self) -> Bytes {
+        match self.parts.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => {
+                let mut b = BytesMut::with_capacity(self.len);
+                for part in many {
+                    b.extend_from_slice(part);
+                }
+                b.freeze()
+            }
+        }
+    }
+}
+
+impl From<Bytes> for Chunks {
+    fn from(b: Bytes) -> Self {
+        let mut c = Chunks::new();
+        c.push(b);
+        c
+    }
+}
+
+/// One access unit (video) or one audio frame.
+///
+/// Timestamps are in the codec's clock ([`Codec::clock_rate`]): 90 kHz for
+/// video, the sample rate for audio. They are unwrapped (monotonic, 64-bit).
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub codec: Codec,
+    pub pts: i64,
+    pub dts: i64,
+    /// IDR (H.264), IRAP (H.265), every JPEG and every audio frame.
+    pub keyframe: bool,
+    /// For H.264/H.265: NAL units without start codes, parameter sets first on
+    /// keyframes. For other codecs: a single unit holding the frame.
+    pub units: SmallVec<[Chunks; 4]>,
+}
+
+impl Frame {
+    pub fn kind(&self) -> MediaKind {
+        self.codec.kind()
+    }
+
+    /// Payload size in bytes, all units together.
+    pub fn len(&self) -> usize {
+        self.units.iter().map(Chunks::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Codec parameters of a video track, learnt from the stream itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VideoParams {
+    pub width: u32,
+    pub height: u32,
+    /// H.265 only.
+    pub vps: Option<Bytes>,
+    pub sps: Option<Bytes>,
+    pub pps: Option<Bytes>,
+}
+
+/// Codec parameters of an audio track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AudioParams {
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// AAC AudioSpecificConfig, when known.
+    pub config: Option<Bytes>,
+}
+
+/// What a stream carries, as far as the source has learnt it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub video: Option<(Codec, VideoParams)>,
+    pub audio: Option<(Codec, AudioParams)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> Chunks {
+        let mut c = Chunks::new();
+        for p in parts {
+            c.push(Bytes::from_static(p));
+        }
+        c
+    }
+
+    #[test]
+    fn slice_spans_parts_without_copy() {
+        let c = chunks(&[b"abc", b"defg", b"hi"]);
+        assert_eq!(c.len(), 9);
+        let s = c.slice(2, 7);
+        assert_eq!(s.to_vec(), b"cdefg");
+        assert_eq!(s.parts().len(), 2);
+        assert_eq!(c.slice(3, 7).parts().len(), 1);
+        assert_eq!(c.slice(7, 100).to_vec(), b"hi");
+        assert!(c.slice(5, 5).is_empty());
+        assert_eq!(c.get(4), Some(b'e'));
+        assert_eq!(c.get(9), None);
+    }
+
+    #[test]
+    fn to_bytes_single_part_is_same_buffer() {
+        let b = Bytes::from_static(b"xyz");
+        let c = Chunks::from(b.clone());
+        assert_eq!(c.to_bytes().as_ptr(), b.as_ptr());
+        assert_eq!(chunks(&[b"ab", b"c"]).to_bytes(), Bytes::from_static(b"abc"));
+    }
+}

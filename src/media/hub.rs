@@ -1,0 +1,318 @@
+//! One hub per live stream: fans frames out to every viewer.
+//!
+//! The source publishes each frame once; viewers read from a shared ring
+//! (`tokio::sync::broadcast`), so publishing never waits for a viewer and
+//! costs the same for one viewer as for a thousand. A viewer that falls a
+//! whole ring behind is told how many frames it lost, and then skips to the
+//! next keyframe so its decoder restarts cleanly; the skip is counted.
+//!
+//! The GOP cache keeps the last keyframe (with its parameter sets) and every
+//! frame since, so a new viewer starts decoding at once instead of waiting
+//! for the next keyframe.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, watch};
+
+use super::frame::{Frame, MediaKind, StreamInfo};
+
+/// Hub tuning, from the `media` section of the config.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Frames a viewer may fall behind before it skips to the next keyframe.
+    pub queue_frames: usize,
+    /// Start new viewers at the last keyframe instead of the next one.
+    pub gop_cache: bool,
+    /// Upper bound on cached frames, for sources that never send a keyframe.
+    pub gop_cache_max_frames: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            queue_frames: 512,
+            gop_cache: true,
+            gop_cache_max_frames: 1024,
+        }
+    }
+}
+
+/// Counters the API and metrics read; updated by the publisher only.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    bitrate_bps: AtomicU64,
+}
+
+impl HubStats {
+    /// Payload bit rate over the last complete one-second window.
+    pub fn bitrate_bps(&self) -> u64 {
+        self.bitrate_bps.load(Ordering::Relaxed)
+    }
+}
+
+struct State {
+    sender: Option<broadcast::Sender<Arc<Frame>>>,
+    gop: Vec<Arc<Frame>>,
+    has_video: bool,
+    window_start: Instant,
+    window_bytes: u64,
+    first_frame_at: Option<Instant>,
+}
+
+pub struct Hub {
+    config: HubConfig,
+    state: Mutex<State>,
+    info: watch::Sender<StreamInfo>,
+    pub stats: HubStats,
+}
+
+/// The hub was closed: the source ended and no more frames will come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stream ended")]
+pub struct StreamEnded;
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        let (sender, _) = broadcast::channel(config.queue_frames.max(2));
+        let (info, _) = watch::channel(StreamInfo::default());
+        Arc::new(Self {
+            config,
+            state: Mutex::new(State {
+                sender: Some(sender),
+                gop: Vec::new(),
+                has_video: false,
+                window_start: Instant::now(),
+                window_bytes: 0,
+                first_frame_at: None,
+            }),
+            info,
+            stats: HubStats::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state inconsistent
+        // in a way that matters more than losing the stream, so recover.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hand a frame to every viewer. Never blocks on a viewer.
+    pub fn publish(&self, frame: Frame) {
+        let frame = Arc::new(frame);
+        let len = frame.len() as u64;
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(len, Ordering::Relaxed);
+        let mut st = self.lock();
+        if st.first_frame_at.is_none() {
+            st.first_frame_at = Some(Instant::now());
+        }
+        let now = Instant::now();
+        st.window_bytes += len;
+        let elapsed = now.duration_since(st.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            let bps = st.window_bytes * 8 * 1000 / (elapsed.as_millis() as u64).max(1);
+            self.stats.bitrate_bps.store(bps, Ordering::Relaxed);
+            st.window_start = now;
+            st.window_bytes = 0;
+        }
+        if self.config.gop_cache {
+            let is_video = frame.kind() == MediaKind::Video;
+            st.has_video |= is_video;
+            let starts_gop = frame.keyframe && (is_video || !st.has_video);
+            if starts_gop {
+                st.gop.clear();
+            }
+            // Frames before the first keyframe are useless to a new decoder.
+            if (starts_gop || !st.gop.is_empty()) && st.gop.len() < self.config.gop_cache_max_frames
+            {
+                st.gop.push(frame.clone());
+            }
+        }
+        if let Some(sender) = &st.sender {
+            // An error only means nobody is subscribed right now.
+            let _ = sender.send(frame);
+        }
+    }
+
+    /// Record what the stream carries (codecs, parameter sets, size).
+    pub fn set_info(&self, info: StreamInfo) {
+        self.info.send_if_modified(|cur| {
+            if *cur != info {
+                *cur = info;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn info(&self) -> StreamInfo {
+        self.info.borrow().clone()
+    }
+
+    /// Wait until the source has described its media well enough to offer
+    /// it (a video track with its parameter sets, or an audio-only stream),
+    /// or until `timeout`. Returns the info as it stands either way.
+    pub async fn wait_described(&self, timeout: Duration) -> StreamInfo {
+        let mut rx = self.info.subscribe();
+        let described = |info: &StreamInfo| match &info.video {
+            Some((_, v)) => v.sps.is_some() || v.width > 0,
+            None => info.audio.is_some(),
+        };
+        let _ = tokio::time::timeout(timeout, rx.wait_for(described)).await;
+        let info = rx.borrow().clone();
+        info
+    }
+
+    /// When the first frame arrived, if one has.
+    pub fn first_frame_at(&self) -> Option<Instant> {
+        self.lock().first_frame_at
+    }
+
+    /// A new viewer: it gets the GOP cache first, then live frames.
+    pub fn subscribe(&self) -> Subscription {
+        let st = self.lock();
+        let receiver = st.sender.as_ref().map(|s| s.subscribe());
+        Subscription {
+            backlog: st.gop.clone().into(),
+            receiver,
+            awaiting_keyframe: st.gop.is_empty(),
+            has_video: st.has_video,
+            skipped: 0,
+        }
+    }
+
+    /// The source has ended: viewers drain what they have, then see
+    /// [`StreamEnded`].
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.sender = None;
+        st.gop.clear();
+    }
+
+    pub fn viewers(&self) -> usize {
+        self.lock().sender.as_ref().map_or(0, |s| s.receiver_count())
+    }
+}
+
+/// One viewer's read side of a hub.
+pub struct Subscription {
+    backlog: std::collections::VecDeque<Arc<Frame>>,
+    receiver: Option<broadcast::Receiver<Arc<Frame>>>,
+    /// After a lag (or when joining with an empty cache) frames are dropped
+    /// until a keyframe, so the decoder never sees a broken reference chain.
+    awaiting_keyframe: bool,
+    has_video: bool,
+    skipped: u64,
+}
+
+impl Subscription {
+    /// Frames this viewer skipped because it fell behind.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The next frame for this viewer, or [`StreamEnded`].
+    pub async fn recv(&mut self) -> Result<Arc<Frame>, StreamEnded> {
+        loop {
+            let frame = match self.backlog.pop_front() {
+                Some(f) => f,
+                None => {
+                    let rx = self.receiver.as_mut().ok_or(StreamEnded)?;
+                    match rx.recv().await {
+                        Ok(f) => f,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            self.skipped += n;
+                            crate::metrics::get().viewer_frames_skipped.inc_by(n);
+                            self.awaiting_keyframe = true;
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Err(StreamEnded),
+                    }
+                }
+            };
+            self.has_video |= frame.kind() == MediaKind::Video;
+            if self.awaiting_keyframe {
+                let resumes = frame.keyframe && (frame.kind() == MediaKind::Video || !self.has_video);
+                if !resumes {
+                    self.skipped += 1;
+                    crate::metrics::get().viewer_frames_skipped.inc();
+                    continue;
+                }
+                self.awaiting_keyframe = false;
+            }
+            return Ok(frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::frame::{Chunks, Codec};
+    use bytes::Bytes;
+
+    fn video(pts: i64, keyframe: bool) -> Frame {
+        Frame {
+            codec: Codec::H264,
+            pts,
+            dts: pts,
+            keyframe,
+            units: [Chunks::from(Bytes::from(vec![0x65; 10]))].into_iter().collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn late_viewer_starts_at_last_keyframe() {
+        let hub = Hub::new(HubConfig::default());
+        hub.publish(video(0, false)); // before any keyframe: not cached
+        hub.publish(video(3600, true));
+        hub.publish(video(7200, false));
+        let mut sub = hub.subscribe();
+        hub.publish(video(10800, false));
+        let pts: Vec<i64> = [
+            sub.recv().await.unwrap(),
+            sub.recv().await.unwrap(),
+            sub.recv().await.unwrap(),
+        ]
+        .iter()
+        .map(|f| f.pts)
+        .collect();
+        assert_eq!(pts, [3600, 7200, 10800]);
+    }
+
+    #[tokio::test]
+    async fn lagging_viewer_skips_to_next_keyframe_and_counts() {
+        let hub = Hub::new(HubConfig {
+            queue_frames: 4,
+            gop_cache: false,
+            gop_cache_max_frames: 0,
+        });
+        let mut sub = hub.subscribe();
+        // Nothing cached, so the viewer waits for a keyframe first.
+        hub.publish(video(0, true));
+        for i in 1..10 {
+            hub.publish(video(i * 3600, false));
+        }
+        hub.publish(video(36000, true));
+        hub.publish(video(39600, false));
+        let first = sub.recv().await.unwrap();
+        assert_eq!(first.pts, 36000, "skips the lost GOP");
+        assert!(sub.skipped() >= 7, "skipped {}", sub.skipped());
+        assert_eq!(sub.recv().await.unwrap().pts, 39600);
+    }
+
+    #[tokio::test]
+    async fn close_ends_viewers() {
+        let hub = Hub::new(HubConfig::default());
+        let mut sub = hub.subscribe();
+        hub.publish(video(0, true));
+        hub.close();
+        assert_eq!(sub.recv().await.unwrap().pts, 0);
+        assert_eq!(sub.recv().await.unwrap_err(), StreamEnded);
+    }
+}

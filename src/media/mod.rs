@@ -1,0 +1,7 @@
+//! The media core: frames, hubs, and the sans-IO parsers of the media path.
+
+pub mod frame;
+pub mod h264;
+pub mod hub;
+pub mod ps;
+pub mod rtp;

@@ -1,0 +1,237 @@
+//! Every Prometheus metric camgate exports, in one place.
+//!
+//! Names are `camgate_*` with units in the name; labels are low-cardinality
+//! enums (outcome, kind, method, transport), never device ids, so the series
+//! count stays bounded however many cameras register.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// One label pair with a fixed name and a value from a closed set.
+pub type Label = [(&'static str, &'static str); 1];
+
+pub struct Metrics {
+    registry: Registry,
+    pub devices_registered: Gauge,
+    pub devices_online: Gauge,
+    pub sip_requests: Family<Label, Counter>,
+    pub sip_errors: Family<Label, Counter>,
+    pub registrations: Family<Label, Counter>,
+    pub keepalives: Counter,
+    pub manscdp_errors: Family<Label, Counter>,
+    pub invites: Family<Label, Counter>,
+    pub byes_sent: Counter,
+    pub invite_first_frame_seconds: Histogram,
+    pub streams_active: Gauge,
+    pub stream_starts: Counter,
+    pub stream_stops: Family<Label, Counter>,
+    pub viewers: Gauge,
+    pub viewer_frames_skipped: Counter,
+    pub rtp_packets_received: Counter,
+    pub rtp_bytes_received: Counter,
+    pub rtp_errors: Family<Label, Counter>,
+    pub rtp_packets_lost: Counter,
+    pub ps_demux_errors: Family<Label, Counter>,
+    pub payload_bytes_copied: Counter,
+    pub frames_demuxed: Counter,
+    pub rtp_ports_in_use: Gauge,
+    pub rtp_port_exhausted: Counter,
+    pub rtsp_sessions: Gauge,
+    pub rtsp_sessions_started: Family<Label, Counter>,
+    pub rtsp_requests: Family<Label, Counter>,
+    pub rtsp_errors: Family<Label, Counter>,
+    pub rtsp_bytes_sent: Counter,
+    pub http_requests: Counter,
+}
+
+fn build() -> Metrics {
+    let mut r = Registry::default();
+    macro_rules! reg {
+        ($name:literal, $help:literal, $metric:expr) => {{
+            let m = $metric;
+            r.register($name, $help, m.clone());
+            m
+        }};
+    }
+    Metrics {
+        devices_registered: reg!(
+            "camgate_devices_registered",
+            "Devices with a current SIP registration",
+            Gauge::default()
+        ),
+        devices_online: reg!(
+            "camgate_devices_online",
+            "Registered devices whose keepalives are on time",
+            Gauge::default()
+        ),
+        sip_requests: reg!(
+            "camgate_sip_requests",
+            "SIP requests received, by method",
+            Family::default()
+        ),
+        sip_errors: reg!(
+            "camgate_sip_errors",
+            "SIP messages rejected or failed, by kind",
+            Family::default()
+        ),
+        registrations: reg!(
+            "camgate_sip_registrations",
+            "REGISTER outcomes (challenged, ok, forbidden, unregistered, unknown_device)",
+            Family::default()
+        ),
+        keepalives: reg!(
+            "camgate_sip_keepalives",
+            "Keepalive notifications received",
+            Counter::default()
+        ),
+        manscdp_errors: reg!(
+            "camgate_manscdp_errors",
+            "MANSCDP XML bodies that failed to decode, by kind",
+            Family::default()
+        ),
+        invites: reg!(
+            "camgate_invites",
+            "INVITE outcomes (ok, rejected, timeout, error)",
+            Family::default()
+        ),
+        byes_sent: reg!(
+            "camgate_byes_sent",
+            "BYE requests sent to devices",
+            Counter::default()
+        ),
+        invite_first_frame_seconds: reg!(
+            "camgate_invite_first_frame_seconds",
+            "Time from sending INVITE to the first demuxed frame",
+            Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0])
+        ),
+        streams_active: reg!(
+            "camgate_streams_active",
+            "Streams whose source is running",
+            Gauge::default()
+        ),
+        stream_starts: reg!(
+            "camgate_stream_starts",
+            "Sources started on demand",
+            Counter::default()
+        ),
+        stream_stops: reg!(
+            "camgate_stream_stops",
+            "Sources stopped, by reason (idle, failed, shutdown)",
+            Family::default()
+        ),
+        viewers: reg!(
+            "camgate_viewers",
+            "Viewers attached to streams",
+            Gauge::default()
+        ),
+        viewer_frames_skipped: reg!(
+            "camgate_viewer_frames_skipped",
+            "Frames skipped by viewers that fell behind",
+            Counter::default()
+        ),
+        rtp_packets_received: reg!(
+            "camgate_rtp_packets_received",
+            "RTP packets received from devices",
+            Counter::default()
+        ),
+        rtp_bytes_received: reg!(
+            "camgate_rtp_bytes_received",
+            "RTP bytes received from devices, headers included",
+            Counter::default()
+        ),
+        rtp_errors: reg!(
+            "camgate_rtp_errors",
+            "RTP packets dropped, by kind (malformed, unknown_ssrc, late, duplicate)",
+            Family::default()
+        ),
+        rtp_packets_lost: reg!(
+            "camgate_rtp_packets_lost",
+            "RTP packets missing by sequence number",
+            Counter::default()
+        ),
+        ps_demux_errors: reg!(
+            "camgate_ps_demux_errors",
+            "MPEG-PS demux errors, by kind",
+            Family::default()
+        ),
+        payload_bytes_copied: reg!(
+            "camgate_payload_bytes_copied",
+            "Payload bytes copied between ingress and egress (zero-copy misses)",
+            Counter::default()
+        ),
+        frames_demuxed: reg!(
+            "camgate_frames_demuxed",
+            "Frames produced by demuxers",
+            Counter::default()
+        ),
+        rtp_ports_in_use: reg!(
+            "camgate_rtp_ports_in_use",
+            "RTP receive ports taken from the pool",
+            Gauge::default()
+        ),
+        rtp_port_exhausted: reg!(
+            "camgate_rtp_port_exhausted",
+            "Stream starts refused because no RTP port was free",
+            Counter::default()
+        ),
+        rtsp_sessions: reg!(
+            "camgate_rtsp_sessions",
+            "RTSP sessions playing or set up",
+            Gauge::default()
+        ),
+        rtsp_sessions_started: reg!(
+            "camgate_rtsp_sessions_started",
+            "RTSP sessions started, by transport (tcp, udp)",
+            Family::default()
+        ),
+        rtsp_requests: reg!(
+            "camgate_rtsp_requests",
+            "RTSP requests, by method",
+            Family::default()
+        ),
+        rtsp_errors: reg!(
+            "camgate_rtsp_errors",
+            "RTSP error answers and bad requests, by kind",
+            Family::default()
+        ),
+        rtsp_bytes_sent: reg!(
+            "camgate_rtsp_bytes_sent",
+            "Bytes sent to RTSP viewers, RTP and RTCP",
+            Counter::default()
+        ),
+        http_requests: reg!(
+            "camgate_http_requests",
+            "HTTP API requests served",
+            Counter::default()
+        ),
+        registry: r,
+    }
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(build)
+}
+
+/// Shorthand for a one-label family key.
+pub fn label(name: &'static str, value: &'static str) -> Label {
+    [(name, value)]
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,1 @@
+//! Simulated devices: genuine network peers used by `--demo` and the tests.

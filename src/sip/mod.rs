@@ -1,0 +1,3 @@
+//! SIP glue over `rsipstack`: transports, digest auth, dialogs.
+
+pub mod digest;
