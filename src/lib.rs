@@ -17,3 +17,4 @@ pub mod rtsp;
 pub mod sim;
 pub mod sip;
 pub mod streams;
+pub mod testdata;
