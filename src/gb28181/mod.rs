@@ -3,3 +3,4 @@
 pub mod manscdp;
 pub mod registry;
 pub mod sdp;
+pub mod ssrc;
