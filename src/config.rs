@@ -13,7 +13,7 @@ use serde::Deserialize;
 /// The embedded default: what `camgate` runs with when given no file.
 pub const DEFAULT_YAML: &str = include_str!("../config/camgate.yaml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub sip: SipConfig,
@@ -101,19 +101,6 @@ pub struct DemoConfig {
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            sip: SipConfig::default(),
-            media: MediaConfig::default(),
-            streams: StreamsSection::default(),
-            rtsp: RtspConfig::default(),
-            http: HttpConfig::default(),
-            demo: DemoConfig::default(),
-        }
-    }
-}
 
 impl Default for SipConfig {
     fn default() -> Self {

@@ -6,7 +6,7 @@
 //! ([`rtsp`], [`api`]) reads hubs. They meet only in [`media`] and
 //! [`streams`], which starts sources on demand and stops them when idle.
 
-// pub mod api;
+pub mod api;
 // pub mod app;
 pub mod config;
 pub mod gb28181;

@@ -4,3 +4,5 @@ pub mod manscdp;
 pub mod registry;
 pub mod sdp;
 pub mod ssrc;
+pub mod registrar;
+pub mod platform;

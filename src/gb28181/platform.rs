@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::manscdp::{self, Message, Notify, QueryKind, Response};
 use super::registrar::{RegisterAttempt, RegisterDecision, Registrar};
-use super::registry::{Channel, DeviceSummary, Registry, RegistryEvent, SipTransport};
+use super::registry::{Channel, DeviceInfo, DeviceSummary, Registry, RegistryEvent, SipTransport};
 use super::ssrc::{Ssrc, SsrcAllocator, SsrcKind};
 use crate::config::Config;
 use crate::ingest::port_pool::PortPool;
@@ -286,7 +286,7 @@ impl GbPlatform {
     }
 
     async fn on_message(&self, tx: &mut Transaction, facts: &RequestFacts) {
-        let msg = match manscdp::parse(&facts.body) {
+        let msg = match manscdp::decode_body(&facts.body) {
             Ok(m) => m,
             Err(e) => {
                 metrics::get()
@@ -313,14 +313,14 @@ impl GbPlatform {
                 metrics::get().keepalives.inc();
                 lock(&self.registry).keepalive(&facts.from_user, facts.source, now);
             }
-            Message::Response(Response::Catalog { items, .. }) => {
-                let channels: Vec<Channel> = items.into_iter().map(Channel::from).collect();
+            Message::Response(Response::Catalog(catalog)) => {
+                let channels: Vec<Channel> = catalog.items.iter().map(Channel::from).collect();
                 info!(channels = channels.len(), "catalog received");
-                lock(&self.registry).merge_channels(&facts.from_user, channels);
+                lock(&self.registry).upsert_channels(&facts.from_user, channels);
             }
             Message::Response(Response::DeviceInfo(info)) => {
                 info!(manufacturer = %info.manufacturer.as_deref().unwrap_or(""), "device info received");
-                lock(&self.registry).set_info(&facts.from_user, info);
+                lock(&self.registry).set_info(&facts.from_user, DeviceInfo::from(&info));
             }
             other => debug!(?other, "MANSCDP message ignored"),
         }
@@ -340,8 +340,8 @@ impl GbPlatform {
         let dev = reg.get(device_id)?;
         Some(DeviceRoute {
             device_id: device_id.to_owned(),
-            addr: dev.addr,
-            transport: match dev.transport {
+            addr: dev.addr(),
+            transport: match dev.transport() {
                 SipTransport::Tcp => Transport::Tcp,
                 SipTransport::Udp => Transport::Udp,
             },
@@ -354,7 +354,7 @@ impl GbPlatform {
         let Some(dev) = reg.get(device) else {
             return Err(StartError::NotFound(format!("device {device} is not registered")));
         };
-        if !dev.online {
+        if !dev.online() {
             return Err(StartError::Offline(device.to_owned()));
         }
         // A device with no catalog yet may still be asked for its own id.
@@ -366,8 +366,8 @@ impl GbPlatform {
         }
         Ok(DeviceRoute {
             device_id: device.to_owned(),
-            addr: dev.addr,
-            transport: match dev.transport {
+            addr: dev.addr(),
+            transport: match dev.transport() {
                 SipTransport::Tcp => Transport::Tcp,
                 SipTransport::Udp => Transport::Udp,
             },
@@ -385,11 +385,11 @@ impl GbPlatform {
     }
 
     pub fn devices(&self) -> Vec<DeviceSummary> {
-        lock(&self.registry).list()
+        lock(&self.registry).list(Instant::now(), SystemTime::now())
     }
 
     pub fn device(&self, id: &str) -> Option<DeviceSummary> {
-        lock(&self.registry).list().into_iter().find(|d| d.id == id)
+        self.devices().into_iter().find(|d| d.id == id)
     }
 
     pub fn channels(&self, id: &str) -> Option<Vec<Channel>> {

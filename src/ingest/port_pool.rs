@@ -75,7 +75,7 @@ impl PortPool {
         if self.max <= self.min {
             return 0;
         }
-        usize::from((self.max - self.min + 1) / 2)
+        usize::from((self.max - self.min).div_ceil(2))
     }
 
     /// Reserve a port number not in use by this pool, round-robin.

@@ -164,8 +164,7 @@ impl Hub {
             None => info.audio.is_some(),
         };
         let _ = tokio::time::timeout(timeout, rx.wait_for(described)).await;
-        let info = rx.borrow().clone();
-        info
+        rx.borrow().clone()
     }
 
     /// When the first frame arrived, if one has.
