@@ -1,0 +1,356 @@
+//! Harness for tests that drive the real `camgate` binary over loopback.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const DEVICE: &str = "34020000001320000001";
+pub const CHANNEL: &str = "34020000001310000001";
+
+/// Whether an external tool is on PATH; tests print SKIPPED without it.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIPPED: {tool} not installed (scripts/test installs it)");
+    }
+    found
+}
+
+/// Distinct port blocks per test in this process, spread by pid so
+/// parallel test binaries do not collide.
+fn port_block(size: u16) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 200) as u16 * 100;
+    loop {
+        let start = base + NEXT.fetch_add(size, Ordering::SeqCst) % 10_000;
+        let all_free = (start..start + size).all(|p| {
+            UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if all_free {
+            return start;
+        }
+    }
+}
+
+pub struct Ports {
+    pub sip: u16,
+    pub rtsp: u16,
+    pub http: u16,
+    pub rtp_min: u16,
+    pub rtp_max: u16,
+}
+
+impl Ports {
+    pub fn new() -> Self {
+        let b = port_block(24);
+        Self {
+            sip: b,
+            rtsp: b + 1,
+            http: b + 2,
+            rtp_min: b + 4,
+            rtp_max: b + 23,
+        }
+    }
+}
+
+pub struct Options {
+    pub idle_timeout: f64,
+    pub invite_timeout: f64,
+    pub password: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            idle_timeout: 1.0,
+            invite_timeout: 2.0,
+            password: "12345678",
+        }
+    }
+}
+
+pub fn write_config(dir: &std::path::Path, ports: &Ports, opts: &Options) -> PathBuf {
+    let yaml = format!(
+        r#"sip:
+  listen: "127.0.0.1:{sip}"
+  password: "{password}"
+  invite_timeout: {invite}
+  keepalive_timeout: 30
+media:
+  rtp_bind: "127.0.0.1"
+  rtp_port_min: {rtp_min}
+  rtp_port_max: {rtp_max}
+  rtp_timeout: 5
+streams:
+  idle_timeout: {idle}
+rtsp:
+  listen: "127.0.0.1:{rtsp}"
+http:
+  listen: "127.0.0.1:{http}"
+"#,
+        sip = ports.sip,
+        password = opts.password,
+        invite = opts.invite_timeout,
+        rtp_min = ports.rtp_min,
+        rtp_max = ports.rtp_max,
+        idle = opts.idle_timeout,
+        rtsp = ports.rtsp,
+        http = ports.http,
+    );
+    let path = dir.join("camgate.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// A child process killed on drop, its stderr kept in a file for failures.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_camgate"))
+            .args(args)
+            .env("RUST_LOG", "info,camgate=debug,rsipstack=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn camgate");
+        Self { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Gateway and one simulated camera, as separate processes.
+pub struct Rig {
+    pub dir: tempdir::Dir,
+    pub ports: Ports,
+    pub config: PathBuf,
+    pub gateway: Proc,
+    pub cameras: Vec<Proc>,
+}
+
+impl Rig {
+    pub fn start(opts: Options) -> Self {
+        let dir = tempdir::Dir::new();
+        let ports = Ports::new();
+        let config = write_config(dir.path(), &ports, &opts);
+        let gateway = Proc::spawn(
+            &["--config", config.to_str().unwrap()],
+            dir.path().join("gateway.log"),
+        );
+        let mut rig = Self {
+            dir,
+            ports,
+            config,
+            gateway,
+            cameras: Vec::new(),
+        };
+        rig.wait_http();
+        rig
+    }
+
+    /// Start a simulated camera; `extra` are sim-camera flags.
+    pub fn add_camera(&mut self, device: &str, channel: &str, extra: &[&str]) {
+        let mut args = vec![
+            "sim-camera",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--device-id",
+            device,
+            "--channel-id",
+            channel,
+        ];
+        args.extend_from_slice(extra);
+        let log = self.dir.path().join(format!("camera-{device}.log"));
+        self.cameras.push(Proc::spawn(&args, log));
+    }
+
+    pub fn wait_http(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(self.ports.http, "/healthz").is_some_and(|(s, _)| s == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("gateway did not come up:\n{}", self.gateway.log_text());
+    }
+
+    /// Wait until `device` is online and lists `channel`.
+    pub fn wait_channel(&self, device: &str, channel: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some((200, body)) =
+                http_get(self.ports.http, &format!("/api/v1/devices/{device}/channels"))
+                && body.contains(channel)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "device {device} never listed channel {channel}\n--- gateway\n{}\n--- cameras\n{}",
+            self.gateway.log_text(),
+            self.cameras
+                .iter()
+                .map(Proc::log_text)
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+    }
+
+    pub fn url(&self, device: &str, channel: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/gb/{device}/{channel}", self.ports.rtsp)
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.ports.http, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// Value of a metric sample line starting with `prefix` (name and labels).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        metric_value(&self.metrics(), prefix)
+    }
+
+    pub fn logs(&self) -> String {
+        format!(
+            "--- gateway\n{}\n--- cameras\n{}",
+            self.gateway.log_text(),
+            self.cameras
+                .iter()
+                .map(Proc::log_text)
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        )
+    }
+}
+
+pub fn metric_value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Minimal HTTP/1.1 GET; returns status and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Run a command with a time limit; kill it past the limit.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tool");
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            _ if Instant::now() > deadline => {
+                let _ = child.kill();
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    child.wait_with_output().expect("tool output")
+}
+
+/// Frames ffmpeg decoded, from its `-progress` output.
+pub fn ffmpeg_frames(out: &Output) -> u64 {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|v| v.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A temporary directory removed on drop (kept when the test failed,
+    /// for its logs).
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "camgate-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Self(p)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+}

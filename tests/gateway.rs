@@ -1,0 +1,307 @@
+//! The walking skeleton end to end: the gateway and simulated cameras as
+//! separate processes on loopback, real clients (ffprobe, ffmpeg,
+//! GStreamer, sipp) pulling RTSP or registering over SIP.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ffprobe_json(url: &str, transport: &str) -> serde_json::Value {
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-show_streams",
+            "-of",
+            "json",
+            url,
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
+
+fn ffmpeg_decode(url: &str, transport: &str, seconds: &str) -> std::process::Output {
+    run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            url,
+            "-t",
+            seconds,
+            "-f",
+            "null",
+            "-progress",
+            "pipe:1",
+            "-",
+        ]),
+        Duration::from_secs(30),
+    )
+}
+
+#[test]
+fn rtsp_clients_play_the_simulated_camera() {
+    if !have("ffprobe") || !have("ffmpeg") {
+        return;
+    }
+    let mut rig = Rig::start(Options::default());
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let url = rig.url(DEVICE, CHANNEL);
+
+    let probe = ffprobe_json(&url, "tcp");
+    let video = &probe["streams"][0];
+    assert_eq!(video["codec_name"], "h264", "{probe}");
+    assert_eq!(video["width"], 640, "{probe}");
+    assert_eq!(video["height"], 360, "{probe}");
+
+    for transport in ["tcp", "udp"] {
+        let out = ffmpeg_decode(&url, transport, "2");
+        let frames = ffmpeg_frames(&out);
+        assert!(
+            frames >= 25,
+            "{transport}: decoded {frames} frames\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            rig.logs()
+        );
+    }
+
+    if have("gst-launch-1.0") {
+        let out = run_with_timeout(
+            Command::new("gst-launch-1.0").args([
+                "-q",
+                "rtspsrc",
+                &format!("location={url}"),
+                "protocols=tcp",
+                "!",
+                "rtph264depay",
+                "!",
+                "h264parse",
+                "!",
+                "fakesink",
+                "num-buffers=50",
+            ]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "gst-launch failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            rig.logs()
+        );
+    }
+}
+
+#[test]
+fn viewers_share_one_invite_and_idle_sends_one_bye() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let mut rig = Rig::start(Options {
+        idle_timeout: 1.5,
+        ..Options::default()
+    });
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let url = rig.url(DEVICE, CHANNEL);
+    let ok = r#"camgate_invites_total{outcome="ok"}"#;
+    assert_eq!(rig.metric(ok), 0.0);
+
+    // Two viewers at once: one INVITE.
+    let a = {
+        let url = url.clone();
+        std::thread::spawn(move || ffmpeg_frames(&ffmpeg_decode(&url, "tcp", "3")))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let during = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rig.metric("camgate_viewers") < 1.0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let b = ffmpeg_frames(&ffmpeg_decode(&url, "tcp", "1"));
+        assert!(b >= 10, "second viewer decoded {b}");
+        rig.metrics()
+    };
+    let frames_a = a.join().unwrap();
+    assert!(frames_a >= 25, "first viewer decoded {frames_a}\n{}", rig.logs());
+    assert_eq!(metric_value(&during, ok), 1.0, "{during}");
+    assert_eq!(metric_value(&during, "camgate_streams_active"), 1.0);
+    assert_eq!(metric_value(&during, "camgate_byes_sent_total"), 0.0);
+
+    // Both gone: the stream outlives them by idle_timeout, then one BYE.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.metric("camgate_byes_sent_total") < 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = rig.metrics();
+    assert_eq!(metric_value(&after, "camgate_byes_sent_total"), 1.0, "{}", rig.logs());
+    assert_eq!(metric_value(&after, ok), 1.0);
+    assert_eq!(metric_value(&after, "camgate_streams_active"), 0.0);
+    assert_eq!(metric_value(&after, "camgate_viewers"), 0.0);
+    assert_eq!(
+        metric_value(&after, r#"camgate_stream_stops_total{reason="idle"}"#),
+        1.0
+    );
+    assert_eq!(metric_value(&after, "camgate_rtp_ports_in_use"), 0.0);
+    let camera_log = rig.cameras[0].log_text();
+    assert_eq!(camera_log.matches("INVITE received").count(), 1, "{camera_log}");
+    assert_eq!(camera_log.matches("BYE received").count(), 1, "{camera_log}");
+}
+
+#[test]
+fn dead_device_fails_fast_and_other_streams_keep_flowing() {
+    if !have("ffprobe") || !have("ffmpeg") {
+        return;
+    }
+    let invite_timeout = 2.0;
+    let mut rig = Rig::start(Options {
+        invite_timeout,
+        ..Options::default()
+    });
+    let dead = "34020000001320000009";
+    let dead_ch = "34020000001310000009";
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.add_camera(dead, dead_ch, &["--ignore-invites"]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    rig.wait_channel(dead, dead_ch);
+
+    let live_url = rig.url(DEVICE, CHANNEL);
+    let viewer = std::thread::spawn(move || ffmpeg_frames(&ffmpeg_decode(&live_url, "tcp", "6")));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let started = Instant::now();
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            &rig.url(dead, dead_ch),
+        ]),
+        Duration::from_secs(20),
+    );
+    let took = started.elapsed();
+    assert!(!out.status.success(), "ffprobe should fail on a dead device");
+    assert!(
+        took <= Duration::from_secs_f64(invite_timeout + 1.0),
+        "error took {took:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("504"), "client saw: {stderr}");
+    assert!(
+        rig.gateway.log_text().contains("did not answer"),
+        "no log line for the timeout"
+    );
+
+    let frames = viewer.join().unwrap();
+    assert!(frames >= 100, "live stream stalled: {frames} frames in 6 s\n{}", rig.logs());
+    assert_eq!(
+        rig.metric(r#"camgate_invites_total{outcome="timeout"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn unknown_device_or_channel_is_404() {
+    if !have("ffprobe") {
+        return;
+    }
+    let mut rig = Rig::start(Options::default());
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    for url in [
+        rig.url("34020000001320000777", CHANNEL),
+        rig.url(DEVICE, "34020000001310000777"),
+    ] {
+        let out = run_with_timeout(
+            Command::new("ffprobe").args(["-v", "error", "-rtsp_transport", "tcp", &url]),
+            Duration::from_secs(10),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("404"), "{url}: {stderr}");
+    }
+}
+
+fn sipp_register(rig: &Rig, password: &str, expect: u16) -> std::process::Output {
+    let template = include_str!("sipp/register.xml");
+    let scenario = rig.dir.path().join(format!("register-{expect}.xml"));
+    std::fs::write(
+        &scenario,
+        template.replace("FINAL_STATUS", &expect.to_string()),
+    )
+    .unwrap();
+    run_with_timeout(
+        Command::new("sipp").args([
+            "-sf",
+            scenario.to_str().unwrap(),
+            "-key",
+            "device",
+            "34020000001320000042",
+            "-key",
+            "server",
+            "34020000002000000001",
+            "-key",
+            "domain",
+            "3402000000",
+            "-au",
+            "34020000001320000042",
+            "-ap",
+            password,
+            "-i",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-timeout",
+            "10s",
+            "-timeout_error",
+            "-nostdin",
+            &format!("127.0.0.1:{}", rig.ports.sip),
+        ]),
+        Duration::from_secs(20),
+    )
+}
+
+#[test]
+fn sipp_device_registers_with_right_password_and_is_refused_with_wrong() {
+    if !have("sipp") {
+        return;
+    }
+    let rig = Rig::start(Options::default());
+    let ok = sipp_register(&rig, "12345678", 200);
+    assert!(ok.status.success(), "sipp (right password): {ok:?}\n{}", rig.logs());
+    let bad = sipp_register(&rig, "not-the-password", 403);
+    assert!(bad.status.success(), "sipp (wrong password): {bad:?}\n{}", rig.logs());
+    let m = rig.metrics();
+    assert_eq!(
+        metric_value(&m, r#"camgate_sip_registrations_total{outcome="ok"}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, r#"camgate_sip_registrations_total{outcome="forbidden"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&m, r#"camgate_sip_registrations_total{outcome="challenged"}"#),
+        2.0
+    );
+    let (_, devices) = http_get(rig.ports.http, "/api/v1/devices").unwrap();
+    assert!(devices.contains("34020000001320000042"), "{devices}");
+}
