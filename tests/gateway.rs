@@ -137,7 +137,11 @@ fn viewers_share_one_invite_and_idle_sends_one_bye() {
         rig.metrics()
     };
     let frames_a = a.join().unwrap();
-    assert!(frames_a >= 25, "first viewer decoded {frames_a}\n{}", rig.logs());
+    assert!(
+        frames_a >= 25,
+        "first viewer decoded {frames_a}\n{}",
+        rig.logs()
+    );
     assert_eq!(metric_value(&during, ok), 1.0, "{during}");
     assert_eq!(metric_value(&during, "camgate_streams_active"), 1.0);
     assert_eq!(metric_value(&during, "camgate_byes_sent_total"), 0.0);
@@ -148,7 +152,12 @@ fn viewers_share_one_invite_and_idle_sends_one_bye() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let after = rig.metrics();
-    assert_eq!(metric_value(&after, "camgate_byes_sent_total"), 1.0, "{}", rig.logs());
+    assert_eq!(
+        metric_value(&after, "camgate_byes_sent_total"),
+        1.0,
+        "{}",
+        rig.logs()
+    );
     assert_eq!(metric_value(&after, ok), 1.0);
     assert_eq!(metric_value(&after, "camgate_streams_active"), 0.0);
     assert_eq!(metric_value(&after, "camgate_viewers"), 0.0);
@@ -158,8 +167,16 @@ fn viewers_share_one_invite_and_idle_sends_one_bye() {
     );
     assert_eq!(metric_value(&after, "camgate_rtp_ports_in_use"), 0.0);
     let camera_log = rig.cameras[0].log_text();
-    assert_eq!(camera_log.matches("INVITE received").count(), 1, "{camera_log}");
-    assert_eq!(camera_log.matches("BYE received").count(), 1, "{camera_log}");
+    assert_eq!(
+        camera_log.matches("INVITE received").count(),
+        1,
+        "{camera_log}"
+    );
+    assert_eq!(
+        camera_log.matches("BYE received").count(),
+        1,
+        "{camera_log}"
+    );
 }
 
 #[test]
@@ -195,7 +212,10 @@ fn dead_device_fails_fast_and_other_streams_keep_flowing() {
         Duration::from_secs(20),
     );
     let took = started.elapsed();
-    assert!(!out.status.success(), "ffprobe should fail on a dead device");
+    assert!(
+        !out.status.success(),
+        "ffprobe should fail on a dead device"
+    );
     assert!(
         took <= Duration::from_secs_f64(invite_timeout + 1.0),
         "error took {took:?}"
@@ -208,7 +228,11 @@ fn dead_device_fails_fast_and_other_streams_keep_flowing() {
     );
 
     let frames = viewer.join().unwrap();
-    assert!(frames >= 100, "live stream stalled: {frames} frames in 6 s\n{}", rig.logs());
+    assert!(
+        frames >= 100,
+        "live stream stalled: {frames} frames in 6 s\n{}",
+        rig.logs()
+    );
     assert_eq!(
         rig.metric(r#"camgate_invites_total{outcome="timeout"}"#),
         1.0
@@ -285,9 +309,17 @@ fn sipp_device_registers_with_right_password_and_is_refused_with_wrong() {
     }
     let rig = Rig::start(Options::default());
     let ok = sipp_register(&rig, "12345678", 200);
-    assert!(ok.status.success(), "sipp (right password): {ok:?}\n{}", rig.logs());
+    assert!(
+        ok.status.success(),
+        "sipp (right password): {ok:?}\n{}",
+        rig.logs()
+    );
     let bad = sipp_register(&rig, "not-the-password", 403);
-    assert!(bad.status.success(), "sipp (wrong password): {bad:?}\n{}", rig.logs());
+    assert!(
+        bad.status.success(),
+        "sipp (wrong password): {bad:?}\n{}",
+        rig.logs()
+    );
     let m = rig.metrics();
     assert_eq!(
         metric_value(&m, r#"camgate_sip_registrations_total{outcome="ok"}"#),
@@ -295,11 +327,17 @@ fn sipp_device_registers_with_right_password_and_is_refused_with_wrong() {
         "{m}"
     );
     assert_eq!(
-        metric_value(&m, r#"camgate_sip_registrations_total{outcome="forbidden"}"#),
+        metric_value(
+            &m,
+            r#"camgate_sip_registrations_total{outcome="forbidden"}"#
+        ),
         1.0
     );
     assert_eq!(
-        metric_value(&m, r#"camgate_sip_registrations_total{outcome="challenged"}"#),
+        metric_value(
+            &m,
+            r#"camgate_sip_registrations_total{outcome="challenged"}"#
+        ),
         2.0
     );
     let (_, devices) = http_get(rig.ports.http, "/api/v1/devices").unwrap();

@@ -31,10 +31,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn count_requests(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn count_requests(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     metrics::get().http_requests.inc();
     next.run(req).await
 }

@@ -86,7 +86,11 @@ impl GbPlatform {
     }
 
     /// Serve SIP until `cancel`.
-    pub async fn run(self: Arc<Self>, mut incoming: TransactionReceiver, cancel: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut incoming: TransactionReceiver,
+        cancel: CancellationToken,
+    ) {
         let endpoint = self.sip.endpoint.inner.clone();
         let serve = async move { endpoint.serve().await };
         tokio::pin!(serve);
@@ -116,7 +120,9 @@ impl GbPlatform {
         };
         for event in events {
             match event {
-                RegistryEvent::Offline(id) => warn!(device = %id, "device offline: keepalives stopped"),
+                RegistryEvent::Offline(id) => {
+                    warn!(device = %id, "device offline: keepalives stopped")
+                }
                 RegistryEvent::Online(id) => info!(device = %id, "device online"),
                 RegistryEvent::Expired(id) => info!(device = %id, "registration expired"),
             }
@@ -189,11 +195,8 @@ impl GbPlatform {
             expires: register_expires(&tx.original),
         };
         let now = Instant::now();
-        let decision = lock(&self.registrar).decide(
-            &attempt,
-            self.config.password_for(&device_id),
-            now,
-        );
+        let decision =
+            lock(&self.registrar).decide(&attempt, self.config.password_for(&device_id), now);
         metrics::get()
             .registrations
             .get_or_create(&label("outcome", decision.outcome()))
@@ -227,8 +230,13 @@ impl GbPlatform {
                     Transport::Tcp => SipTransport::Tcp,
                     _ => SipTransport::Udp,
                 };
-                let outcome =
-                    lock(&self.registry).register(&device_id, transport, facts.source, expires, now);
+                let outcome = lock(&self.registry).register(
+                    &device_id,
+                    transport,
+                    facts.source,
+                    expires,
+                    now,
+                );
                 let reply = tx
                     .reply_with(
                         StatusCode::OK,
@@ -328,7 +336,10 @@ impl GbPlatform {
 
     /// `sip:{server_id}@{realm}`
     pub fn our_uri(&self) -> String {
-        format!("sip:{}@{}", self.config.sip.server_id, self.config.sip.realm)
+        format!(
+            "sip:{}@{}",
+            self.config.sip.server_id, self.config.sip.realm
+        )
     }
 
     pub fn next_sn(&self) -> u32 {
@@ -349,16 +360,25 @@ impl GbPlatform {
     }
 
     /// Where to INVITE `channel` of `device`, or why not.
-    pub fn route_for_channel(&self, device: &str, channel: &str) -> Result<DeviceRoute, StartError> {
+    pub fn route_for_channel(
+        &self,
+        device: &str,
+        channel: &str,
+    ) -> Result<DeviceRoute, StartError> {
         let reg = lock(&self.registry);
         let Some(dev) = reg.get(device) else {
-            return Err(StartError::NotFound(format!("device {device} is not registered")));
+            return Err(StartError::NotFound(format!(
+                "device {device} is not registered"
+            )));
         };
         if !dev.online() {
             return Err(StartError::Offline(device.to_owned()));
         }
         // A device with no catalog yet may still be asked for its own id.
-        let has_channel = channel == device || reg.channels(device).is_some_and(|cs| cs.iter().any(|c| c.id == channel));
+        let has_channel = channel == device
+            || reg
+                .channels(device)
+                .is_some_and(|cs| cs.iter().any(|c| c.id == channel));
         if !has_channel {
             return Err(StartError::NotFound(format!(
                 "device {device} has no channel {channel}"
@@ -401,8 +421,12 @@ impl GbPlatform {
 /// in the form `2026-11-21T09:00:00.000` (local time; we give UTC, as the
 /// process has no time zone database).
 fn gb_date(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let millis = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_millis());
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let millis = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);

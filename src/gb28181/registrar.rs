@@ -148,7 +148,9 @@ mod tests {
             now,
         );
         let nonce = nonce_of(&first);
-        assert!(matches!(&first, RegisterDecision::Challenge { www_authenticate } if www_authenticate.contains("algorithm=MD5")));
+        assert!(
+            matches!(&first, RegisterDecision::Challenge { www_authenticate } if www_authenticate.contains("algorithm=MD5"))
+        );
         // The Authorization username differs from the device id: allowed.
         let good = authorization("34020000001320000088", &nonce, "12345678");
         let ok = r.decide(

@@ -66,8 +66,7 @@ pub async fn send(
         Some(make_call_id(None, Default::default())),
     );
     if let Some(ct) = out.content_type {
-        req.headers
-            .push(Header::ContentType(ct.to_owned().into()));
+        req.headers.push(Header::ContentType(ct.to_owned().into()));
     }
     req.body = out.body;
     let key = TransactionKey::from_request(&req, TransactionRole::Client)
@@ -77,7 +76,9 @@ pub async fn send(
         r#type: Some(out.transport),
         addr: out.dest.into(),
     });
-    tx.send().await.map_err(|e| ClientError::Send(e.to_string()))?;
+    tx.send()
+        .await
+        .map_err(|e| ClientError::Send(e.to_string()))?;
     let wait_final = async {
         while let Some(msg) = tx.receive().await {
             if let rsipstack::sip::SipMessage::Response(resp) = msg

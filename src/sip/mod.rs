@@ -1,7 +1,7 @@
 //! SIP glue over `rsipstack`: transports, digest auth, dialogs.
 
-pub mod digest;
-pub mod stack;
-pub mod request;
 pub mod client;
+pub mod digest;
 pub mod invite;
+pub mod request;
+pub mod stack;

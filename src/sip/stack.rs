@@ -60,9 +60,10 @@ impl SipStack {
             p => p,
         };
         let listen = SocketAddr::new(listen.ip(), port);
-        let udp = UdpConnection::create_connection(listen, external(port), Some(cancel.child_token()))
-            .await
-            .map_err(bind_err)?;
+        let udp =
+            UdpConnection::create_connection(listen, external(port), Some(cancel.child_token()))
+                .await
+                .map_err(bind_err)?;
         transport.add_transport(udp.into());
         let tcp = TcpListenerConnection::new(listen, external(port))
             .await
@@ -75,9 +76,7 @@ impl SipStack {
             .with_transport_layer(transport)
             .with_user_agent(USER_AGENT)
             .build();
-        let incoming = endpoint
-            .incoming_transactions()
-            .map_err(bind_err)?;
+        let incoming = endpoint.incoming_transactions().map_err(bind_err)?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         Ok((
             Self {

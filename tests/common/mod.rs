@@ -218,9 +218,10 @@ impl Rig {
     pub fn wait_channel(&self, device: &str, channel: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some((200, body)) =
-                http_get(self.ports.http, &format!("/api/v1/devices/{device}/channels"))
-                && body.contains(channel)
+            if let Some((200, body)) = http_get(
+                self.ports.http,
+                &format!("/api/v1/devices/{device}/channels"),
+            ) && body.contains(channel)
             {
                 return;
             }
