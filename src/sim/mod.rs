@@ -1,1 +1,11 @@
 //! Simulated devices: genuine network peers used by `--demo` and the tests.
+//!
+//! The GB28181 camera is split the way every protocol in camgate is:
+//! sans-IO cores ([`sip`], [`gb_device`], [`ps_mux`], [`rtp`], [`clip`])
+//! that turn bytes and a `now` into bytes and events, and one thin tokio
+//! driver ([`gb_camera`]) that owns the sockets and timers.
+
+pub mod clip;
+pub mod ps_mux;
+pub mod rtp;
+pub mod sip;
