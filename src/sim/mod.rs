@@ -6,6 +6,7 @@
 //! driver ([`gb_camera`]) that owns the sockets and timers.
 
 pub mod clip;
+pub mod gb_device;
 pub mod ps_mux;
 pub mod rtp;
 pub mod sip;

@@ -243,12 +243,12 @@ fn unfold(head: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for raw in head.split('\n') {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.push(' ');
-                last.push_str(line.trim());
-                continue;
-            }
+        if line.starts_with([' ', '\t'])
+            && let Some(last) = out.last_mut()
+        {
+            last.push(' ');
+            last.push_str(line.trim());
+            continue;
         }
         out.push(line.to_owned());
     }
@@ -443,10 +443,10 @@ impl DigestChallenge {
         if c.nonce.is_empty() {
             return Err(DigestError::NoNonce);
         }
-        if let Some(alg) = &c.algorithm {
-            if !alg.eq_ignore_ascii_case("MD5") {
-                return Err(DigestError::Algorithm(alg.clone()));
-            }
+        if let Some(alg) = &c.algorithm
+            && !alg.eq_ignore_ascii_case("MD5")
+        {
+            return Err(DigestError::Algorithm(alg.clone()));
         }
         if !c.qop.is_empty() && !c.qop.iter().any(|q| q.eq_ignore_ascii_case("auth")) {
             return Err(DigestError::Qop(c.qop.join(",")));
