@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::clip::{Clip, DEMO_FPS};
-use super::gb_device::{DeviceConfig, DeviceEvent, GbDevice, StopReason};
+use super::gb_device::{DeviceConfig, DeviceError, DeviceEvent, GbDevice, StopReason};
 use super::ps_mux::PsMuxer;
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
 use crate::config::Config;
@@ -226,8 +226,13 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
             r = sip.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     let data = buf.get(..n).unwrap_or_default();
-                    if let Err(e) = device.handle_datagram(Instant::now().into_std(), from, data) {
-                        tracing::warn!(%from, error = %e, "sim camera: dropped SIP datagram");
+                    match device.handle_datagram(Instant::now().into_std(), from, data) {
+                        Ok(()) => {}
+                        // A late duplicate of a response we already used.
+                        Err(e @ DeviceError::StrayResponse { .. }) => {
+                            tracing::debug!(%from, error = %e, "sim camera: ignored response");
+                        }
+                        Err(e) => tracing::warn!(%from, error = %e, "sim camera: dropped SIP datagram"),
                     }
                 }
                 // ICMP errors surface here on some platforms; they concern

@@ -606,7 +606,9 @@ impl GbDevice {
                     .or_else(|| msg.header("Expires"))
                     .and_then(|v| v.trim().parse::<u32>().ok())
                     .filter(|&e| e > 0)
-                    .unwrap_or(expires);
+                    // More than we asked for is a registrar bug; do not
+                    // let it push our refresh out of reach.
+                    .map_or(expires, |e| e.min(expires));
                 let was_registered = self.reg_state == RegState::Registered;
                 self.reg_state = RegState::Registered;
                 self.auth_answers = 0;
@@ -757,6 +759,8 @@ impl GbDevice {
             ("Query", "Catalog") => Some(self.catalog_body(&sn)),
             ("Query", "DeviceInfo") => Some(self.device_info_body(&sn, &target)),
             ("Query", "DeviceStatus") => Some(self.device_status_body(&sn, &target)),
+            // §9.7: the simulated camera keeps no recordings.
+            ("Query", "RecordInfo") => Some(self.record_info_body(&sn, &target)),
             // §9.3.2: PTZ commands are not answered; other controls are.
             ("Control", "DeviceControl") if xml_value(&text, "PTZCmd").is_none() => {
                 Some(self.result_body("DeviceControl", &sn, &target))
@@ -843,6 +847,22 @@ impl GbDevice {
              </Response>\r\n"
         );
         gb2312(&xml)
+    }
+
+    fn record_info_body(&self, sn: &str, target: &str) -> Vec<u8> {
+        gb2312(&format!(
+            "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n\
+             <Response>\r\n\
+             <CmdType>RecordInfo</CmdType>\r\n\
+             <SN>{sn}</SN>\r\n\
+             <DeviceID>{target}</DeviceID>\r\n\
+             <Name>{name}</Name>\r\n\
+             <SumNum>0</SumNum>\r\n\
+             <RecordList Num=\"0\">\r\n\
+             </RecordList>\r\n\
+             </Response>\r\n",
+            name = xml_escape(&self.cfg.channel_name),
+        ))
     }
 
     fn result_body(&self, cmd: &str, sn: &str, target: &str) -> Vec<u8> {

@@ -559,6 +559,7 @@ fn device_info_and_status_queries() {
         ("DeviceInfo", "<Manufacturer>camgate</Manufacturer>"),
         ("DeviceInfo", "<Model>sim</Model>"),
         ("DeviceStatus", "<Online>ONLINE</Online>"),
+        ("RecordInfo", "<SumNum>0</SumNum>"),
     ]
     .iter()
     .enumerate()
