@@ -891,7 +891,9 @@ impl GbDevice {
             what,
         };
         let call_id = msg.call_id().ok_or_else(|| missing("Call-ID"))?.to_owned();
-        if msg.to_tag().is_some() {
+        // In-dialog, or a fresh transaction for a call we already answered
+        // (a confused peer): either way the answer stands as given.
+        if msg.to_tag().is_some() || self.calls.iter().any(|c| c.call_id == call_id) {
             return self.handle_reinvite(now, from, msg, &call_id);
         }
         let answered = self.cfg.answer_invites;

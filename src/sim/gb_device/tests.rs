@@ -891,6 +891,13 @@ fn reinvite_gets_same_answer() {
     assert_eq!(status_of(&out2[0]), 200);
     assert_eq!(out2[0].body, out[2].body);
     assert!(h.events().is_empty());
+    // Same Call-ID, new branch, no To tag: still one call.
+    h.feed(&invite("c5", "z9hG4bKc5c", OFFER)).unwrap();
+    let out3 = h.out();
+    assert_eq!(out3.len(), 1);
+    assert_eq!(out3[0].to_tag(), Some(tag.as_str()));
+    assert!(h.events().is_empty());
+    assert_eq!(h.dev.active_calls(), 1);
 }
 
 #[test]
