@@ -1,1 +1,26 @@
 //! Simulated devices: genuine network peers used by `--demo` and the tests.
+//!
+//! The GB28181 camera is split the way every protocol in camgate is:
+//! sans-IO cores ([`sip`], [`gb_device`], [`ps_mux`], [`rtp`], [`clip`])
+//! that turn bytes and a `now` into bytes and events, and one thin tokio
+//! driver ([`gb_camera`]) that owns the sockets and timers.
+//!
+//! ```no_run
+//! # async fn demo(config: camgate::config::Config) -> anyhow::Result<()> {
+//! use camgate::sim::{SimCameraConfig, spawn};
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let camera = spawn(SimCameraConfig::from_config(&config), shutdown.clone());
+//! // ... later
+//! shutdown.cancel();
+//! camera.task.await??;
+//! # Ok(()) }
+//! ```
+
+pub mod clip;
+pub mod gb_camera;
+pub mod gb_device;
+pub mod ps_mux;
+pub mod rtp;
+pub mod sip;
+
+pub use gb_camera::{SimCamera, SimCameraConfig, SimStats, run, spawn};

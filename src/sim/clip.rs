@@ -1,0 +1,181 @@
+//! The demo clip: an H.264 Annex B byte stream (ITU-T H.264 Annex B) embedded
+//! in the binary and cut into access units.
+//!
+//! The clip carries an access unit delimiter (NAL type 9, H.264 §7.3.2.4) at
+//! the head of every access unit, so cutting it is a scan for start codes and
+//! a look at the NAL type; no slice-header parsing is needed. NAL units are
+//! `Bytes::from_static` slices of the embedded file: nothing is copied.
+
+use bytes::Bytes;
+
+/// `assets/demo.h264`; see `assets/README.md` for how it was made.
+pub static DEMO_H264: &[u8] = include_bytes!("../../assets/demo.h264");
+
+/// Frame rate of the demo clip; the muxer stamps frames at 90 kHz / this.
+pub const DEMO_FPS: u32 = 25;
+
+/// H.264 NAL unit types this module looks at (H.264 Table 7-1).
+const NAL_IDR: u8 = 5;
+const NAL_AUD: u8 = 9;
+
+/// One access unit: its NAL units without start codes, in stream order.
+#[derive(Clone, Debug)]
+pub struct AccessUnit {
+    pub nals: Vec<Bytes>,
+    /// Holds an IDR slice (and, in this clip, the SPS/PPS before it).
+    pub keyframe: bool,
+}
+
+/// A clip cut into access units, ready to loop.
+#[derive(Clone, Debug)]
+pub struct Clip {
+    units: Vec<AccessUnit>,
+}
+
+impl Clip {
+    /// The embedded demo clip.
+    pub fn demo() -> Self {
+        Self::from_static(DEMO_H264)
+    }
+
+    /// Cut an Annex B stream into access units at AUD NAL units. Data before
+    /// the first AUD (if any) forms an access unit of its own. Never fails:
+    /// an input with no start code is one NAL unit.
+    pub fn from_static(stream: &'static [u8]) -> Self {
+        let whole = Bytes::from_static(stream);
+        let mut units: Vec<AccessUnit> = Vec::new();
+        let mut current: Vec<Bytes> = Vec::new();
+        for (start, end) in nal_ranges(stream) {
+            let nal = whole.slice(start..end);
+            if nal.first().map(|b| b & 0x1f) == Some(NAL_AUD) && !current.is_empty() {
+                units.push(AccessUnit::new(std::mem::take(&mut current)));
+            }
+            current.push(nal);
+        }
+        if !current.is_empty() {
+            units.push(AccessUnit::new(current));
+        }
+        Self { units }
+    }
+
+    pub fn units(&self) -> &[AccessUnit] {
+        &self.units
+    }
+
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+}
+
+impl AccessUnit {
+    fn new(nals: Vec<Bytes>) -> Self {
+        let keyframe = nals
+            .iter()
+            .any(|n| n.first().map(|b| b & 0x1f) == Some(NAL_IDR));
+        Self { nals, keyframe }
+    }
+}
+
+/// Byte ranges of the NAL units in an Annex B stream, start codes excluded.
+///
+/// A start code is `00 00 01`; the extra zero of a four-byte start code is a
+/// `trailing_zero_8bits` of the previous NAL (H.264 §B.1), so trailing zeros
+/// are trimmed from each NAL. Empty NALs are skipped.
+fn nal_ranges(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    if starts.is_empty() {
+        return if data.is_empty() {
+            Vec::new()
+        } else {
+            vec![(0, data.len())]
+        };
+    }
+    let mut ranges = Vec::with_capacity(starts.len());
+    for (k, &start) in starts.iter().enumerate() {
+        // The next NAL's payload begins 3 bytes after its start code begins.
+        let mut end = starts.get(k + 1).map_or(data.len(), |&next| next - 3);
+        while end > start && data[end - 1] == 0 {
+            end -= 1;
+        }
+        if end > start {
+            ranges.push((start, end));
+        }
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_clip_is_150_frames_with_idr_every_25() {
+        let clip = Clip::demo();
+        assert_eq!(clip.len(), 150);
+        let keys: Vec<usize> = clip
+            .units()
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.keyframe)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(keys, vec![0, 25, 50, 75, 100, 125]);
+        for unit in clip.units() {
+            assert_eq!(unit.nals[0][0] & 0x1f, NAL_AUD);
+            if unit.keyframe {
+                // SPS and PPS travel with every IDR so any GOP decodes alone.
+                let types: Vec<u8> = unit.nals.iter().map(|n| n[0] & 0x1f).collect();
+                assert!(types.contains(&7) && types.contains(&8), "{types:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn nals_are_slices_of_the_embedded_clip() {
+        let clip = Clip::demo();
+        let range = DEMO_H264.as_ptr_range();
+        for nal in clip.units().iter().flat_map(|u| &u.nals) {
+            assert!(range.contains(&nal.as_ptr()));
+        }
+    }
+
+    #[test]
+    fn cuts_mixed_start_codes() {
+        static S: &[u8] = &[
+            0, 0, 0, 1, 9, 0x10, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x65, 7, 0, 0, 1, 9, 0x30, 0, 0,
+            1, 0x41, 8,
+        ];
+        let clip = Clip::from_static(S);
+        assert_eq!(clip.len(), 2);
+        let u0: Vec<&[u8]> = clip.units()[0].nals.iter().map(|n| &n[..]).collect();
+        assert_eq!(u0, vec![&[9, 0x10][..], &[0x67, 1, 2], &[0x65, 7]]);
+        assert!(clip.units()[0].keyframe);
+        assert!(!clip.units()[1].keyframe);
+        assert_eq!(&clip.units()[1].nals[1][..], &[0x41, 8]);
+    }
+
+    #[test]
+    fn odd_inputs_do_not_panic() {
+        static EMPTY: &[u8] = &[];
+        static NOSTART: &[u8] = &[1, 2, 3];
+        static ONLY: &[u8] = &[0, 0, 1];
+        static ZEROS: &[u8] = &[0, 0, 0, 0, 0];
+        assert!(Clip::from_static(EMPTY).is_empty());
+        assert_eq!(Clip::from_static(NOSTART).len(), 1);
+        assert!(Clip::from_static(ONLY).is_empty());
+        assert_eq!(Clip::from_static(ZEROS).len(), 1);
+    }
+}

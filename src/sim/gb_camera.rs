@@ -1,0 +1,466 @@
+//! The tokio driver of the simulated GB28181 camera: one UDP socket for SIP
+//! (driving [`GbDevice`]) and one for RTP, with a media task per call that
+//! streams the demo clip as MPEG-2 PS over RTP (GB/T 28181-2016 §9.2 and
+//! Annex C; RFC 3550) at real-time pace until BYE.
+//!
+//! The driver holds no protocol logic: it moves datagrams between the
+//! sockets and the core, sleeps until the core's next timer, and turns
+//! [`DeviceEvent`]s into media tasks and [`SimStats`] counters.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::BytesMut;
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::clip::{Clip, DEMO_FPS};
+use super::gb_device::{DeviceConfig, DeviceError, DeviceEvent, GbDevice, StopReason};
+use super::ps_mux::PsMuxer;
+use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
+use crate::config::Config;
+
+/// How long shutdown waits for the BYEs and the un-REGISTER to be answered.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Settings of one simulated camera.
+#[derive(Debug, Clone)]
+pub struct SimCameraConfig {
+    /// The platform's SIP address.
+    pub server: SocketAddr,
+    pub server_id: String,
+    pub realm: String,
+    pub device_id: String,
+    pub channel_id: String,
+    pub channel_name: String,
+    /// `None`: answer no digest challenge.
+    pub password: Option<String>,
+    /// Local SIP socket address (port 0 = any). RTP leaves from the same IP.
+    pub bind: SocketAddr,
+    /// Address written in Via, Contact and SDP; default: the bound IP, or
+    /// the IP that routes to `server` when bound to 0.0.0.0.
+    pub advertised_ip: Option<IpAddr>,
+    pub register_expires: u32,
+    pub keepalive_interval: Duration,
+    pub register_retry: Duration,
+    /// `false`: a dead device that never answers INVITE.
+    pub answer_invites: bool,
+    /// Counters shared with whoever started the camera.
+    pub stats: Arc<SimStats>,
+}
+
+impl SimCameraConfig {
+    /// A camera with the GB28181 demo ids (see [`DeviceConfig::new`]),
+    /// registering to `server`, bound to an ephemeral loopback port.
+    pub fn new(server: SocketAddr) -> Self {
+        let d = DeviceConfig::default();
+        Self {
+            server,
+            server_id: d.server_id,
+            realm: d.realm,
+            device_id: d.device_id,
+            channel_id: d.channel_id,
+            channel_name: d.channel_name,
+            password: d.password,
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            advertised_ip: None,
+            register_expires: d.register_expires,
+            keepalive_interval: d.keepalive_interval,
+            register_retry: d.register_retry,
+            answer_invites: true,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The `--demo` camera: registers over loopback to this gateway's SIP
+    /// port with the ids of the `demo` section and the password the gateway
+    /// expects of that device.
+    pub fn from_config(config: &Config) -> Self {
+        let listen = config.sip.listen;
+        let server_ip = if listen.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            listen.ip()
+        };
+        let mut c = Self::new(SocketAddr::new(server_ip, listen.port()));
+        c.server_id = config.sip.server_id.clone();
+        c.realm = config.sip.realm.clone();
+        c.device_id = config.demo.device_id.clone();
+        c.channel_id = config.demo.channel_id.clone();
+        c.password = config.password_for(&c.device_id).map(str::to_owned);
+        c.bind = SocketAddr::new(server_ip, config.demo.sip_port);
+        c
+    }
+}
+
+/// Counters for tests and the demo ("exactly one INVITE, one BYE").
+#[derive(Debug, Default)]
+pub struct SimStats {
+    pub registrations: AtomicU64,
+    pub registration_failures: AtomicU64,
+    pub keepalives_sent: AtomicU64,
+    pub queries_answered: AtomicU64,
+    pub invites_received: AtomicU64,
+    pub byes_received: AtomicU64,
+    pub streams_started: AtomicU64,
+    /// Media tasks currently sending.
+    pub active_streams: AtomicU64,
+    pub rtp_packets_sent: AtomicU64,
+    pub rtp_bytes_sent: AtomicU64,
+    pub frames_sent: AtomicU64,
+    registered: AtomicBool,
+    sip_addr: OnceLock<SocketAddr>,
+    media_addr: OnceLock<SocketAddr>,
+}
+
+impl SimStats {
+    pub fn invites(&self) -> u64 {
+        self.invites_received.load(Ordering::Relaxed)
+    }
+
+    pub fn byes(&self) -> u64 {
+        self.byes_received.load(Ordering::Relaxed)
+    }
+
+    pub fn rtp_packets(&self) -> u64 {
+        self.rtp_packets_sent.load(Ordering::Relaxed)
+    }
+
+    pub fn active_streams(&self) -> u64 {
+        self.active_streams.load(Ordering::Relaxed)
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Relaxed)
+    }
+
+    /// The camera's bound SIP address, once it runs.
+    pub fn sip_addr(&self) -> Option<SocketAddr> {
+        self.sip_addr.get().copied()
+    }
+
+    /// The address RTP leaves from, once it runs.
+    pub fn media_addr(&self) -> Option<SocketAddr> {
+        self.media_addr.get().copied()
+    }
+}
+
+/// A camera started with [`spawn`].
+#[derive(Debug)]
+pub struct SimCamera {
+    pub stats: Arc<SimStats>,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Run [`run`] on a new task.
+pub fn spawn(config: SimCameraConfig, shutdown: CancellationToken) -> SimCamera {
+    let stats = config.stats.clone();
+    let task = tokio::spawn(run(config, shutdown));
+    SimCamera { stats, task }
+}
+
+/// Run the camera until `shutdown` is cancelled, then send BYE for live
+/// calls and unregister (waiting up to two seconds for answers).
+pub async fn run(config: SimCameraConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let span = tracing::info_span!("sim_camera", device = %config.device_id);
+    run_inner(config, shutdown).instrument(span).await
+}
+
+async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let sip = UdpSocket::bind(config.bind)
+        .await
+        .with_context(|| format!("sim camera: bind SIP socket {}", config.bind))?;
+    let media = UdpSocket::bind(SocketAddr::new(config.bind.ip(), 0))
+        .await
+        .context("sim camera: bind RTP socket")?;
+    let media = Arc::new(media);
+    let sip_local = sip.local_addr()?;
+    let media_local = media.local_addr()?;
+    let ip = match config.advertised_ip {
+        Some(ip) => ip,
+        None if sip_local.ip().is_unspecified() => route_to(config.server).await?,
+        None => sip_local.ip(),
+    };
+    let stats = config.stats.clone();
+    let _ = stats.sip_addr.set(sip_local);
+    let _ = stats.media_addr.set(media_local);
+
+    let mut dc = DeviceConfig::new(
+        config.server,
+        SocketAddr::new(ip, sip_local.port()),
+        SocketAddr::new(ip, media_local.port()),
+    );
+    dc.server_id = config.server_id.clone();
+    dc.realm = config.realm.clone();
+    dc.device_id = config.device_id.clone();
+    dc.channel_id = config.channel_id.clone();
+    dc.channel_name = config.channel_name.clone();
+    dc.password = config.password.clone();
+    dc.register_expires = config.register_expires;
+    dc.keepalive_interval = config.keepalive_interval;
+    dc.register_retry = config.register_retry;
+    dc.answer_invites = config.answer_invites;
+    let mut device = GbDevice::new(dc, rand::random());
+    tracing::info!(sip = %sip_local, media = %media_local, server = %config.server, "simulated camera starting");
+
+    let clip = Arc::new(Clip::demo());
+    let mut streams: HashMap<String, CancellationToken> = HashMap::new();
+    let mut buf = vec![0u8; 65_536];
+    device.start(Instant::now().into_std());
+
+    loop {
+        flush(&sip, &mut device).await;
+        while let Some(ev) = device.poll_event() {
+            on_event(ev, &stats, &mut streams, &media, &clip, &shutdown);
+        }
+        let timer = device.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = sip.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    let data = buf.get(..n).unwrap_or_default();
+                    match device.handle_datagram(Instant::now().into_std(), from, data) {
+                        Ok(()) => {}
+                        // A late duplicate of a response we already used.
+                        Err(e @ DeviceError::StrayResponse { .. }) => {
+                            tracing::debug!(%from, error = %e, "sim camera: ignored response");
+                        }
+                        Err(e) => tracing::warn!(%from, error = %e, "sim camera: dropped SIP datagram"),
+                    }
+                }
+                // ICMP errors surface here on some platforms; they concern
+                // one earlier datagram, not the socket.
+                Err(e) => tracing::debug!(error = %e, "sim camera: SIP receive error"),
+            },
+            _ = sleep_until(timer) => device.handle_timeout(Instant::now().into_std()),
+        }
+    }
+
+    // Graceful exit: BYE live calls, un-REGISTER, wait a little for answers.
+    device.shutdown(Instant::now().into_std());
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    loop {
+        flush(&sip, &mut device).await;
+        while let Some(ev) = device.poll_event() {
+            on_event(ev, &stats, &mut streams, &media, &clip, &shutdown);
+        }
+        if device.is_quiet() || Instant::now() >= deadline {
+            break;
+        }
+        let timer = device
+            .poll_timeout()
+            .map(Instant::from_std)
+            .map_or(deadline, |t| t.min(deadline));
+        tokio::select! {
+            r = sip.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    let data = buf.get(..n).unwrap_or_default();
+                    if let Err(e) = device.handle_datagram(Instant::now().into_std(), from, data) {
+                        tracing::debug!(%from, error = %e, "sim camera: dropped SIP datagram");
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(timer) => device.handle_timeout(Instant::now().into_std()),
+        }
+    }
+    for (_, stop) in streams.drain() {
+        stop.cancel();
+    }
+    stats.registered.store(false, Ordering::Relaxed);
+    tracing::info!("simulated camera stopped");
+    Ok(())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn flush(sip: &UdpSocket, device: &mut GbDevice) {
+    while let Some(t) = device.poll_transmit() {
+        if let Err(e) = sip.send_to(&t.payload, t.dest).await {
+            tracing::warn!(dest = %t.dest, error = %e, "sim camera: SIP send failed");
+        }
+    }
+}
+
+fn on_event(
+    ev: DeviceEvent,
+    stats: &Arc<SimStats>,
+    streams: &mut HashMap<String, CancellationToken>,
+    media: &Arc<UdpSocket>,
+    clip: &Arc<Clip>,
+    shutdown: &CancellationToken,
+) {
+    let inc = |c: &AtomicU64| {
+        c.fetch_add(1, Ordering::Relaxed);
+    };
+    match ev {
+        DeviceEvent::Registered { expires } => {
+            inc(&stats.registrations);
+            stats.registered.store(true, Ordering::Relaxed);
+            tracing::info!(expires, "registered");
+        }
+        DeviceEvent::RegistrationFailed { status, reason } => {
+            inc(&stats.registration_failures);
+            stats.registered.store(false, Ordering::Relaxed);
+            tracing::warn!(?status, %reason, "registration failed; will retry");
+        }
+        DeviceEvent::Unregistered => {
+            stats.registered.store(false, Ordering::Relaxed);
+            tracing::info!("unregistered");
+        }
+        DeviceEvent::KeepaliveSent { sn } => {
+            inc(&stats.keepalives_sent);
+            tracing::trace!(sn, "keepalive sent");
+        }
+        DeviceEvent::QueryAnswered { cmd, sn } => {
+            inc(&stats.queries_answered);
+            tracing::debug!(%cmd, %sn, "query answered");
+        }
+        DeviceEvent::InviteReceived { call_id, answered } => {
+            inc(&stats.invites_received);
+            tracing::info!(%call_id, answered, "INVITE received");
+        }
+        DeviceEvent::ByeReceived { call_id, known } => {
+            inc(&stats.byes_received);
+            tracing::info!(%call_id, known, "BYE received");
+        }
+        DeviceEvent::StartMedia {
+            call_id,
+            dest,
+            ssrc,
+        } => {
+            inc(&stats.streams_started);
+            // A child token: shutdown of the camera also ends the stream.
+            let stop = shutdown.child_token();
+            if let Some(old) = streams.insert(call_id.clone(), stop.clone()) {
+                old.cancel();
+            }
+            let task = stream_clip(media.clone(), dest, ssrc, clip.clone(), stop, stats.clone());
+            let span = tracing::info_span!("sim_stream", %call_id, %dest, ssrc);
+            tokio::spawn(task.instrument(span));
+        }
+        DeviceEvent::StopMedia { call_id, reason } => {
+            if let Some(stop) = streams.remove(&call_id) {
+                stop.cancel();
+            }
+            let reason = match reason {
+                StopReason::Bye => "bye",
+                StopReason::AckTimeout => "no ACK",
+                StopReason::Shutdown => "shutdown",
+            };
+            tracing::info!(%call_id, reason, "media stopped");
+        }
+    }
+}
+
+/// Send the clip as PS over RTP to `dest`, one access unit per frame
+/// interval, looping with continuing timestamps until `stop`.
+async fn stream_clip(
+    socket: Arc<UdpSocket>,
+    dest: SocketAddr,
+    ssrc: u32,
+    clip: Arc<Clip>,
+    stop: CancellationToken,
+    stats: Arc<SimStats>,
+) {
+    stats.active_streams.fetch_add(1, Ordering::Relaxed);
+    tracing::info!("streaming demo clip");
+    let frame_ticks = u64::from(90_000 / DEMO_FPS);
+    let muxer = PsMuxer::new();
+    let mut rtp = RtpPacketizer::new(ssrc, PAYLOAD_TYPE_PS, rand::random());
+    // A random start, as RFC 3550 §5.1 asks of RTP timestamps; the PS
+    // clock follows it so receivers can use either.
+    let mut pts: u64 = u64::from(rand::random::<u32>() >> 1);
+    let mut ps = BytesMut::with_capacity(64 * 1024);
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / DEMO_FPS);
+    // Burst keeps the average rate after a stall, like an encoder's output.
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut send_errors = 0u64;
+    'outer: loop {
+        for unit in clip.units() {
+            tokio::select! {
+                _ = stop.cancelled() => break 'outer,
+                _ = tick.tick() => {}
+            }
+            ps.clear();
+            muxer.write_video(&unit.nals, pts, unit.keyframe, &mut ps);
+            for pkt in rtp.packetize(&ps, pts as u32) {
+                match socket.send_to(&pkt, dest).await {
+                    Ok(n) => {
+                        stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
+                        stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        send_errors += 1;
+                        // One line per burst of failures, not per packet.
+                        if send_errors.is_power_of_two() {
+                            tracing::debug!(error = %e, send_errors, "RTP send failed");
+                        }
+                    }
+                }
+            }
+            stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+            pts = pts.wrapping_add(frame_ticks);
+        }
+        if clip.is_empty() {
+            stop.cancelled().await;
+            break;
+        }
+    }
+    stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+    tracing::info!("stream stopped");
+}
+
+/// The local IP the OS would use to reach `server` (no packet is sent).
+async fn route_to(server: SocketAddr) -> anyhow::Result<IpAddr> {
+    let any: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = UdpSocket::bind(any).await?;
+    probe
+        .connect(server)
+        .await
+        .with_context(|| format!("sim camera: no route to {server}"))?;
+    Ok(probe.local_addr()?.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_follows_gateway_config() {
+        let mut cfg = Config::default();
+        cfg.sip.listen = "0.0.0.0:15062".parse().unwrap();
+        cfg.sip
+            .device_passwords
+            .insert(cfg.demo.device_id.clone(), "secret".into());
+        cfg.demo.sip_port = 15070;
+        let c = SimCameraConfig::from_config(&cfg);
+        assert_eq!(c.server, "127.0.0.1:15062".parse().unwrap());
+        assert_eq!(c.bind, "127.0.0.1:15070".parse().unwrap());
+        assert_eq!(c.device_id, "34020000001320000001");
+        assert_eq!(c.channel_id, "34020000001310000001");
+        assert_eq!(c.server_id, cfg.sip.server_id);
+        assert_eq!(c.realm, cfg.sip.realm);
+        assert_eq!(c.password.as_deref(), Some("secret"));
+        assert!(c.answer_invites);
+
+        cfg.sip.password.clear();
+        cfg.sip.device_passwords.clear();
+        assert_eq!(SimCameraConfig::from_config(&cfg).password, None);
+    }
+}
