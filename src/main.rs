@@ -35,9 +35,17 @@ enum LogFormat {
 enum Command {
     /// Validate a configuration file and exit.
     CheckConfig { file: PathBuf },
-    /// Run only the simulated GB28181 camera of the `demo` section, against
-    /// the SIP server of the configuration (for tests and trials).
-    SimCamera,
+    /// Run only a simulated GB28181 camera against the SIP server of the
+    /// configuration (ids default to the `demo` section), for tests and trials.
+    SimCamera {
+        #[arg(long)]
+        device_id: Option<String>,
+        #[arg(long)]
+        channel_id: Option<String>,
+        /// Never answer INVITE: a camera that registers but is dead.
+        #[arg(long)]
+        ignore_invites: bool,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -95,12 +103,21 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         match cli.command {
-            Some(Command::SimCamera) => {
-                camgate::sim::gb_camera::run(
-                    camgate::sim::gb_camera::SimCameraConfig::from_config(&config),
-                    shutdown,
-                )
-                .await
+            Some(Command::SimCamera {
+                device_id,
+                channel_id,
+                ignore_invites,
+            }) => {
+                let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
+                if let Some(id) = device_id {
+                    sim.password = config.password_for(&id).map(str::to_owned);
+                    sim.device_id = id;
+                }
+                if let Some(id) = channel_id {
+                    sim.channel_id = id;
+                }
+                sim.answer_invites = !ignore_invites;
+                camgate::sim::run(sim, shutdown).await
             }
             _ => camgate::app::run(config, cli.demo, shutdown).await,
         }
