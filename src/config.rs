@@ -259,7 +259,10 @@ impl Config {
             return Err(invalid("sip.invite_timeout", "must be above 0".into()));
         }
         if !is_gb_id(&self.demo.device_id) || !is_gb_id(&self.demo.channel_id) {
-            return Err(invalid("demo.device_id", "demo ids must be 20 digits".into()));
+            return Err(invalid(
+                "demo.device_id",
+                "demo ids must be 20 digits".into(),
+            ));
         }
         Ok(())
     }

@@ -195,7 +195,10 @@ impl Hub {
     }
 
     pub fn viewers(&self) -> usize {
-        self.lock().sender.as_ref().map_or(0, |s| s.receiver_count())
+        self.lock()
+            .sender
+            .as_ref()
+            .map_or(0, |s| s.receiver_count())
     }
 }
 
@@ -237,7 +240,8 @@ impl Subscription {
             };
             self.has_video |= frame.kind() == MediaKind::Video;
             if self.awaiting_keyframe {
-                let resumes = frame.keyframe && (frame.kind() == MediaKind::Video || !self.has_video);
+                let resumes =
+                    frame.keyframe && (frame.kind() == MediaKind::Video || !self.has_video);
                 if !resumes {
                     self.skipped += 1;
                     crate::metrics::get().viewer_frames_skipped.inc();
@@ -262,7 +266,9 @@ mod tests {
             pts,
             dts: pts,
             keyframe,
-            units: [Chunks::from(Bytes::from(vec![0x65; 10]))].into_iter().collect(),
+            units: [Chunks::from(Bytes::from(vec![0x65; 10]))]
+                .into_iter()
+                .collect(),
         }
     }
 
