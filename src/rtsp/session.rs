@@ -360,6 +360,32 @@ enum Handled {
     Wait(Waiting),
 }
 
+/// A response builder with the reason phrase of RFC 2326 §7.1.1 (the
+/// crate's default phrases follow Rust naming, e.g. "Ok").
+fn builder(status: StatusCode) -> ResponseBuilder {
+    let code = u16::from(status);
+    let phrase = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        415 => "Unsupported Media Type",
+        451 => "Parameter Not Understood",
+        453 => "Not Enough Bandwidth",
+        454 => "Session Not Found",
+        455 => "Method Not Valid in This State",
+        459 => "Aggregate Operation Not Allowed",
+        461 => "Unsupported Transport",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Time-out",
+        505 => "RTSP Version not supported",
+        _ => "Error",
+    };
+    Response::builder(Version::V1_0, status).reason_phrase(phrase)
+}
+
 fn method_label(m: &Method) -> &'static str {
     match m {
         Method::Describe => "DESCRIBE",
@@ -523,7 +549,7 @@ impl Connection {
             .rtsp_errors
             .get_or_create(&label("kind", "bad_request"))
             .inc();
-        let resp = Response::builder(Version::V1_0, StatusCode::BadRequest)
+        let resp = builder(StatusCode::BadRequest)
             .header(headers::SERVER, SERVER)
             .empty();
         self.queue_response(&resp);
@@ -588,7 +614,7 @@ impl Connection {
             .get_or_create(&label("kind", e.kind()))
             .inc();
         debug!(error = %e, "RTSP request refused");
-        let mut b = Response::builder(Version::V1_0, e.status()).header(headers::SERVER, SERVER);
+        let mut b = builder(e.status()).header(headers::SERVER, SERVER);
         if let Some(cseq) = cseq {
             b = b.header(headers::CSEQ, cseq);
         }
@@ -607,7 +633,7 @@ impl Connection {
     }
 
     fn ok(&self) -> ResponseBuilder {
-        let mut b = Response::builder(Version::V1_0, StatusCode::Ok);
+        let mut b = builder(StatusCode::Ok);
         if let Some(s) = &self.session {
             b = b.header(headers::SESSION, self.session_header(s));
         }
@@ -645,7 +671,7 @@ impl Connection {
                 } else {
                     // We have no settable parameters (§10.9).
                     Ok(Handled::Reply(
-                        Response::builder(Version::V1_0, StatusCode::ParameterNotUnderstood),
+                        builder(StatusCode::ParameterNotUnderstood),
                         Vec::new(),
                     ))
                 }
