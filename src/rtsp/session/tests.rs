@@ -158,7 +158,8 @@ fn idr_frame(pts: i64, size: usize) -> Frame {
 
 #[test]
 fn simple_requests_table() {
-    let cases: &[(&str, u16, &[(&str, &str)])] = &[
+    type Case = (&'static str, u16, &'static [(&'static str, &'static str)]);
+    let cases: &[Case] = &[
         (
             "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n",
             200,
@@ -271,7 +272,7 @@ fn random_input_never_panics() {
         let mut input = seeds[i % seeds.len()].to_vec();
         for _ in 0..(rng.next_u32() % 64) {
             let b = rng.next_u32() as u8;
-            input.push(if b % 3 == 0 {
+            input.push(if b.is_multiple_of(3) {
                 b"\r\n;=-\"/\\"[usize::from(b) % 8]
             } else {
                 b
