@@ -1,1 +1,17 @@
 //! RTSP server (RFC 2326): the egress VLC, ffmpeg, GStreamer and NVRs use.
+//!
+//! - [`session`]: sans-IO state machine of one connection (requests in,
+//!   responses, RTP/RTCP and driver actions out).
+//! - [`server`]: the thin tokio driver owning sockets, timers and viewers.
+//! - [`sdp`]: the DESCRIBE answer.
+//! - [`packetize`]: RTP payload formats (RFC 6184 H.264, RFC 7798 H.265,
+//!   RFC 3551 G.711) writing headers only, payload by vectored I/O.
+//! - [`rtcp`]: sender reports and the shared A/V clock mapping.
+
+pub mod packetize;
+pub mod rtcp;
+pub mod sdp;
+pub mod server;
+pub mod session;
+
+pub use server::{RtspServerConfig, serve};

@@ -1,0 +1,413 @@
+//! The tokio driver of the RTSP server: accepts connections and runs one
+//! task per connection around a sans-IO [`Connection`].
+//!
+//! Each connection task owns its TCP stream, its UDP port pairs, the
+//! [`Viewer`] that keeps its stream alive and the hub [`Subscription`]. It
+//! waits on the socket, the subscription, the core's timer and pending
+//! stream starts at once, and writes what the core queues. Media is pulled
+//! one frame at a time and written before the next is pulled, so a slow
+//! client only ever holds one frame here; falling further behind is the
+//! hub's business (it makes the subscription skip to the next keyframe).
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::session::{Connection, Dest, Event, SessionConfig, Transmit};
+use crate::media::frame::StreamInfo;
+use crate::media::hub::Subscription;
+use crate::metrics;
+use crate::streams::{StartError, StreamKey, Streams, Viewer};
+
+/// Server settings the app wiring passes to [`serve`].
+#[derive(Clone, Debug)]
+pub struct RtspServerConfig {
+    /// Seconds announced in `Session: …;timeout=`; UDP sessions without a
+    /// request or RTCP for this long are reaped.
+    pub session_timeout: u32,
+    /// How long DESCRIBE waits for the source to reveal its parameter sets.
+    pub describe_timeout: Duration,
+    /// Local address of the UDP RTP/RTCP port pairs.
+    pub udp_bind_ip: IpAddr,
+}
+
+impl Default for RtspServerConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout: 60,
+            describe_timeout: Duration::from_secs(3),
+            udp_bind_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// Accept RTSP connections until `shutdown`, then wait for every
+/// connection task to finish (they end on the same token).
+pub async fn serve(
+    listener: TcpListener,
+    streams: Streams,
+    config: RtspServerConfig,
+    shutdown: CancellationToken,
+) {
+    let tasks = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                let _ = socket.set_nodelay(true);
+                let span = info_span!("rtsp", %peer);
+                tasks.spawn(
+                    run_connection(
+                        socket,
+                        peer,
+                        streams.clone(),
+                        config.clone(),
+                        shutdown.clone(),
+                    )
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                // Typically out of file descriptors: back off instead of
+                // spinning on accept.
+                warn!(error = %e, "RTSP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+type OpenFuture = Pin<Box<dyn Future<Output = Result<(Viewer, StreamInfo), StartError>> + Send>>;
+
+/// A track's UDP port pair and where its packets go.
+struct UdpPair {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    client_rtp: SocketAddr,
+    client_rtcp: SocketAddr,
+}
+
+fn open_stream(streams: Streams, key: StreamKey, describe_timeout: Duration) -> OpenFuture {
+    Box::pin(async move {
+        let viewer = streams.open(&key).await?;
+        let info = viewer.hub().wait_described(describe_timeout).await;
+        Ok((viewer, info))
+    })
+}
+
+/// Bind an even RTP port and the odd RTCP port after it (RFC 3550 §11).
+async fn bind_pair(ip: IpAddr) -> io::Result<(UdpSocket, UdpSocket)> {
+    for _ in 0..64 {
+        let rtp = UdpSocket::bind((ip, 0)).await?;
+        let port = rtp.local_addr()?.port();
+        if port % 2 != 0 || port == u16::MAX {
+            continue;
+        }
+        if let Ok(rtcp) = UdpSocket::bind((ip, port + 1)).await {
+            return Ok((rtp, rtcp));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free even/odd UDP port pair",
+    ))
+}
+
+/// Wait for any datagram on any of the session's UDP sockets; returns the
+/// sender. Client RTCP is not interpreted, only noticed.
+async fn udp_activity(udp: &[Option<UdpPair>; 2], buf: &mut [u8]) -> SocketAddr {
+    std::future::poll_fn(|cx| {
+        for pair in udp.iter().flatten() {
+            for s in [&pair.rtcp, &pair.rtp] {
+                let mut rb = ReadBuf::new(buf);
+                // Errors (e.g. an ICMP-induced refusal) just mean nothing
+                // useful arrived on that socket this time.
+                if let Poll::Ready(Ok(from)) = s.poll_recv_from(cx, &mut rb) {
+                    return Poll::Ready(from);
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+async fn next_frame(
+    sub: &mut Option<Subscription>,
+) -> Result<std::sync::Arc<crate::media::frame::Frame>, crate::media::hub::StreamEnded> {
+    match sub {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn opened(opening: &mut Option<OpenFuture>) -> Result<(Viewer, StreamInfo), StartError> {
+    match opening {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Write all TCP transmits of a batch with vectored writes (headers and
+/// payload slices side by side, no gathering copy).
+async fn write_tcp(stream: &mut TcpStream, batch: &[Transmit]) -> io::Result<usize> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 3);
+    let mut total = 0;
+    for t in batch.iter().filter(|t| t.dest == Dest::Tcp) {
+        if !t.head.is_empty() {
+            slices.push(IoSlice::new(t.head.as_slice()));
+        }
+        for p in t.payload.parts() {
+            slices.push(IoSlice::new(p));
+        }
+        total += t.len();
+    }
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let n = stream.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(total)
+}
+
+/// Send the UDP transmits of a batch. `send_to` takes one buffer, so each
+/// packet is gathered into `scratch`: the one payload copy of the UDP path,
+/// counted in `camgate_payload_bytes_copied`.
+async fn send_udp(udp: &[Option<UdpPair>; 2], batch: &[Transmit], scratch: &mut Vec<u8>) -> usize {
+    let mut sent = 0;
+    let mut copied = 0u64;
+    for t in batch {
+        let Dest::Udp { track, rtcp } = t.dest else {
+            continue;
+        };
+        let Some(pair) = udp.get(usize::from(track)).and_then(Option::as_ref) else {
+            continue;
+        };
+        scratch.clear();
+        scratch.extend_from_slice(t.head.as_slice());
+        for p in t.payload.parts() {
+            scratch.extend_from_slice(p);
+        }
+        copied += t.payload.len() as u64;
+        let (socket, to) = if rtcp {
+            (&pair.rtcp, pair.client_rtcp)
+        } else {
+            (&pair.rtp, pair.client_rtp)
+        };
+        // A lost datagram is UDP's normal failure; the client's RTCP (or
+        // its absence) decides whether the session lives on.
+        if socket.send_to(scratch, to).await.is_ok() {
+            sent += scratch.len();
+        }
+    }
+    if copied > 0 {
+        metrics::get().payload_bytes_copied.inc_by(copied);
+    }
+    sent
+}
+
+async fn run_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    streams: Streams,
+    config: RtspServerConfig,
+    shutdown: CancellationToken,
+) {
+    let local_ip = stream
+        .local_addr()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |a| a.ip());
+    let udp_ip = match (config.udp_bind_ip, peer.ip()) {
+        (IpAddr::V4(v4), IpAddr::V6(_)) if v4.is_unspecified() => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        (ip, _) => ip,
+    };
+    let write_timeout = Duration::from_secs(u64::from(config.session_timeout.max(5)));
+    let mut conn = Connection::new(
+        SessionConfig {
+            session_timeout: config.session_timeout,
+            ..SessionConfig::default()
+        },
+        local_ip,
+        rand::random(),
+        Instant::now(),
+    );
+    let mut viewer: Option<Viewer> = None;
+    let mut sub: Option<Subscription> = None;
+    let mut opening: Option<OpenFuture> = None;
+    let mut udp: [Option<UdpPair>; 2] = [None, None];
+    let mut started_at: Option<Instant> = None;
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut udp_buf = vec![0u8; 2048];
+    let mut batch: Vec<Transmit> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::with_capacity(1500);
+    let mut close = false;
+    debug!("RTSP connection opened");
+
+    loop {
+        // Carry out what the core asked for, then send what it queued.
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                Event::OpenStream(key) => {
+                    opening = Some(open_stream(streams.clone(), key, config.describe_timeout));
+                }
+                Event::BindUdp {
+                    track,
+                    client_rtp,
+                    client_rtcp,
+                } => {
+                    let bound = bind_pair(udp_ip).await;
+                    let ports = match bound {
+                        Ok((rtp, rtcp)) => {
+                            let ports = rtp
+                                .local_addr()
+                                .and_then(|a| Ok((a.port(), rtcp.local_addr()?.port())));
+                            if let (Ok(ports), Some(slot)) =
+                                (ports, udp.get_mut(usize::from(track)))
+                            {
+                                *slot = Some(UdpPair {
+                                    rtp,
+                                    rtcp,
+                                    client_rtp: SocketAddr::new(peer.ip(), client_rtp),
+                                    client_rtcp: SocketAddr::new(peer.ip(), client_rtcp),
+                                });
+                                Some(ports)
+                            } else {
+                                None
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot bind UDP ports for RTP");
+                            None
+                        }
+                    };
+                    conn.udp_bound(ports, Instant::now());
+                }
+                Event::SessionStarted { id, key, transport } => {
+                    started_at = Some(Instant::now());
+                    info!(%peer, stream = %key, session = %id, transport = transport.as_str(), "RTSP session started");
+                }
+                Event::StartMedia => {
+                    sub = viewer.as_ref().map(Viewer::subscribe);
+                }
+                Event::StopMedia => sub = None,
+                Event::SessionEnded {
+                    id,
+                    key,
+                    reason,
+                    packets,
+                } => {
+                    let secs = started_at.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
+                    info!(%peer, stream = %key, session = %id, reason = reason.as_str(), packets, duration_s = secs, "RTSP session ended");
+                    sub = None;
+                    viewer = None;
+                    udp = [None, None];
+                }
+                Event::ReleaseStream => {
+                    sub = None;
+                    viewer = None;
+                }
+                Event::Close => close = true,
+            }
+        }
+        conn.take_transmits(&mut batch);
+        if !batch.is_empty() {
+            let write = async {
+                let tcp = write_tcp(&mut stream, &batch).await?;
+                let udp_sent = send_udp(&udp, &batch, &mut scratch).await;
+                io::Result::Ok(tcp + udp_sent)
+            };
+            let result = tokio::select! {
+                r = tokio::time::timeout(write_timeout, write) => r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+                _ = shutdown.cancelled() => Err(io::ErrorKind::Interrupted.into()),
+            };
+            batch.clear();
+            match result {
+                Ok(n) => {
+                    metrics::get().rtsp_bytes_sent.inc_by(n as u64);
+                }
+                Err(e) => {
+                    debug!(error = %e, "RTSP write failed");
+                    break;
+                }
+            }
+        }
+        if close {
+            break;
+        }
+
+        let deadline = conn.poll_timeout();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = stream.read_buf(&mut rbuf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    conn.receive(&rbuf, Instant::now());
+                    rbuf.clear();
+                }
+            },
+            r = opened(&mut opening) => {
+                opening = None;
+                match r {
+                    Ok((v, info)) => {
+                        viewer = Some(v);
+                        conn.stream_opened(Ok(info), Instant::now());
+                    }
+                    Err(e) => conn.stream_opened(Err(e), Instant::now()),
+                }
+            }
+            f = next_frame(&mut sub) => match f {
+                Ok(frame) => conn.push_frame(&frame, Instant::now()),
+                Err(_) => conn.stream_ended(),
+            },
+            _ = sleep_until(deadline) => conn.handle_timeout(Instant::now(), SystemTime::now()),
+            from = udp_activity(&udp, &mut udp_buf) => {
+                // Only the client's own address counts as a sign of life.
+                if from.ip() == peer.ip() {
+                    conn.client_datagram(Instant::now());
+                }
+            }
+        }
+    }
+
+    conn.connection_closed();
+    while let Some(ev) = conn.poll_event() {
+        if let Event::SessionEnded {
+            id,
+            key,
+            reason,
+            packets,
+        } = ev
+        {
+            let secs = started_at.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
+            info!(%peer, stream = %key, session = %id, reason = reason.as_str(), packets, duration_s = secs, "RTSP session ended");
+        }
+    }
+    drop(sub);
+    drop(viewer);
+    let _ = stream.shutdown().await;
+    debug!("RTSP connection closed");
+}

@@ -1,0 +1,1149 @@
+//! Sans-IO state machine of one RTSP connection (RFC 2326).
+//!
+//! Bytes from the socket go in through [`Connection::receive`]; answers and
+//! media come out as [`Transmit`]s and the things only the driver can do
+//! (open a stream, bind UDP ports, start or stop pulling frames) come out
+//! as [`Event`]s. The driver reports back with [`Connection::stream_opened`]
+//! and [`Connection::udp_bound`]. No sockets, clocks or tasks in here: time
+//! is passed in, randomness comes from a seeded generator.
+//!
+//! Requests are answered strictly in order (§9.1 pipelining): while one
+//! waits for the driver (a stream start, a port bind), later requests stay
+//! buffered.
+//!
+//! One connection carries at most one session (§12.37). Sessions over
+//! TCP-interleaved transport live as long as the connection; others expire
+//! after `session_timeout` without a request or client RTCP (§12.37).
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rtsp_types::headers;
+use rtsp_types::headers::{RtpLowerTransport, RtpProfile, Transport, Transports};
+use rtsp_types::{
+    Message, Method, ParseError, Request, Response, ResponseBuilder, StatusCode, Url, Version,
+};
+use tracing::{debug, warn};
+
+use super::packetize::{DEFAULT_MTU, Fragment, Head, RtpHeader};
+use super::rtcp::{self, MediaClock, SR_INTERVAL, SenderReport};
+use super::sdp::{self, TrackDesc};
+use crate::media::frame::{Chunks, Frame, StreamInfo};
+use crate::metrics::{self, label};
+use crate::streams::{StartError, StreamKey};
+
+/// Largest request (headers and body) accepted; a client that sends more
+/// without completing a message is answered 400 and disconnected.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+const PUBLIC: &str =
+    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+const SERVER: &str = concat!("camgate/", env!("CARGO_PKG_VERSION"));
+
+/// Tuning of one connection.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Seconds announced in `Session: …;timeout=` and enforced.
+    pub session_timeout: u32,
+    /// RTP payload budget per packet.
+    pub mtu: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout: 60,
+            mtu: DEFAULT_MTU,
+        }
+    }
+}
+
+/// Lower transport of a session, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    Tcp,
+    Udp,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Teardown,
+    Timeout,
+    ConnectionClosed,
+    /// The stream the session watched went away (the source ended).
+    StreamEnded,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Teardown => "teardown",
+            Self::Timeout => "timeout",
+            Self::ConnectionClosed => "connection closed",
+            Self::StreamEnded => "stream ended",
+        }
+    }
+}
+
+/// Something only the driver can do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Open `key` (hold the viewer from now on, replacing any previous
+    /// one) and answer with [`Connection::stream_opened`].
+    OpenStream(StreamKey),
+    /// Bind an even/odd UDP port pair for `track`, to send to the client's
+    /// `client_rtp`/`client_rtcp` ports; answer with [`Connection::udp_bound`].
+    BindUdp {
+        track: u8,
+        client_rtp: u16,
+        client_rtcp: u16,
+    },
+    SessionStarted {
+        id: String,
+        key: StreamKey,
+        transport: TransportKind,
+    },
+    /// Start pulling frames from the viewer and feed them to
+    /// [`Connection::push_frame`].
+    StartMedia,
+    /// Stop pulling frames (PAUSE, TEARDOWN).
+    StopMedia,
+    /// The session is gone: drop the viewer and the UDP sockets.
+    SessionEnded {
+        id: String,
+        key: StreamKey,
+        reason: EndReason,
+        packets: u64,
+    },
+    /// Release a viewer held since DESCRIBE that no session uses.
+    ReleaseStream,
+    /// Flush what is queued, then close the connection.
+    Close,
+}
+
+/// Where a [`Transmit`] goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// The RTSP connection itself: responses and interleaved RTP/RTCP.
+    Tcp,
+    /// A track's UDP socket pair: its RTP or its RTCP port.
+    Udp { track: u8, rtcp: bool },
+}
+
+/// Bytes to send: `head` (framing and headers, built here) followed by
+/// `payload` slices (frame data, never copied here).
+#[derive(Clone, Debug)]
+pub struct Transmit {
+    pub dest: Dest,
+    pub head: Head,
+    pub payload: Chunks,
+}
+
+impl Transmit {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A request refused: each maps to one status code (RFC 2326 §7.1.1) and
+/// one metric kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no such stream")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("unknown method")]
+    NotImplemented,
+    #[error("RTSP version not supported")]
+    VersionNotSupported,
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("method not valid in this state: {0}")]
+    MethodNotValid(&'static str),
+    #[error("aggregate operation not allowed")]
+    AggregateNotAllowed,
+    #[error("unsupported transport")]
+    UnsupportedTransport,
+    #[error("no codec of the stream can be sent over RTP here")]
+    UnsupportedMedia,
+    #[error("no free UDP port")]
+    NoUdpPort,
+    #[error("the source did not describe its media in time")]
+    NoMedia,
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+impl RequestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BadRequest,
+            Self::NotFound => StatusCode::NotFound,
+            Self::MethodNotAllowed => StatusCode::MethodNotAllowed,
+            Self::NotImplemented => StatusCode::NotImplemented,
+            Self::VersionNotSupported => StatusCode::RTSPVersionNotSupported,
+            Self::SessionNotFound => StatusCode::SessionNotFound,
+            Self::MethodNotValid(_) => StatusCode::MethodNotValidInThisState,
+            Self::AggregateNotAllowed => StatusCode::AggregateOperationNotAllowed,
+            Self::UnsupportedTransport => StatusCode::UnsupportedTransport,
+            Self::UnsupportedMedia => StatusCode::UnsupportedMediaType,
+            Self::NoUdpPort => StatusCode::NotEnoughBandwidth,
+            Self::NoMedia => StatusCode::GatewayTimeout,
+            Self::Start(e) => match e {
+                StartError::NotFound(_) => StatusCode::NotFound,
+                StartError::Offline(_) | StartError::Failed(_) => StatusCode::ServiceUnavailable,
+                StartError::Timeout(_) => StatusCode::GatewayTimeout,
+                StartError::Rejected { .. } => StatusCode::BadGateway,
+                StartError::NoPort => StatusCode::NotEnoughBandwidth,
+            },
+        }
+    }
+
+    /// Label value for `camgate_rtsp_errors{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed | Self::NotImplemented => "method",
+            Self::VersionNotSupported => "version",
+            Self::SessionNotFound => "session_not_found",
+            Self::MethodNotValid(_) | Self::AggregateNotAllowed => "state",
+            Self::UnsupportedTransport => "transport",
+            Self::UnsupportedMedia => "codec",
+            Self::NoUdpPort => "no_port",
+            Self::NoMedia => "no_media",
+            Self::Start(e) => match e {
+                StartError::NotFound(_) => "not_found",
+                StartError::Offline(_) => "offline",
+                StartError::Failed(_) => "start_failed",
+                StartError::Timeout(_) => "start_timeout",
+                StartError::Rejected { .. } => "rejected",
+                StartError::NoPort => "no_port",
+            },
+        }
+    }
+}
+
+/// What a request is waiting for from the driver.
+#[derive(Debug)]
+enum Waiting {
+    Open(StreamKey),
+    Bind(u8),
+}
+
+/// The stream this connection holds a viewer on (from DESCRIBE or SETUP).
+#[derive(Debug)]
+struct Described {
+    key: StreamKey,
+    info: StreamInfo,
+    tracks: Vec<TrackDesc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TrackTransport {
+    Interleaved {
+        rtp: u8,
+        rtcp: u8,
+    },
+    Udp {
+        client_rtp: u16,
+        client_rtcp: u16,
+        server_rtp: u16,
+        server_rtcp: u16,
+    },
+}
+
+#[derive(Debug)]
+struct TrackState {
+    desc: TrackDesc,
+    transport: TrackTransport,
+    rtp: RtpHeader,
+    /// RTP timestamp of the session's media origin (random, RFC 3550 §5.1).
+    base: u32,
+    packets: u32,
+    octets: u32,
+    next_sr: Option<Instant>,
+}
+
+impl TrackState {
+    fn transmit_for(&self, rtcp: bool, len: usize) -> (Dest, Head) {
+        match self.transport {
+            TrackTransport::Interleaved { rtp, rtcp: rtcp_ch } => {
+                let ch = if rtcp { rtcp_ch } else { rtp };
+                // Packets are bounded by the MTU, far below 64 KiB.
+                (
+                    Dest::Tcp,
+                    Head::interleaved(ch, len.min(usize::from(u16::MAX)) as u16),
+                )
+            }
+            TrackTransport::Udp { .. } => (
+                Dest::Udp {
+                    track: self.desc.id,
+                    rtcp,
+                },
+                Head::default(),
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    id: String,
+    key: StreamKey,
+    /// Content base for RTP-Info URLs.
+    base_url: String,
+    tracks: Vec<TrackState>,
+    playing: bool,
+    clock: MediaClock,
+    packets: u64,
+}
+
+impl Session {
+    fn interleaved_only(&self) -> bool {
+        self.tracks
+            .iter()
+            .all(|t| matches!(t.transport, TrackTransport::Interleaved { .. }))
+    }
+}
+
+/// One RTSP connection.
+pub struct Connection {
+    config: SessionConfig,
+    local_ip: IpAddr,
+    input: BytesMut,
+    events: VecDeque<Event>,
+    out: Vec<Transmit>,
+    waiting: Option<(Request<Vec<u8>>, Waiting)>,
+    udp_ready: Option<(u8, u16, u16)>,
+    described: Option<Described>,
+    session: Option<Session>,
+    last_activity: Instant,
+    closing: bool,
+    rng: SmallRng,
+    fragments: Vec<Fragment>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Keep the gauge right even if the driver never said goodbye.
+        if self.session.is_some() {
+            metrics::get().rtsp_sessions.dec();
+        }
+    }
+}
+
+/// What a handler decided.
+enum Handled {
+    Reply(ResponseBuilder, Vec<u8>),
+    Wait(Waiting),
+}
+
+/// A response builder with the reason phrase of RFC 2326 §7.1.1 (the
+/// crate's default phrases follow Rust naming, e.g. "Ok").
+fn builder(status: StatusCode) -> ResponseBuilder {
+    let code = u16::from(status);
+    let phrase = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        415 => "Unsupported Media Type",
+        451 => "Parameter Not Understood",
+        453 => "Not Enough Bandwidth",
+        454 => "Session Not Found",
+        455 => "Method Not Valid in This State",
+        459 => "Aggregate Operation Not Allowed",
+        461 => "Unsupported Transport",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Time-out",
+        505 => "RTSP Version not supported",
+        _ => "Error",
+    };
+    Response::builder(Version::V1_0, status).reason_phrase(phrase)
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match m {
+        Method::Describe => "DESCRIBE",
+        Method::GetParameter => "GET_PARAMETER",
+        Method::Options => "OPTIONS",
+        Method::Pause => "PAUSE",
+        Method::Play => "PLAY",
+        Method::PlayNotify => "PLAY_NOTIFY",
+        Method::Redirect => "REDIRECT",
+        Method::Setup => "SETUP",
+        Method::SetParameter => "SET_PARAMETER",
+        Method::Announce => "ANNOUNCE",
+        Method::Record => "RECORD",
+        Method::Teardown => "TEARDOWN",
+        Method::Extension(_) => "other",
+    }
+}
+
+/// The stream and track a request URL names.
+///
+/// Control URLs are `{base}/trackID=N`; clients join them to the base
+/// differently (live555 and GStreamer resolve the relative `trackID=N`,
+/// ffmpeg appends it even after a query), so the track is taken from a
+/// trailing `trackID=N` wherever it ends up.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    key: StreamKey,
+    track: Option<u8>,
+    /// Aggregate URL with a trailing slash, for Content-Base.
+    base: String,
+}
+
+fn strip_track(s: &str) -> (&str, Option<Option<u8>>) {
+    match s.rsplit_once('/') {
+        Some((head, last)) => match last.strip_prefix("trackID=") {
+            Some(n) => (head, Some(n.parse().ok())),
+            None => (s, None),
+        },
+        None => (s, None),
+    }
+}
+
+fn parse_target(url: &Url) -> Result<Target, RequestError> {
+    let (path, mut track) = strip_track(url.path());
+    if let Some(q) = url.query() {
+        let (_, t) = strip_track(q);
+        track = track.or(t);
+    }
+    let track = match track {
+        Some(Some(n)) => Some(n),
+        Some(None) => return Err(RequestError::NotFound),
+        None => None,
+    };
+    let key = StreamKey::from_path(path).ok_or(RequestError::NotFound)?;
+    let mut base = url.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    // Credentials in the request URL are not echoed back.
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    base.set_path(&format!("/{}/", key.as_str()));
+    Ok(Target {
+        key,
+        track,
+        base: base.to_string(),
+    })
+}
+
+fn random_id(rng: &mut SmallRng) -> String {
+    format!("{:016X}", rng.next_u64())
+}
+
+impl Connection {
+    /// `local_ip` goes into SDP `o=`; `seed` feeds SSRCs, sequence numbers,
+    /// timestamps and session ids (the driver seeds it from the OS).
+    pub fn new(config: SessionConfig, local_ip: IpAddr, seed: u64, now: Instant) -> Self {
+        Self {
+            config,
+            local_ip,
+            input: BytesMut::new(),
+            events: VecDeque::new(),
+            out: Vec::new(),
+            waiting: None,
+            udp_ready: None,
+            described: None,
+            session: None,
+            last_activity: now,
+            closing: false,
+            rng: SmallRng::seed_from_u64(seed),
+            fragments: Vec::new(),
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Move everything queued for sending into `into`, in order.
+    pub fn take_transmits(&mut self, into: &mut Vec<Transmit>) {
+        into.append(&mut self.out);
+    }
+
+    pub fn is_playing(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.playing)
+    }
+
+    /// The stream of the current session, if any.
+    pub fn session_key(&self) -> Option<&StreamKey> {
+        self.session.as_ref().map(|s| &s.key)
+    }
+
+    /// Bytes read from the connection.
+    pub fn receive(&mut self, data: &[u8], now: Instant) {
+        if self.closing {
+            return;
+        }
+        self.input.extend_from_slice(data);
+        self.process(now);
+    }
+
+    /// A datagram arrived from the client on a UDP port of this session:
+    /// RTCP receiver reports keep a UDP session alive.
+    pub fn client_datagram(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
+    fn process(&mut self, now: Instant) {
+        while self.waiting.is_none() && !self.closing && !self.input.is_empty() {
+            let parsed = Message::<Vec<u8>>::parse(&self.input[..]);
+            match parsed {
+                Ok((msg, used)) => {
+                    self.input.advance(used);
+                    self.last_activity = now;
+                    match msg {
+                        Message::Request(req) => self.handle(req, now),
+                        // Client RTCP on an interleaved channel: a sign of
+                        // life, nothing more (RFC 2326 §10.12).
+                        Message::Data(_) => {}
+                        Message::Response(_) => debug!("ignoring a response from the client"),
+                    }
+                }
+                Err(ParseError::Incomplete(_)) => {
+                    if self.input.len() > MAX_REQUEST {
+                        self.fail_connection("request too large");
+                    }
+                    break;
+                }
+                Err(ParseError::Error) => {
+                    self.fail_connection("unparsable request");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Answer 400 without a CSeq (we could not read one) and close: after
+    /// garbage there is no telling where the next message starts.
+    fn fail_connection(&mut self, why: &'static str) {
+        debug!(why, "closing RTSP connection");
+        metrics::get()
+            .rtsp_errors
+            .get_or_create(&label("kind", "bad_request"))
+            .inc();
+        let resp = builder(StatusCode::BadRequest)
+            .header(headers::SERVER, SERVER)
+            .empty();
+        self.queue_response(&resp);
+        self.input.clear();
+        self.closing = true;
+        self.events.push_back(Event::Close);
+    }
+
+    fn queue_response<B: AsRef<[u8]>>(&mut self, resp: &Response<B>) {
+        let mut buf = Vec::with_capacity(256);
+        // Writing into a Vec cannot fail.
+        let _ = resp.write(&mut buf);
+        self.out.push(Transmit {
+            dest: Dest::Tcp,
+            head: Head::default(),
+            payload: Bytes::from(buf).into(),
+        });
+    }
+
+    fn handle(&mut self, req: Request<Vec<u8>>, now: Instant) {
+        metrics::get()
+            .rtsp_requests
+            .get_or_create(&label("method", method_label(req.method())))
+            .inc();
+        let Some(cseq) = req.header(&headers::CSEQ).map(|v| v.as_str().to_owned()) else {
+            self.reply_error(None, &RequestError::BadRequest("missing CSeq"));
+            return;
+        };
+        let result = self.dispatch(&req, now);
+        match result {
+            Ok(Handled::Reply(builder, body)) => {
+                let resp = builder
+                    .header(headers::CSEQ, cseq)
+                    .header(headers::SERVER, SERVER)
+                    .build(body);
+                self.queue_response(&resp);
+            }
+            Ok(Handled::Wait(w)) => {
+                match &w {
+                    Waiting::Open(key) => self.events.push_back(Event::OpenStream(key.clone())),
+                    Waiting::Bind(track) => {
+                        // dispatch only waits on a bind after checking the
+                        // client ports, so this lookup succeeds.
+                        if let Some((rtp, rtcp)) = client_ports(&req) {
+                            self.events.push_back(Event::BindUdp {
+                                track: *track,
+                                client_rtp: rtp,
+                                client_rtcp: rtcp,
+                            });
+                        }
+                    }
+                }
+                self.waiting = Some((req, w));
+            }
+            Err(e) => self.reply_error(Some(cseq), &e),
+        }
+    }
+
+    fn reply_error(&mut self, cseq: Option<String>, e: &RequestError) {
+        metrics::get()
+            .rtsp_errors
+            .get_or_create(&label("kind", e.kind()))
+            .inc();
+        debug!(error = %e, "RTSP request refused");
+        let mut b = builder(e.status()).header(headers::SERVER, SERVER);
+        if let Some(cseq) = cseq {
+            b = b.header(headers::CSEQ, cseq);
+        }
+        if *e == RequestError::MethodNotAllowed {
+            b = b.header(headers::ALLOW, PUBLIC);
+        }
+        if let Some(s) = &self.session {
+            b = b.header(headers::SESSION, self.session_header(s));
+        }
+        let resp = b.empty();
+        self.queue_response(&resp);
+    }
+
+    fn session_header(&self, s: &Session) -> String {
+        format!("{};timeout={}", s.id, self.config.session_timeout)
+    }
+
+    fn ok(&self) -> ResponseBuilder {
+        let mut b = builder(StatusCode::Ok);
+        if let Some(s) = &self.session {
+            b = b.header(headers::SESSION, self.session_header(s));
+        }
+        b
+    }
+
+    fn dispatch(&mut self, req: &Request<Vec<u8>>, now: Instant) -> Result<Handled, RequestError> {
+        if req.version() != Version::V1_0 {
+            return Err(RequestError::VersionNotSupported);
+        }
+        // A Session header must name this connection's session (§12.37).
+        match req.typed_header::<headers::Session>() {
+            Ok(None) => {}
+            Ok(Some(id)) => {
+                if self.session.as_ref().is_none_or(|s| s.id != id.0) {
+                    return Err(RequestError::SessionNotFound);
+                }
+            }
+            Err(_) => return Err(RequestError::SessionNotFound),
+        }
+        match req.method() {
+            Method::Options => Ok(Handled::Reply(
+                self.ok().header(headers::PUBLIC, PUBLIC),
+                Vec::new(),
+            )),
+            Method::Describe => self.describe(req),
+            Method::Setup => self.setup(req),
+            Method::Play => self.play(now),
+            Method::Pause => self.pause(),
+            Method::Teardown => self.teardown(),
+            Method::GetParameter => Ok(Handled::Reply(self.ok(), Vec::new())),
+            Method::SetParameter => {
+                if req.body().is_empty() {
+                    Ok(Handled::Reply(self.ok(), Vec::new()))
+                } else {
+                    // We have no settable parameters (§10.9).
+                    Ok(Handled::Reply(
+                        builder(StatusCode::ParameterNotUnderstood),
+                        Vec::new(),
+                    ))
+                }
+            }
+            Method::Announce | Method::Record | Method::Redirect | Method::PlayNotify => {
+                Err(RequestError::MethodNotAllowed)
+            }
+            Method::Extension(_) => Err(RequestError::NotImplemented),
+        }
+    }
+
+    fn target(req: &Request<Vec<u8>>) -> Result<Target, RequestError> {
+        let url = req
+            .request_uri()
+            .ok_or(RequestError::BadRequest("missing request URL"))?;
+        parse_target(url)
+    }
+
+    /// The stream `key` is described on this connection, or we must wait
+    /// for the driver to open it.
+    fn need_stream(&self, key: &StreamKey) -> Result<Option<&Described>, RequestError> {
+        if let Some(s) = &self.session
+            && s.key != *key
+        {
+            // One session per connection, on one stream.
+            return Err(RequestError::AggregateNotAllowed);
+        }
+        Ok(self.described.as_ref().filter(|d| d.key == *key))
+    }
+
+    fn describe(&mut self, req: &Request<Vec<u8>>) -> Result<Handled, RequestError> {
+        let target = Self::target(req)?;
+        let origin_id = self.rng.next_u64() >> 1;
+        let Some(d) = self.need_stream(&target.key)? else {
+            return Ok(Handled::Wait(Waiting::Open(target.key)));
+        };
+        if d.tracks.is_empty() {
+            return Err(RequestError::UnsupportedMedia);
+        }
+        let sdp = sdp::render(&d.info, &d.tracks, self.local_ip, origin_id, d.key.as_str());
+        Ok(Handled::Reply(
+            self.ok()
+                .header(headers::CONTENT_TYPE, "application/sdp")
+                .header(headers::CONTENT_BASE, target.base),
+            sdp.into_bytes(),
+        ))
+    }
+
+    fn setup(&mut self, req: &Request<Vec<u8>>) -> Result<Handled, RequestError> {
+        let target = Self::target(req)?;
+        let Some(d) = self.need_stream(&target.key)? else {
+            return Ok(Handled::Wait(Waiting::Open(target.key)));
+        };
+        let desc = match target.track {
+            Some(id) => d.tracks.iter().find(|t| t.id == id),
+            // SETUP on the aggregate URL only makes sense with one track.
+            None if d.tracks.len() == 1 => d.tracks.first(),
+            None => return Err(RequestError::AggregateNotAllowed),
+        }
+        .ok_or(RequestError::NotFound)?
+        .clone();
+
+        if let Some(s) = &self.session
+            && s.playing
+        {
+            // Changing transports mid-play is optional (§10.4); we don't.
+            return Err(RequestError::MethodNotValid("SETUP while playing"));
+        }
+
+        let transport = match pick_transport(req, desc.id)? {
+            Chosen::Interleaved(rtp, rtcp) => {
+                let clash = self.session.as_ref().is_some_and(|s| {
+                    s.tracks.iter().any(|t| {
+                        t.desc.id != desc.id
+                            && matches!(t.transport, TrackTransport::Interleaved { rtp: a, rtcp: b }
+                                if [a, b].contains(&rtp) || [a, b].contains(&rtcp))
+                    })
+                });
+                if clash {
+                    return Err(RequestError::UnsupportedTransport);
+                }
+                TrackTransport::Interleaved { rtp, rtcp }
+            }
+            Chosen::Udp(client_rtp, client_rtcp) => match self.udp_ready.take() {
+                Some((track, server_rtp, server_rtcp)) if track == desc.id => TrackTransport::Udp {
+                    client_rtp,
+                    client_rtcp,
+                    server_rtp,
+                    server_rtcp,
+                },
+                _ => return Ok(Handled::Wait(Waiting::Bind(desc.id))),
+            },
+        };
+
+        let kind = match transport {
+            TrackTransport::Interleaved { .. } => TransportKind::Tcp,
+            TrackTransport::Udp { .. } => TransportKind::Udp,
+        };
+        if self.session.is_none() {
+            let id = random_id(&mut self.rng);
+            metrics::get().rtsp_sessions.inc();
+            metrics::get()
+                .rtsp_sessions_started
+                .get_or_create(&label("transport", kind.as_str()))
+                .inc();
+            self.events.push_back(Event::SessionStarted {
+                id: id.clone(),
+                key: target.key.clone(),
+                transport: kind,
+            });
+            self.session = Some(Session {
+                id,
+                key: target.key.clone(),
+                base_url: target.base.clone(),
+                tracks: Vec::new(),
+                playing: false,
+                clock: MediaClock::default(),
+                packets: 0,
+            });
+        }
+        let ssrc = self.rng.next_u32();
+        let seq = self.rng.next_u32() as u16;
+        let base = self.rng.next_u32();
+        let Some(session) = self.session.as_mut() else {
+            return Err(RequestError::SessionNotFound);
+        };
+        session.tracks.retain(|t| t.desc.id != desc.id);
+        session.tracks.push(TrackState {
+            rtp: RtpHeader {
+                payload_type: desc.payload_type,
+                ssrc,
+                seq,
+            },
+            desc,
+            transport,
+            base,
+            packets: 0,
+            octets: 0,
+            next_sr: None,
+        });
+        session.tracks.sort_by_key(|t| t.desc.id);
+
+        let transport_header = match transport {
+            TrackTransport::Interleaved { rtp, rtcp } => {
+                format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};ssrc={ssrc:08X}")
+            }
+            TrackTransport::Udp {
+                client_rtp,
+                client_rtcp,
+                server_rtp,
+                server_rtcp,
+            } => format!(
+                "RTP/AVP;unicast;client_port={client_rtp}-{client_rtcp};server_port={server_rtp}-{server_rtcp};ssrc={ssrc:08X}"
+            ),
+        };
+        Ok(Handled::Reply(
+            self.ok().header(headers::TRANSPORT, transport_header),
+            Vec::new(),
+        ))
+    }
+
+    fn play(&mut self, now: Instant) -> Result<Handled, RequestError> {
+        let session = self.session.as_mut().ok_or(RequestError::SessionNotFound)?;
+        if session.tracks.is_empty() {
+            return Err(RequestError::MethodNotValid("PLAY before SETUP"));
+        }
+        let mut infos = Vec::with_capacity(session.tracks.len());
+        for t in &session.tracks {
+            // Before the first frame the origin maps to `base`; on resume,
+            // to where the shared clock says the stream is now.
+            let rel = session
+                .clock
+                .media_time_at(t.desc.clock_rate, now)
+                .unwrap_or(0);
+            let rtptime = t.base.wrapping_add(rel as u32);
+            infos.push(format!(
+                "url={}trackID={};seq={};rtptime={}",
+                session.base_url, t.desc.id, t.rtp.seq, rtptime
+            ));
+        }
+        if !session.playing {
+            session.playing = true;
+            self.events.push_back(Event::StartMedia);
+        }
+        Ok(Handled::Reply(
+            self.ok()
+                .header(headers::RANGE, "npt=0.000-")
+                .header(headers::RTP_INFO, infos.join(",")),
+            Vec::new(),
+        ))
+    }
+
+    fn pause(&mut self) -> Result<Handled, RequestError> {
+        let session = self.session.as_mut().ok_or(RequestError::SessionNotFound)?;
+        if session.playing {
+            session.playing = false;
+            self.events.push_back(Event::StopMedia);
+        }
+        Ok(Handled::Reply(self.ok(), Vec::new()))
+    }
+
+    fn teardown(&mut self) -> Result<Handled, RequestError> {
+        if self.session.is_none() {
+            return Err(RequestError::SessionNotFound);
+        }
+        let reply = self.ok();
+        self.end_session(EndReason::Teardown);
+        Ok(Handled::Reply(reply, Vec::new()))
+    }
+
+    /// End the session and release the stream.
+    fn end_session(&mut self, reason: EndReason) {
+        self.described = None;
+        if let Some(s) = self.session.take() {
+            metrics::get().rtsp_sessions.dec();
+            if s.playing {
+                self.events.push_back(Event::StopMedia);
+            }
+            self.events.push_back(Event::SessionEnded {
+                id: s.id,
+                key: s.key,
+                reason,
+                packets: s.packets,
+            });
+        } else {
+            self.events.push_back(Event::ReleaseStream);
+        }
+    }
+
+    /// The stream asked for by [`Event::OpenStream`] is open (the driver
+    /// holds its viewer) and described as `info`, or failed to open.
+    pub fn stream_opened(&mut self, result: Result<StreamInfo, StartError>, now: Instant) {
+        let Some((req, Waiting::Open(key))) = self.waiting.take() else {
+            return;
+        };
+        let cseq = req.header(&headers::CSEQ).map(|v| v.as_str().to_owned());
+        match result {
+            Ok(info) => {
+                let described = match &info.video {
+                    Some((_, v)) => v.sps.is_some() || v.width > 0,
+                    None => info.audio.is_some(),
+                };
+                if !described {
+                    self.described = None;
+                    self.events.push_back(Event::ReleaseStream);
+                    self.reply_error(cseq, &RequestError::NoMedia);
+                } else {
+                    let tracks = sdp::tracks(&info);
+                    if tracks.is_empty() {
+                        warn!(stream = %key, ?info, "no codec of the stream has an RTP payload format here");
+                    }
+                    self.described = Some(Described { key, info, tracks });
+                    self.handle(req, now);
+                }
+            }
+            Err(e) => {
+                if let StartError::Rejected { code, reason } = &e {
+                    warn!(stream = %key, code, %reason, "device refused the stream");
+                } else {
+                    debug!(stream = %key, error = %e, "stream did not start");
+                }
+                self.reply_error(cseq, &RequestError::Start(e));
+            }
+        }
+        self.process(now);
+    }
+
+    /// The UDP pair asked for by [`Event::BindUdp`] is bound at
+    /// `ports` (RTP, RTCP), or could not be.
+    pub fn udp_bound(&mut self, ports: Option<(u16, u16)>, now: Instant) {
+        let Some((req, Waiting::Bind(track))) = self.waiting.take() else {
+            return;
+        };
+        match ports {
+            Some((rtp, rtcp)) => {
+                self.udp_ready = Some((track, rtp, rtcp));
+                self.handle(req, now);
+                self.udp_ready = None;
+            }
+            None => {
+                let cseq = req.header(&headers::CSEQ).map(|v| v.as_str().to_owned());
+                self.reply_error(cseq, &RequestError::NoUdpPort);
+            }
+        }
+        self.process(now);
+    }
+
+    /// The driver's stream ended under a playing session.
+    pub fn stream_ended(&mut self) {
+        if self.session.is_some() || self.described.is_some() {
+            self.end_session(EndReason::StreamEnded);
+            self.closing = true;
+            self.events.push_back(Event::Close);
+        }
+    }
+
+    /// The connection is gone; end whatever session it had.
+    pub fn connection_closed(&mut self) {
+        if self.session.is_some() {
+            self.end_session(EndReason::ConnectionClosed);
+        }
+    }
+
+    /// When [`Connection::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = None;
+        let mut consider = |t: Instant| {
+            next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        };
+        let tcp_playing = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.playing && s.interleaved_only());
+        if !tcp_playing && !self.closing && self.waiting.is_none() {
+            consider(self.last_activity + self.timeout());
+        }
+        if let Some(s) = self.session.as_ref().filter(|s| s.playing) {
+            for t in &s.tracks {
+                if let Some(at) = t.next_sr {
+                    consider(at);
+                }
+            }
+        }
+        next
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.config.session_timeout.max(1)))
+    }
+
+    /// Expire an idle session and send due sender reports. `wall` is the
+    /// wallclock at `now`, for the SR's NTP timestamp.
+    pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
+        if self.closing {
+            return;
+        }
+        let tcp_playing = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.playing && s.interleaved_only());
+        if !tcp_playing && self.waiting.is_none() && now >= self.last_activity + self.timeout() {
+            if self.session.is_some() || self.described.is_some() {
+                self.end_session(EndReason::Timeout);
+            }
+            self.closing = true;
+            self.events.push_back(Event::Close);
+            return;
+        }
+        let Some(s) = self.session.as_mut().filter(|s| s.playing) else {
+            return;
+        };
+        let ntp = rtcp::ntp_timestamp(wall);
+        for t in &mut s.tracks {
+            if t.next_sr.is_none_or(|at| at > now) {
+                continue;
+            }
+            t.next_sr = Some(now + SR_INTERVAL);
+            let rel = s.clock.media_time_at(t.desc.clock_rate, now).unwrap_or(0);
+            let sr = SenderReport {
+                ssrc: t.rtp.ssrc,
+                ntp,
+                rtp_time: t.base.wrapping_add(rel as u32),
+                packets: t.packets,
+                octets: t.octets,
+            };
+            let mut buf = Vec::with_capacity(64);
+            sr.encode("camgate", &mut buf);
+            let (dest, head) = t.transmit_for(true, buf.len());
+            self.out.push(Transmit {
+                dest,
+                head,
+                payload: Bytes::from(buf).into(),
+            });
+        }
+    }
+
+    /// Packetize a frame for the playing session; the packets are queued
+    /// for [`Connection::take_transmits`]. Frames of a codec the session
+    /// did not set up are dropped.
+    pub fn push_frame(&mut self, frame: &Frame, now: Instant) {
+        let Some(s) = self.session.as_mut().filter(|s| s.playing) else {
+            return;
+        };
+        let Some(t) = s.tracks.iter_mut().find(|t| t.desc.codec == frame.codec) else {
+            return;
+        };
+        let rel = s.clock.observe(frame.pts, t.desc.clock_rate, now);
+        let ts = t.base.wrapping_add(rel as u32);
+        self.fragments.clear();
+        t.desc
+            .packetizer
+            .packetize(frame, self.config.mtu, &mut self.fragments);
+        for f in self.fragments.drain(..) {
+            let len = 12 + f.len();
+            let (dest, mut head) = t.transmit_for(false, len);
+            t.rtp
+                .write(&mut head, f.marker, ts.wrapping_add(f.ts_delta), f.prefix());
+            t.packets = t.packets.wrapping_add(1);
+            t.octets = t.octets.wrapping_add(f.len() as u32);
+            s.packets += 1;
+            self.out.push(Transmit {
+                dest,
+                head,
+                payload: f.payload,
+            });
+        }
+        if t.next_sr.is_none() && t.packets > 0 {
+            // First SR right after the first frame, so receivers can sync
+            // audio and video without waiting a whole interval.
+            t.next_sr = Some(now);
+        }
+    }
+}
+
+enum Chosen {
+    Interleaved(u8, u8),
+    Udp(u16, u16),
+}
+
+fn client_ports(req: &Request<Vec<u8>>) -> Option<(u16, u16)> {
+    transports(req).ok()?.iter().find_map(|t| match t {
+        Transport::Rtp(rtp) if !is_tcp(rtp) => rtp
+            .params
+            .client_port
+            .map(|(a, b)| (a, b.unwrap_or(a.wrapping_add(1)))),
+        _ => None,
+    })
+}
+
+fn is_tcp(rtp: &rtsp_types::headers::RtpTransport) -> bool {
+    rtp.lower_transport == Some(RtpLowerTransport::Tcp)
+}
+
+fn transports(req: &Request<Vec<u8>>) -> Result<Transports, RequestError> {
+    let raw = req
+        .header(&headers::TRANSPORT)
+        .ok_or(RequestError::UnsupportedTransport)?;
+    // rtsp-types 0.1 can panic on malformed RTSP 2.0 address lists
+    // (`dest_addr`, `src_addr`); they are meaningless in RTSP 1.0, so such
+    // headers are refused before the typed parser sees them.
+    if raw.as_str().contains("_addr") {
+        return Err(RequestError::UnsupportedTransport);
+    }
+    match req.typed_header::<Transports>() {
+        Ok(Some(t)) => Ok(t),
+        _ => Err(RequestError::UnsupportedTransport),
+    }
+}
+
+/// The first offered transport we support (§12.39: the client lists them
+/// in preference order).
+fn pick_transport(req: &Request<Vec<u8>>, track: u8) -> Result<Chosen, RequestError> {
+    for t in transports(req)?.iter() {
+        let Transport::Rtp(rtp) = t else { continue };
+        if rtp.profile != RtpProfile::Avp || rtp.params.multicast {
+            continue;
+        }
+        if is_tcp(rtp) {
+            let (a, b) = rtp
+                .params
+                .interleaved
+                .unwrap_or((track.wrapping_mul(2), None));
+            return Ok(Chosen::Interleaved(a, b.unwrap_or(a.wrapping_add(1))));
+        }
+        if matches!(rtp.lower_transport, None | Some(RtpLowerTransport::Udp))
+            && let Some((a, b)) = rtp.params.client_port
+        {
+            return Ok(Chosen::Udp(a, b.unwrap_or(a.wrapping_add(1))));
+        }
+    }
+    Err(RequestError::UnsupportedTransport)
+}
+
+#[cfg(test)]
+mod tests;
