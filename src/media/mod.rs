@@ -5,3 +5,5 @@ pub mod h264;
 pub mod hub;
 pub mod ps;
 pub mod rtp;
+pub mod h265;
+pub mod rtp_ps;
