@@ -38,27 +38,80 @@ pub fn is_parameter_set(header: u8) -> bool {
     matches!(nal_type(header), NAL_SPS | NAL_PPS)
 }
 
+/// Whether a VCL (slice) unit, given its first bytes.
+pub fn is_vcl(header: u8) -> bool {
+    matches!(nal_type(header), 1..=5)
+}
+
+/// Whether this unit opens a new access unit when the one being assembled
+/// already holds a slice (§7.4.1.2.3): AUD, SPS, PPS, SEI and types 14–18
+/// always do; a slice does when `first_mb_in_slice` is 0, i.e. when the
+/// first bit after the header (its ue(v) code) is 1. `head` is the unit's
+/// first two bytes or more.
+pub fn first_in_access_unit(head: &[u8]) -> bool {
+    let Some(&h) = head.first() else { return false };
+    match nal_type(h) {
+        NAL_SEI | NAL_SPS | NAL_PPS | NAL_AUD | 14..=18 => true,
+        1..=5 => head.get(1).is_some_and(|b| b & 0x80 != 0),
+        _ => false,
+    }
+}
+
 /// Streaming Annex B splitter: pieces in, NAL units (without start codes
 /// and without the zero bytes that precede a start code) out.
 ///
 /// Bytes before the first start code are discarded: they are the tail of a
-/// unit whose beginning was never seen.
-#[derive(Debug, Default)]
-pub struct AnnexBSplitter {
+/// unit whose beginning was never seen. Each unit can carry a tag (a PES
+/// timestamp, say) given with [`AnnexBSplitter::set_tag`] before the start
+/// code that opens it: MPEG systems attach a timestamp to the first unit
+/// that *starts* after it, wherever the previous one ends.
+#[derive(Debug)]
+pub struct AnnexBSplitter<T: Copy = ()> {
     cur: Chunks,
     in_nal: bool,
     /// Zero bytes at the very end of what was pushed so far; they may be the
     /// first bytes of a start code continuing in the next piece.
     zeros: usize,
+    /// Start codes seen; the unit in progress has index `started - 1`.
+    started: u64,
+    next_tag: Option<T>,
+    cur_tag: Option<T>,
 }
 
-impl AnnexBSplitter {
+impl<T: Copy> Default for AnnexBSplitter<T> {
+    fn default() -> Self {
+        Self {
+            cur: Chunks::new(),
+            in_nal: false,
+            zeros: 0,
+            started: 0,
+            next_tag: None,
+            cur_tag: None,
+        }
+    }
+}
+
+/// A NAL unit out of [`AnnexBSplitter`]: its bytes, its index in the
+/// stream (count of start codes before it), and its tag.
+#[derive(Debug, Clone)]
+pub struct SplitNal<T> {
+    pub data: Chunks,
+    pub index: u64,
+    pub tag: Option<T>,
+}
+
+impl<T: Copy> AnnexBSplitter<T> {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Tag the next unit to start.
+    pub fn set_tag(&mut self, tag: T) {
+        self.next_tag = Some(tag);
+    }
+
     /// Feed one piece; every NAL unit completed by it goes to `emit`.
-    pub fn push(&mut self, data: &Bytes, mut emit: impl FnMut(Chunks)) {
+    pub fn push(&mut self, data: &Bytes, mut emit: impl FnMut(SplitNal<T>)) {
         let bytes: &[u8] = data;
         let mut zeros = self.zeros;
         let mut nal_start = 0usize;
@@ -89,6 +142,8 @@ impl AnnexBSplitter {
                         self.emit_current(&mut emit);
                     }
                     self.in_nal = true;
+                    self.started += 1;
+                    self.cur_tag = self.next_tag.take();
                     nal_start = i + 1;
                 }
                 zeros = 0;
@@ -101,22 +156,28 @@ impl AnnexBSplitter {
         self.zeros = zeros;
     }
 
-    fn emit_current(&mut self, emit: &mut impl FnMut(Chunks)) {
-        let nal = std::mem::take(&mut self.cur);
-        if !nal.is_empty() {
-            emit(nal);
+    fn emit_current(&mut self, emit: &mut impl FnMut(SplitNal<T>)) {
+        let data = std::mem::take(&mut self.cur);
+        if !data.is_empty() {
+            emit(SplitNal {
+                data,
+                index: self.started.wrapping_sub(1),
+                tag: self.cur_tag,
+            });
         }
     }
 
     /// The stream (or the access unit) ended: the unit in progress is
     /// complete. Trailing zero bytes are `trailing_zero_8bits`, not data.
-    pub fn finish(&mut self, mut emit: impl FnMut(Chunks)) {
+    pub fn finish(&mut self, mut emit: impl FnMut(SplitNal<T>)) {
         if self.in_nal {
             let keep = self.cur.len().saturating_sub(self.zeros);
             self.cur.truncate(keep);
             self.emit_current(&mut emit);
         }
-        self.reset();
+        self.in_nal = false;
+        self.zeros = 0;
+        self.cur_tag = None;
     }
 
     /// Forget everything (after loss): the next unit starts at a start code.
@@ -124,21 +185,34 @@ impl AnnexBSplitter {
         self.cur.clear();
         self.in_nal = false;
         self.zeros = 0;
+        self.next_tag = None;
+        self.cur_tag = None;
     }
 
-    /// Whether a unit is in progress.
-    pub fn in_unit(&self) -> bool {
-        self.in_nal
+    /// Bytes of the unit in progress.
+    pub fn pending_len(&self) -> usize {
+        self.cur.len()
+    }
+
+    /// The unit in progress, if any: its index, first bytes (copied into
+    /// `head`, count returned) and tag. Lets a caller see where an access
+    /// unit begins without waiting for the unit to end.
+    pub fn in_progress(&self, head: &mut [u8]) -> Option<(u64, usize, Option<T>)> {
+        if !self.in_nal {
+            return None;
+        }
+        let n = self.cur.copy_prefix(head);
+        Some((self.started.wrapping_sub(1), n, self.cur_tag))
     }
 }
 
 /// Split an Annex B byte stream held in `data` into NAL units.
 pub fn split_annex_b(data: &Chunks, out: &mut Vec<Chunks>) {
-    let mut s = AnnexBSplitter::new();
+    let mut s = AnnexBSplitter::<()>::new();
     for part in data.parts() {
-        s.push(part, |n| out.push(n));
+        s.push(part, |n| out.push(n.data));
     }
-    s.finish(|n| out.push(n));
+    s.finish(|n| out.push(n.data));
 }
 
 /// Why an SPS could not be summarised.
@@ -307,12 +381,12 @@ mod tests {
     use super::*;
 
     fn split_pieces(pieces: &[&[u8]]) -> Vec<Vec<u8>> {
-        let mut s = AnnexBSplitter::new();
+        let mut s = AnnexBSplitter::<()>::new();
         let mut out = Vec::new();
         for p in pieces {
-            s.push(&Bytes::copy_from_slice(p), |n| out.push(n.to_vec()));
+            s.push(&Bytes::copy_from_slice(p), |n| out.push(n.data.to_vec()));
         }
-        s.finish(|n| out.push(n.to_vec()));
+        s.finish(|n| out.push(n.data.to_vec()));
         out
     }
 

@@ -32,6 +32,25 @@ pub fn is_parameter_set(header0: u8) -> bool {
     matches!(nal_type(header0), NAL_VPS | NAL_SPS | NAL_PPS)
 }
 
+/// Whether a VCL (slice segment) unit.
+pub fn is_vcl(header0: u8) -> bool {
+    nal_type(header0) < 32
+}
+
+/// Whether this unit opens a new access unit when the one being assembled
+/// already holds a slice segment (§7.4.2.4.4): VPS, SPS, PPS, AUD, prefix
+/// SEI and reserved types 41–44 and 48–55 do; a slice segment does when
+/// `first_slice_segment_in_pic_flag` (first bit after the two-byte header)
+/// is set. `head` is the unit's first three bytes or more.
+pub fn first_in_access_unit(head: &[u8]) -> bool {
+    let Some(&h) = head.first() else { return false };
+    match nal_type(h) {
+        32..=35 | NAL_SEI_PREFIX | 41..=44 | 48..=55 => true,
+        0..=31 => head.get(2).is_some_and(|b| b & 0x80 != 0),
+        _ => false,
+    }
+}
+
 /// Whether a two-byte header is well formed: forbidden bit clear and
 /// `nuh_temporal_id_plus1` non-zero. H.264 headers often fail the second
 /// test, which helps tell the codecs apart when nothing declares them.

@@ -24,7 +24,7 @@ use bytes::{Buf, Bytes};
 use smallvec::SmallVec;
 
 use super::frame::{AudioParams, Chunks, Codec, Frame, MediaKind, StreamInfo, VideoParams};
-use super::h264::{self, AnnexBSplitter};
+use super::h264::{self, AnnexBSplitter, SplitNal};
 use super::h265;
 
 /// What the demuxer produces.
@@ -189,23 +189,34 @@ const MAX_AU_BYTES: usize = 16 << 20;
 const MAX_AU_UNITS: usize = 4096;
 const MAX_AUDIO_BYTES: usize = 1 << 20;
 
+/// PES timestamps carried to the first NAL unit starting after them.
+type Stamp = (i64, Option<i64>);
+
 /// The video access unit being assembled.
 #[derive(Debug, Default)]
 struct VideoTrack {
     stream_id: Option<u8>,
     /// Declared by the PSM or recognised from the elementary stream.
     codec: Option<Codec>,
-    splitter: AnnexBSplitter,
+    splitter: AnnexBSplitter<Stamp>,
+    /// Completed units waiting to be assigned (reused, never shrinks).
+    nal_buf: Vec<SplitNal<Stamp>>,
+    /// Units with a lower index have been placed in an access unit.
+    classified: u64,
     units: SmallVec<[Chunks; 4]>,
     /// Raw elementary stream for codecs not made of NAL units.
     raw: Chunks,
     open: bool,
+    has_vcl: bool,
     pts: Option<i64>,
     dts: Option<i64>,
     bytes: usize,
     overflow: bool,
     unwrap: Unwrapper,
     last_pts: i64,
+    last_dts: Option<i64>,
+    /// Frame duration, learnt from timestamped units, for units without.
+    duration: i64,
     await_keyframe: bool,
     vps: Option<Bytes>,
     sps: Option<Bytes>,
@@ -949,27 +960,40 @@ impl PsDemuxer {
         match self.target {
             Target::Video => {
                 self.stats.payload_bytes += piece.len() as u64;
-                let v = &mut self.video;
-                if !v.open || v.overflow {
-                    return;
-                }
-                v.bytes += piece.len();
-                if v.bytes > MAX_AU_BYTES {
-                    v.overflow = true;
-                    self.error(PsError::OversizedFrame, out);
-                    return;
-                }
-                if matches!(v.codec, Some(Codec::Mpeg4 | Codec::Svac)) {
+                if matches!(self.video.codec, Some(Codec::Mpeg4 | Codec::Svac)) {
+                    let v = &mut self.video;
+                    if !v.open || v.overflow {
+                        return;
+                    }
+                    v.bytes += piece.len();
+                    if v.bytes > MAX_AU_BYTES {
+                        v.overflow = true;
+                        self.error(PsError::OversizedFrame, out);
+                        return;
+                    }
                     v.raw.push(piece);
-                } else {
-                    let VideoTrack {
-                        splitter,
-                        units,
-                        codec,
-                        overflow,
-                        ..
-                    } = v;
-                    splitter.push(&piece, |nal| add_unit(units, codec, overflow, nal));
+                    return;
+                }
+                let VideoTrack {
+                    splitter, nal_buf, ..
+                } = &mut self.video;
+                splitter.push(&piece, |n| nal_buf.push(n));
+                self.drain_nals(out);
+                // Decide where the unit in progress belongs as soon as its
+                // header is here, so the previous access unit goes out now
+                // rather than when this unit ends.
+                let mut head = [0u8; 3];
+                if let Some((index, n, tag)) = self.video.splitter.in_progress(&mut head)
+                    && index >= self.video.classified
+                    && n == head.len()
+                {
+                    self.video.classified = index + 1;
+                    self.classify(&head, tag, out);
+                }
+                if self.video.bytes + self.video.splitter.pending_len() > MAX_AU_BYTES {
+                    self.video.splitter.reset();
+                    self.drop_video_au();
+                    self.error(PsError::OversizedFrame, out);
                 }
             }
             Target::Audio => {
@@ -993,17 +1017,92 @@ impl PsDemuxer {
     }
 
     fn start_video_pes(&mut self, pts: Option<u64>, dts: Option<u64>, out: &mut Vec<PsEvent>) {
-        let pts = pts.map(|p| self.video.unwrap.unwrap(p));
-        let dts = dts.map(|d| self.video.unwrap.unwrap(d));
-        if self.video.open && pts.is_some() && pts != self.video.pts {
-            self.finish_video(out);
+        let stamp = pts.map(|p| {
+            let p = self.video.unwrap.unwrap(p);
+            (p, dts.map(|d| self.video.unwrap.unwrap(d)))
+        });
+        if matches!(self.video.codec, Some(Codec::Mpeg4 | Codec::Svac)) {
+            // No unit structure parsed for these: a PTS change is the
+            // access unit boundary.
+            if let Some((p, d)) = stamp {
+                if self.video.open && self.video.pts != Some(p) {
+                    self.finish_video(out);
+                }
+                if !self.video.open {
+                    self.video.open = true;
+                    self.video.pts = Some(p);
+                    self.video.dts = d;
+                }
+            }
+            return;
         }
-        if !self.video.open {
-            let v = &mut self.video;
+        // 13818-1 §2.4.3.7: a PES timestamp belongs to the first access unit
+        // that starts in that PES, which may not be where the PES starts.
+        if let Some(s) = stamp {
+            self.video.splitter.set_tag(s);
+        }
+    }
+
+    fn drain_nals(&mut self, out: &mut Vec<PsEvent>) {
+        let mut buf = std::mem::take(&mut self.video.nal_buf);
+        for n in buf.drain(..) {
+            self.video_nal(n, out);
+        }
+        self.video.nal_buf = buf;
+    }
+
+    /// A complete NAL unit from the splitter.
+    fn video_nal(&mut self, n: SplitNal<Stamp>, out: &mut Vec<PsEvent>) {
+        if n.index >= self.video.classified {
+            self.video.classified = n.index + 1;
+            let mut head = [0u8; 3];
+            let len = n.data.copy_prefix(&mut head);
+            self.classify(&head[..len], n.tag, out);
+        }
+        self.add_video_unit(n.data, out);
+    }
+
+    fn add_video_unit(&mut self, nal: Chunks, out: &mut Vec<PsEvent>) {
+        let v = &mut self.video;
+        if !v.open || v.overflow {
+            return;
+        }
+        v.bytes += nal.len();
+        if v.bytes > MAX_AU_BYTES || v.units.len() >= MAX_AU_UNITS {
+            v.overflow = true;
+            self.error(PsError::OversizedFrame, out);
+            return;
+        }
+        v.units.push(nal);
+    }
+
+    /// Place a unit that is starting: it may open a new access unit.
+    fn classify(&mut self, head: &[u8], tag: Option<Stamp>, out: &mut Vec<PsEvent>) {
+        if self.video.codec.is_none() {
+            self.video.codec = sniff_codec(head);
+        }
+        let Some(&h) = head.first() else { return };
+        let (boundary, vcl) = match self.video.codec {
+            Some(Codec::H264) => (h264::first_in_access_unit(head), h264::is_vcl(h)),
+            Some(Codec::H265) => (h265::first_in_access_unit(head), h265::is_vcl(h)),
+            _ => (false, false),
+        };
+        if boundary && self.video.has_vcl {
+            self.finish_au(out);
+        }
+        let v = &mut self.video;
+        if !v.open {
             v.open = true;
-            v.pts = pts;
-            v.dts = dts;
+            v.pts = None;
+            v.dts = None;
         }
+        if v.pts.is_none()
+            && let Some((p, d)) = tag
+        {
+            v.pts = Some(p);
+            v.dts = d;
+        }
+        v.has_vcl |= vcl;
     }
 
     fn drop_video_au(&mut self) {
@@ -1012,8 +1111,10 @@ impl PsDemuxer {
             self.stats.frames_dropped += 1;
         }
         v.splitter.reset();
+        v.nal_buf.clear();
         v.units.clear();
         v.raw.clear();
+        v.has_vcl = false;
         v.open = false;
         v.pts = None;
         v.dts = None;
@@ -1021,19 +1122,22 @@ impl PsDemuxer {
         v.overflow = false;
     }
 
+    /// The frame ended (marker, flush): the unit in progress is complete.
     fn finish_video(&mut self, out: &mut Vec<PsEvent>) {
-        if !self.video.open {
-            return;
-        }
         {
             let VideoTrack {
-                splitter,
-                units,
-                codec,
-                overflow,
-                ..
+                splitter, nal_buf, ..
             } = &mut self.video;
-            splitter.finish(|nal| add_unit(units, codec, overflow, nal));
+            splitter.finish(|n| nal_buf.push(n));
+        }
+        self.drain_nals(out);
+        self.finish_au(out);
+    }
+
+    /// Emit the access unit assembled so far.
+    fn finish_au(&mut self, out: &mut Vec<PsEvent>) {
+        if !self.video.open {
+            return;
         }
         if self.video.overflow {
             self.drop_video_au();
@@ -1066,13 +1170,31 @@ impl PsDemuxer {
                 key
             }
         };
-        let pts = self.video.pts.unwrap_or(self.video.last_pts);
-        let dts = self.video.dts.unwrap_or(pts);
-        self.video.last_pts = pts;
-        self.video.open = false;
-        self.video.pts = None;
-        self.video.dts = None;
-        self.video.bytes = 0;
+        let v = &mut self.video;
+        let duration = if v.duration > 0 { v.duration } else { 3600 };
+        let (pts, dts) = match (v.pts, v.dts) {
+            (Some(p), d) => (p, d.unwrap_or(p)),
+            // No timestamp reached this unit (several units in one PES):
+            // one frame after the last.
+            _ => match v.last_dts {
+                Some(d) => (v.last_pts.max(d) + duration, d + duration),
+                None => (0, 0),
+            },
+        };
+        if v.pts.is_some()
+            && let Some(last) = v.last_dts
+            && dts > last
+            && (v.duration == 0 || dts - last < v.duration)
+        {
+            v.duration = dts - last;
+        }
+        v.last_pts = pts;
+        v.last_dts = Some(dts);
+        v.open = false;
+        v.has_vcl = false;
+        v.pts = None;
+        v.dts = None;
+        v.bytes = 0;
         if units.is_empty() {
             return;
         }
@@ -1219,20 +1341,13 @@ impl PsDemuxer {
             self.video.codec = Some(codec);
         }
         if self.video.open && self.video.pts != Some(pts) {
-            self.finish_video(out);
-        }
-        let v = &mut self.video;
-        if !v.open {
-            v.open = true;
-            v.pts = Some(pts);
-            v.dts = Some(pts);
+            self.finish_au(out);
         }
         self.stats.payload_bytes += nal.len() as u64;
-        v.bytes += nal.len();
-        if v.bytes > MAX_AU_BYTES {
-            v.overflow = true;
-        }
-        add_unit(&mut v.units, &mut v.codec, &mut v.overflow, nal);
+        let mut head = [0u8; 3];
+        let n = nal.copy_prefix(&mut head);
+        self.classify(&head[..n], Some((pts, None)), out);
+        self.add_video_unit(nal, out);
     }
 
     fn start_audio_pes(&mut self, pts: Option<u64>, out: &mut Vec<PsEvent>) {
@@ -1289,29 +1404,6 @@ impl PsDemuxer {
             units,
         }));
     }
-}
-
-/// Add one NAL unit to the access unit, recognising the codec from it when
-/// nothing declared one (ffmpeg writes no PSM).
-fn add_unit(
-    units: &mut SmallVec<[Chunks; 4]>,
-    codec: &mut Option<Codec>,
-    overflow: &mut bool,
-    nal: Chunks,
-) {
-    if *overflow {
-        return;
-    }
-    if units.len() >= MAX_AU_UNITS {
-        *overflow = true;
-        return;
-    }
-    if codec.is_none() {
-        let mut h = [0u8; 2];
-        let n = nal.copy_prefix(&mut h);
-        *codec = sniff_codec(&h[..n]);
-    }
-    units.push(nal);
 }
 
 /// Tell H.264 from H.265 (and MPEG-4 Visual) by a NAL unit that only one of
@@ -1492,7 +1584,7 @@ mod tests {
         let mut s = b"garbage\0\0\x01".to_vec();
         for i in 0..3u64 {
             s.extend(pack());
-            let mut p = pes(0xe2, Some(3600 * i), if i == 0 { &es } else { &[0, 0, 1, 0x41, 7, 7] });
+            let mut p = pes(0xe2, Some(3600 * i), if i == 0 { &es } else { &[0, 0, 1, 0x41, 0x9a, 7] });
             p[4] = 0;
             p[5] = 0; // length 0: runs to the next start code
             s.extend(p);
@@ -1512,7 +1604,7 @@ mod tests {
         assert_eq!(f[0].units.len(), 3);
         assert_eq!(f[0].units[0].to_vec(), sps);
         assert_eq!(f[2].pts, 7200);
-        assert_eq!(f[2].units[0].to_vec(), [0x41, 7, 7]);
+        assert_eq!(f[2].units[0].to_vec(), [0x41, 0x9a, 7]);
         let info = d.info().video.clone().unwrap();
         assert_eq!((info.0, info.1.width, info.1.height), (Codec::H264, 704, 576));
         assert_eq!(d.stats().bytes_skipped, 10);
