@@ -85,7 +85,10 @@ fn hik_ps_in_any_chunking() {
     };
     let (reference, stats, d) = demux_file(&data, 1400);
     assert_eq!(reference.len(), HIK_FRAMES);
-    assert_eq!(stats.private_pes_skipped, 54, "0xBD PES skipped and counted");
+    assert_eq!(
+        stats.private_pes_skipped, 54,
+        "0xBD PES skipped and counted"
+    );
     assert_eq!(stats.total_errors(), 0, "{stats:?}");
     for w in reference.windows(2) {
         assert_eq!(w[1].pts - w[0].pts, 3600);
@@ -222,7 +225,12 @@ fn impaired(shuffle_window: usize, drop_percent: u64, seed: u64) -> (usize, u64)
                 assert!(f.keyframe, "frame after a loss is not a keyframe");
                 need_key = false;
             }
-            assert_eq!(clean.get(&f.pts), Some(&flat(&f)), "corrupt frame at {}", f.pts);
+            assert_eq!(
+                clean.get(&f.pts),
+                Some(&flat(&f)),
+                "corrupt frame at {}",
+                f.pts
+            );
             emitted += 1;
         }
     }
@@ -247,7 +255,11 @@ fn hik_rtp_shuffled_and_dropped() {
 
 fn tool(name: &str) -> bool {
     let ok = Command::new(name)
-        .arg(if name == "ffmpeg" { "-version" } else { "--version" })
+        .arg(if name == "ffmpeg" {
+            "-version"
+        } else {
+            "--version"
+        })
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
@@ -284,7 +296,11 @@ fn check_file(path: &Path, codec: Codec, frames_expected: usize, expect_psm: boo
     let data = Bytes::from(std::fs::read(path).unwrap());
     for chunk in [1316, 5] {
         let (got, stats, d) = demux_file(&data, chunk);
-        assert_eq!(got.len(), frames_expected, "{path:?} chunk {chunk}: {stats:?}");
+        assert_eq!(
+            got.len(),
+            frames_expected,
+            "{path:?} chunk {chunk}: {stats:?}"
+        );
         assert!(got.iter().all(|f| f.codec == codec));
         assert!(got[0].keyframe);
         assert_eq!(stats.psms > 0, expect_psm);

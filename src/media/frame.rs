@@ -304,6 +304,9 @@ mod tests {
         let b = Bytes::from_static(b"xyz");
         let c = Chunks::from(b.clone());
         assert_eq!(c.to_bytes().as_ptr(), b.as_ptr());
-        assert_eq!(chunks(&[b"ab", b"c"]).to_bytes(), Bytes::from_static(b"abc"));
+        assert_eq!(
+            chunks(&[b"ab", b"c"]).to_bytes(),
+            Bytes::from_static(b"abc")
+        );
     }
 }

@@ -395,11 +395,7 @@ mod tests {
         let stream: &[u8] = &[
             9, 9, 0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 0, 0, 3, 0, 7, 0, 0,
         ];
-        let want = vec![
-            vec![0x67, 1, 2],
-            vec![0x68, 3],
-            vec![0x65, 0, 0, 3, 0, 7],
-        ];
+        let want = vec![vec![0x67, 1, 2], vec![0x68, 3], vec![0x65, 0, 0, 3, 0, 7]];
         assert_eq!(split_pieces(&[stream]), want);
         // Every possible cut, including inside start codes.
         for a in 0..stream.len() {
@@ -454,15 +450,26 @@ mod tests {
             |n| out.push(n.to_vec()),
         )
         .unwrap();
-        d.push(&Bytes::from_static(&[0x7c, 0x85, 1, 2]), |n| out.push(n.to_vec()))
-            .unwrap();
-        d.push(&Bytes::from_static(&[0x7c, 0x05, 3]), |n| out.push(n.to_vec()))
-            .unwrap();
-        d.push(&Bytes::from_static(&[0x7c, 0x45, 4]), |n| out.push(n.to_vec()))
-            .unwrap();
+        d.push(&Bytes::from_static(&[0x7c, 0x85, 1, 2]), |n| {
+            out.push(n.to_vec())
+        })
+        .unwrap();
+        d.push(&Bytes::from_static(&[0x7c, 0x05, 3]), |n| {
+            out.push(n.to_vec())
+        })
+        .unwrap();
+        d.push(&Bytes::from_static(&[0x7c, 0x45, 4]), |n| {
+            out.push(n.to_vec())
+        })
+        .unwrap();
         assert_eq!(
             out,
-            vec![vec![0x67, 1, 2], vec![0x68, 9], vec![0x06], vec![0x65, 1, 2, 3, 4]]
+            vec![
+                vec![0x67, 1, 2],
+                vec![0x68, 9],
+                vec![0x06],
+                vec![0x65, 1, 2, 3, 4]
+            ]
         );
         let e = d.push(&Bytes::from_static(&[0x7c, 0x05, 3]), |_| {});
         assert_eq!(e.unwrap_err().kind(), "fu_without_start");

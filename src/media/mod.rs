@@ -2,8 +2,8 @@
 
 pub mod frame;
 pub mod h264;
+pub mod h265;
 pub mod hub;
 pub mod ps;
 pub mod rtp;
-pub mod h265;
 pub mod rtp_ps;

@@ -129,7 +129,10 @@ impl PsStats {
 
     /// `(kind, count)` for every kind, zeros included.
     pub fn errors(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        PsError::KINDS.iter().copied().zip(self.errors.iter().copied())
+        PsError::KINDS
+            .iter()
+            .copied()
+            .zip(self.errors.iter().copied())
     }
 
     pub fn total_errors(&self) -> u64 {
@@ -1154,16 +1157,16 @@ impl PsDemuxer {
         let mut units = std::mem::take(&mut self.video.units);
         let raw = std::mem::take(&mut self.video.raw);
         let keyframe = match codec {
-            Codec::H264 | Codec::H265 => {
-                self.learn_parameter_sets(codec, &mut units, out)
-            }
+            Codec::H264 | Codec::H265 => self.learn_parameter_sets(codec, &mut units, out),
             _ => {
                 // MPEG-4 Visual / SVAC: a unit opening with a sequence or
                 // group header (VOS 0xB0, GOV 0xB3, VO/VOL) is a random
                 // access point.
                 let mut head = [0u8; 4];
                 let n = raw.copy_prefix(&mut head);
-                let key = n == 4 && head[..3] == [0, 0, 1] && matches!(head[3], 0x00..=0x2f | 0xb0 | 0xb3);
+                let key = n == 4
+                    && head[..3] == [0, 0, 1]
+                    && matches!(head[3], 0x00..=0x2f | 0xb0 | 0xb3);
                 if !raw.is_empty() {
                     units.push(raw);
                 }
@@ -1315,7 +1318,10 @@ impl PsDemuxer {
         }
         if keyframe {
             let mut prefix: SmallVec<[Chunks; 3]> = SmallVec::new();
-            if hevc && !has_vps && let Some(b) = &self.video.vps {
+            if hevc
+                && !has_vps
+                && let Some(b) = &self.video.vps
+            {
                 prefix.push(Chunks::from(b.clone()));
             }
             if !has_sps && let Some(b) = &self.video.sps {
@@ -1483,7 +1489,10 @@ mod tests {
     #[test]
     fn start_code_search() {
         assert_eq!(find_start_code(&[0, 0, 1, 0xba], |b| b == 0xba), Some(0));
-        assert_eq!(find_start_code(&[5, 0, 0, 1, 0x65, 0, 0, 1, 0xe0], |b| b >= 0xb9), Some(5));
+        assert_eq!(
+            find_start_code(&[5, 0, 0, 1, 0x65, 0, 0, 1, 0xe0], |b| b >= 0xb9),
+            Some(5)
+        );
         assert_eq!(find_start_code(&[0, 0, 1], |_| true), None);
     }
 
@@ -1584,7 +1593,15 @@ mod tests {
         let mut s = b"garbage\0\0\x01".to_vec();
         for i in 0..3u64 {
             s.extend(pack());
-            let mut p = pes(0xe2, Some(3600 * i), if i == 0 { &es } else { &[0, 0, 1, 0x41, 0x9a, 7] });
+            let mut p = pes(
+                0xe2,
+                Some(3600 * i),
+                if i == 0 {
+                    &es
+                } else {
+                    &[0, 0, 1, 0x41, 0x9a, 7]
+                },
+            );
             p[4] = 0;
             p[5] = 0; // length 0: runs to the next start code
             s.extend(p);
@@ -1606,7 +1623,10 @@ mod tests {
         assert_eq!(f[2].pts, 7200);
         assert_eq!(f[2].units[0].to_vec(), [0x41, 0x9a, 7]);
         let info = d.info().video.clone().unwrap();
-        assert_eq!((info.0, info.1.width, info.1.height), (Codec::H264, 704, 576));
+        assert_eq!(
+            (info.0, info.1.width, info.1.height),
+            (Codec::H264, 704, 576)
+        );
         assert_eq!(d.stats().bytes_skipped, 10);
     }
 

@@ -337,7 +337,10 @@ mod tests {
         tail.extend_from_slice(&[0, 0, 3]);
         let p = RtpPacket::parse(Bytes::from(packet(0x30 | 2, 96, &tail))).unwrap();
         assert_eq!(p.csrcs().collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(p.extension, Some((0xbede, Bytes::from_static(&[9, 9, 9, 9]))));
+        assert_eq!(
+            p.extension,
+            Some((0xbede, Bytes::from_static(&[9, 9, 9, 9])))
+        );
         assert_eq!(&p.payload[..], b"pay");
     }
 
@@ -345,7 +348,10 @@ mod tests {
     fn rejects_bad_input() {
         let e = |v: Vec<u8>| RtpPacket::parse(Bytes::from(v)).unwrap_err().kind();
         assert_eq!(e(vec![0x80; 5]), "too_short");
-        assert_eq!(e(packet(0, 96, b"")[..].iter().map(|b| b & 0x3f).collect()), "bad_version");
+        assert_eq!(
+            e(packet(0, 96, b"")[..].iter().map(|b| b & 0x3f).collect()),
+            "bad_version"
+        );
         assert_eq!(e(packet(0x03, 96, b"")), "csrc_overrun");
         assert_eq!(e(packet(0x10, 96, &[0, 0, 0, 5])), "extension_overrun");
         assert_eq!(e(packet(0x10, 96, &[0, 0])), "extension_overrun");

@@ -231,12 +231,17 @@ mod tests {
         stap.extend_from_slice(&[0, 2, 0x68, 0xee]);
         let mut r = RtpPsReceiver::new();
         let mut ev = Vec::new();
-        r.push_datagram(rtp(1, 0, 98, false, &stap), &mut ev).unwrap();
-        r.push_datagram(rtp(2, 0, 98, false, &[0x7c, 0x85, 1, 2]), &mut ev).unwrap();
-        r.push_datagram(rtp(3, 0, 98, true, &[0x7c, 0x45, 3]), &mut ev).unwrap();
-        r.push_datagram(rtp(4, 3600, 98, true, &[0x41, 9]), &mut ev).unwrap();
+        r.push_datagram(rtp(1, 0, 98, false, &stap), &mut ev)
+            .unwrap();
+        r.push_datagram(rtp(2, 0, 98, false, &[0x7c, 0x85, 1, 2]), &mut ev)
+            .unwrap();
+        r.push_datagram(rtp(3, 0, 98, true, &[0x7c, 0x45, 3]), &mut ev)
+            .unwrap();
+        r.push_datagram(rtp(4, 3600, 98, true, &[0x41, 9]), &mut ev)
+            .unwrap();
         // Loss: the next non-key frame must not come out.
-        r.push_datagram(rtp(6, 10800, 98, true, &[0x41, 9]), &mut ev).unwrap();
+        r.push_datagram(rtp(6, 10800, 98, true, &[0x41, 9]), &mut ev)
+            .unwrap();
         r.flush(&mut ev);
         let frames: Vec<_> = ev
             .iter()
@@ -261,10 +266,17 @@ mod tests {
     fn ssrc_binding_and_bad_datagrams() {
         let mut r = RtpPsReceiver::with_ssrc(8);
         let mut ev = Vec::new();
-        r.push_datagram(rtp(1, 0, 96, false, &[0; 4]), &mut ev).unwrap();
+        r.push_datagram(rtp(1, 0, 96, false, &[0; 4]), &mut ev)
+            .unwrap();
         assert_eq!(r.stats().foreign_ssrc, 1);
-        assert!(r.push_datagram(Bytes::from_static(&[0x81, 200, 0, 1]), &mut ev).is_err());
-        assert!(r.push_datagram(Bytes::from_static(&[0x40; 20]), &mut ev).is_err());
+        assert!(
+            r.push_datagram(Bytes::from_static(&[0x81, 200, 0, 1]), &mut ev)
+                .is_err()
+        );
+        assert!(
+            r.push_datagram(Bytes::from_static(&[0x40; 20]), &mut ev)
+                .is_err()
+        );
         let counts: Vec<_> = r.rtp_error_counts().filter(|c| c.1 > 0).collect();
         assert_eq!(counts, [("too_short", 1), ("bad_version", 1)]);
     }
