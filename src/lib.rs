@@ -7,7 +7,7 @@
 //! [`streams`], which starts sources on demand and stops them when idle.
 
 pub mod api;
-// pub mod app;
+pub mod app;
 pub mod config;
 pub mod gb28181;
 pub mod ingest;

@@ -6,3 +6,4 @@ pub mod registrar;
 pub mod registry;
 pub mod sdp;
 pub mod ssrc;
+pub mod invite;

@@ -134,6 +134,46 @@ impl Chunks {
         out
     }
 
+    /// Drop bytes past `len` (no-op when already shorter), keeping the
+    /// remaining slices shared with the original buffers.
+    pub fn truncate(&mut self, len: usize) {
+        while self.len > len {
+            let Some(last) = self.parts.last_mut() else {
+                break;
+            };
+            let excess = self.len - len;
+            if excess >= last.len() {
+                self.len -= last.len();
+                self.parts.pop();
+            } else {
+                last.truncate(last.len() - excess);
+                self.len = len;
+            }
+        }
+    }
+
+    /// Empty the list, keeping any heap storage for reuse.
+    pub fn clear(&mut self) {
+        self.parts.clear();
+        self.len = 0;
+    }
+
+    /// Copy up to `out.len()` leading bytes into `out` (for peeking at unit
+    /// headers that may straddle parts); returns how many were copied.
+    pub fn copy_prefix(&self, out: &mut [u8]) -> usize {
+        let mut n = 0;
+        for part in &self.parts {
+            let Some(dst) = out.get_mut(n..) else { break };
+            let take = dst.len().min(part.len());
+            dst[..take].copy_from_slice(&part[..take]);
+            n += take;
+            if n == out.len() {
+                break;
+            }
+        }
+        n
+    }
+
     /// Contiguous copy; for parsers of small units (parameter sets) and tests.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
@@ -249,6 +289,14 @@ mod tests {
         assert!(c.slice(5, 5).is_empty());
         assert_eq!(c.get(4), Some(b'e'));
         assert_eq!(c.get(9), None);
+        let mut t = c.clone();
+        t.truncate(5);
+        assert_eq!(t.to_vec(), b"abcde");
+        t.truncate(3);
+        assert_eq!((t.parts().len(), t.len()), (1, 3));
+        let mut head = [0u8; 4];
+        assert_eq!(c.copy_prefix(&mut head), 4);
+        assert_eq!(&head, b"abcd");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 pub mod frame;
 pub mod h264;
+pub mod h265;
 pub mod hub;
 pub mod ps;
 pub mod rtp;
+pub mod rtp_ps;
