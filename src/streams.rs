@@ -258,7 +258,7 @@ impl Streams {
             since: SystemTime::now(),
         });
         let inner = self.inner.clone();
-        let span = info_span!("stream", key = %key);
+        let span = info_span!(parent: None, "stream", key = %key);
         self.inner
             .supervisors
             .spawn(supervise(inner, entry.clone(), provider).instrument(span));

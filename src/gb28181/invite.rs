@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
@@ -18,8 +17,9 @@ use super::ssrc::{Ssrc, SsrcKind};
 use crate::ingest::port_pool::BoundPair;
 use crate::ingest::udp::DatagramReader;
 use crate::media::hub::Hub;
+use crate::media::ps::PsEvent;
 use crate::media::rtp::{RtpPacket, is_rtcp, peek_ssrc};
-use crate::media::rtp_ps::{RtpPsEvent, RtpPsReceiver};
+use crate::media::rtp_ps::RtpPsReceiver;
 use crate::metrics::{self, label};
 use crate::sip::invite::{Call, InviteError, InviteRequest, invite};
 use crate::streams::{SourceHandle, SourceProvider, StartError, StartFuture, StreamKey};
@@ -62,19 +62,17 @@ async fn start_live(
     let ssrc = platform.allocate_ssrc(SsrcKind::Live)?;
     let config = &platform.config;
     let ip = config.advertised_ip();
-    let offer = GbSdp::live_offer(&config.sip.server_id, ip, ports.port, &ssrc);
+    let offer = GbSdp::live_offer(
+        &config.sip.server_id,
+        &ip.to_string(),
+        ports.port,
+        ssrc.as_str(),
+    );
     let request = InviteRequest {
         request_uri: format!("sip:{channel}@{}", route.addr),
         from_uri: platform.our_uri(),
-        contact_uri: format!(
-            "sip:{}@{}",
-            config.sip.server_id, platform.sip.advertised
-        ),
-        subject: format!(
-            "{channel}:{},{}:0",
-            ssrc.as_str(),
-            config.sip.server_id
-        ),
+        contact_uri: format!("sip:{}@{}", config.sip.server_id, platform.sip.advertised),
+        subject: format!("{channel}:{},{}:0", ssrc.as_str(), config.sip.server_id),
         sdp: offer.build(),
         dest: route.addr,
         transport: route.transport,
@@ -171,7 +169,9 @@ impl MediaSession {
 
     async fn pump(&self) -> String {
         let mut reader = DatagramReader::new();
-        let mut receiver = RtpPsReceiver::new();
+        let mut receiver = RtpPsReceiver::with_ssrc(self.expect_ssrc);
+        let mut lost = 0u64;
+        let mut copied = 0u64;
         let mut events = Vec::new();
         let mut first_frame = true;
         let mut source: Option<SocketAddr> = None;
@@ -192,11 +192,15 @@ impl MediaSession {
             m.rtp_packets_received.inc();
             m.rtp_bytes_received.inc_by(data.len() as u64);
             if is_rtcp(&data) {
-                m.rtp_errors.get_or_create(&label("kind", "rtcp_on_rtp_port")).inc();
+                m.rtp_errors
+                    .get_or_create(&label("kind", "rtcp_on_rtp_port"))
+                    .inc();
                 continue;
             }
             if peek_ssrc(&data) != Some(self.expect_ssrc) {
-                m.rtp_errors.get_or_create(&label("kind", "unknown_ssrc")).inc();
+                m.rtp_errors
+                    .get_or_create(&label("kind", "unknown_ssrc"))
+                    .inc();
                 debug!(%from, ssrc = ?peek_ssrc(&data), "packet with unexpected SSRC dropped");
                 continue;
             }
@@ -212,9 +216,19 @@ impl MediaSession {
                 }
             };
             receiver.push(packet, &mut events);
+            let stats = receiver.stats();
+            if stats.lost > lost {
+                m.rtp_packets_lost.inc_by(stats.lost - lost);
+                lost = stats.lost;
+            }
+            let total_copied = receiver.bytes_copied();
+            if total_copied > copied {
+                m.payload_bytes_copied.inc_by(total_copied - copied);
+                copied = total_copied;
+            }
             for event in events.drain(..) {
                 match event {
-                    RtpPsEvent::Frame(frame) => {
+                    PsEvent::Frame(frame) => {
                         if first_frame {
                             first_frame = false;
                             m.invite_first_frame_seconds
@@ -223,10 +237,12 @@ impl MediaSession {
                         m.frames_demuxed.inc();
                         self.hub.publish(frame);
                     }
-                    RtpPsEvent::Info(info) => self.hub.set_info(info),
-                    RtpPsEvent::Loss(n) => m.rtp_packets_lost.inc_by(n),
-                    RtpPsEvent::Error(kind) => {
-                        m.ps_demux_errors.get_or_create(&label("kind", kind)).inc();
+                    PsEvent::Info(info) => self.hub.set_info(info),
+                    PsEvent::Error(e) => {
+                        m.ps_demux_errors
+                            .get_or_create(&label("kind", e.kind()))
+                            .inc();
+                        debug!("PS demux: {e}");
                     }
                 }
             }
