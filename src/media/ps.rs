@@ -751,7 +751,7 @@ impl PsDemuxer {
                 if let Err(e) = parsed {
                     self.error(e, out);
                 }
-                self.apply_psm(map, out);
+                self.apply_psm(map);
                 Step::Progress
             }
             0xbd | 0xbf => {
@@ -940,7 +940,7 @@ impl PsDemuxer {
         }
     }
 
-    fn apply_psm(&mut self, map: [u8; 256], out: &mut Vec<PsEvent>) {
+    fn apply_psm(&mut self, map: [u8; 256]) {
         self.psm = map;
         if let Some(id) = self.video.stream_id
             && let Some(c) = codec_for_stream_type(map[usize::from(id)])
@@ -955,7 +955,6 @@ impl PsDemuxer {
                 self.video.pps = None;
             }
             self.video.codec = Some(c);
-            let _ = out;
         }
     }
 
