@@ -288,6 +288,8 @@ fn sipp_register(rig: &Rig, password: &str, expect: u16) -> std::process::Output
             password,
             "-i",
             "127.0.0.1",
+            "-p",
+            &rig.ports.spare.to_string(),
             "-m",
             "1",
             "-t",

@@ -46,6 +46,8 @@ pub struct Ports {
     pub sip: u16,
     pub rtsp: u16,
     pub http: u16,
+    /// Free for a test's own peer (e.g. sipp's local port).
+    pub spare: u16,
     pub rtp_min: u16,
     pub rtp_max: u16,
 }
@@ -57,6 +59,7 @@ impl Ports {
             sip: b,
             rtsp: b + 1,
             http: b + 2,
+            spare: b + 3,
             rtp_min: b + 4,
             rtp_max: b + 23,
         }
