@@ -179,7 +179,7 @@ impl Rig {
             &["--config", config.to_str().unwrap()],
             dir.path().join("gateway.log"),
         );
-        let mut rig = Self {
+        let rig = Self {
             dir,
             ports,
             config,
