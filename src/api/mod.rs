@@ -1,9 +1,11 @@
 //! HTTP API (`/api/v1/…`), Prometheus `/metrics`, and `/healthz`.
+//!
+//! One file per resource; each exposes `routes()` and this module merges
+//! them, so adding an area never touches another's file.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +15,10 @@ use crate::gb28181::platform::GbPlatform;
 use crate::metrics;
 use crate::streams::Streams;
 
+mod devices;
+mod streams;
+
+/// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
     pub streams: Streams,
@@ -23,10 +29,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
-        .route("/api/v1/streams", get(list_streams))
-        .route("/api/v1/devices", get(list_devices))
-        .route("/api/v1/devices/{id}", get(get_device))
-        .route("/api/v1/devices/{id}/channels", get(list_channels))
+        .merge(devices::routes())
+        .merge(streams::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }
@@ -46,32 +50,11 @@ async fn metrics_text() -> impl IntoResponse {
     )
 }
 
-async fn list_streams(State(s): State<ApiState>) -> impl IntoResponse {
-    axum::Json(s.streams.list())
-}
-
-async fn list_devices(State(s): State<ApiState>) -> impl IntoResponse {
-    axum::Json(s.gb.devices())
-}
-
-async fn get_device(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    match s.gb.device(&id) {
-        Some(d) => axum::Json(d).into_response(),
-        None => not_found(&id),
-    }
-}
-
-async fn list_channels(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    match s.gb.channels(&id) {
-        Some(c) => axum::Json(c).into_response(),
-        None => not_found(&id),
-    }
-}
-
-fn not_found(id: &str) -> Response {
+/// A JSON error body with a status.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
-        StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({ "error": format!("no device {id}") })),
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
     )
         .into_response()
 }
