@@ -261,9 +261,18 @@ fn unknown_device_or_channel_is_404() {
     }
 }
 
-fn sipp_register(rig: &Rig, password: &str, expect: u16) -> std::process::Output {
+fn sipp_register(
+    rig: &Rig,
+    transport: &str,
+    device: &str,
+    password: &str,
+    expect: u16,
+) -> std::process::Output {
     let template = include_str!("sipp/register.xml");
-    let scenario = rig.dir.path().join(format!("register-{expect}.xml"));
+    let scenario = rig
+        .dir
+        .path()
+        .join(format!("register-{transport}-{expect}.xml"));
     std::fs::write(
         &scenario,
         template.replace("FINAL_STATUS", &expect.to_string()),
@@ -275,7 +284,7 @@ fn sipp_register(rig: &Rig, password: &str, expect: u16) -> std::process::Output
             scenario.to_str().unwrap(),
             "-key",
             "device",
-            "34020000001320000042",
+            device,
             "-key",
             "server",
             "34020000002000000001",
@@ -283,7 +292,7 @@ fn sipp_register(rig: &Rig, password: &str, expect: u16) -> std::process::Output
             "domain",
             "3402000000",
             "-au",
-            "34020000001320000042",
+            device,
             "-ap",
             password,
             "-i",
@@ -293,7 +302,7 @@ fn sipp_register(rig: &Rig, password: &str, expect: u16) -> std::process::Output
             "-m",
             "1",
             "-t",
-            "u1",
+            transport,
             "-timeout",
             "10s",
             "-timeout_error",
@@ -310,22 +319,29 @@ fn sipp_device_registers_with_right_password_and_is_refused_with_wrong() {
         return;
     }
     let rig = Rig::start(Options::default());
-    let ok = sipp_register(&rig, "12345678", 200);
-    assert!(
-        ok.status.success(),
-        "sipp (right password): {ok:?}\n{}",
-        rig.logs()
-    );
-    let bad = sipp_register(&rig, "not-the-password", 403);
-    assert!(
-        bad.status.success(),
-        "sipp (wrong password): {bad:?}\n{}",
-        rig.logs()
-    );
+    // u1: UDP; t1: TCP (one connection). Both listen on the same port.
+    let devices = [
+        ("u1", "34020000001320000042"),
+        ("t1", "34020000001320000043"),
+    ];
+    for (transport, device) in devices {
+        let ok = sipp_register(&rig, transport, device, "12345678", 200);
+        assert!(
+            ok.status.success(),
+            "sipp {transport} (right password): {ok:?}\n{}",
+            rig.logs()
+        );
+        let bad = sipp_register(&rig, transport, device, "not-the-password", 403);
+        assert!(
+            bad.status.success(),
+            "sipp {transport} (wrong password): {bad:?}\n{}",
+            rig.logs()
+        );
+    }
     let m = rig.metrics();
     assert_eq!(
         metric_value(&m, r#"camgate_sip_registrations_total{outcome="ok"}"#),
-        1.0,
+        2.0,
         "{m}"
     );
     assert_eq!(
@@ -333,15 +349,33 @@ fn sipp_device_registers_with_right_password_and_is_refused_with_wrong() {
             &m,
             r#"camgate_sip_registrations_total{outcome="forbidden"}"#
         ),
-        1.0
+        2.0
     );
     assert_eq!(
         metric_value(
             &m,
             r#"camgate_sip_registrations_total{outcome="challenged"}"#
         ),
-        2.0
+        4.0
     );
-    let (_, devices) = http_get(rig.ports.http, "/api/v1/devices").unwrap();
-    assert!(devices.contains("34020000001320000042"), "{devices}");
+    let (_, devices_json) = http_get(rig.ports.http, "/api/v1/devices").unwrap();
+    let devices_json: serde_json::Value = serde_json::from_str(&devices_json).unwrap();
+    let transport_of = |id: &str| {
+        devices_json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .map(|d| d["transport"].clone())
+    };
+    assert_eq!(
+        transport_of(devices[0].1),
+        Some("udp".into()),
+        "{devices_json}"
+    );
+    assert_eq!(
+        transport_of(devices[1].1),
+        Some("tcp".into()),
+        "{devices_json}"
+    );
 }

@@ -63,7 +63,10 @@ pub async fn send(
         from,
         to,
         1,
-        Some(make_call_id(None, Default::default())),
+        Some(make_call_id(
+            Some(&stack.advertised.ip().to_string()),
+            Default::default(),
+        )),
     );
     if let Some(ct) = out.content_type {
         req.headers.push(Header::ContentType(ct.to_owned().into()));

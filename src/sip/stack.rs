@@ -71,7 +71,13 @@ impl SipStack {
         transport.add_transport(tcp.into());
         let local_udp = listen;
 
+        let option = rsipstack::transaction::endpoint::EndpointOption {
+            // Call-IDs name this host, not the library's default domain.
+            callid_suffix: Some(advertised_ip.to_string()),
+            ..Default::default()
+        };
         let endpoint = EndpointBuilder::new()
+            .with_option(option)
             .with_cancel_token(cancel)
             .with_transport_layer(transport)
             .with_user_agent(USER_AGENT)
