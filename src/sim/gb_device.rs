@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::sip::{self, DigestChallenge, SipMessage, SipParseError};
+use super::sip::{self, DigestAnswer, DigestChallenge, SipMessage, SipParseError};
 
 /// RFC 3261 §17.1.1.1 T1: RTT estimate.
 const T1: Duration = Duration::from_millis(500);

@@ -14,8 +14,6 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use md5::{Digest as _, Md5};
-
 /// Largest datagram accepted: a UDP payload cannot be bigger.
 pub const MAX_MESSAGE_LEN: usize = 65_535;
 /// Most headers accepted in one message.
@@ -388,80 +386,29 @@ fn fill_rport(via: &str, source: SocketAddr) -> String {
     parts.join(";")
 }
 
-/// A `WWW-Authenticate` / `Proxy-Authenticate` digest challenge.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DigestChallenge {
-    pub realm: String,
-    pub nonce: String,
-    pub opaque: Option<String>,
-    /// Algorithm as given; absent means MD5.
-    pub algorithm: Option<String>,
-    /// Options the server offers, e.g. `["auth", "auth-int"]`.
-    pub qop: Vec<String>,
-    pub stale: bool,
+// The simulated device answers challenges with the platform's own digest
+// module: one implementation, checked against real devices' vectors in
+// `crate::sip::digest`.
+pub use crate::sip::digest::{DigestChallenge, DigestError};
+use crate::sip::digest::{QopAuth, compute_response};
+
+/// Answering a challenge as a device does (RFC 2617 §3.2.2).
+pub trait DigestAnswer {
+    /// The `Authorization` value answering this challenge. With `qop=auth`,
+    /// `cnonce` and `nc` go into the hash and the header.
+    fn authorization(
+        &self,
+        username: &str,
+        password: &str,
+        method: &str,
+        uri: &str,
+        cnonce: &str,
+        nc: u32,
+    ) -> String;
 }
 
-/// Why a challenge cannot be answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DigestError {
-    #[error("not a Digest challenge")]
-    NotDigest,
-    #[error("challenge has no nonce")]
-    NoNonce,
-    #[error("unsupported algorithm {0:?} (only MD5)")]
-    Algorithm(String),
-    #[error("unsupported qop {0:?} (only auth)")]
-    Qop(String),
-}
-
-impl DigestChallenge {
-    /// Parse `Digest realm="…", nonce="…", qop="auth", …` (RFC 2617 §3.2.1).
-    pub fn parse(value: &str) -> Result<Self, DigestError> {
-        let value = value.trim();
-        let (scheme, rest) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("Digest") {
-            return Err(DigestError::NotDigest);
-        }
-        let mut c = DigestChallenge::default();
-        for (k, v) in auth_params(rest) {
-            match k.to_ascii_lowercase().as_str() {
-                "realm" => c.realm = v,
-                "nonce" => c.nonce = v,
-                "opaque" => c.opaque = Some(v),
-                "algorithm" => c.algorithm = Some(v),
-                "qop" => {
-                    c.qop = v
-                        .split(',')
-                        .map(|q| q.trim().to_owned())
-                        .filter(|q| !q.is_empty())
-                        .collect()
-                }
-                "stale" => c.stale = v.eq_ignore_ascii_case("true"),
-                _ => {}
-            }
-        }
-        if c.nonce.is_empty() {
-            return Err(DigestError::NoNonce);
-        }
-        if let Some(alg) = &c.algorithm
-            && !alg.eq_ignore_ascii_case("MD5")
-        {
-            return Err(DigestError::Algorithm(alg.clone()));
-        }
-        if !c.qop.is_empty() && !c.qop.iter().any(|q| q.eq_ignore_ascii_case("auth")) {
-            return Err(DigestError::Qop(c.qop.join(",")));
-        }
-        Ok(c)
-    }
-
-    /// Whether the server asked for `qop=auth`.
-    pub fn wants_qop_auth(&self) -> bool {
-        self.qop.iter().any(|q| q.eq_ignore_ascii_case("auth"))
-    }
-
-    /// The `Authorization` header value answering this challenge. With
-    /// `qop=auth`, `cnonce` and `nc` go into the hash and the header.
-    pub fn authorization(
+impl DigestAnswer for DigestChallenge {
+    fn authorization(
         &self,
         username: &str,
         password: &str,
@@ -470,22 +417,25 @@ impl DigestChallenge {
         cnonce: &str,
         nc: u32,
     ) -> String {
-        let qop = self.wants_qop_auth().then_some((cnonce, nc));
-        let response = digest_response(
+        let qop = self.offers_qop_auth().then(|| QopAuth {
+            nc: format!("{nc:08x}"),
+            cnonce: cnonce.to_owned(),
+        });
+        let response = compute_response(
             username,
             &self.realm,
             password,
             method,
             uri,
             &self.nonce,
-            qop,
+            qop.as_ref(),
         );
         let mut h = format!(
             "Digest username=\"{username}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5",
             self.realm, self.nonce
         );
-        if let Some((cnonce, nc)) = qop {
-            let _ = write!(h, ", cnonce=\"{cnonce}\", qop=auth, nc={nc:08x}");
+        if let Some(q) = &qop {
+            let _ = write!(h, ", cnonce=\"{}\", qop=auth, nc={}", q.cnonce, q.nc);
         }
         if let Some(opaque) = &self.opaque {
             let _ = write!(h, ", opaque=\"{opaque}\"");
@@ -494,51 +444,7 @@ impl DigestChallenge {
     }
 }
 
-/// `k=v, k="v, w", …` → pairs, quotes removed (backslash escapes honoured).
-fn auth_params(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace() || *c == ',').is_some() {}
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && *c != ',') {
-            key.push(c);
-        }
-        if key.is_empty() && chars.peek().is_none() {
-            break;
-        }
-        let mut value = String::new();
-        if chars.next_if_eq(&'=').is_some() {
-            while chars.next_if(|c| c.is_whitespace()).is_some() {}
-            if chars.next_if_eq(&'"').is_some() {
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => value.extend(chars.next()),
-                        c => value.push(c),
-                    }
-                }
-            } else {
-                while let Some(c) = chars.next_if(|c| *c != ',') {
-                    value.push(c);
-                }
-            }
-        }
-        let key = key.trim();
-        if !key.is_empty() {
-            out.push((key.to_owned(), value.trim().to_owned()));
-        }
-        if out.len() > 32 {
-            break; // no honest challenge has this many parameters
-        }
-    }
-    out
-}
-
-/// RFC 2617 §3.2.2.1 request-digest with MD5:
-/// `KD(H(A1), nonce:H(A2))`, or with `qop=auth`
-/// `KD(H(A1), nonce:nc:cnonce:auth:H(A2))`, where
-/// `A1 = user:realm:password` and `A2 = method:uri`.
+/// RFC 2617 §3.2.2.1 request-digest with MD5, `qop` as (cnonce, nc).
 pub fn digest_response(
     username: &str,
     realm: &str,
@@ -548,21 +454,11 @@ pub fn digest_response(
     nonce: &str,
     qop: Option<(&str, u32)>,
 ) -> String {
-    let ha1 = md5_hex(&format!("{username}:{realm}:{password}"));
-    let ha2 = md5_hex(&format!("{method}:{uri}"));
-    match qop {
-        None => md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
-        Some((cnonce, nc)) => md5_hex(&format!("{ha1}:{nonce}:{nc:08x}:{cnonce}:auth:{ha2}")),
-    }
-}
-
-fn md5_hex(s: &str) -> String {
-    let digest = Md5::digest(s.as_bytes());
-    let mut out = String::with_capacity(32);
-    for b in digest.iter() {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    let qop = qop.map(|(cnonce, nc)| QopAuth {
+        nc: format!("{nc:08x}"),
+        cnonce: cnonce.to_owned(),
+    });
+    compute_response(username, realm, password, method, uri, nonce, qop.as_ref())
 }
 
 #[cfg(test)]
@@ -704,36 +600,18 @@ Content-Length:   4\r\n\r\nv=0\nEXTRA";
     }
 
     #[test]
-    fn parses_challenges() {
+    fn answers_challenges_with_qop_and_opaque() {
         let c = DigestChallenge::parse(
             "Digest realm=\"3402000000\", nonce=\"1560147531-29bec\", qop=\"auth,auth-int\", opaque=\"o\", stale=TRUE, algorithm=MD5",
         )
         .unwrap();
-        assert_eq!(c.realm, "3402000000");
-        assert_eq!(c.nonce, "1560147531-29bec");
-        assert_eq!(c.qop, vec!["auth", "auth-int"]);
-        assert!(c.stale && c.wants_qop_auth());
+        assert!(c.stale && c.offers_qop_auth());
         let h = c.authorization("u", "p", "REGISTER", "sip:s@r", "cn", 1);
         assert!(h.contains("qop=auth, nc=00000001"), "{h}");
         assert!(h.contains("opaque=\"o\""), "{h}");
-        assert_eq!(
-            DigestChallenge::parse("Basic realm=\"x\""),
-            Err(DigestError::NotDigest)
-        );
-        assert_eq!(
-            DigestChallenge::parse("Digest realm=\"x\""),
-            Err(DigestError::NoNonce)
-        );
-        assert!(matches!(
-            DigestChallenge::parse("Digest nonce=\"n\", algorithm=SHA-256"),
-            Err(DigestError::Algorithm(_))
-        ));
-        assert!(matches!(
-            DigestChallenge::parse("Digest nonce=\"n\", qop=\"auth-int\""),
-            Err(DigestError::Qop(_))
-        ));
-        // Odd spacing and unterminated quotes do not panic.
-        let _ = DigestChallenge::parse("Digest   nonce = \"a, realm=\"b");
-        let _ = DigestChallenge::parse("Digest ,,,=,=\"");
+        // What the device sends is what the platform verifies.
+        let creds = crate::sip::digest::DigestCredentials::parse(&h).unwrap();
+        assert!(creds.verify("REGISTER", "p"));
+        assert!(!creds.verify("REGISTER", "q"));
     }
 }
