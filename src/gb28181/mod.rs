@@ -1,9 +1,16 @@
 //! GB/T 28181-2016: device registry, MANSCDP, SDP, and the on-demand INVITE.
 
+pub mod aggregate;
+pub mod control;
+pub mod events;
+pub mod gbtime;
 pub mod invite;
+pub mod mansrtsp;
 pub mod manscdp;
 pub mod platform;
+pub mod ptz;
 pub mod registrar;
 pub mod registry;
+pub mod reports;
 pub mod sdp;
 pub mod ssrc;
