@@ -3,9 +3,11 @@
 pub mod aggregate;
 pub mod control;
 pub mod events;
+pub mod exchanges;
 pub mod gbtime;
 pub mod invite;
 pub mod mansrtsp;
+pub mod operations;
 pub mod manscdp;
 pub mod platform;
 pub mod ptz;
@@ -14,3 +16,4 @@ pub mod registry;
 pub mod reports;
 pub mod sdp;
 pub mod ssrc;
+pub mod webhook;
