@@ -304,10 +304,10 @@ impl GbPlatform {
         };
         let from = self.our_uri();
         let realm = self.config.sip.realm.clone();
-        let sn = [self.next_sn(), self.next_sn()];
+        let sn = [self.next_sn()];
         let this = self.clone();
         tokio::spawn(async move {
-            for (kind, sn) in [(QueryKind::DeviceInfo, sn[0]), (QueryKind::Catalog, sn[1])] {
+            for (kind, sn) in [(QueryKind::DeviceInfo, sn[0])] {
                 let body = manscdp::encode_body(&manscdp::query_xml(kind, sn, &route.device_id));
                 let out = Outgoing {
                     method: Method::Message,
@@ -332,6 +332,24 @@ impl GbPlatform {
             }
             if this.config.gb.subscribe_alarms {
                 let _ = this.subscribe_alarms(&route.device_id).await;
+            }
+            // The catalog may come in several MESSAGEs; pages update the
+            // registry as they arrive, and a complete answer replaces the
+            // channel list so channels the device dropped go too.
+            let id = &route.device_id;
+            match this.query_catalog(id).await {
+                Ok(done) if !done.partial => {
+                    info!(device = %id, channels = done.items.len(), "catalog complete");
+                    let channels = done.items.iter().map(Channel::from).collect();
+                    lock(&this.registry).set_channels(id, channels);
+                }
+                Ok(done) => warn!(
+                    device = %id,
+                    received = done.items.len(),
+                    sum_num = done.sum_num,
+                    "catalog incomplete at the deadline"
+                ),
+                Err(e) => warn!(device = %id, "catalog query failed: {e}"),
             }
         });
     }
