@@ -156,8 +156,7 @@ fn every_sip_message_in_the_dahua_trace_parses() {
             let msg = manscdp::decode_body(m.body.as_bytes())
                 .unwrap_or_else(|e| panic!("frame {}: MANSCDP {e}\n{}", m.frame, m.body));
             let tree = manscdp::decode_tree(m.body.as_bytes()).unwrap();
-            reports::classify(&tree)
-                .unwrap_or_else(|e| panic!("frame {}: report {e}", m.frame));
+            reports::classify(&tree).unwrap_or_else(|e| panic!("frame {}: report {e}", m.frame));
             assert!(!msg.cmd_type().is_empty());
             manscdp_bodies += 1;
         }

@@ -69,7 +69,10 @@ fn ptz_presets_queries_and_removal_through_the_api() {
     assert_eq!(status, 200, "{body}");
     let config = json(&body);
     assert_eq!(config["heartbeat_count"], 3, "{config}");
-    assert!(config["heartbeat_interval"].as_u64().unwrap_or(0) >= 1, "{config}");
+    assert!(
+        config["heartbeat_interval"].as_u64().unwrap_or(0) >= 1,
+        "{config}"
+    );
 
     let (status, body) = http_get(
         http,
@@ -90,8 +93,13 @@ fn ptz_presets_queries_and_removal_through_the_api() {
     .unwrap();
     assert_eq!(status, 400, "{body}");
 
-    let (status, body) =
-        http_send(http, "POST", &format!("{base}/control"), r#"{"action":"tele_boot"}"#).unwrap();
+    let (status, body) = http_send(
+        http,
+        "POST",
+        &format!("{base}/control"),
+        r#"{"action":"tele_boot"}"#,
+    )
+    .unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["result"], "OK");
 

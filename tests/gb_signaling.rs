@@ -95,14 +95,19 @@ fn device_life(transport: &str) {
 
     // All five channels, from three pages, through the API.
     let channels = wait_for(Duration::from_secs(15), || {
-        let (status, body) =
-            http_get(rig.ports.http, &format!("/api/v1/devices/{SIPP_DEVICE}/channels"))?;
+        let (status, body) = http_get(
+            rig.ports.http,
+            &format!("/api/v1/devices/{SIPP_DEVICE}/channels"),
+        )?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         (status == 200 && v.as_array()?.len() == CHANNELS.len()).then_some(v)
     });
     let Some(channels) = channels else {
         let (_, err) = wait_sipp(sipp, Duration::from_secs(1));
-        panic!("{transport}: channels never complete\n{err}\n{}", rig.logs());
+        panic!(
+            "{transport}: channels never complete\n{err}\n{}",
+            rig.logs()
+        );
     };
     let mut ids: Vec<&str> = channels
         .as_array()
@@ -117,16 +122,17 @@ fn device_life(transport: &str) {
     let (_, dev) = http_get(rig.ports.http, &format!("/api/v1/devices/{SIPP_DEVICE}")).unwrap();
     let dev: serde_json::Value = serde_json::from_str(&dev).unwrap();
     let want = if transport == "t1" { "tcp" } else { "udp" };
-    assert_eq!(dev["transport"].as_str().map(str::to_lowercase).as_deref(), Some(want), "{dev}");
+    assert_eq!(
+        dev["transport"].as_str().map(str::to_lowercase).as_deref(),
+        Some(want),
+        "{dev}"
+    );
 
     // The alarm, in the ring.
     let alarm = wait_for(Duration::from_secs(10), || {
         let (_, body) = http_get(rig.ports.http, "/api/v1/events")?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v.as_array()?
-            .iter()
-            .find(|e| e["type"] == "alarm")
-            .cloned()
+        v.as_array()?.iter().find(|e| e["type"] == "alarm").cloned()
     })
     .unwrap_or_else(|| panic!("{transport}: no alarm event\n{}", rig.logs()));
     assert_eq!(alarm["device_id"], SIPP_DEVICE, "{alarm}");

@@ -85,4 +85,3 @@ async fn stream_events(
     let backlog = stream::iter(backlog.into_iter().map(|e| Ok(to_sse(&e))));
     Sse::new(backlog.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
-

@@ -137,8 +137,9 @@ async fn preset(
         address: req.address,
     };
     match s.gb.control(&id, &ch, &control).await {
-        Ok(_) => Json(serde_json::json!({ "ptz_cmd": command.to_hex(req.address) }))
-            .into_response(),
+        Ok(_) => {
+            Json(serde_json::json!({ "ptz_cmd": command.to_hex(req.address) })).into_response()
+        }
         Err(e) => query_error(e),
     }
 }
@@ -161,8 +162,12 @@ async fn list_presets(
 #[serde(tag = "action", rename_all = "snake_case")]
 enum ControlRequest {
     TeleBoot,
-    RecordStart { channel: String },
-    RecordStop { channel: String },
+    RecordStart {
+        channel: String,
+    },
+    RecordStop {
+        channel: String,
+    },
     GuardSet,
     GuardReset,
     AlarmReset {

@@ -18,7 +18,10 @@ pub const MAX_SNAP_NUM: u32 = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceControl {
     /// `address` is the PTZ word's device address (usually 0 or 1).
-    Ptz { command: PtzCommand, address: u16 },
+    Ptz {
+        command: PtzCommand,
+        address: u16,
+    },
     TeleBoot,
     RecordStart,
     RecordStop,
@@ -154,7 +157,10 @@ mod tests {
             let el = decode_tree(c.to_xml(1, "d").as_bytes()).unwrap();
             el.string(name)
         };
-        assert_eq!(one(DeviceControl::TeleBoot, "TeleBoot").as_deref(), Some("Boot"));
+        assert_eq!(
+            one(DeviceControl::TeleBoot, "TeleBoot").as_deref(),
+            Some("Boot")
+        );
         assert_eq!(
             one(DeviceControl::RecordStop, "RecordCmd").as_deref(),
             Some("StopRecord")

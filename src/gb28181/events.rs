@@ -30,7 +30,9 @@ pub struct Event {
 pub enum EventKind {
     Alarm(AlarmNotify),
     /// A playback or download reached the end of the file (NotifyType 121).
-    MediaEnd { channel: String },
+    MediaEnd {
+        channel: String,
+    },
 }
 
 pub struct EventRing {
@@ -111,10 +113,7 @@ mod tests {
         assert_eq!(r.len(), 3);
         assert_eq!(r.dropped(), 2);
         let all = r.since(0, 10);
-        assert_eq!(
-            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [3, 4, 5]
-        );
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(r.since(4, 10).len(), 1);
         assert_eq!(r.since(0, 2).len(), 2);
         let json = serde_json::to_value(&all[2]).unwrap();

@@ -20,9 +20,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::events::{Event, EventKind, EventRing};
 use super::exchanges::{Exchanges, QueryError};
 use super::manscdp::{self, Message, Notify, QueryKind, Response};
-use super::reports::{self, Report};
 use super::registrar::{RegisterAttempt, RegisterDecision, Registrar};
 use super::registry::{Channel, DeviceInfo, DeviceSummary, Registry, RegistryEvent, SipTransport};
+use super::reports::{self, Report};
 use super::ssrc::{Ssrc, SsrcAllocator, SsrcKind};
 use crate::config::Config;
 use crate::ingest::port_pool::PortPool;
@@ -390,7 +390,11 @@ impl GbPlatform {
             }
             Message::Response(Response::Catalog(catalog)) => {
                 let channels: Vec<Channel> = catalog.items.iter().map(Channel::from).collect();
-                info!(channels = channels.len(), sn = catalog.sn, "catalog page received");
+                info!(
+                    channels = channels.len(),
+                    sn = catalog.sn,
+                    "catalog page received"
+                );
                 lock(&self.registry).upsert_channels(&facts.from_user, channels);
                 lock(&self.exchanges).catalog_page(
                     &facts.from_user,
@@ -431,7 +435,10 @@ impl GbPlatform {
                 info!(priority = ?alarm.priority, method = ?alarm.method, "alarm");
                 self.record_event(device, EventKind::Alarm(alarm.clone()));
             }
-            Report::MediaStatus { device_id, notify_type } if notify_type == "121" => {
+            Report::MediaStatus {
+                device_id,
+                notify_type,
+            } if notify_type == "121" => {
                 info!(channel = %device_id, "end of recorded media");
                 self.record_event(
                     device,
@@ -527,11 +534,7 @@ impl GbPlatform {
     }
 
     /// Send a MANSCDP document to a device and wait for its 200.
-    pub(crate) async fn send_manscdp(
-        &self,
-        device: &str,
-        xml: &str,
-    ) -> Result<(), QueryError> {
+    pub(crate) async fn send_manscdp(&self, device: &str, xml: &str) -> Result<(), QueryError> {
         self.send_to_device(device, Method::Message, "Application/MANSCDP+xml", xml, &[])
             .await
     }

@@ -64,23 +64,42 @@ pub enum PtzCommand {
     /// Stop every motion (command byte 0).
     Stop,
     /// Pan/tilt at `speed` (0–255) on each moving axis.
-    Move { direction: Direction, speed: u8 },
+    Move {
+        direction: Direction,
+        speed: u8,
+    },
     /// Zoom; the zoom speed has only four bits (0–15).
-    ZoomIn { speed: u8 },
-    ZoomOut { speed: u8 },
+    ZoomIn {
+        speed: u8,
+    },
+    ZoomOut {
+        speed: u8,
+    },
     /// Focus and iris (A.3.3, command `0x4X`).
-    FocusNear { speed: u8 },
-    FocusFar { speed: u8 },
-    IrisOpen { speed: u8 },
-    IrisClose { speed: u8 },
+    FocusNear {
+        speed: u8,
+    },
+    FocusFar {
+        speed: u8,
+    },
+    IrisOpen {
+        speed: u8,
+    },
+    IrisClose {
+        speed: u8,
+    },
     /// Presets (A.3.4): set, call, delete preset `1..=255`.
     PresetSet(u8),
     PresetCall(u8),
     PresetDelete(u8),
     /// Cruise (A.3.5): start cruise group `group`.
-    CruiseStart { group: u8 },
+    CruiseStart {
+        group: u8,
+    },
     /// Scan (A.3.6): start auto-scan `group`.
-    ScanStart { group: u8 },
+    ScanStart {
+        group: u8,
+    },
 }
 
 impl PtzCommand {

@@ -104,7 +104,9 @@ impl BasicParam {
     /// How long without a keepalive means offline, per the device's own
     /// settings (interval × count), when it gave both.
     pub fn offline_after(&self) -> Option<std::time::Duration> {
-        let secs = self.heartbeat_interval?.checked_mul(self.heartbeat_count?)?;
+        let secs = self
+            .heartbeat_interval?
+            .checked_mul(self.heartbeat_count?)?;
         (secs > 0).then(|| std::time::Duration::from_secs(secs.into()))
     }
 }
@@ -257,9 +259,7 @@ fn record_page(root: &Element) -> Result<RecordInfoPage, ManscdpError> {
         .flat_map(|l| l.children_named("Item"))
         .filter_map(|i| {
             Some(RecordItem {
-                device_id: i
-                    .string("DeviceID")
-                    .or_else(|| root.string("DeviceID"))?,
+                device_id: i.string("DeviceID").or_else(|| root.string("DeviceID"))?,
                 name: i.string("Name"),
                 file_path: i.string("FilePath"),
                 address: i.string("Address"),
@@ -384,10 +384,7 @@ mod tests {
         let Report::ConfigDownload(p) = r else {
             panic!("{r:?}")
         };
-        assert_eq!(
-            p.offline_after(),
-            Some(std::time::Duration::from_secs(180))
-        );
+        assert_eq!(p.offline_after(), Some(std::time::Duration::from_secs(180)));
         assert_eq!(p.expiration, Some(3600));
     }
 
@@ -431,7 +428,10 @@ mod tests {
             "2024-05-01T08:00:00",
             "2024-05-01T09:00:00",
         );
-        assert!(q.contains("<CmdType>RecordInfo</CmdType>\r\n<SN>7</SN>"), "{q}");
+        assert!(
+            q.contains("<CmdType>RecordInfo</CmdType>\r\n<SN>7</SN>"),
+            "{q}"
+        );
         assert!(q.contains("<StartTime>2024-05-01T08:00:00</StartTime>"));
         assert!(config_download_query(1, "d").contains("<ConfigType>BasicParam</ConfigType>"));
         assert!(alarm_query(1, "d", None).contains("<EndAlarmPriority>4</EndAlarmPriority>"));

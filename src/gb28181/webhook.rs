@@ -131,7 +131,9 @@ mod tests {
                     break;
                 }
             }
-            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
             String::from_utf8(req).unwrap()
         });
         post_json(

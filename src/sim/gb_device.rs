@@ -777,7 +777,9 @@ impl GbDevice {
                     .push_back(DeviceEvent::PtzReceived { word, valid });
                 None
             }
-            ("Query", "PresetQuery") => Some(crate::sim::gb_device_extra::preset_body(&sn, &target)),
+            ("Query", "PresetQuery") => {
+                Some(crate::sim::gb_device_extra::preset_body(&sn, &target))
+            }
             ("Query", "ConfigDownload") => Some(crate::sim::gb_device_extra::basic_param_body(
                 &sn,
                 &self.cfg.device_id,

@@ -71,8 +71,7 @@ pub async fn send(
         req.headers.push(Header::ContentType(ct.to_owned().into()));
     }
     for (name, value) in out.extra_headers {
-        req.headers
-            .push(Header::Other(name.to_owned(), value));
+        req.headers.push(Header::Other(name.to_owned(), value));
     }
     req.body = out.body;
     let key = TransactionKey::from_request(&req, TransactionRole::Client)
