@@ -22,6 +22,7 @@ pub struct Config {
     pub rtsp: RtspConfig,
     pub http: HttpConfig,
     pub demo: DemoConfig,
+    pub gb: GbConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +98,45 @@ pub struct DemoConfig {
     pub channel_id: String,
     /// Local SIP port of the simulated camera (0 = any).
     pub sip_port: u16,
+}
+
+/// GB28181 behaviour beyond registration: queries, alarms, redirects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GbConfig {
+    /// How long a query (catalog, records, status, presets…) waits for the
+    /// device's answer, all pages included.
+    #[serde(with = "secs")]
+    pub query_timeout: Duration,
+    /// Re-query every registered device's catalog this often; 0 = never.
+    #[serde(with = "secs")]
+    pub catalog_refresh: Duration,
+    /// A device that sends keepalives without registering (it registered
+    /// before we restarted) is taken as registered and queried.
+    pub adopt_keepalive: bool,
+    /// Events (alarms…) kept in memory for `GET /api/v1/events`.
+    pub event_capacity: usize,
+    /// POST every event as JSON to this `http://` URL; empty = off.
+    pub webhook: String,
+    /// Subscribe to every device's alarms after it registers.
+    pub subscribe_alarms: bool,
+    /// GB/T 28181-2022 registration redirect: device id → `ip:port` of the
+    /// platform it should register to instead (answered with 302).
+    pub redirect: std::collections::BTreeMap<String, SocketAddr>,
+}
+
+impl Default for GbConfig {
+    fn default() -> Self {
+        Self {
+            query_timeout: Duration::from_secs(10),
+            catalog_refresh: Duration::ZERO,
+            adopt_keepalive: true,
+            event_capacity: 1000,
+            webhook: String::new(),
+            subscribe_alarms: true,
+            redirect: Default::default(),
+        }
+    }
 }
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -250,6 +290,15 @@ impl Config {
                 "demo.device_id",
                 "demo ids must be 20 digits".into(),
             ));
+        }
+        if !self.gb.webhook.is_empty() && !self.gb.webhook.starts_with("http://") {
+            return Err(invalid(
+                "gb.webhook",
+                format!("must be an http:// URL, got {:?}", self.gb.webhook),
+            ));
+        }
+        if self.gb.query_timeout.is_zero() {
+            return Err(invalid("gb.query_timeout", "must be above 0".into()));
         }
         Ok(())
     }

@@ -48,6 +48,11 @@ pub struct Metrics {
     pub rtsp_errors: Family<Label, Counter>,
     pub rtsp_bytes_sent: Counter,
     pub http_requests: Counter,
+    pub gb_events: Counter,
+    pub gb_webhook_errors: Family<Label, Counter>,
+    pub gb_queries: Family<Label, Counter>,
+    pub gb_controls: Family<Label, Counter>,
+    pub gb_playback_commands: Family<Label, Counter>,
 }
 
 fn build() -> Metrics {
@@ -209,6 +214,31 @@ fn build() -> Metrics {
             "camgate_http_requests",
             "HTTP API requests served",
             Counter::default()
+        ),
+        gb_events: reg!(
+            "camgate_gb_events",
+            "Device events (alarms, end of recording) recorded",
+            Counter::default()
+        ),
+        gb_webhook_errors: reg!(
+            "camgate_gb_webhook_errors",
+            "Event webhook deliveries that failed, by kind",
+            Family::default()
+        ),
+        gb_queries: reg!(
+            "camgate_gb_queries",
+            "Queries to devices, by outcome (ok, partial, timeout, refused, ...)",
+            Family::default()
+        ),
+        gb_controls: reg!(
+            "camgate_gb_controls",
+            "DeviceControl/DeviceConfig requests sent, by outcome",
+            Family::default()
+        ),
+        gb_playback_commands: reg!(
+            "camgate_gb_playback_commands",
+            "MANSRTSP playback control INFOs, by outcome",
+            Family::default()
         ),
         registry: r,
     }

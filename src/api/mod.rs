@@ -16,6 +16,9 @@ use crate::metrics;
 use crate::streams::Streams;
 
 mod devices;
+mod events;
+mod gb_control;
+mod gb_queries;
 mod streams;
 
 /// What every handler can reach.
@@ -31,6 +34,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(devices::routes())
         .merge(streams::routes())
+        .merge(gb_control::routes())
+        .merge(gb_queries::routes())
+        .merge(events::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }
@@ -57,6 +63,19 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
         axum::Json(serde_json::json!({ "error": message.into() })),
     )
         .into_response()
+}
+
+/// A failed device query as an HTTP answer.
+pub(crate) fn query_error(e: crate::gb28181::exchanges::QueryError) -> Response {
+    use crate::gb28181::exchanges::QueryError as Q;
+    let status = match &e {
+        Q::UnknownDevice(_) => StatusCode::NOT_FOUND,
+        Q::Offline(_) | Q::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        Q::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        Q::Send(_) | Q::Refused(_) | Q::Failed(_) => StatusCode::BAD_GATEWAY,
+        Q::Invalid(_) => StatusCode::BAD_REQUEST,
+    };
+    error(status, e.to_string())
 }
 
 /// Serve the API until `shutdown`.

@@ -456,45 +456,71 @@ pub fn parse_xml(text: &str) -> Result<Message, ManscdpError> {
     to_message(&root)
 }
 
+/// Decode a body to its element tree, for message kinds typed outside this
+/// module (records, alarms, status, presets…).
+pub fn decode_tree(body: &[u8]) -> Result<Element, ManscdpError> {
+    let text = decode_text(body)?;
+    if text.len() > MAX_BODY_LEN {
+        return Err(ManscdpError::TooLarge(text.len()));
+    }
+    parse_tree(text.trim_start())
+}
+
 /// A parsed element: name, concatenated text, children.
 #[derive(Debug, Default)]
-struct Element {
+pub struct Element {
     name: String,
     text: String,
     children: Vec<Element>,
 }
 
 impl Element {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This element's own trimmed text.
+    pub fn own_text(&self) -> &str {
+        self.text.trim()
+    }
+
+    /// Children named `name` (case-insensitive).
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> {
+        self.children
+            .iter()
+            .filter(move |c| c.name.eq_ignore_ascii_case(name))
+    }
+
     /// Child by name; case-insensitive because devices vary the case of
     /// element names (`DeviceId`, `SN`/`Sn`).
-    fn child(&self, name: &str) -> Option<&Element> {
+    pub fn child(&self, name: &str) -> Option<&Element> {
         self.children
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// Trimmed text of a child; `None` if absent or empty.
-    fn text(&self, name: &str) -> Option<&str> {
+    pub fn text(&self, name: &str) -> Option<&str> {
         self.child(name)
             .map(|c| c.text.trim())
             .filter(|t| !t.is_empty())
     }
 
-    fn string(&self, name: &str) -> Option<String> {
+    pub fn string(&self, name: &str) -> Option<String> {
         self.text(name).map(str::to_owned)
     }
 
     /// Tolerant number: absent or unparsable is `None`, for optional fields
     /// where a device's odd value must not reject the whole message.
-    fn num<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+    pub fn num<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
         self.text(name).and_then(|t| t.parse().ok())
     }
 
-    fn required(&self, name: &'static str) -> Result<String, ManscdpError> {
+    pub fn required(&self, name: &'static str) -> Result<String, ManscdpError> {
         self.string(name).ok_or(ManscdpError::MissingElement(name))
     }
 
-    fn sn(&self) -> Result<u32, ManscdpError> {
+    pub fn sn(&self) -> Result<u32, ManscdpError> {
         let t = self.text("SN").ok_or(ManscdpError::MissingElement("SN"))?;
         t.parse().map_err(|_| ManscdpError::InvalidValue {
             element: "SN",
@@ -502,7 +528,7 @@ impl Element {
         })
     }
 
-    fn header(&self) -> Result<Header, ManscdpError> {
+    pub fn header(&self) -> Result<Header, ManscdpError> {
         Ok(Header {
             cmd_type: self.required("CmdType")?,
             sn: self.num("SN"),
@@ -715,48 +741,55 @@ fn is_xml_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// Minimal writer for the flat documents MANSCDP uses.
-struct XmlWriter(String);
+/// Minimal writer for the flat documents MANSCDP uses; other modules build
+/// their documents with it so every body has the same declaration and CRLFs.
+pub struct XmlWriter(String);
+
+impl Default for XmlWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl XmlWriter {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self(String::from(
             "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n",
         ))
     }
-    fn raw(&mut self, s: &str) {
+    pub fn raw(&mut self, s: &str) {
         self.0.push_str(s);
     }
-    fn open(&mut self, name: &str) {
+    pub fn open(&mut self, name: &str) {
         let _ = write!(self.0, "<{name}>\r\n");
     }
-    fn close(&mut self, name: &str) {
+    pub fn close(&mut self, name: &str) {
         let _ = write!(self.0, "</{name}>\r\n");
     }
-    fn leaf(&mut self, name: &str, value: &str) {
+    pub fn leaf(&mut self, name: &str, value: &str) {
         let _ = write!(self.0, "<{name}>");
         escape_into(&mut self.0, value);
         let _ = write!(self.0, "</{name}>\r\n");
     }
-    fn opt(&mut self, name: &str, value: Option<&str>) {
+    pub fn opt(&mut self, name: &str, value: Option<&str>) {
         if let Some(v) = value {
             self.leaf(name, v);
         }
     }
-    fn opt_num<T: std::fmt::Display>(&mut self, name: &str, value: Option<T>) {
+    pub fn opt_num<T: std::fmt::Display>(&mut self, name: &str, value: Option<T>) {
         if let Some(v) = value {
             let _ = write!(self.0, "<{name}>{v}</{name}>\r\n");
         }
     }
-    fn header(&mut self, cmd: &str, sn: Option<u32>, device_id: Option<&str>) {
+    pub fn header(&mut self, cmd: &str, sn: Option<u32>, device_id: Option<&str>) {
         self.leaf("CmdType", cmd);
         self.opt_num("SN", sn);
         self.opt("DeviceID", device_id);
     }
-    fn header_of(&mut self, h: &Header) {
+    pub fn header_of(&mut self, h: &Header) {
         self.header(&h.cmd_type, h.sn, h.device_id.as_deref());
     }
-    fn finish(self) -> String {
+    pub fn finish(self) -> String {
         self.0
     }
 }

@@ -17,9 +17,12 @@ use rsipstack::transaction::{Transaction, TransactionReceiver};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::events::{Event, EventKind, EventRing};
+use super::exchanges::{Exchanges, QueryError};
 use super::manscdp::{self, Message, Notify, QueryKind, Response};
 use super::registrar::{RegisterAttempt, RegisterDecision, Registrar};
 use super::registry::{Channel, DeviceInfo, DeviceSummary, Registry, RegistryEvent, SipTransport};
+use super::reports::{self, Report};
 use super::ssrc::{Ssrc, SsrcAllocator, SsrcKind};
 use crate::config::Config;
 use crate::ingest::port_pool::PortPool;
@@ -48,9 +51,18 @@ pub struct GbPlatform {
     registry: Mutex<Registry>,
     ssrcs: Mutex<SsrcAllocator>,
     sn: AtomicU32,
+    /// Queries waiting for their answers.
+    pub(crate) exchanges: Mutex<Exchanges>,
+    pub(crate) events: Mutex<EventRing>,
+    /// Live feed of the event ring (SSE, webhook).
+    pub(crate) event_tx: tokio::sync::broadcast::Sender<Event>,
+    /// Observers of device reports the platform itself does not consume
+    /// (end of recording, snapshot uploads): playback and snapshot jobs.
+    pub(crate) report_tx: tokio::sync::broadcast::Sender<(String, Report)>,
+    last_catalog_refresh: Mutex<Option<Instant>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -79,6 +91,11 @@ impl GbPlatform {
             registry: Mutex::new(Registry::new(config.sip.keepalive_timeout)),
             ssrcs: Mutex::new(ssrcs),
             sn: AtomicU32::new(1),
+            exchanges: Mutex::new(Exchanges::new()),
+            events: Mutex::new(EventRing::new(config.gb.event_capacity)),
+            event_tx: tokio::sync::broadcast::channel(256).0,
+            report_tx: tokio::sync::broadcast::channel(64).0,
+            last_catalog_refresh: Mutex::new(None),
             config,
             sip,
             ports,
@@ -102,7 +119,7 @@ impl GbPlatform {
                     warn!("SIP endpoint stopped: {r:?}");
                     break;
                 }
-                _ = tick.tick() => self.tick(Instant::now()),
+                _ = tick.tick() => self.clone().tick(Instant::now()),
                 tx = incoming.recv() => {
                     let Some(tx) = tx else { break };
                     let this = self.clone();
@@ -112,7 +129,9 @@ impl GbPlatform {
         }
     }
 
-    fn tick(&self, now: Instant) {
+    fn tick(self: Arc<Self>, now: Instant) {
+        lock(&self.exchanges).expire(now);
+        self.maybe_refresh_catalogs(now);
         let (events, registered, online) = {
             let mut reg = lock(&self.registry);
             let events = reg.tick(now);
@@ -195,6 +214,26 @@ impl GbPlatform {
             expires: register_expires(&tx.original),
         };
         let now = Instant::now();
+        if let Some(target) = self.config.gb.redirect.get(&device_id) {
+            // GB/T 28181-2022 §9.1.2.4: send the device to another platform.
+            let contact = format!("<sip:{}@{target}>", self.config.sip.server_id);
+            metrics::get()
+                .registrations
+                .get_or_create(&label("outcome", "redirected"))
+                .inc();
+            info!(%target, "REGISTER redirected");
+            if let Err(e) = tx
+                .reply_with(
+                    StatusCode::MovedTemporarily,
+                    vec![Header::Contact(contact.into())],
+                    None,
+                )
+                .await
+            {
+                warn!("cannot answer REGISTER: {e}");
+            }
+            return;
+        }
         let decision =
             lock(&self.registrar).decide(&attempt, self.config.password_for(&device_id), now);
         metrics::get()
@@ -265,10 +304,10 @@ impl GbPlatform {
         };
         let from = self.our_uri();
         let realm = self.config.sip.realm.clone();
-        let sn = [self.next_sn(), self.next_sn()];
+        let sn = [self.next_sn()];
         let this = self.clone();
         tokio::spawn(async move {
-            for (kind, sn) in [(QueryKind::DeviceInfo, sn[0]), (QueryKind::Catalog, sn[1])] {
+            for (kind, sn) in [(QueryKind::DeviceInfo, sn[0])] {
                 let body = manscdp::encode_body(&manscdp::query_xml(kind, sn, &route.device_id));
                 let out = Outgoing {
                     method: Method::Message,
@@ -279,6 +318,7 @@ impl GbPlatform {
                     body,
                     dest: route.addr,
                     transport: route.transport,
+                    extra_headers: Vec::new(),
                 };
                 match client::send(&this.sip, out, MESSAGE_TIMEOUT).await {
                     Ok(code) if code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
@@ -290,10 +330,31 @@ impl GbPlatform {
                     Err(e) => warn!(device = %route.device_id, ?kind, "query failed: {e}"),
                 }
             }
+            if this.config.gb.subscribe_alarms {
+                let _ = this.subscribe_alarms(&route.device_id).await;
+            }
+            // The catalog may come in several MESSAGEs; pages update the
+            // registry as they arrive, and a complete answer replaces the
+            // channel list so channels the device dropped go too.
+            let id = &route.device_id;
+            match this.query_catalog(id).await {
+                Ok(done) if !done.partial => {
+                    info!(device = %id, channels = done.items.len(), "catalog complete");
+                    let channels = done.items.iter().map(Channel::from).collect();
+                    lock(&this.registry).set_channels(id, channels);
+                }
+                Ok(done) => warn!(
+                    device = %id,
+                    received = done.items.len(),
+                    sum_num = done.sum_num,
+                    "catalog incomplete at the deadline"
+                ),
+                Err(e) => warn!(device = %id, "catalog query failed: {e}"),
+            }
         });
     }
 
-    async fn on_message(&self, tx: &mut Transaction, facts: &RequestFacts) {
+    async fn on_message(self: &Arc<Self>, tx: &mut Transaction, facts: &RequestFacts) {
         let msg = match manscdp::decode_body(&facts.body) {
             Ok(m) => m,
             Err(e) => {
@@ -309,11 +370,17 @@ impl GbPlatform {
         let now = Instant::now();
         let known = lock(&self.registry).get(&facts.from_user).is_some();
         if !known {
-            // Answering 200 to an unknown device would let it believe it is
-            // registered; 403 makes real devices register again.
-            warn!("MESSAGE from an unregistered device");
-            let _ = tx.reply(StatusCode::Forbidden).await;
-            return;
+            if self.config.gb.adopt_keepalive
+                && matches!(msg, Message::Notify(Notify::Keepalive { .. }))
+            {
+                self.adopt(facts, now);
+            } else {
+                // Answering 200 to an unknown device would let it believe it
+                // is registered; 403 makes real devices register again.
+                warn!("MESSAGE from an unregistered device");
+                let _ = tx.reply(StatusCode::Forbidden).await;
+                return;
+            }
         }
         let _ = tx.reply(StatusCode::OK).await;
         match msg {
@@ -323,14 +390,198 @@ impl GbPlatform {
             }
             Message::Response(Response::Catalog(catalog)) => {
                 let channels: Vec<Channel> = catalog.items.iter().map(Channel::from).collect();
-                info!(channels = channels.len(), "catalog received");
+                info!(
+                    channels = channels.len(),
+                    sn = catalog.sn,
+                    "catalog page received"
+                );
                 lock(&self.registry).upsert_channels(&facts.from_user, channels);
+                lock(&self.exchanges).catalog_page(
+                    &facts.from_user,
+                    catalog.sn,
+                    catalog.sum_num,
+                    catalog.items,
+                );
             }
             Message::Response(Response::DeviceInfo(info)) => {
                 info!(manufacturer = %info.manufacturer.as_deref().unwrap_or(""), "device info received");
                 lock(&self.registry).set_info(&facts.from_user, DeviceInfo::from(&info));
             }
-            other => debug!(?other, "MANSCDP message ignored"),
+            other => self.on_report(facts, &other),
+        }
+    }
+
+    /// Everything beyond keepalive, catalog and device info: answers to our
+    /// queries, alarms, media status, snapshot completion.
+    fn on_report(&self, facts: &RequestFacts, msg: &Message) {
+        let report = match manscdp::decode_tree(&facts.body).and_then(|t| reports::classify(&t)) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                debug!(cmd = msg.cmd_type(), "MANSCDP message ignored");
+                return;
+            }
+            Err(e) => {
+                metrics::get()
+                    .manscdp_errors
+                    .get_or_create(&label("kind", e.kind()))
+                    .inc();
+                warn!(cmd = msg.cmd_type(), "unreadable MANSCDP report: {e}");
+                return;
+            }
+        };
+        let device = &facts.from_user;
+        match &report {
+            Report::Alarm(alarm) => {
+                info!(priority = ?alarm.priority, method = ?alarm.method, "alarm");
+                self.record_event(device, EventKind::Alarm(alarm.clone()));
+            }
+            Report::MediaStatus {
+                device_id,
+                notify_type,
+            } if notify_type == "121" => {
+                info!(channel = %device_id, "end of recorded media");
+                self.record_event(
+                    device,
+                    EventKind::MediaEnd {
+                        channel: device_id.clone(),
+                    },
+                );
+            }
+            Report::ConfigDownload(p) => {
+                if let Some(window) = p.offline_after() {
+                    lock(&self.registry).set_keepalive_timeout(device, window);
+                }
+            }
+            _ => {}
+        }
+        let _ = self.report_tx.send((device.clone(), report.clone()));
+        if !lock(&self.exchanges).deliver(device, report) {
+            debug!(cmd = msg.cmd_type(), "report with no waiting query");
+        }
+    }
+
+    /// Add an event to the ring, the live feed and the webhook.
+    pub(crate) fn record_event(&self, device: &str, kind: EventKind) {
+        let received = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let event = lock(&self.events).push(device, kind, received);
+        metrics::get().gb_events.inc();
+        let _ = self.event_tx.send(event.clone());
+        if !self.config.gb.webhook.is_empty() {
+            let url = self.config.gb.webhook.clone();
+            tokio::spawn(async move {
+                if let Err(e) = super::webhook::post_json(&url, &event).await {
+                    metrics::get()
+                        .gb_webhook_errors
+                        .get_or_create(&label("kind", e.kind()))
+                        .inc();
+                    warn!(%url, "event webhook failed: {e}");
+                }
+            });
+        }
+    }
+
+    /// A keepalive from a device we do not know: it registered before we
+    /// restarted. Take it as registered where it speaks from, and learn
+    /// what it is, instead of making it wait out its registration.
+    fn adopt(self: &Arc<Self>, facts: &RequestFacts, now: Instant) {
+        let transport = match facts.transport {
+            Transport::Tcp => SipTransport::Tcp,
+            _ => SipTransport::Udp,
+        };
+        lock(&self.registry).register(
+            &facts.from_user,
+            transport,
+            facts.source,
+            self.config.sip.max_expires,
+            now,
+        );
+        metrics::get()
+            .registrations
+            .get_or_create(&label("outcome", "adopted"))
+            .inc();
+        info!("keepalive before REGISTER: device adopted, querying it");
+        self.spawn_initial_queries(facts.from_user.clone());
+    }
+
+    fn maybe_refresh_catalogs(self: &Arc<Self>, now: Instant) {
+        let every = self.config.gb.catalog_refresh;
+        if every.is_zero() {
+            return;
+        }
+        {
+            let mut last = lock(&self.last_catalog_refresh);
+            match *last {
+                Some(t) if now.duration_since(t) < every => return,
+                _ => *last = Some(now),
+            }
+        }
+        let ids: Vec<String> = lock(&self.registry)
+            .list(now, SystemTime::now())
+            .into_iter()
+            .filter(|d| d.online)
+            .map(|d| d.id)
+            .collect();
+        for id in ids {
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.query_catalog(&id).await {
+                    debug!(device = %id, "catalog refresh failed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Send a MANSCDP document to a device and wait for its 200.
+    pub(crate) async fn send_manscdp(&self, device: &str, xml: &str) -> Result<(), QueryError> {
+        self.send_to_device(device, Method::Message, "Application/MANSCDP+xml", xml, &[])
+            .await
+    }
+
+    /// Send an out-of-dialog request with a MANSCDP body.
+    pub(crate) async fn send_to_device(
+        &self,
+        device: &str,
+        method: Method,
+        content_type: &'static str,
+        xml: &str,
+        extra: &[(&'static str, String)],
+    ) -> Result<(), QueryError> {
+        let route = {
+            let reg = lock(&self.registry);
+            let dev = reg
+                .get(device)
+                .ok_or_else(|| QueryError::UnknownDevice(device.to_owned()))?;
+            if !dev.online() {
+                return Err(QueryError::Offline(device.to_owned()));
+            }
+            DeviceRoute {
+                device_id: device.to_owned(),
+                addr: dev.addr(),
+                transport: match dev.transport() {
+                    SipTransport::Tcp => Transport::Tcp,
+                    SipTransport::Udp => Transport::Udp,
+                },
+            }
+        };
+        let realm = &self.config.sip.realm;
+        let out = Outgoing {
+            method,
+            request_uri: format!("sip:{device}@{realm}"),
+            from_uri: self.our_uri(),
+            to_uri: format!("sip:{device}@{realm}"),
+            content_type: Some(content_type),
+            body: manscdp::encode_body(xml),
+            dest: route.addr,
+            transport: route.transport,
+            extra_headers: extra.to_vec(),
+        };
+        match client::send(&self.sip, out, MESSAGE_TIMEOUT).await {
+            Ok(code) if code.kind() == rsipstack::sip::StatusCodeKind::Successful => Ok(()),
+            Ok(code) => Err(QueryError::Refused(code.code())),
+            Err(client::ClientError::Timeout(t)) => Err(QueryError::Timeout(t)),
+            Err(e) => Err(QueryError::Send(e.to_string())),
         }
     }
 
@@ -410,6 +661,10 @@ impl GbPlatform {
 
     pub fn device(&self, id: &str) -> Option<DeviceSummary> {
         self.devices().into_iter().find(|d| d.id == id)
+    }
+
+    pub(crate) fn forget_device(&self, id: &str) -> bool {
+        lock(&self.registry).unregister(id)
     }
 
     pub fn channels(&self, id: &str) -> Option<Vec<Channel>> {

@@ -116,6 +116,9 @@ pub struct Device {
     last_keepalive: Option<Instant>,
     /// Last registration or keepalive: the base of the keepalive timeout.
     last_seen: Instant,
+    /// The device's own heartbeat interval × count (ConfigDownload
+    /// BasicParam), when it told us; else the configured default.
+    keepalive_timeout: Option<Duration>,
     online: bool,
     info: DeviceInfo,
     channels: Vec<Channel>,
@@ -231,6 +234,7 @@ impl Registry {
                 expires_at,
                 last_keepalive: None,
                 last_seen: now,
+                keepalive_timeout: None,
                 online: true,
                 info: DeviceInfo::default(),
                 channels: Vec::new(),
@@ -238,6 +242,18 @@ impl Registry {
         );
         self.pending.push(RegistryEvent::Online(id.to_owned()));
         RegisterOutcome::New
+    }
+
+    /// Use the device's own offline window (its HeartBeatInterval ×
+    /// HeartBeatCount) instead of the configured one; false if unknown.
+    pub fn set_keepalive_timeout(&mut self, id: &str, timeout: Duration) -> bool {
+        match self.devices.get_mut(id) {
+            Some(d) => {
+                d.keepalive_timeout = Some(timeout);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Remove a device and its channels; false if it was not registered.
@@ -342,11 +358,10 @@ impl Registry {
         let mut events = std::mem::take(&mut self.pending);
         let mut expired = Vec::new();
         for (id, d) in &mut self.devices {
+            let timeout = d.keepalive_timeout.unwrap_or(self.keepalive_timeout);
             if now >= d.expires_at {
                 expired.push(id.clone());
-            } else if d.online
-                && now.saturating_duration_since(d.last_seen) >= self.keepalive_timeout
-            {
+            } else if d.online && now.saturating_duration_since(d.last_seen) >= timeout {
                 d.online = false;
                 events.push(RegistryEvent::Offline(id.clone()));
             }

@@ -327,6 +327,10 @@ fn on_event(
             inc(&stats.queries_answered);
             tracing::debug!(%cmd, %sn, "query answered");
         }
+        DeviceEvent::PtzReceived { word, valid } => {
+            inc(&stats.queries_answered);
+            tracing::info!(%word, valid, "PTZ command received");
+        }
         DeviceEvent::InviteReceived { call_id, answered } => {
             inc(&stats.invites_received);
             tracing::info!(%call_id, answered, "INVITE received");

@@ -153,6 +153,11 @@ pub enum DeviceEvent {
         cmd: String,
         sn: String,
     },
+    /// A DeviceControl `PTZCmd` word (A.3); `valid` is its checksum check.
+    PtzReceived {
+        word: String,
+        valid: bool,
+    },
     /// A new INVITE (retransmissions are not reported again).
     InviteReceived {
         call_id: String,
@@ -765,6 +770,21 @@ impl GbDevice {
             ("Control", "DeviceControl") if xml_value(&text, "PTZCmd").is_none() => {
                 Some(self.result_body("DeviceControl", &sn, &target))
             }
+            ("Control", "DeviceControl") => {
+                let word = sanitize(xml_value(&text, "PTZCmd").unwrap_or_default());
+                let valid = crate::gb28181::ptz::PtzFrame::parse(&word).is_ok();
+                self.events
+                    .push_back(DeviceEvent::PtzReceived { word, valid });
+                None
+            }
+            ("Query", "PresetQuery") => {
+                Some(crate::sim::gb_device_extra::preset_body(&sn, &target))
+            }
+            ("Query", "ConfigDownload") => Some(crate::sim::gb_device_extra::basic_param_body(
+                &sn,
+                &self.cfg.device_id,
+                self.cfg.keepalive_interval.as_secs(),
+            )),
             _ => None,
         };
         if let Some(body) = body {

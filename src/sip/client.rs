@@ -26,6 +26,8 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     pub dest: SocketAddr,
     pub transport: Transport,
+    /// Further headers by name, e.g. `Event: presence` for SUBSCRIBE.
+    pub extra_headers: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,9 @@ pub async fn send(
     );
     if let Some(ct) = out.content_type {
         req.headers.push(Header::ContentType(ct.to_owned().into()));
+    }
+    for (name, value) in out.extra_headers {
+        req.headers.push(Header::Other(name.to_owned(), value));
     }
     req.body = out.body;
     let key = TransactionKey::from_request(&req, TransactionRole::Client)

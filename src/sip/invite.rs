@@ -126,3 +126,30 @@ pub async fn invite(
         states,
     })
 }
+
+/// Sends in-dialog requests on an established call while the [`Call`]
+/// itself is owned by the media session (GB28181 playback control).
+#[derive(Clone)]
+pub struct CallControl {
+    dialog: InviteDialog,
+}
+
+impl Call {
+    pub fn control(&self) -> CallControl {
+        CallControl {
+            dialog: self.dialog.clone(),
+        }
+    }
+}
+
+impl CallControl {
+    /// Send INFO with `body` and return the final status code.
+    pub async fn info(&self, content_type: &str, body: Vec<u8>) -> Result<u16, InviteError> {
+        let headers = vec![Header::ContentType(content_type.to_owned().into())];
+        match self.dialog.info(Some(headers), Some(body)).await {
+            Ok(Some(resp)) => Ok(resp.status_code.code()),
+            Ok(None) => Err(InviteError::Failed("dialog not confirmed".into())),
+            Err(e) => Err(InviteError::Failed(e.to_string())),
+        }
+    }
+}

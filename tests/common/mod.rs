@@ -70,6 +70,8 @@ pub struct Options {
     pub idle_timeout: f64,
     pub invite_timeout: f64,
     pub password: &'static str,
+    /// Appended to the generated YAML (e.g. a `gb:` section).
+    pub extra_yaml: String,
 }
 
 impl Default for Options {
@@ -78,6 +80,7 @@ impl Default for Options {
             idle_timeout: 1.0,
             invite_timeout: 2.0,
             password: "12345678",
+            extra_yaml: String::new(),
         }
     }
 }
@@ -110,6 +113,7 @@ http:
         rtsp = ports.rtsp,
         http = ports.http,
     );
+    let yaml = yaml + &opts.extra_yaml;
     let path = dir.join("camgate.yaml");
     std::fs::write(&path, yaml).expect("write config");
     path
@@ -292,6 +296,38 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = resp.split(' ').nth(1)?.parse().ok()?;
     let body = resp.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
+}
+
+/// Minimal HTTP/1.1 request with a JSON body; returns status and body.
+pub fn http_send(port: u16, method: &str, path: &str, json: &str) -> Option<(u16, String)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, up to `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Run a command with a time limit; kill it past the limit.

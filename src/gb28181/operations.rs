@@ -1,0 +1,247 @@
+//! What the API asks of devices (GB/T 28181-2016 §9.3 control, §9.5
+//! queries, §9.7 subscriptions): each call sends one MANSCDP request with
+//! a fresh SN and waits, through [`super::exchanges::Exchanges`], for the
+//! device's answer — every page of it for catalogs, records and presets.
+
+use std::time::Instant;
+
+use rsipstack::sip::Method;
+use tracing::{info, warn};
+
+use super::aggregate::Completed;
+use super::control::{DeviceControl, SnapshotConfig};
+use super::exchanges::QueryError;
+use super::manscdp::{self, CatalogItem, QueryKind};
+use super::platform::{GbPlatform, lock};
+use super::reports::{self, BasicParam, DeviceStatus, Preset, RecordItem, Report};
+use crate::metrics::{self, label};
+
+/// How long an alarm subscription lasts before the device drops it.
+const ALARM_SUBSCRIPTION_SECS: u32 = 3600;
+
+fn count(outcome: Result<(), &QueryError>) {
+    let kind = match outcome {
+        Ok(()) => "ok",
+        Err(e) => e.kind(),
+    };
+    metrics::get()
+        .gb_queries
+        .get_or_create(&label("outcome", kind))
+        .inc();
+}
+
+impl GbPlatform {
+    /// Send `xml` and await the pages `rx` collects.
+    async fn paged<T>(
+        &self,
+        device: &str,
+        sn: u32,
+        xml: String,
+        rx: tokio::sync::oneshot::Receiver<Completed<T>>,
+    ) -> Result<Completed<T>, QueryError> {
+        let timeout = self.config.gb.query_timeout;
+        if let Err(e) = self.send_manscdp(device, &xml).await {
+            lock(&self.exchanges).cancel(device, sn);
+            count(Err(&e));
+            return Err(e);
+        }
+        // The aggregator's own deadline ends the query with whatever pages
+        // arrived; the extra second covers the timer's granularity.
+        match tokio::time::timeout(timeout + std::time::Duration::from_secs(2), rx).await {
+            Ok(Ok(done)) => {
+                metrics::get()
+                    .gb_queries
+                    .get_or_create(&label(
+                        "outcome",
+                        if done.partial { "partial" } else { "ok" },
+                    ))
+                    .inc();
+                Ok(done)
+            }
+            _ => {
+                lock(&self.exchanges).cancel(device, sn);
+                let e = QueryError::Timeout(timeout);
+                count(Err(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Send `xml` and await the one answer with its SN.
+    async fn single(&self, device: &str, sn: u32, xml: String) -> Result<Report, QueryError> {
+        let rx = lock(&self.exchanges).expect_one(device, sn)?;
+        if let Err(e) = self.send_manscdp(device, &xml).await {
+            lock(&self.exchanges).cancel(device, sn);
+            count(Err(&e));
+            return Err(e);
+        }
+        let timeout = self.config.gb.query_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(report)) => {
+                count(Ok(()));
+                Ok(report)
+            }
+            _ => {
+                lock(&self.exchanges).cancel(device, sn);
+                let e = QueryError::Timeout(timeout);
+                count(Err(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// A.2.4.3 Catalog, every page; the registry is updated as pages come.
+    pub async fn query_catalog(&self, device: &str) -> Result<Completed<CatalogItem>, QueryError> {
+        let sn = self.next_sn();
+        let rx = lock(&self.exchanges).expect_catalog(
+            device,
+            sn,
+            Instant::now(),
+            self.config.gb.query_timeout,
+        )?;
+        let xml = manscdp::query_xml(QueryKind::Catalog, sn, device);
+        self.paged(device, sn, xml, rx).await
+    }
+
+    /// A.2.4.5 RecordInfo of `channel` between two GB times.
+    pub async fn query_records(
+        &self,
+        device: &str,
+        channel: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<Completed<RecordItem>, QueryError> {
+        let sn = self.next_sn();
+        let rx = lock(&self.exchanges).expect_records(
+            device,
+            sn,
+            Instant::now(),
+            self.config.gb.query_timeout,
+        )?;
+        let xml = reports::record_info_query(sn, channel, start, end);
+        self.paged(device, sn, xml, rx).await
+    }
+
+    /// A.2.4.8 PresetQuery of `channel`.
+    pub async fn query_presets(
+        &self,
+        device: &str,
+        channel: &str,
+    ) -> Result<Completed<Preset>, QueryError> {
+        let sn = self.next_sn();
+        let rx = lock(&self.exchanges).expect_presets(
+            device,
+            sn,
+            Instant::now(),
+            self.config.gb.query_timeout,
+        )?;
+        let xml = reports::preset_query(sn, channel);
+        self.paged(device, sn, xml, rx).await
+    }
+
+    /// A.2.4.2 DeviceStatus.
+    pub async fn query_status(&self, device: &str) -> Result<DeviceStatus, QueryError> {
+        let sn = self.next_sn();
+        let xml = manscdp::query_xml(QueryKind::DeviceStatus, sn, device);
+        match self.single(device, sn, xml).await? {
+            Report::DeviceStatus(s) => Ok(s),
+            other => Err(QueryError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// A.2.4.7 ConfigDownload `BasicParam`; also adopts the device's
+    /// heartbeat settings for offline detection (done on receipt).
+    pub async fn query_config(&self, device: &str) -> Result<BasicParam, QueryError> {
+        let sn = self.next_sn();
+        let xml = reports::config_download_query(sn, device);
+        match self.single(device, sn, xml).await? {
+            Report::ConfigDownload(p) => Ok(p),
+            other => Err(QueryError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Send a DeviceControl to `target` (a channel or the device itself).
+    /// PTZ commands are done at the 200 OK; the others wait for the
+    /// device's `Result`.
+    pub async fn control(
+        &self,
+        device: &str,
+        target: &str,
+        control: &DeviceControl,
+    ) -> Result<Option<String>, QueryError> {
+        let sn = self.next_sn();
+        let xml = control.to_xml(sn, target);
+        let outcome = if control.expects_response() {
+            match self.single(device, sn, xml).await {
+                Ok(Report::Result { result, .. }) => {
+                    if result.eq_ignore_ascii_case("OK") {
+                        Ok(Some(result))
+                    } else {
+                        Err(QueryError::Failed(result))
+                    }
+                }
+                Ok(other) => Err(QueryError::Failed(format!("unexpected answer {other:?}"))),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.send_manscdp(device, &xml).await.map(|()| None)
+        };
+        metrics::get()
+            .gb_controls
+            .get_or_create(&label(
+                "outcome",
+                match &outcome {
+                    Ok(_) => "ok",
+                    Err(e) => e.kind(),
+                },
+            ))
+            .inc();
+        if let Err(e) = &outcome {
+            warn!(%device, %target, "DeviceControl failed: {e}");
+        }
+        outcome
+    }
+
+    /// GB/T 28181-2022 snapshot: ask `channel` to upload images to us.
+    pub async fn request_snapshots(
+        &self,
+        device: &str,
+        channel: &str,
+        config: &SnapshotConfig,
+    ) -> Result<(), QueryError> {
+        let sn = self.next_sn();
+        let xml = config.to_xml(sn, channel);
+        // Devices acknowledge with a DeviceConfig Result; some send none, so
+        // the 200 OK is enough to proceed and the upload is the proof.
+        self.send_manscdp(device, &xml).await
+    }
+
+    /// §9.7.2: SUBSCRIBE (`Event: presence`) with an Alarm query body, so
+    /// the device NOTIFYs or MESSAGEs us its alarms.
+    pub async fn subscribe_alarms(&self, device: &str) -> Result<(), QueryError> {
+        let sn = self.next_sn();
+        let xml = reports::alarm_query(sn, device, None);
+        let r = self
+            .send_to_device(
+                device,
+                Method::Subscribe,
+                "Application/MANSCDP+xml",
+                &xml,
+                &[
+                    ("Event", "presence".to_owned()),
+                    ("Expires", ALARM_SUBSCRIPTION_SECS.to_string()),
+                ],
+            )
+            .await;
+        match &r {
+            Ok(()) => info!(%device, "alarm subscription accepted"),
+            Err(e) => warn!(%device, "alarm subscription failed: {e}"),
+        }
+        r
+    }
+
+    /// Forget a device (API `DELETE`); it comes back when it registers.
+    pub fn remove_device(&self, device: &str) -> bool {
+        self.forget_device(device)
+    }
+}
