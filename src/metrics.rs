@@ -1,8 +1,11 @@
 //! Every Prometheus metric camgate exports, in one place.
 //!
 //! Names are `camgate_*` with units in the name; labels are low-cardinality
-//! enums (outcome, kind, method, transport), never device ids, so the series
-//! count stays bounded however many cameras register.
+//! enums (outcome, kind, method, transport). Device ids appear only in the
+//! opt-in `camgate_device_*` families (`metrics.per_device_labels`), so by
+//! default the series count stays bounded however many cameras register.
+//! README.md's metrics catalogue lists every family; tests/metrics_catalogue.rs
+//! keeps the two in step.
 
 use std::sync::OnceLock;
 
@@ -48,7 +51,15 @@ pub struct Metrics {
     pub rtsp_errors: Family<Label, Counter>,
     pub rtsp_bytes_sent: Counter,
     pub http_requests: Counter,
+    pub ready: Gauge,
+    pub build_info: Family<Label, Gauge>,
+    pub config_reloads: Family<Label, Counter>,
+    pub config_restart_pending: Gauge,
+    pub device_online: Family<DeviceLabel, Gauge>,
 }
+
+/// A per-device label; only populated when `metrics.per_device_labels` is on.
+pub type DeviceLabel = [(&'static str, String); 1];
 
 fn build() -> Metrics {
     let mut r = Registry::default();
@@ -210,6 +221,31 @@ fn build() -> Metrics {
             "HTTP API requests served",
             Counter::default()
         ),
+        ready: reg!(
+            "camgate_ready",
+            "1 when listeners are bound and no drain is under way (what /readyz reports)",
+            Gauge::default()
+        ),
+        build_info: reg!(
+            "camgate_build_info",
+            "Always 1; the version label names the running build",
+            Family::default()
+        ),
+        config_reloads: reg!(
+            "camgate_config_reloads",
+            "SIGHUP configuration reloads, by outcome (applied, unchanged, failed)",
+            Family::default()
+        ),
+        config_restart_pending: reg!(
+            "camgate_config_restart_pending",
+            "1 when a reload saw changed keys that only take effect after a restart",
+            Gauge::default()
+        ),
+        device_online: reg!(
+            "camgate_device_online",
+            "Per registered device: 1 online, 0 keepalives overdue (only with metrics.per_device_labels)",
+            Family::default()
+        ),
         registry: r,
     }
 }
@@ -218,7 +254,13 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 
 /// The process-wide metrics.
 pub fn get() -> &'static Metrics {
-    METRICS.get_or_init(build)
+    METRICS.get_or_init(|| {
+        let m = build();
+        m.build_info
+            .get_or_create(&label("version", env!("CARGO_PKG_VERSION")))
+            .set(1);
+        m
+    })
 }
 
 /// Shorthand for a one-label family key.

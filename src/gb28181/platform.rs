@@ -24,6 +24,7 @@ use super::ssrc::{Ssrc, SsrcAllocator, SsrcKind};
 use crate::config::Config;
 use crate::ingest::port_pool::PortPool;
 use crate::metrics::{self, label};
+use crate::reload::LiveConfig;
 use crate::sip::client::{self, Outgoing};
 use crate::sip::request::{RequestFacts, header_value, register_expires};
 use crate::sip::stack::SipStack;
@@ -41,7 +42,7 @@ pub struct DeviceRoute {
 }
 
 pub struct GbPlatform {
-    pub config: Arc<Config>,
+    live: LiveConfig,
     pub sip: SipStack,
     pub ports: PortPool,
     registrar: Mutex<Registrar>,
@@ -71,7 +72,8 @@ fn method_label(m: &Method) -> &'static str {
 }
 
 impl GbPlatform {
-    pub fn new(config: Arc<Config>, sip: SipStack, ports: PortPool) -> Arc<Self> {
+    pub fn new(live: LiveConfig, sip: SipStack, ports: PortPool) -> Arc<Self> {
+        let config = live.get();
         let ssrcs = SsrcAllocator::new(&config.sip.realm)
             .unwrap_or_else(|_| SsrcAllocator::new("3402000000").expect("valid default realm"));
         Arc::new(Self {
@@ -79,10 +81,16 @@ impl GbPlatform {
             registry: Mutex::new(Registry::new(config.sip.keepalive_timeout)),
             ssrcs: Mutex::new(ssrcs),
             sn: AtomicU32::new(1),
-            config,
+            live,
             sip,
             ports,
         })
+    }
+
+    /// The configuration in effect now: read it per decision, so a SIGHUP
+    /// reload (passwords, allow-list, time limits) applies to the next one.
+    pub fn config(&self) -> Arc<Config> {
+        self.live.get()
     }
 
     /// Serve SIP until `cancel`.
@@ -195,8 +203,14 @@ impl GbPlatform {
             expires: register_expires(&tx.original),
         };
         let now = Instant::now();
-        let decision =
-            lock(&self.registrar).decide(&attempt, self.config.password_for(&device_id), now);
+        let config = self.config();
+        let decision = if config.device_allowed(&device_id) {
+            lock(&self.registrar).decide(&attempt, config.password_for(&device_id), now)
+        } else {
+            RegisterDecision::Forbidden {
+                reason: "device not in sip.allowed_devices",
+            }
+        };
         metrics::get()
             .registrations
             .get_or_create(&label("outcome", decision.outcome()))
@@ -264,7 +278,7 @@ impl GbPlatform {
             return;
         };
         let from = self.our_uri();
-        let realm = self.config.sip.realm.clone();
+        let realm = self.config().sip.realm.clone();
         let sn = [self.next_sn(), self.next_sn()];
         let this = self.clone();
         tokio::spawn(async move {
@@ -336,10 +350,8 @@ impl GbPlatform {
 
     /// `sip:{server_id}@{realm}`
     pub fn our_uri(&self) -> String {
-        format!(
-            "sip:{}@{}",
-            self.config.sip.server_id, self.config.sip.realm
-        )
+        let config = self.config();
+        format!("sip:{}@{}", config.sip.server_id, config.sip.realm)
     }
 
     pub fn next_sn(&self) -> u32 {
