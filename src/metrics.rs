@@ -256,6 +256,7 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 pub fn get() -> &'static Metrics {
     METRICS.get_or_init(|| {
         let m = build();
+        zero_known_series(&m);
         m.build_info
             .get_or_create(&label("version", env!("CARGO_PKG_VERSION")))
             .set(1);
@@ -276,4 +277,105 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Create every series whose label values are known up front, at zero.
+/// A series that appears only at its first increment hides that first
+/// increase from `rate()`/`increase()`, and an absent series cannot tell
+/// "no errors" from "not scraped"; with these, dashboards and alerts see 0.
+/// Label values created later (a new error kind) still work as before.
+fn zero_known_series(m: &Metrics) {
+    fn zero<C: Default + Clone + prometheus_client::metrics::TypedMetric>(
+        family: &Family<Label, C>,
+        name: &'static str,
+        values: &[&'static str],
+    ) {
+        for v in values {
+            drop(family.get_or_create(&label(name, v)));
+        }
+    }
+    const SIP_METHODS: &[&str] = &[
+        "REGISTER",
+        "MESSAGE",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "OPTIONS",
+        "OTHER",
+    ];
+    const RTSP_METHODS: &[&str] = &[
+        "OPTIONS",
+        "DESCRIBE",
+        "SETUP",
+        "PLAY",
+        "PAUSE",
+        "TEARDOWN",
+        "GET_PARAMETER",
+    ];
+    zero(&m.sip_requests, "method", SIP_METHODS);
+    zero(&m.sip_errors, "kind", &["bad_header"]);
+    zero(
+        &m.registrations,
+        "outcome",
+        &[
+            "challenged",
+            "ok",
+            "forbidden",
+            "unregistered",
+            "bad_request",
+        ],
+    );
+    zero(
+        &m.manscdp_errors,
+        "kind",
+        &[
+            "too_large",
+            "encoding",
+            "xml",
+            "no_root",
+            "too_complex",
+            "missing_element",
+            "invalid_value",
+        ],
+    );
+    zero(
+        &m.invites,
+        "outcome",
+        &["ok", "rejected", "timeout", "error"],
+    );
+    zero(&m.stream_stops, "reason", &["idle", "failed", "shutdown"]);
+    zero(
+        &m.rtp_errors,
+        "kind",
+        &[
+            "unknown_ssrc",
+            "rtcp_on_rtp_port",
+            "too_short",
+            "bad_version",
+            "csrc_overrun",
+            "extension_overrun",
+            "bad_padding",
+        ],
+    );
+    zero(
+        &m.ps_demux_errors,
+        "kind",
+        &crate::media::ps::PsError::KINDS,
+    );
+    zero(&m.rtsp_sessions_started, "transport", &["tcp", "udp"]);
+    zero(&m.rtsp_requests, "method", RTSP_METHODS);
+    zero(
+        &m.rtsp_errors,
+        "kind",
+        &["bad_request", "not_found", "method", "state", "transport"],
+    );
+    zero(
+        &m.config_reloads,
+        "outcome",
+        &["applied", "unchanged", "failed"],
+    );
 }
