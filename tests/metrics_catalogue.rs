@@ -164,3 +164,36 @@ fn every_catalogued_metric_is_exposed_with_its_type_and_labels() {
         "{text}"
     );
 }
+
+/// Every metric the Grafana dashboard queries is catalogued (and so, by the
+/// test above, exposed): a renamed metric cannot leave a blank panel.
+#[test]
+fn dashboard_queries_only_catalogued_metrics() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/camgate-dashboard.json"
+    ))
+    .expect("dashboard JSON");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let rows = catalogue();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            for (at, _) in expr.match_indices("camgate_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let base = name.strip_suffix("_bucket").unwrap_or(&name);
+                assert!(
+                    rows.iter().any(|r| r.name == base),
+                    "panel {:?} queries {name}, which is not catalogued",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 20, "dashboard queries only {queried} metrics");
+}
