@@ -263,17 +263,22 @@ impl Config {
             key: "sip.password_file",
             message,
         };
-        let meta = std::fs::metadata(path)
+        // Read through a limit, not by metadata: /dev/zero and friends
+        // report no length and would otherwise be read forever.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                use std::io::Read;
+                f.take(MAX_PASSWORD_FILE_BYTES + 1)
+                    .read_to_string(&mut text)
+            })
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        if meta.len() > MAX_PASSWORD_FILE_BYTES {
+        if text.len() as u64 > MAX_PASSWORD_FILE_BYTES {
             return Err(invalid(format!(
-                "{} is {} bytes; a password file holds at most {MAX_PASSWORD_FILE_BYTES}",
-                path.display(),
-                meta.len()
+                "{} is over {MAX_PASSWORD_FILE_BYTES} bytes; not a password file",
+                path.display()
             )));
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         let password = text
             .strip_suffix('\n')
             .map(|t| t.strip_suffix('\r').unwrap_or(t))

@@ -8,10 +8,13 @@
 
 use std::collections::BTreeSet;
 
+/// A sample's label pairs, in exposition order.
+pub type Labels = Vec<(String, String)>;
+
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub name: String,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
 }
 
@@ -78,7 +81,7 @@ fn parse_value(s: &str) -> Option<f64> {
 
 /// `{a="x",b="y"}` → pairs; `rest` starts just after `{`. Returns the pairs
 /// and what follows the closing brace.
-fn parse_labels(mut rest: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut rest: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     let mut seen = BTreeSet::new();
     if let Some(after) = rest.strip_prefix('}') {
@@ -153,8 +156,8 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
 }
 
 fn check_histogram(f: &Family) -> Result<(), String> {
-    let mut series: std::collections::BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> =
-        Default::default();
+    // Bucket (bound, count) pairs per series, keyed by the labels other than le.
+    let mut series: std::collections::BTreeMap<Labels, Vec<(f64, f64)>> = Default::default();
     for s in f.samples.iter().filter(|s| s.name.ends_with("_bucket")) {
         let le = s
             .labels
