@@ -60,7 +60,7 @@ async fn start_live(
         .await
         .map_err(|_| StartError::NoPort)?;
     let ssrc = platform.allocate_ssrc(SsrcKind::Live)?;
-    let config = &platform.config;
+    let config = platform.config();
     let ip = config.advertised_ip();
     let offer = GbSdp::live_offer(
         &config.sip.server_id,
