@@ -357,6 +357,8 @@ fn zero_known_series(m: &Metrics) {
             "forbidden",
             "unregistered",
             "bad_request",
+            "adopted",
+            "redirected",
         ],
     );
     zero(
@@ -408,4 +410,24 @@ fn zero_known_series(m: &Metrics) {
         "outcome",
         &["applied", "unchanged", "failed"],
     );
+    zero(
+        &m.gb_webhook_errors,
+        "kind",
+        &["url", "io", "timeout", "status", "bad_answer"],
+    );
+    const QUERY_OUTCOMES: &[&str] = &[
+        "ok",
+        "partial",
+        "timeout",
+        "refused",
+        "busy",
+        "failed",
+        "invalid",
+        "offline",
+        "send",
+        "unknown_device",
+    ];
+    zero(&m.gb_queries, "outcome", QUERY_OUTCOMES);
+    zero(&m.gb_controls, "outcome", QUERY_OUTCOMES);
+    zero(&m.gb_playback_commands, "outcome", QUERY_OUTCOMES);
 }
