@@ -14,7 +14,9 @@ use crate::gb28181::invite::GbSources;
 use crate::gb28181::platform::GbPlatform;
 use crate::ingest::port_pool::PortPool;
 use crate::media::hub::HubConfig;
+use crate::rtsp::auth::Authenticator;
 use crate::rtsp::server::RtspServerConfig;
+use crate::rtsp::tokens::TokenStore;
 use crate::sip::stack::SipStack;
 use crate::streams::{Streams, StreamsConfig};
 
@@ -66,12 +68,19 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         let cancel = sip_cancel.clone();
         tasks.spawn(async move { platform.run(incoming, cancel).await });
     }
+    let tokens = Arc::new(TokenStore::new(config.rtsp.auth.token_ttl()));
     tasks.spawn(crate::rtsp::server::serve(
         rtsp_listener,
         streams.clone(),
         RtspServerConfig {
             session_timeout: config.rtsp.session_timeout,
             udp_bind_ip: config.media.rtp_bind,
+            auth: Some(Arc::new(Authenticator::new(
+                config.rtsp.auth.clone(),
+                tokens.clone(),
+            ))),
+            max_viewers: config.rtsp.max_viewers,
+            stall_timeout: config.rtsp.stall_timeout,
             ..RtspServerConfig::default()
         },
         shutdown.clone(),
@@ -80,6 +89,7 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         let state = crate::api::ApiState {
             streams: streams.clone(),
             gb: platform.clone(),
+            tokens: tokens.clone(),
         };
         let cancel = shutdown.clone();
         tasks.spawn(async move {

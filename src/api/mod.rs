@@ -17,12 +17,15 @@ use crate::streams::Streams;
 
 mod devices;
 mod streams;
+mod tokens;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
     pub streams: Streams,
     pub gb: Arc<GbPlatform>,
+    /// One-time RTSP tokens, shared with the RTSP server.
+    pub tokens: Arc<crate::rtsp::tokens::TokenStore>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -31,6 +34,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(devices::routes())
         .merge(streams::routes())
+        .merge(tokens::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }
