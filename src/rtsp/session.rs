@@ -1405,3 +1405,6 @@ fn pick_transport(req: &Request<Vec<u8>>, track: u8) -> Result<Chosen, RequestEr
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod access_tests;
