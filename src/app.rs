@@ -81,6 +81,7 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
             ))),
             max_viewers: config.rtsp.max_viewers,
             stall_timeout: config.rtsp.stall_timeout,
+            send_buffer: config.rtsp.send_buffer,
             ..RtspServerConfig::default()
         },
         shutdown.clone(),

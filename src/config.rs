@@ -89,6 +89,8 @@ pub struct RtspConfig {
     pub stall_timeout: Duration,
     /// Access control per stream path prefix.
     pub auth: crate::rtsp::auth::AuthConfig,
+    /// SO_SNDBUF of viewer sockets in bytes; 0 = OS autotuning.
+    pub send_buffer: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +156,7 @@ impl Default for RtspConfig {
             max_viewers: 0,
             stall_timeout: Duration::from_secs(10),
             auth: Default::default(),
+            send_buffer: 0,
         }
     }
 }

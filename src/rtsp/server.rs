@@ -51,6 +51,9 @@ pub struct RtspServerConfig {
     /// A viewer whose socket takes no media for this long is dropped: its
     /// client is gone or cannot keep up even after keyframe skips.
     pub stall_timeout: Duration,
+    /// SO_SNDBUF of viewer connections (0 = the OS's autotuning): with
+    /// the hub ring position, the bound on what one viewer can queue.
+    pub send_buffer: usize,
 }
 
 impl Default for RtspServerConfig {
@@ -62,6 +65,7 @@ impl Default for RtspServerConfig {
             auth: None,
             max_viewers: 0,
             stall_timeout: Duration::from_secs(10),
+            send_buffer: 0,
         }
     }
 }
@@ -109,6 +113,9 @@ pub async fn serve(
         match accepted {
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
+                if config.send_buffer > 0 {
+                    let _ = socket2::SockRef::from(&socket).set_send_buffer_size(config.send_buffer);
+                }
                 let span = info_span!("rtsp", %peer);
                 tasks.spawn(
                     run_connection(
