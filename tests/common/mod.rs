@@ -70,6 +70,8 @@ pub struct Options {
     pub idle_timeout: f64,
     pub invite_timeout: f64,
     pub password: &'static str,
+    /// YAML lines added to the `rtsp:` section (indented two spaces).
+    pub rtsp_extra: String,
 }
 
 impl Default for Options {
@@ -78,6 +80,7 @@ impl Default for Options {
             idle_timeout: 1.0,
             invite_timeout: 2.0,
             password: "12345678",
+            rtsp_extra: String::new(),
         }
     }
 }
@@ -98,6 +101,7 @@ streams:
   idle_timeout: {idle}
 rtsp:
   listen: "127.0.0.1:{rtsp}"
+{rtsp_extra}
 http:
   listen: "127.0.0.1:{http}"
 "#,
@@ -109,6 +113,7 @@ http:
         idle = opts.idle_timeout,
         rtsp = ports.rtsp,
         http = ports.http,
+        rtsp_extra = opts.rtsp_extra,
     );
     let path = dir.join("camgate.yaml");
     std::fs::write(&path, yaml).expect("write config");
@@ -285,6 +290,24 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Minimal HTTP/1.1 POST of a JSON body; returns status and body.
+pub fn http_post(port: u16, path: &str, json: &str) -> Option<(u16, String)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+        json.len()
     )
     .ok()?;
     let mut resp = String::new();
