@@ -18,8 +18,8 @@
 mod rig;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use camgate::rtsp::RtspServerConfig;
 use tokio::io::AsyncReadExt;
@@ -64,40 +64,45 @@ async fn level(viewers: usize, warmup: Duration, window: Duration) -> Level {
         RtspServerConfig::default(),
     )
     .await;
-    // Connect in waves so the accept backlog never overflows.
-    let mut clients = Vec::with_capacity(viewers);
-    for wave in (0..viewers).collect::<Vec<_>>().chunks(100) {
-        let joined = futures::future::join_all(wave.iter().map(|_| rig::Client::play(server.addr))).await;
-        clients.extend(joined);
-    }
-    let start = Instant::now() + warmup;
-    let end = start + window;
+    // Every viewer reads from the moment it plays, so nothing piles up in
+    // kernel buffers while the others connect; bytes count only between
+    // `counting` and `stop`.
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let counters: Vec<Arc<AtomicU64>> = (0..viewers).map(|_| Arc::default()).collect();
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .zip(&counters)
-        .map(|(mut c, counter)| {
-            let counter = counter.clone();
-            tokio::spawn(async move {
+    let mut tasks = Vec::with_capacity(viewers);
+    // Connect in waves so the accept backlog never overflows.
+    for wave in counters.chunks(100) {
+        let joined =
+            futures::future::join_all(wave.iter().map(|_| rig::Client::play(server.addr))).await;
+        for (mut c, counter) in joined.into_iter().zip(wave) {
+            let (counter, counting, stop) = (counter.clone(), counting.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
                 let mut buf = vec![0u8; 256 * 1024];
-                let deadline = tokio::time::Instant::from_std(end);
-                while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, c.stream.read(&mut buf)).await {
-                    if n == 0 {
-                        break;
-                    }
-                    if Instant::now() >= start {
-                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(200), c.stream.read(&mut buf))
+                        .await
+                    {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) if counting.load(Ordering::Relaxed) => {
+                            counter.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        _ => {}
                     }
                 }
-            })
-        })
-        .collect();
-    tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+            }));
+        }
+    }
+    tokio::time::sleep(warmup).await;
     let cpu0 = cpu_seconds();
+    counting.store(true, Ordering::Relaxed);
+    tokio::time::sleep(window).await;
+    counting.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let cpu = cpu_seconds() - cpu0;
     for t in tasks {
         let _ = t.await;
     }
-    let cpu = cpu_seconds() - cpu0;
     let expected = RATE_BYTES * window.as_secs_f64();
     let mut ratios: Vec<f64> = counters
         .iter()
@@ -135,7 +140,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("rtsp_fanout: one {:.1} Mbit/s stream, TCP interleaved, 2 worker threads", RATE_BYTES * 8.0 / 1e6);
+    println!(
+        "rtsp_fanout: one {:.1} Mbit/s stream, TCP interleaved, 2 worker threads",
+        RATE_BYTES * 8.0 / 1e6
+    );
     println!("viewers  keeping-up  min-rate  median-rate  total-Gbit/s  cpu-us/viewer-s");
     let mut reached = 0;
     for n in levels {

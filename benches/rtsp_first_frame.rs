@@ -49,7 +49,11 @@ fn bench(c: &mut Criterion) {
             });
             server
         });
-        let name = if gop_cache { "second_viewer_gop_cache" } else { "second_viewer_cold" };
+        let name = if gop_cache {
+            "second_viewer_gop_cache"
+        } else {
+            "second_viewer_cold"
+        };
         let addr = server.addr;
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {

@@ -80,9 +80,15 @@ fn matrix(mode: &str) {
     assert_eq!(codec, "h264");
 
     let err = gstreamer(&url, None).expect_err("GStreamer without credentials");
-    assert!(err.contains("Unauthorized") || err.contains("401"), "{mode}: {err}");
+    assert!(
+        err.contains("Unauthorized") || err.contains("401"),
+        "{mode}: {err}"
+    );
     let err = gstreamer(&url, Some(("admin", "nope"))).expect_err("GStreamer wrong password");
-    assert!(err.contains("Unauthorized") || err.contains("401"), "{mode}: {err}");
+    assert!(
+        err.contains("Unauthorized") || err.contains("401"),
+        "{mode}: {err}"
+    );
     gstreamer(&url, Some(("admin", "s3cret")))
         .unwrap_or_else(|e| panic!("{mode}, GStreamer right credentials: {e}\n{}", rig.logs()));
 

@@ -181,7 +181,9 @@ fn clip() -> Option<Arc<Clip>> {
         let aac_ok = std::process::Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
             .arg(format!("sine=frequency=440:sample_rate={AAC_RATE}"))
-            .args(["-t", "4", "-ac", "1", "-c:a", "aac", "-b:a", "32k", "-f", "adts"])
+            .args([
+                "-t", "4", "-ac", "1", "-c:a", "aac", "-b:a", "32k", "-f", "adts",
+            ])
             .arg(&aac_path)
             .status()
             .is_ok_and(|s| s.success());
@@ -344,12 +346,7 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(
-            listener,
-            streams.clone(),
-            config,
-            shutdown.clone(),
-        ));
+        tokio::spawn(serve(listener, streams.clone(), config, shutdown.clone()));
         Self {
             addr,
             provider,
@@ -802,7 +799,10 @@ async fn gstreamer_av(protocols: &str) {
     let (ok, stdout, stderr) = run(
         Command::new("gst-launch-1.0")
             .arg("-q")
-            .args(["rtspsrc", &format!("location=rtsp://{}{AV_PATH}", server.addr)])
+            .args([
+                "rtspsrc",
+                &format!("location=rtsp://{}{AV_PATH}", server.addr),
+            ])
             .args([&format!("protocols={protocols}"), "name=src"])
             .args(["src.", "!", "rtph264depay", "!", "h264parse", "!"])
             .args(["fakesink", "num-buffers=50"])
@@ -811,7 +811,10 @@ async fn gstreamer_av(protocols: &str) {
         Duration::from_secs(30),
     )
     .await;
-    assert!(ok, "gst-launch over {protocols} failed:\n{stdout}\n{stderr}");
+    assert!(
+        ok,
+        "gst-launch over {protocols} failed:\n{stdout}\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -843,7 +846,10 @@ async fn retina_receives_aac() {
     assert_eq!(session.streams()[audio].encoding_name(), "mpeg4-generic");
     assert_eq!(session.streams()[audio].clock_rate_hz(), 16_000);
     for i in 0..session.streams().len() {
-        session.setup(i, SetupOptions::default()).await.expect("SETUP");
+        session
+            .setup(i, SetupOptions::default())
+            .await
+            .expect("SETUP");
     }
     let mut demuxed = session
         .play(PlayOptions::default())
@@ -1051,9 +1057,20 @@ async fn playback_control_and_live_scale() {
     .await;
     let session = session_of(&c.response().await.0);
     for (cseq, req) in [
-        (2, format!("PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\nRange: npt=10-\r\nScale: 2\r\n\r\n")),
-        (3, format!("PAUSE {url} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n")),
-        (4, format!("PLAY {url} RTSP/1.0\r\nCSeq: 4\r\nSession: {session}\r\n\r\n")),
+        (
+            2,
+            format!(
+                "PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\nRange: npt=10-\r\nScale: 2\r\n\r\n"
+            ),
+        ),
+        (
+            3,
+            format!("PAUSE {url} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n"),
+        ),
+        (
+            4,
+            format!("PLAY {url} RTSP/1.0\r\nCSeq: 4\r\nSession: {session}\r\n\r\n"),
+        ),
     ] {
         c.send(&req).await;
         let (resp, _) = c.response().await;

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use camgate::media::frame::{Chunks, Codec, Frame, StreamInfo, VideoParams};
 use camgate::media::hub::{Hub, HubConfig};
 use camgate::rtsp::{RtspServerConfig, serve};
-use camgate::streams::{SourceHandle, SourceProvider, StartFuture, StreamKey, Streams, StreamsConfig};
+use camgate::streams::{
+    SourceHandle, SourceProvider, StartFuture, StreamKey, Streams, StreamsConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +50,10 @@ impl SourceProvider for Synthetic {
                     audio: None,
                 });
                 let mut idr = vec![0x65u8; size * 2];
-                idr[1..].iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+                idr[1..]
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, b)| *b = i as u8);
                 let idr = Bytes::from(idr);
                 let p = Bytes::from(vec![0x41u8; size]);
                 let mut tick = tokio::time::interval(Duration::from_secs(1) / fps);

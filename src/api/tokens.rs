@@ -32,7 +32,10 @@ async fn mint(
     body: Result<axum::Json<MintRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(axum::Json(req)) = body else {
-        return error(StatusCode::BAD_REQUEST, "expected JSON {\"path\": \"/gb/…\"}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected JSON {\"path\": \"/gb/…\"}",
+        );
     };
     let path = req.path.split('?').next().unwrap_or_default();
     let Some(key) = StreamKey::from_path(path) else {

@@ -223,9 +223,11 @@ impl Authenticator {
                 Ok(self.tokens.redeem(token, key, now)?)
             }
             AuthMode::Basic => self.check_basic(req.authorization.ok_or(AuthError::Missing)?),
-            AuthMode::Digest => {
-                self.check_digest(req.authorization.ok_or(AuthError::Missing)?, req.method, nonce)
-            }
+            AuthMode::Digest => self.check_digest(
+                req.authorization.ok_or(AuthError::Missing)?,
+                req.method,
+                nonce,
+            ),
         }
     }
 
@@ -287,7 +289,10 @@ impl Authenticator {
             }
             Some(_) => return Err(AuthError::Unsupported),
         };
-        if constant_time_eq(expected.as_bytes(), response.to_ascii_lowercase().as_bytes()) {
+        if constant_time_eq(
+            expected.as_bytes(),
+            response.to_ascii_lowercase().as_bytes(),
+        ) {
             Ok(())
         } else {
             Err(AuthError::BadCredentials)
@@ -386,8 +391,14 @@ mod tests {
             "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1",
         );
         let md5 = header("MD5", "8ca523f5e9506fed4657c9700eebdbec");
-        assert_eq!(a.check(&k, present(Some(&sha)), nonce, Instant::now()), Ok(()));
-        assert_eq!(a.check(&k, present(Some(&md5)), nonce, Instant::now()), Ok(()));
+        assert_eq!(
+            a.check(&k, present(Some(&sha)), nonce, Instant::now()),
+            Ok(())
+        );
+        assert_eq!(
+            a.check(&k, present(Some(&md5)), nonce, Instant::now()),
+            Ok(())
+        );
         assert_eq!(
             a.check(&k, present(Some(&md5)), "other", Instant::now()),
             Err(AuthError::StaleNonce)
@@ -441,11 +452,21 @@ mod tests {
         let k = key("gb/a/b");
         let now = Instant::now();
         assert_eq!(
-            a.check(&k, present(Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")), "", now),
+            a.check(
+                &k,
+                present(Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")),
+                "",
+                now
+            ),
             Ok(())
         );
         assert_eq!(
-            a.check(&k, present(Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZR==")), "", now),
+            a.check(
+                &k,
+                present(Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZR==")),
+                "",
+                now
+            ),
             Err(AuthError::BadCredentials)
         );
         assert_eq!(

@@ -145,9 +145,10 @@ pub fn render(
             }
             MediaKind::Audio if t.codec == Codec::Aac => {
                 let _ = write!(s, "m=audio 0 RTP/AVP {}\r\n", t.payload_type);
-                let (channels, config) = info.audio.as_ref().map_or((1, None), |(_, a)| {
-                    (a.channels.max(1), a.config.clone())
-                });
+                let (channels, config) = info
+                    .audio
+                    .as_ref()
+                    .map_or((1, None), |(_, a)| (a.channels.max(1), a.config.clone()));
                 let config = config.unwrap_or_else(|| {
                     Bytes::copy_from_slice(&aac::default_config(t.clock_rate, channels))
                 });
@@ -264,7 +265,10 @@ mod tests {
         // MJPEG has no payload format here; AAC does (RFC 3640).
         let t = tracks(&mjpeg);
         assert_eq!(t.len(), 1);
-        assert_eq!((t[0].codec, t[0].payload_type, t[0].clock_rate), (Codec::Aac, 97, 16000));
+        assert_eq!(
+            (t[0].codec, t[0].payload_type, t[0].clock_rate),
+            (Codec::Aac, 97, 16000)
+        );
         let sdp = render(&mjpeg, &t, IpAddr::V4(Ipv4Addr::LOCALHOST), 1, "x");
         assert!(
             sdp.contains("a=rtpmap:97 mpeg4-generic/16000/1\r\na=fmtp:97 streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config=1408\r\n"),

@@ -114,7 +114,8 @@ pub async fn serve(
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
                 if config.send_buffer > 0 {
-                    let _ = socket2::SockRef::from(&socket).set_send_buffer_size(config.send_buffer);
+                    let _ =
+                        socket2::SockRef::from(&socket).set_send_buffer_size(config.send_buffer);
                 }
                 let span = info_span!("rtsp", %peer);
                 tasks.spawn(

@@ -831,8 +831,10 @@ impl Connection {
             }
             Err(_) => return Err(RequestError::SessionNotFound),
         }
-        if matches!(req.method(), Method::Describe | Method::Setup | Method::Play)
-            && let Ok(target) = Self::target(req)
+        if matches!(
+            req.method(),
+            Method::Describe | Method::Setup | Method::Play
+        ) && let Ok(target) = Self::target(req)
         {
             self.authorize(req, &target.key, now)?;
         }
@@ -1340,7 +1342,9 @@ fn npt_start(range: &str) -> Option<f64> {
     // npt-hhmmss: H+:MM:SS[.frac]
     let mut parts = start.splitn(3, ':');
     let (h, m, sec) = (parts.next()?, parts.next()?, parts.next()?);
-    let total = h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + sec.parse::<f64>().ok()?;
+    let total = h.parse::<f64>().ok()? * 3600.0
+        + m.parse::<f64>().ok()? * 60.0
+        + sec.parse::<f64>().ok()?;
     total.is_finite().then_some(total)
 }
 

@@ -67,10 +67,7 @@ fn frequency_index(rate: u32) -> u8 {
     const RATES: [u32; 13] = [
         96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
     ];
-    RATES
-        .iter()
-        .position(|&r| r == rate)
-        .map_or(4, |i| i as u8)
+    RATES.iter().position(|&r| r == rate).map_or(4, |i| i as u8)
 }
 
 /// A 2-byte AudioSpecificConfig (AAC-LC) for when the source gave none.
@@ -106,7 +103,10 @@ mod tests {
         let mut out = Vec::new();
         Packetizer::Aac.packetize(&frame(unit), 1400, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].payload.to_vec(), [0x00, 0x10, 0x00, 5 << 3, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            out[0].payload.to_vec(),
+            [0x00, 0x10, 0x00, 5 << 3, 1, 2, 3, 4, 5]
+        );
         assert!(out[0].marker);
     }
 
@@ -117,7 +117,10 @@ mod tests {
         assert_eq!(out.len(), 3);
         for f in &out {
             let head = f.payload.slice(0, 4).to_vec();
-            assert_eq!(head, [0x00, 0x10, (300u16 << 3 >> 8) as u8, (300u16 << 3) as u8]);
+            assert_eq!(
+                head,
+                [0x00, 0x10, (300u16 << 3 >> 8) as u8, (300u16 << 3) as u8]
+            );
         }
         let sizes: Vec<usize> = out.iter().map(|f| f.payload.len() - 4).collect();
         assert_eq!(sizes, [100, 100, 100]);

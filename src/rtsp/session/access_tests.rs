@@ -191,7 +191,10 @@ fn playback_trick_play_reaches_the_control() {
         Instant::now(),
     );
     let resp = sent(&mut c);
-    assert!(resp.starts_with("RTSP/1.0 200 OK") && resp.contains("Scale: 2\r\n"), "{resp}");
+    assert!(
+        resp.starts_with("RTSP/1.0 200 OK") && resp.contains("Scale: 2\r\n"),
+        "{resp}"
+    );
     assert_eq!(
         events(&mut c),
         [
@@ -228,7 +231,10 @@ fn live_stream_refuses_scale_but_ignores_range() {
     assert!(sent(&mut c).starts_with("RTSP/1.0 456 Header Field Not Valid for Resource"));
     assert!(events(&mut c).is_empty());
     c.receive(
-        format!("PLAY {BASE} RTSP/1.0\r\nCSeq: 3\r\nSession: {id}\r\nScale: 1\r\nRange: npt=5-\r\n\r\n").as_bytes(),
+        format!(
+            "PLAY {BASE} RTSP/1.0\r\nCSeq: 3\r\nSession: {id}\r\nScale: 1\r\nRange: npt=5-\r\n\r\n"
+        )
+        .as_bytes(),
         Instant::now(),
     );
     assert!(sent(&mut c).starts_with("RTSP/1.0 200 OK"));
