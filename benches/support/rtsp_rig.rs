@@ -63,7 +63,7 @@ impl SourceProvider for Synthetic {
                         _ = stop.cancelled() => return "stopped".to_owned(),
                         _ = tick.tick() => {}
                     }
-                    let key = n % gop == 0;
+                    let key = n.is_multiple_of(gop);
                     let units = if key {
                         [SPS, PPS]
                             .iter()
