@@ -96,6 +96,33 @@ pub trait SourceProvider: Send + Sync + 'static {
     /// Start the source for `key`, publishing into `hub`. Resolves once the
     /// device has accepted (media may follow a little later).
     fn start<'a>(&'a self, key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a>;
+
+    /// Trick-play control of `key` when it is a recording being played
+    /// back; `None` (the default) for live streams, which cannot pause,
+    /// seek or change speed.
+    fn playback(&self, _key: &StreamKey) -> Option<Arc<dyn PlaybackControl>> {
+        None
+    }
+}
+
+/// A trick-play request from a viewer of a playback stream (RTSP PLAY
+/// with Range/Scale, PAUSE), for the source to pass on to the device
+/// (GB28181: MANSRTSP in a SIP INFO).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PlaybackCommand {
+    Pause,
+    Resume,
+    /// Playback speed; negative plays backwards (RFC 2326 §12.34).
+    Scale(f32),
+    /// Jump to this many seconds from the start of the recording.
+    Seek(f64),
+}
+
+pub type ControlFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StartError>> + Send + 'a>>;
+
+/// Implemented by sources that play recordings back.
+pub trait PlaybackControl: Send + Sync + 'static {
+    fn command(&self, command: PlaybackCommand) -> ControlFuture<'_>;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +194,14 @@ impl Viewer {
 
     pub fn subscribe(&self) -> Subscription {
         self.entry.hub.subscribe()
+    }
+
+    /// Trick-play control, when the stream is a playback.
+    pub fn playback(&self) -> Option<Arc<dyn PlaybackControl>> {
+        self.inner
+            .providers
+            .get(self.entry.key.scheme())
+            .and_then(|p| p.playback(&self.entry.key))
     }
 }
 

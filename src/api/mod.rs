@@ -23,6 +23,7 @@ mod events;
 mod gb_control;
 mod gb_queries;
 mod streams;
+mod tokens;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub streams: Streams,
     pub gb: Arc<GbPlatform>,
     pub health: Health,
+    /// One-time RTSP tokens, shared with the RTSP server.
+    pub tokens: Arc<crate::rtsp::tokens::TokenStore>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -42,6 +45,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(gb_control::routes())
         .merge(gb_queries::routes())
         .merge(events::routes())
+        .merge(tokens::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }
