@@ -9,6 +9,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod ctel;
 pub mod gb28181;
 pub mod ingest;
 pub mod media;
