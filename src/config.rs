@@ -22,6 +22,7 @@ pub struct Config {
     pub rtsp: RtspConfig,
     pub http: HttpConfig,
     pub demo: DemoConfig,
+    pub ctel: crate::ctel::config::CtelConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +252,7 @@ impl Config {
                 "demo ids must be 20 digits".into(),
             ));
         }
+        self.ctel.validate().map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 
@@ -275,7 +277,7 @@ impl Config {
 }
 
 /// Durations as whole (or fractional) seconds in YAML.
-mod secs {
+pub(crate) mod secs {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

@@ -48,6 +48,14 @@ pub struct Metrics {
     pub rtsp_errors: Family<Label, Counter>,
     pub rtsp_bytes_sent: Counter,
     pub http_requests: Counter,
+    pub ctel_registrations: Family<Label, Counter>,
+    pub ctel_logins: Family<Label, Counter>,
+    pub ctel_devices_online: Gauge,
+    pub ctel_link_errors: Family<Label, Counter>,
+    pub ctel_heartbeats: Counter,
+    pub ctel_token_checks: Family<Label, Counter>,
+    pub ctel_commands: Family<Label, Counter>,
+    pub ctel_pull_errors: Family<Label, Counter>,
 }
 
 fn build() -> Metrics {
@@ -209,6 +217,46 @@ fn build() -> Metrics {
             "camgate_http_requests",
             "HTTP API requests served",
             Counter::default()
+        ),
+        ctel_registrations: reg!(
+            "camgate_ctel_registrations",
+            "Telecom HTTP registrations, by outcome (ok, unknown_device, wrong_key, bad_request, redirect)",
+            Family::default()
+        ),
+        ctel_logins: reg!(
+            "camgate_ctel_logins",
+            "Telecom link logins, by outcome (ok, unknown_device, wrong_key)",
+            Family::default()
+        ),
+        ctel_devices_online: reg!(
+            "camgate_ctel_devices_online",
+            "Telecom devices with a live link",
+            Gauge::default()
+        ),
+        ctel_link_errors: reg!(
+            "camgate_ctel_link_errors",
+            "Telecom link errors, by kind (bad_head, oversize, bad_digest, xml_decode, timeout, ...)",
+            Family::default()
+        ),
+        ctel_heartbeats: reg!(
+            "camgate_ctel_heartbeats",
+            "Telecom heartbeats received",
+            Counter::default()
+        ),
+        ctel_token_checks: reg!(
+            "camgate_ctel_token_checks",
+            "Token checks devices asked for, by outcome (ok, unknown, expired, mismatch)",
+            Family::default()
+        ),
+        ctel_commands: reg!(
+            "camgate_ctel_commands",
+            "Platform commands sent to telecom devices, by outcome (ok, refused, timeout, offline)",
+            Family::default()
+        ),
+        ctel_pull_errors: reg!(
+            "camgate_ctel_pull_errors",
+            "Failed pulls of a telecom device's RTSP, by kind (connect, rtsp, offline)",
+            Family::default()
         ),
         registry: r,
     }

@@ -7,4 +7,8 @@
 //! a hub for the `ctel` stream scheme.
 
 pub mod frame;
+pub mod config;
 pub mod messages;
+pub mod platform;
+pub mod register;
+pub mod token;
