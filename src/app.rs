@@ -50,6 +50,14 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         ..StreamsConfig::default()
     })
     .with_provider("gb", Arc::new(GbSources::new(platform.clone())));
+    let (ctel, ctel_listener) = crate::ctel::server::bind_platform(&config, demo).await?;
+    let streams = match &ctel {
+        Some(p) => streams.with_provider(
+            "ctel",
+            Arc::new(crate::ctel::source::CtelSources::new(p.clone())),
+        ),
+        None => streams,
+    };
 
     let rtsp_listener = TcpListener::bind(config.rtsp.listen)
         .await
@@ -80,6 +88,7 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         let state = crate::api::ApiState {
             streams: streams.clone(),
             gb: platform.clone(),
+            ctel: ctel.clone(),
         };
         let cancel = shutdown.clone();
         tasks.spawn(async move {
@@ -87,6 +96,10 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
                 warn!("HTTP API stopped: {e}");
             }
         });
+    }
+
+    if let (Some(p), Some(listener)) = (&ctel, ctel_listener) {
+        tasks.spawn(crate::ctel::server::serve(listener, p.clone(), shutdown.clone()));
     }
 
     let host = config.advertised_ip();

@@ -15,6 +15,7 @@ use crate::gb28181::platform::GbPlatform;
 use crate::metrics;
 use crate::streams::Streams;
 
+mod ctel;
 mod devices;
 mod streams;
 
@@ -23,6 +24,8 @@ mod streams;
 pub struct ApiState {
     pub streams: Streams,
     pub gb: Arc<GbPlatform>,
+    /// Telecom devices; `None` when the `ctel` section is disabled.
+    pub ctel: Option<Arc<crate::ctel::platform::CtelPlatform>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -31,6 +34,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(devices::routes())
         .merge(streams::routes())
+        .merge(ctel::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

@@ -11,4 +11,6 @@ pub mod config;
 pub mod messages;
 pub mod platform;
 pub mod register;
+pub mod server;
+pub mod source;
 pub mod token;
