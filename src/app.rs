@@ -125,6 +125,24 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         );
     }
 
+    if demo && ctel.is_some() {
+        let sim = crate::sim::ctel_camera::SimCtelConfig::new(
+            format!("http://127.0.0.1:{http_port}/ctel/register"),
+            crate::ctel::server::DEMO_DEV_ID.into(),
+            crate::ctel::server::DEMO_DEV_KEY.into(),
+        );
+        let cancel = sip_cancel.clone();
+        tasks.spawn(async move {
+            if let Err(e) = crate::sim::ctel_camera::run(sim, cancel).await {
+                warn!("demo telecom camera stopped: {e:#}");
+            }
+        });
+        println!(
+            "demo telecom camera {dev}: play rtsp://127.0.0.1:{rtsp_port}/ctel/{dev}/0",
+            dev = crate::ctel::server::DEMO_DEV_ID,
+        );
+    }
+
     shutdown.cancelled().await;
     info!("stopping streams");
     streams.shutdown(SHUTDOWN_GRACE).await;
