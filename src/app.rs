@@ -99,7 +99,11 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
     }
 
     if let (Some(p), Some(listener)) = (&ctel, ctel_listener) {
-        tasks.spawn(crate::ctel::server::serve(listener, p.clone(), shutdown.clone()));
+        tasks.spawn(crate::ctel::server::serve(
+            listener,
+            p.clone(),
+            shutdown.clone(),
+        ));
     }
 
     let host = config.advertised_ip();

@@ -252,7 +252,9 @@ impl Config {
                 "demo ids must be 20 digits".into(),
             ));
         }
-        self.ctel.validate().map_err(|(key, message)| invalid(key, message))?;
+        self.ctel
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 

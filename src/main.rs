@@ -164,7 +164,10 @@ fn main() -> ExitCode {
                 };
                 let mut sim = SimCtelConfig::new(
                     register_url.unwrap_or_else(|| {
-                        format!("http://{}/ctel/register", std::net::SocketAddr::new(host, http.port()))
+                        format!(
+                            "http://{}/ctel/register",
+                            std::net::SocketAddr::new(host, http.port())
+                        )
                     }),
                     dev_id
                         .or_else(|| first.map(|d| d.dev_id.clone()))

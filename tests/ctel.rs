@@ -68,7 +68,11 @@ fn ctel_url(rig: &Rig) -> String {
 fn rtsp_status_line(port: u16, method: &str, url: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect sim RTSP");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "{method} {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = [0u8; 512];
     let n = s.read(&mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n])
@@ -111,9 +115,15 @@ fn registers_logs_in_and_serves_h264_behind_a_one_time_token() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("codec_name=h264"), "{text}\n{}", rig.logs());
-    assert!(text.contains("width=640") && text.contains("height=360"), "{text}");
+    assert!(
+        text.contains("width=640") && text.contains("height=360"),
+        "{text}"
+    );
 
-    let checks = status(&sim)["token_checks"].as_array().cloned().unwrap_or_default();
+    let checks = status(&sim)["token_checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(checks.len(), 1, "exactly one 0x35 check: {checks:?}");
     assert_eq!(checks[0]["result"], 0);
     assert_eq!(checks[0]["stream_type"], 1);
@@ -128,8 +138,14 @@ fn registers_logs_in_and_serves_h264_behind_a_one_time_token() {
     );
     let line = rtsp_status_line(sim_rtsp as u16, "DESCRIBE", &replay);
     assert!(line.starts_with("RTSP/1.0 401"), "{line}");
-    let checks = status(&sim)["token_checks"].as_array().cloned().unwrap_or_default();
-    let for_token: Vec<_> = checks.iter().filter(|c| c["token"] == token.as_str()).collect();
+    let checks = status(&sim)["token_checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let for_token: Vec<_> = checks
+        .iter()
+        .filter(|c| c["token"] == token.as_str())
+        .collect();
     assert_eq!(for_token.len(), 2);
     assert_eq!(for_token[1]["result"], 1);
     // A wrong channel is the camera's own 404, no check needed.
@@ -157,12 +173,20 @@ fn ptz_and_record_search_reach_the_camera() {
         .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
         .unwrap_or_default();
     assert_eq!(ptz, [3, 1, 0]);
-    let bad = http_request(rig.ports.http, "POST", &path, "application/json", r#"{"direction":"sideways"}"#);
+    let bad = http_request(
+        rig.ports.http,
+        "POST",
+        &path,
+        "application/json",
+        r#"{"direction":"sideways"}"#,
+    );
     assert_eq!(bad.map(|(c, _)| c), Some(422));
 
     let records = json(
         rig.ports.http,
-        &format!("/api/v1/ctel/devices/{DEV}/records?channel=0&start=202601010000&end=202601010430"),
+        &format!(
+            "/api/v1/ctel/devices/{DEV}/records?channel=0&start=202601010000&end=202601010430"
+        ),
     );
     assert_eq!(records["total"], 5, "{records}");
     let names: Vec<&str> = records["files"]
@@ -173,13 +197,21 @@ fn ptz_and_record_search_reach_the_camera() {
         .collect();
     assert_eq!(
         names,
-        (0..5).map(|h| format!("ch0_20260101{h:02}0000.mp4")).collect::<Vec<_>>()
+        (0..5)
+            .map(|h| format!("ch0_20260101{h:02}0000.mp4"))
+            .collect::<Vec<_>>()
     );
     let page2 = json(
         rig.ports.http,
         &format!("/api/v1/ctel/devices/{DEV}/records?start=202601010000&end=202601012359&page=3"),
     );
-    assert_eq!((page2["total"].as_u64(), page2["files"].as_array().map(Vec::len)), (Some(24), Some(4)));
+    assert_eq!(
+        (
+            page2["total"].as_u64(),
+            page2["files"].as_array().map(Vec::len)
+        ),
+        (Some(24), Some(4))
+    );
     let (code, _) = http_get(
         rig.ports.http,
         &format!("/api/v1/ctel/devices/{DEV}/records?start=2026&end=202601012359"),
@@ -199,8 +231,23 @@ fn ptz_and_record_search_reach_the_camera() {
     .unwrap();
     assert_eq!(code, 200, "{body}");
     let v = json(rig.ports.http, &format!("{vpath}?channel=0&stream_type=2"));
-    assert_eq!((v["frame_size"].as_u64(), v["frame_rate"].as_u64(), v["bit_rate"].as_u64()), (Some(3), Some(15), Some(4)), "{v}");
-    let (code, _) = http_request(rig.ports.http, "POST", &format!("/api/v1/ctel/devices/{DEV}/reboot"), "application/json", "").unwrap();
+    assert_eq!(
+        (
+            v["frame_size"].as_u64(),
+            v["frame_rate"].as_u64(),
+            v["bit_rate"].as_u64()
+        ),
+        (Some(3), Some(15), Some(4)),
+        "{v}"
+    );
+    let (code, _) = http_request(
+        rig.ports.http,
+        "POST",
+        &format!("/api/v1/ctel/devices/{DEV}/reboot"),
+        "application/json",
+        "",
+    )
+    .unwrap();
     assert_eq!(code, 200);
     assert_eq!(status(&sim)["reboots"], 1);
 }
@@ -214,7 +261,19 @@ fn heartbeat_expiry_takes_the_device_offline_and_ends_its_stream() {
     // up after 3 s without a byte.
     let (rig, _sim) = rig(3.0, &["--heartbeat-secs", "0.5", "--heartbeats", "4"]);
     let mut viewer = Command::new("ffmpeg")
-        .args(["-v", "error", "-rtsp_transport", "tcp", "-i", &ctel_url(&rig), "-t", "60", "-f", "null", "-"])
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            &ctel_url(&rig),
+            "-t",
+            "60",
+            "-f",
+            "null",
+            "-",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -223,7 +282,10 @@ fn heartbeat_expiry_takes_the_device_offline_and_ends_its_stream() {
     wait_for(&rig, "the stream to run", || {
         json(rig.ports.http, "/api/v1/streams")
             .as_array()
-            .is_some_and(|a| a.iter().any(|s| s["key"] == format!("ctel/{DEV}/0") && s["frames"].as_u64() > Some(0)))
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|s| s["key"] == format!("ctel/{DEV}/0") && s["frames"].as_u64() > Some(0))
+            })
     });
     wait_for(&rig, "device offline", || device(&rig)["online"] == false);
     wait_for(&rig, "the stream to end", || {
@@ -231,7 +293,9 @@ fn heartbeat_expiry_takes_the_device_offline_and_ends_its_stream() {
             .as_array()
             .is_some_and(|a| !a.iter().any(|s| s["key"] == format!("ctel/{DEV}/0")))
     });
-    wait_for(&rig, "the viewer to be let go", || matches!(viewer.try_wait(), Ok(Some(_))));
+    wait_for(&rig, "the viewer to be let go", || {
+        matches!(viewer.try_wait(), Ok(Some(_)))
+    });
     assert!(rig.metric("camgate_ctel_link_errors_total{kind=\"timeout\"}") >= 1.0);
     // A new viewer is refused while the device is offline.
     let probe = run_with_timeout(

@@ -52,10 +52,15 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/ctel/events", get(events))
 }
 
-fn platform(s: &ApiState) -> Result<&Arc<CtelPlatform>, Response> {
-    s.ctel
-        .as_ref()
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "telecom devices are disabled (ctel.enabled)"))
+fn platform(s: &ApiState) -> Option<&Arc<CtelPlatform>> {
+    s.ctel.as_ref()
+}
+
+fn disabled() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "telecom devices are disabled (ctel.enabled)",
+    )
 }
 
 fn xml(body: String) -> Response {
@@ -72,9 +77,8 @@ fn bad_registration(e: register::RegisterError) -> Response {
 }
 
 async fn register_device(State(s): State<ApiState>, body: Bytes) -> Response {
-    let p = match platform(&s) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = platform(&s) else {
+        return disabled();
     };
     match register::parse::<RegisterReq>(&body) {
         Ok(req) => xml(register::to_xml(&p.on_register(&req, SystemTime::now()))),
@@ -83,8 +87,8 @@ async fn register_device(State(s): State<ApiState>, body: Bytes) -> Response {
 }
 
 async fn redirect_device(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = platform(&s) {
-        return r;
+    if platform(&s).is_none() {
+        return disabled();
     }
     let req = match register::parse::<RedirectReq>(&body) {
         Ok(r) => r,
@@ -108,16 +112,12 @@ async fn redirect_device(State(s): State<ApiState>, headers: HeaderMap, body: By
 }
 
 async fn list_devices(State(s): State<ApiState>) -> Response {
-    match platform(&s) {
-        Ok(p) => axum::Json(p.devices()).into_response(),
-        Err(r) => r,
-    }
+    platform(&s).map_or_else(disabled, |p| axum::Json(p.devices()).into_response())
 }
 
 async fn get_device(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    let p = match platform(&s) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = platform(&s) else {
+        return disabled();
     };
     match p.device(&id) {
         Some(d) => axum::Json(d).into_response(),
@@ -126,10 +126,7 @@ async fn get_device(State(s): State<ApiState>, Path(id): Path<String>) -> Respon
 }
 
 async fn events(State(s): State<ApiState>) -> Response {
-    match platform(&s) {
-        Ok(p) => axum::Json(p.events()).into_response(),
-        Err(r) => r,
-    }
+    platform(&s).map_or_else(disabled, |p| axum::Json(p.events()).into_response())
 }
 
 fn command_error(e: CommandError) -> Response {
@@ -162,9 +159,8 @@ async fn ptz(
     Path(id): Path<String>,
     axum::Json(body): axum::Json<PtzBody>,
 ) -> Response {
-    let p = match platform(&s) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = platform(&s) else {
+        return disabled();
     };
     let req = m::VideoPtzReq {
         dev_id: id.clone(),
@@ -182,9 +178,8 @@ async fn ptz(
 }
 
 async fn reboot(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    let p = match platform(&s) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = platform(&s) else {
+        return disabled();
     };
     let req = m::RebootReq { dev_id: id.clone() };
     match p
@@ -214,9 +209,8 @@ async fn get_video(
     Path(id): Path<String>,
     Query(q): Query<VideoQuery>,
 ) -> Response {
-    let p = match platform(&s) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = platform(&s) else {
+        return disabled();
     };
     let req = m::GetChannelReq {
         dev_id: id.clone(),
@@ -258,9 +252,8 @@ async fn set_video(
     Path(id): Path<String>,
     axum::Json(b): axum::Json<SetVideoBody>,
 ) -> Response {
-    let p = match platform(&s) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = platform(&s) else {
+        return disabled();
     };
     if !(1..=13).contains(&b.bit_rate) || !(1..=3).contains(&b.frame_size) {
         return error(
@@ -311,9 +304,8 @@ async fn records(
     Path(id): Path<String>,
     Query(q): Query<RecordsQuery>,
 ) -> Response {
-    let p = match platform(&s) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = platform(&s) else {
+        return disabled();
     };
     if !is_minute_stamp(&q.start) || !is_minute_stamp(&q.end) || q.page == 0 {
         return error(

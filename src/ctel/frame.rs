@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].cmd, got[0].seq), (0x31, 7));
         assert_eq!(got[0].body_str(), "<LOGIN_REQ>设备</LOGIN_REQ>");
-        assert_eq!((got[1].cmd, got[1].seq, got[1].body.len()), (0x33, 65535, 0));
+        assert_eq!(
+            (got[1].cmd, got[1].seq, got[1].body.len()),
+            (0x33, 65535, 0)
+        );
         assert_eq!(d.buffered(), 0);
     }
 
@@ -239,7 +242,9 @@ mod tests {
 
     #[test]
     fn tampered_body_fails_digest() {
-        let mut bytes = encode(0x64, 3, b"<PtzDirection>1</PtzDirection>").unwrap().to_vec();
+        let mut bytes = encode(0x64, 3, b"<PtzDirection>1</PtzDirection>")
+            .unwrap()
+            .to_vec();
         bytes[HEADER_LEN + 15] = b'2';
         let mut d = FrameDecoder::new(MAX_BODY);
         d.push(&bytes);

@@ -6,8 +6,8 @@
 //! ([`token`]) with the platform per viewer; [`source`] pulls that RTSP into
 //! a hub for the `ctel` stream scheme.
 
-pub mod frame;
 pub mod config;
+pub mod frame;
 pub mod messages;
 pub mod platform;
 pub mod register;

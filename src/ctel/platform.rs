@@ -91,7 +91,10 @@ impl RtspAddresses {
 
     pub fn in_order(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = Vec::with_capacity(3);
-        for a in [self.local, self.upnp, self.turn_relay].into_iter().flatten() {
+        for a in [self.local, self.upnp, self.turn_relay]
+            .into_iter()
+            .flatten()
+        {
             if !v.contains(&a) {
                 v.push(a);
             }
@@ -297,12 +300,8 @@ impl CtelPlatform {
 
     /// §7.2.1 REGISTER_REQ.
     pub fn on_register(&self, req: &RegisterReq, wall: SystemTime) -> RegisterRes {
-        let res = register::decide_register(
-            &self.config,
-            req,
-            &self.link_address(),
-            &telecom_time(wall),
-        );
+        let res =
+            register::decide_register(&self.config, req, &self.link_address(), &telecom_time(wall));
         let outcome = match res.result {
             register::REGISTER_OK => "ok",
             register::REGISTER_UNKNOWN_DEVICE => "unknown_device",
@@ -313,7 +312,9 @@ impl CtelPlatform {
             .get_or_create(&label("outcome", outcome))
             .inc();
         if res.result == register::REGISTER_OK {
-            Self::entry(&mut self.lock(), &req.dev_id).info.registered_at = Some(unix(wall));
+            Self::entry(&mut self.lock(), &req.dev_id)
+                .info
+                .registered_at = Some(unix(wall));
             info!(dev_id = %req.dev_id, "telecom device registered over HTTP");
         } else {
             warn!(dev_id = %req.dev_id, result = res.result, "telecom registration refused");
@@ -321,7 +322,11 @@ impl CtelPlatform {
         res
     }
 
-    pub fn new_session(&self, peer: SocketAddr, commands: mpsc::Sender<LinkCommand>) -> LinkSession {
+    pub fn new_session(
+        &self,
+        peer: SocketAddr,
+        commands: mpsc::Sender<LinkCommand>,
+    ) -> LinkSession {
         LinkSession {
             id: self.next_link_id.fetch_add(1, Ordering::Relaxed),
             peer,
@@ -401,7 +406,14 @@ impl CtelPlatform {
                 let scope = TokenScope::Live {
                     stream_type: req.stream_type,
                 };
-                let result = self.check_token(&dev_id, &req.dev_id, req.channel_no, &req.hash_token, &scope, now);
+                let result = self.check_token(
+                    &dev_id,
+                    &req.dev_id,
+                    req.channel_no,
+                    &req.hash_token,
+                    &scope,
+                    now,
+                );
                 m::to_xml(&m::VideoPlayRes { result, dev_id })?
             }
             cmd::RECORD_PLAY => {
@@ -409,7 +421,14 @@ impl CtelPlatform {
                 let scope = TokenScope::Record {
                     file_name: req.file_name,
                 };
-                let result = self.check_token(&dev_id, &req.dev_id, req.channel_no, &req.hash_token, &scope, now);
+                let result = self.check_token(
+                    &dev_id,
+                    &req.dev_id,
+                    req.channel_no,
+                    &req.hash_token,
+                    &scope,
+                    now,
+                );
                 m::to_xml(&m::RecordPlayRes { result, dev_id })?
             }
             cmd::FTP_PICTURE => {
@@ -502,7 +521,8 @@ impl CtelPlatform {
         let outcome = if claimed_dev != link_dev {
             Err(TokenError::Mismatch)
         } else {
-            self.lock_tokens().redeem(token, link_dev, channel, scope, now)
+            self.lock_tokens()
+                .redeem(token, link_dev, channel, scope, now)
         };
         let kind = outcome.map_or_else(|e| e.kind(), |()| "ok");
         metrics::get()
@@ -550,7 +570,11 @@ impl CtelPlatform {
     }
 
     pub fn devices(&self) -> Vec<CtelDevice> {
-        self.lock().devices.values().map(|d| d.info.clone()).collect()
+        self.lock()
+            .devices
+            .values()
+            .map(|d| d.info.clone())
+            .collect()
     }
 
     pub fn device(&self, dev_id: &str) -> Option<CtelDevice> {
@@ -722,7 +746,9 @@ mod tests {
         let wall = SystemTime::now();
         let hb = packet(0, &m::HeartbeatReq::default());
         assert_eq!(
-            p.handle_request(&mut s, &hb, now, wall).err().map(|e| e.kind()),
+            p.handle_request(&mut s, &hb, now, wall)
+                .err()
+                .map(|e| e.kind()),
             Some("not_logged_in")
         );
         let bad = m::LoginReq {
@@ -730,9 +756,14 @@ mod tests {
             dev_key: "wrong".into(),
             ..Default::default()
         };
-        let r = p.handle_request(&mut s, &packet(1, &bad), now, wall).unwrap();
+        let r = p
+            .handle_request(&mut s, &packet(1, &bad), now, wall)
+            .unwrap();
         assert!(r.close);
-        assert_eq!(m::from_xml::<m::LoginRes>(&r.body).unwrap().result, m::LOGIN_WRONG_KEY);
+        assert_eq!(
+            m::from_xml::<m::LoginRes>(&r.body).unwrap().result,
+            m::LOGIN_WRONG_KEY
+        );
         let good = m::LoginReq {
             dev_key: "k".into(),
             local_ip: "127.0.0.1".into(),
@@ -741,7 +772,9 @@ mod tests {
             rtsp_upnp_port: 10554,
             ..bad
         };
-        let r = p.handle_request(&mut s, &packet(2, &good), now, wall).unwrap();
+        let r = p
+            .handle_request(&mut s, &packet(2, &good), now, wall)
+            .unwrap();
         assert!(!r.close);
         assert_eq!((r.cmd, r.seq), (cmd::LOGIN, 2));
         let abilities = m::AbilityUpReq {
@@ -750,12 +783,15 @@ mod tests {
             ptz_flag: 1,
             ..Default::default()
         };
-        p.handle_request(&mut s, &packet(3, &abilities), now, wall).unwrap();
+        p.handle_request(&mut s, &packet(3, &abilities), now, wall)
+            .unwrap();
         let d = p.device("81300000001").unwrap();
         assert!(d.online && d.ptz);
         assert_eq!((d.channels, d.manufacturer), (2, Some("皓维")));
 
-        let ticket = p.ticket_live("81300000001", 0, 1, now, wall, [7; 16]).unwrap();
+        let ticket = p
+            .ticket_live("81300000001", 0, 1, now, wall, [7; 16])
+            .unwrap();
         assert_eq!(
             ticket.addresses,
             vec![
@@ -770,13 +806,21 @@ mod tests {
             hash_token: ticket.token.clone(),
         };
         for (seq, expect) in [(4, m::RESULT_OK), (5, m::TOKEN_INVALID)] {
-            let r = p.handle_request(&mut s, &packet(seq, &check), now, wall).unwrap();
-            assert_eq!(m::from_xml::<m::VideoPlayRes>(&r.body).unwrap().result, expect);
+            let r = p
+                .handle_request(&mut s, &packet(seq, &check), now, wall)
+                .unwrap();
+            assert_eq!(
+                m::from_xml::<m::VideoPlayRes>(&r.body).unwrap().result,
+                expect
+            );
         }
         p.link_closed(&s, "test");
         assert!(ticket.gone.is_cancelled());
         assert!(!p.device("81300000001").unwrap().online);
-        assert!(p.ticket_live("81300000001", 0, 1, now, wall, [0; 16]).is_err());
+        assert!(
+            p.ticket_live("81300000001", 0, 1, now, wall, [0; 16])
+                .is_err()
+        );
     }
 
     #[test]

@@ -27,7 +27,11 @@ use crate::metrics::{self, label};
 /// Platform commands in flight per link; more wait in the queue.
 const MAX_PENDING: usize = 32;
 
-pub async fn serve(listener: TcpListener, platform: Arc<CtelPlatform>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    platform: Arc<CtelPlatform>,
+    shutdown: CancellationToken,
+) {
     let tasks = TaskTracker::new();
     loop {
         let accepted = tokio::select! {

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use retina::client::{PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport};
+use retina::client::{
+    PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+};
 use retina::codec::{CodecItem, VideoFrame};
 use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
@@ -91,7 +93,14 @@ async fn start_live(
     let mut tried = 0;
     loop {
         let ticket = platform
-            .ticket_live(dev_id, channel, stream_type, Instant::now(), SystemTime::now(), rand::random())
+            .ticket_live(
+                dev_id,
+                channel,
+                stream_type,
+                Instant::now(),
+                SystemTime::now(),
+                rand::random(),
+            )
             .map_err(|e| match e {
                 CommandError::UnknownDevice(d) => StartError::NotFound(d),
                 _ => {
@@ -102,7 +111,9 @@ async fn start_live(
         let Some(&addr) = ticket.addresses.get(tried) else {
             if tried == 0 {
                 pull_error("no_address");
-                return Err(StartError::Failed(format!("device {dev_id} gave no RTSP address")));
+                return Err(StartError::Failed(format!(
+                    "device {dev_id} gave no RTSP address"
+                )));
             }
             return Err(last_error);
         };
@@ -168,7 +179,10 @@ async fn open(url: url::Url) -> Result<retina::client::Demuxed, StartError> {
         )
         .await
         .map_err(rejected)?;
-    let playing = session.play(PlayOptions::default()).await.map_err(rejected)?;
+    let playing = session
+        .play(PlayOptions::default())
+        .await
+        .map_err(rejected)?;
     playing.demuxed().map_err(rejected)
 }
 
@@ -272,9 +286,6 @@ fn publish_info(hub: &Hub, params: &VideoParams) {
     }
 }
 
-
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,8 +293,14 @@ mod tests {
     #[test]
     fn keys() {
         let k = |s| StreamKey::from_path(s).unwrap();
-        assert_eq!(parse_key(&k("ctel/81200000001/0")), Some(("81200000001", 0, 1)));
-        assert_eq!(parse_key(&k("ctel/81200000001/3/sub")), Some(("81200000001", 3, 2)));
+        assert_eq!(
+            parse_key(&k("ctel/81200000001/0")),
+            Some(("81200000001", 0, 1))
+        );
+        assert_eq!(
+            parse_key(&k("ctel/81200000001/3/sub")),
+            Some(("81200000001", 3, 2))
+        );
         assert_eq!(parse_key(&k("ctel/81200000001/x")), None);
         assert_eq!(parse_key(&k("ctel/81200000001/0/hd")), None);
         assert_eq!(parse_key(&k("ctel/abc/0")), None);

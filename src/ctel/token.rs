@@ -187,7 +187,13 @@ mod tests {
         );
         let t = book.mint(input(3), LIVE, now);
         assert_eq!(
-            book.redeem(&t, "81200000001", 0, &TokenScope::Live { stream_type: 2 }, now),
+            book.redeem(
+                &t,
+                "81200000001",
+                0,
+                &TokenScope::Live { stream_type: 2 },
+                now
+            ),
             Err(TokenError::Mismatch)
         );
         assert_eq!(

@@ -168,8 +168,12 @@ pub async fn run(config: SimCtelConfig, cancel: CancellationToken) -> anyhow::Re
 struct Silent;
 
 async fn http_post(url: &str, body: &str) -> anyhow::Result<String> {
-    let rest = url.strip_prefix("http://").context("register URL must be http://")?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let rest = url
+        .strip_prefix("http://")
+        .context("register URL must be http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut s = TcpStream::connect(host).await?;
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/xml;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -179,9 +183,14 @@ async fn http_post(url: &str, body: &str) -> anyhow::Result<String> {
     let mut resp = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut resp)).await??;
     let text = String::from_utf8_lossy(&resp).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") {
-        bail!("registration answered {}", head.lines().next().unwrap_or_default());
+        bail!(
+            "registration answered {}",
+            head.lines().next().unwrap_or_default()
+        );
     }
     Ok(body.to_owned())
 }
@@ -195,12 +204,16 @@ struct Link {
 impl Link {
     async fn send_request<T: Message>(&mut self, msg: &T) -> anyhow::Result<u16> {
         let seq = self.seq.next_request();
-        self.socket.write_all(&encode(T::CMD, seq, m::to_xml(msg)?.as_bytes())?).await?;
+        self.socket
+            .write_all(&encode(T::CMD, seq, m::to_xml(msg)?.as_bytes())?)
+            .await?;
         Ok(seq)
     }
 
     async fn respond<T: Message>(&mut self, seq: u16, msg: &T) -> anyhow::Result<()> {
-        self.socket.write_all(&encode(T::CMD, seq, m::to_xml(msg)?.as_bytes())?).await?;
+        self.socket
+            .write_all(&encode(T::CMD, seq, m::to_xml(msg)?.as_bytes())?)
+            .await?;
         Ok(())
     }
 
@@ -273,8 +286,14 @@ async fn session(
         ptz_flag: 1,
         local_store_flag: 1,
         video: vec![
-            m::VideoAbility { stream_type: 1, frame_size: 1 },
-            m::VideoAbility { stream_type: 2, frame_size: 3 },
+            m::VideoAbility {
+                stream_type: 1,
+                frame_size: 1,
+            },
+            m::VideoAbility {
+                stream_type: 2,
+                frame_size: 3,
+            },
         ],
         ..Default::default()
     })
@@ -336,12 +355,18 @@ async fn handle_packet(
             let req: m::VideoPtzReq = m::from_xml(text)?;
             info!(direction = req.ptz_direction, "sim-ctel PTZ");
             shared.update(|s| s.ptz.push(req.ptz_direction));
-            let result = if m::PtzDirection::from_code(req.ptz_direction).is_some() { 0 } else { m::RESULT_OTHER };
-            link.respond(p.seq, &m::VideoPtzRes { result, dev_id }).await?;
+            let result = if m::PtzDirection::from_code(req.ptz_direction).is_some() {
+                0
+            } else {
+                m::RESULT_OTHER
+            };
+            link.respond(p.seq, &m::VideoPtzRes { result, dev_id })
+                .await?;
         }
         cmd::REBOOT => {
             shared.update(|s| s.reboots += 1);
-            link.respond(p.seq, &m::RebootRes { result: 0, dev_id }).await?;
+            link.respond(p.seq, &m::RebootRes { result: 0, dev_id })
+                .await?;
         }
         cmd::FILE_QUERY => {
             let req: m::FileQueryReq = m::from_xml(text)?;
@@ -357,38 +382,48 @@ async fn handle_packet(
                 .take(m::FILES_PER_PAGE)
                 .cloned()
                 .collect();
-            link.respond(p.seq, &m::FileQueryRes {
-                result: 0,
-                dev_id,
-                total_record_num: matching.len() as u32,
-                file,
-            })
+            link.respond(
+                p.seq,
+                &m::FileQueryRes {
+                    result: 0,
+                    dev_id,
+                    total_record_num: matching.len() as u32,
+                    file,
+                },
+            )
             .await?;
         }
         cmd::SET_CHANNEL => {
             let req: m::SetChannelReq = m::from_xml(text)?;
             settings.insert((req.channel_no, req.stream_type), req);
-            link.respond(p.seq, &m::SetChannelRes { result: 0, dev_id }).await?;
+            link.respond(p.seq, &m::SetChannelRes { result: 0, dev_id })
+                .await?;
         }
         cmd::GET_CHANNEL => {
             let req: m::GetChannelReq = m::from_xml(text)?;
-            let s = settings.get(&(req.channel_no, req.stream_type)).cloned().unwrap_or(m::SetChannelReq {
-                frame_size: 1,
-                frame_rate: 25,
-                bit_rate: 8,
-                ..Default::default()
-            });
-            link.respond(p.seq, &m::GetChannelRes {
-                result: 0,
-                dev_id,
-                channel_no: req.channel_no,
-                stream_type: req.stream_type,
-                frame_size: s.frame_size,
-                frame_rate: s.frame_rate,
-                rate_type: s.rate_type,
-                bit_rate: s.bit_rate,
-                audio_input: s.audio_input,
-            })
+            let s = settings
+                .get(&(req.channel_no, req.stream_type))
+                .cloned()
+                .unwrap_or(m::SetChannelReq {
+                    frame_size: 1,
+                    frame_rate: 25,
+                    bit_rate: 8,
+                    ..Default::default()
+                });
+            link.respond(
+                p.seq,
+                &m::GetChannelRes {
+                    result: 0,
+                    dev_id,
+                    channel_no: req.channel_no,
+                    stream_type: req.stream_type,
+                    frame_size: s.frame_size,
+                    frame_rate: s.frame_rate,
+                    rate_type: s.rate_type,
+                    bit_rate: s.bit_rate,
+                    audio_input: s.audio_input,
+                },
+            )
             .await?;
         }
         other => warn!(cmd = other, "sim-ctel ignores command"),

@@ -177,7 +177,12 @@ async fn authorize(ctx: &RtspContext, url: &str) -> Result<(), &'static str> {
         stream_type,
         hash_token: token.clone(),
     };
-    let result = if ctx.checks.send(TokenCheck { request, reply: tx }).await.is_ok() {
+    let result = if ctx
+        .checks
+        .send(TokenCheck { request, reply: tx })
+        .await
+        .is_ok()
+    {
         rx.await.ok().flatten()
     } else {
         None
