@@ -148,6 +148,10 @@ fn registers_logs_in_and_serves_h264_behind_a_one_time_token() {
         .collect();
     assert_eq!(for_token.len(), 2);
     assert_eq!(for_token[1]["result"], 1);
+    // The viewer left: after idle_timeout the gateway tears the pull down.
+    wait_for(&rig, "the camera to stop streaming", || {
+        status(&sim)["playing"] == 0
+    });
     // A wrong channel is the camera's own 404, no check needed.
     let wrong = replay.replace("channelno=0", "channelno=7");
     assert!(rtsp_status_line(sim_rtsp as u16, "DESCRIBE", &wrong).starts_with("RTSP/1.0 404"));
