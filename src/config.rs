@@ -31,6 +31,7 @@ pub struct Config {
     /// On SIGTERM/SIGINT, how long draining (viewers closed, devices sent
     /// BYE) may take before the process exits anyway.
     pub shutdown_grace: ShutdownGrace,
+    pub ctel: crate::ctel::config::CtelConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -430,6 +431,9 @@ impl Config {
         if self.gb.query_timeout.is_zero() {
             return Err(invalid("gb.query_timeout", "must be above 0".into()));
         }
+        self.ctel
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 
@@ -454,7 +458,7 @@ impl Config {
 }
 
 /// Durations as whole (or fractional) seconds in YAML.
-mod secs {
+pub(crate) mod secs {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

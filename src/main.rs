@@ -46,6 +46,31 @@ enum Command {
         #[arg(long)]
         ignore_invites: bool,
     },
+    /// Run only a simulated China Telecom 手机看店 camera that registers at
+    /// the gateway of the configuration (ids default to the first
+    /// `ctel.devices` entry).
+    SimCtel {
+        #[arg(long)]
+        register_url: Option<String>,
+        #[arg(long)]
+        dev_id: Option<String>,
+        #[arg(long)]
+        dev_key: Option<String>,
+        /// Port of the camera's own RTSP server (0 = any).
+        #[arg(long, default_value_t = 0)]
+        rtsp_port: u16,
+        /// Serve `GET /status` (what the camera saw) on this port.
+        #[arg(long)]
+        status_port: Option<u16>,
+        #[arg(long, default_value_t = 120.0)]
+        heartbeat_secs: f64,
+        /// Send this many heartbeats, then hang silently.
+        #[arg(long)]
+        heartbeats: Option<u32>,
+        /// Advertise a closed LocalIP port so viewers must use UpnpIP.
+        #[arg(long)]
+        dead_local_address: bool,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -118,6 +143,47 @@ fn main() -> ExitCode {
                 }
                 sim.answer_invites = !ignore_invites;
                 camgate::sim::run(sim, shutdown).await
+            }
+            Some(Command::SimCtel {
+                register_url,
+                dev_id,
+                dev_key,
+                rtsp_port,
+                status_port,
+                heartbeat_secs,
+                heartbeats,
+                dead_local_address,
+            }) => {
+                use camgate::sim::ctel_camera::{SimCtelConfig, run};
+                let first = config.ctel.devices.first();
+                let http = config.http.listen;
+                let host = if http.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    http.ip()
+                };
+                let mut sim = SimCtelConfig::new(
+                    register_url.unwrap_or_else(|| {
+                        format!(
+                            "http://{}/ctel/register",
+                            std::net::SocketAddr::new(host, http.port())
+                        )
+                    }),
+                    dev_id
+                        .or_else(|| first.map(|d| d.dev_id.clone()))
+                        .unwrap_or_else(|| camgate::ctel::server::DEMO_DEV_ID.into()),
+                    dev_key
+                        .or_else(|| first.map(|d| d.dev_key.clone()))
+                        .unwrap_or_else(|| camgate::ctel::server::DEMO_DEV_KEY.into()),
+                );
+                sim.rtsp_listen.set_port(rtsp_port);
+                sim.status_listen =
+                    status_port.map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+                sim.heartbeat_interval =
+                    std::time::Duration::from_secs_f64(heartbeat_secs.clamp(0.05, 3600.0));
+                sim.heartbeats = heartbeats;
+                sim.dead_local_address = dead_local_address;
+                run(sim, shutdown).await
             }
             _ => {
                 let live = camgate::reload::LiveConfig::new(config, cli.config.clone());

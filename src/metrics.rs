@@ -69,6 +69,14 @@ pub struct Metrics {
     pub rtsp_first_frame_seconds: Histogram,
     pub rtsp_viewers_dropped: Family<Label, Counter>,
     pub rtsp_tokens_minted: Counter,
+    pub ctel_registrations: Family<Label, Counter>,
+    pub ctel_logins: Family<Label, Counter>,
+    pub ctel_devices_online: Gauge,
+    pub ctel_link_errors: Family<Label, Counter>,
+    pub ctel_heartbeats: Counter,
+    pub ctel_token_checks: Family<Label, Counter>,
+    pub ctel_commands: Family<Label, Counter>,
+    pub ctel_pull_errors: Family<Label, Counter>,
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -324,6 +332,46 @@ fn build() -> Metrics {
             "One-time RTSP hash tokens minted through the API",
             Counter::default()
         ),
+        ctel_registrations: reg!(
+            "camgate_ctel_registrations",
+            "Telecom HTTP registrations, by outcome (ok, unknown_device, wrong_key, bad_request, redirect)",
+            Family::default()
+        ),
+        ctel_logins: reg!(
+            "camgate_ctel_logins",
+            "Telecom link logins, by outcome (ok, unknown_device, wrong_key)",
+            Family::default()
+        ),
+        ctel_devices_online: reg!(
+            "camgate_ctel_devices_online",
+            "Telecom devices with a live link",
+            Gauge::default()
+        ),
+        ctel_link_errors: reg!(
+            "camgate_ctel_link_errors",
+            "Telecom link errors, by kind (bad_head, oversize, bad_digest, xml_decode, timeout, ...)",
+            Family::default()
+        ),
+        ctel_heartbeats: reg!(
+            "camgate_ctel_heartbeats",
+            "Telecom heartbeats received",
+            Counter::default()
+        ),
+        ctel_token_checks: reg!(
+            "camgate_ctel_token_checks",
+            "Token checks devices asked for, by outcome (ok, unknown, expired, mismatch)",
+            Family::default()
+        ),
+        ctel_commands: reg!(
+            "camgate_ctel_commands",
+            "Platform commands sent to telecom devices, by outcome (ok, refused, timeout, offline)",
+            Family::default()
+        ),
+        ctel_pull_errors: reg!(
+            "camgate_ctel_pull_errors",
+            "Failed pulls of a telecom device's RTSP, by kind (connect, rtsp, offline)",
+            Family::default()
+        ),
         registry: r,
     }
 }
@@ -478,4 +526,58 @@ fn zero_known_series(m: &Metrics) {
     zero(&m.gb_queries, "outcome", QUERY_OUTCOMES);
     zero(&m.gb_controls, "outcome", QUERY_OUTCOMES);
     zero(&m.gb_playback_commands, "outcome", QUERY_OUTCOMES);
+    zero(&m.rtsp_sessions_by_transport, "transport", &["tcp", "udp"]);
+    zero(&m.rtsp_client_rtcp, "type", &["report", "bye"]);
+    zero(
+        &m.rtsp_auth_failures,
+        "kind",
+        &[
+            "missing",
+            "bad_credentials",
+            "wrong_realm",
+            "stale_nonce",
+            "unsupported",
+            "malformed",
+            "disabled",
+        ],
+    );
+    zero(&m.rtsp_viewers_dropped, "reason", &["stalled"]);
+    zero(
+        &m.ctel_registrations,
+        "outcome",
+        &[
+            "ok",
+            "unknown_device",
+            "wrong_key",
+            "bad_request",
+            "redirect",
+        ],
+    );
+    zero(
+        &m.ctel_logins,
+        "outcome",
+        &["ok", "unknown_device", "wrong_key"],
+    );
+    zero(
+        &m.ctel_link_errors,
+        "kind",
+        &[
+            "bad_head",
+            "oversize",
+            "bad_digest",
+            "xml_decode",
+            "timeout",
+        ],
+    );
+    zero(
+        &m.ctel_token_checks,
+        "outcome",
+        &["ok", "unknown", "expired", "mismatch"],
+    );
+    zero(
+        &m.ctel_commands,
+        "outcome",
+        &["ok", "refused", "timeout", "offline"],
+    );
+    zero(&m.ctel_pull_errors, "kind", &["connect", "rtsp", "offline"]);
 }

@@ -17,6 +17,8 @@
 //! ```
 
 pub mod clip;
+pub mod ctel_camera;
+pub mod ctel_rtsp;
 pub mod gb_camera;
 pub mod gb_device;
 pub mod gb_device_extra;

@@ -482,3 +482,67 @@ pub fn sipp_register_device(
         Duration::from_secs(20),
     )
 }
+
+/// A block of `size` free loopback ports (TCP and UDP) for a test's extra
+/// peers.
+pub fn free_ports(size: u16) -> u16 {
+    port_block(size)
+}
+
+/// Minimal HTTP/1.1 request with an optional body; returns status and body.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+impl Rig {
+    /// Start the gateway with `extra_yaml` appended to the generated config.
+    pub fn start_with_yaml(opts: Options, extra_yaml: &str) -> Self {
+        let dir = tempdir::Dir::new();
+        let ports = Ports::new();
+        let config = write_config(dir.path(), &ports, &opts);
+        let mut text = std::fs::read_to_string(&config).expect("config");
+        text.push_str(extra_yaml);
+        std::fs::write(&config, text).expect("config");
+        let gateway = Proc::spawn(
+            &["--config", config.to_str().unwrap()],
+            dir.path().join("gateway.log"),
+        );
+        let rig = Self {
+            dir,
+            ports,
+            config,
+            gateway,
+            cameras: Vec::new(),
+        };
+        rig.wait_http();
+        rig
+    }
+
+    /// Start another `camgate` subcommand (e.g. `sim-ctel`) as a camera
+    /// process; `--config` of this rig is appended.
+    pub fn add_process(&mut self, name: &str, args: &[&str]) {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&["--config", self.config.to_str().unwrap()]);
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.cameras.push(Proc::spawn(&all, log));
+    }
+}
