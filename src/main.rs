@@ -45,6 +45,16 @@ enum Command {
         /// Never answer INVITE: a camera that registers but is dead.
         #[arg(long)]
         ignore_invites: bool,
+        /// Refuse TCP/RTP/AVP offers (488), like a UDP-only camera.
+        #[arg(long)]
+        no_tcp: bool,
+        /// Answer INVITE without a `y=` SSRC line.
+        #[arg(long)]
+        omit_ssrc: bool,
+        /// Send (and answer, unless --omit-ssrc) this SSRC instead of the
+        /// offered one.
+        #[arg(long)]
+        answer_ssrc: Option<u32>,
     },
 }
 
@@ -107,6 +117,9 @@ fn main() -> ExitCode {
                 device_id,
                 channel_id,
                 ignore_invites,
+                no_tcp,
+                omit_ssrc,
+                answer_ssrc,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -117,6 +130,13 @@ fn main() -> ExitCode {
                     sim.channel_id = id;
                 }
                 sim.answer_invites = !ignore_invites;
+                sim.tcp_media = !no_tcp;
+                sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {
+                    (true, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Hidden(s),
+                    (true, None) => camgate::sim::gb_device::AnswerSsrc::Omit,
+                    (false, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Own(s),
+                    (false, None) => camgate::sim::gb_device::AnswerSsrc::Offered,
+                };
                 camgate::sim::run(sim, shutdown).await
             }
             _ => camgate::app::run(config, cli.demo, shutdown).await,

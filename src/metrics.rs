@@ -48,6 +48,12 @@ pub struct Metrics {
     pub rtsp_errors: Family<Label, Counter>,
     pub rtsp_bytes_sent: Counter,
     pub http_requests: Counter,
+    pub shared_port_packets: Family<Label, Counter>,
+    pub rtp_reorder: Family<Label, Counter>,
+    pub media_streams: Family<Label, Counter>,
+    pub tcp_media_errors: Family<Label, Counter>,
+    pub rtcp_receiver_reports: Counter,
+    pub rtp_ports_capacity: Gauge,
 }
 
 fn build() -> Metrics {
@@ -209,6 +215,36 @@ fn build() -> Metrics {
             "camgate_http_requests",
             "HTTP API requests served",
             Counter::default()
+        ),
+        shared_port_packets: reg!(
+            "camgate_shared_port_packets",
+            "Datagrams on the shared RTP port, by outcome (routed, learned, unknown_ssrc, rtcp, not_rtp, queue_full, closed)",
+            Family::default()
+        ),
+        rtp_reorder: reg!(
+            "camgate_rtp_reorder_packets",
+            "UDP reorder buffer events, by kind (reordered, late, duplicate, lost)",
+            Family::default()
+        ),
+        media_streams: reg!(
+            "camgate_media_streams",
+            "Device media sessions started, by transport (udp, udp_shared, tcp_passive, tcp_active)",
+            Family::default()
+        ),
+        tcp_media_errors: reg!(
+            "camgate_tcp_media_errors",
+            "TCP media connection and RFC 4571 framing failures, by kind",
+            Family::default()
+        ),
+        rtcp_receiver_reports: reg!(
+            "camgate_rtcp_receiver_reports",
+            "RTCP receiver reports sent to devices",
+            Counter::default()
+        ),
+        rtp_ports_capacity: reg!(
+            "camgate_rtp_ports_capacity",
+            "RTP receive ports the pool can hand out",
+            Gauge::default()
         ),
         registry: r,
     }

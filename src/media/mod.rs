@@ -5,6 +5,7 @@ pub mod h264;
 pub mod h265;
 pub mod hub;
 pub mod jitter;
+pub mod rtcp_rr;
 pub mod ps;
 pub mod rtp;
 pub mod rtp_ps;

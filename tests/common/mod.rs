@@ -50,11 +50,13 @@ pub struct Ports {
     pub spare: u16,
     pub rtp_min: u16,
     pub rtp_max: u16,
+    /// `media.shared_rtp_port` (RTCP on the next port).
+    pub shared_rtp: u16,
 }
 
 impl Ports {
     pub fn new() -> Self {
-        let b = port_block(24);
+        let b = port_block(26);
         Self {
             sip: b,
             rtsp: b + 1,
@@ -62,6 +64,7 @@ impl Ports {
             spare: b + 3,
             rtp_min: b + 4,
             rtp_max: b + 23,
+            shared_rtp: b + 24,
         }
     }
 }
@@ -70,6 +73,10 @@ pub struct Options {
     pub idle_timeout: f64,
     pub invite_timeout: f64,
     pub password: &'static str,
+    /// `media.transport`.
+    pub transport: &'static str,
+    /// `media.ssrc_policy`.
+    pub ssrc_policy: &'static str,
 }
 
 impl Default for Options {
@@ -78,6 +85,8 @@ impl Default for Options {
             idle_timeout: 1.0,
             invite_timeout: 2.0,
             password: "12345678",
+            transport: "udp",
+            ssrc_policy: "learn",
         }
     }
 }
@@ -94,6 +103,9 @@ media:
   rtp_port_min: {rtp_min}
   rtp_port_max: {rtp_max}
   rtp_timeout: 5
+  transport: {transport}
+  shared_rtp_port: {shared}
+  ssrc_policy: {ssrc_policy}
 streams:
   idle_timeout: {idle}
 rtsp:
@@ -109,6 +121,9 @@ http:
         idle = opts.idle_timeout,
         rtsp = ports.rtsp,
         http = ports.http,
+        transport = opts.transport,
+        shared = ports.shared_rtp,
+        ssrc_policy = opts.ssrc_policy,
     );
     let path = dir.join("camgate.yaml");
     std::fs::write(&path, yaml).expect("write config");
