@@ -156,3 +156,98 @@ fn rtsp_describe(port: u16, url: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+/// 50 streams on the shared port at once, packets interleaved, plus a
+/// stranger with an unregistered SSRC: every stream demuxes exactly its
+/// own frames (each frame's NAL units carry the stream's marker byte),
+/// and the stranger's packets reach no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_port_50_ssrcs_no_crosstalk() {
+    use bytes::BytesMut;
+    use camgate::ingest::shared_udp::SharedUdpPort;
+    use camgate::media::ps::PsEvent;
+    use camgate::media::rtp_ps::RtpPsReceiver;
+    use camgate::sim::ps_mux::PsMuxer;
+    use camgate::sim::rtp::RtpPacketizer;
+
+    const STREAMS: u32 = 50;
+    const FRAMES: u64 = 20;
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let Ok(shared) = SharedUdpPort::bind("127.0.0.1".parse().unwrap(), port).await else {
+        eprintln!("SKIPPED: port {port} pair not free");
+        return;
+    };
+    let ssrc = |i: u32| 1_000_000 + i * 7919;
+    let mut subs: Vec<_> = (0..STREAMS)
+        .map(|i| shared.subscribe(ssrc(i)).unwrap())
+        .collect();
+    let sender = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dest = std::net::SocketAddr::from(([127, 0, 0, 1], shared.port));
+    let mux = PsMuxer::new();
+    let mut rtp: Vec<_> = (0..STREAMS)
+        .map(|i| RtpPacketizer::new(ssrc(i), 96, (i * 1000) as u16))
+        .collect();
+    let mut stranger = RtpPacketizer::new(42, 96, 0);
+    let mut ps = BytesMut::new();
+    for f in 0..FRAMES {
+        for i in 0..STREAMS {
+            // An IDR-typed NAL unit filled with this stream's marker, long
+            // enough to span two RTP packets.
+            let marker = i as u8 + 1;
+            let mut nal = vec![0x65];
+            nal.resize(2000, marker);
+            ps.clear();
+            mux.write_video(&[nal], f * 3600, true, &mut ps);
+            for pkt in rtp[i as usize].packetize(&ps, (f * 3600) as u32) {
+                sender.send_to(&pkt, dest).await.unwrap();
+            }
+            if i % 10 == 0 {
+                for pkt in stranger.packetize(&ps, 0) {
+                    sender.send_to(&pkt, dest).await.unwrap();
+                }
+            }
+        }
+        // Keep within the socket buffer and the per-stream queues.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let marker = i as u8 + 1;
+        let mut rx = RtpPsReceiver::with_ssrc(ssrc(i as u32));
+        let mut events = Vec::new();
+        while let Ok((data, _)) = sub.rx.try_recv() {
+            rx.push_datagram(data, &mut events).unwrap();
+        }
+        rx.flush(&mut events);
+        let frames: Vec<_> = events
+            .into_iter()
+            .filter_map(|e| match e {
+                PsEvent::Frame(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(frames.len() as u64, FRAMES, "stream {i}");
+        assert_eq!(rx.stats().foreign_ssrc, 0, "stream {i}");
+        for f in &frames {
+            for unit in &f.units {
+                let bytes = unit.to_vec();
+                assert!(
+                    bytes[1..].iter().all(|b| *b == marker),
+                    "stream {i} got another stream's data"
+                );
+            }
+        }
+    }
+    // The stranger sent 5 frames x 2 packets per round: all dropped.
+    let unknown = metric_value(
+        &camgate::metrics::get().encode(),
+        "camgate_shared_port_packets_total{outcome=\"unknown_ssrc\"}",
+    );
+    assert_eq!(unknown, (FRAMES * 5 * 2) as f64);
+    assert_eq!(shared.streams(), (STREAMS as usize, 0));
+    drop(subs);
+    assert_eq!(shared.streams(), (0, 0));
+}
