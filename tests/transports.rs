@@ -251,3 +251,31 @@ async fn shared_port_50_ssrcs_no_crosstalk() {
     drop(subs);
     assert_eq!(shared.streams(), (0, 0));
 }
+
+#[test]
+fn per_request_transport_override() {
+    if !have("ffprobe") {
+        return;
+    }
+    let mut rig = Rig::start(Options::default());
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    // An unknown transport is refused, not silently replaced. (Asked while
+    // no stream runs: a running stream is joined whatever the query says.)
+    let bad = format!("{}?transport=sctp", rig.url(DEVICE, CHANNEL));
+    let (status, _) = rtsp_describe(rig.ports.rtsp, &bad);
+    assert_eq!(status, 404);
+    let url = format!("{}?transport=tcp_active", rig.url(DEVICE, CHANNEL));
+    let probe = ffprobe_streams(&url);
+    assert_eq!(probe["streams"][0]["codec_name"], "h264", "{probe}");
+    assert_eq!(
+        rig.metric("camgate_media_streams_total{transport=\"tcp_active\"}"),
+        1.0,
+        "{}",
+        rig.logs()
+    );
+    assert_eq!(
+        rig.metric("camgate_media_streams_total{transport=\"udp\"}"),
+        0.0
+    );
+}

@@ -102,9 +102,14 @@ struct UdpPair {
     client_rtcp: SocketAddr,
 }
 
-fn open_stream(streams: Streams, key: StreamKey, describe_timeout: Duration) -> OpenFuture {
+fn open_stream(
+    streams: Streams,
+    key: StreamKey,
+    options: crate::streams::SourceOptions,
+    describe_timeout: Duration,
+) -> OpenFuture {
     Box::pin(async move {
-        let viewer = streams.open(&key).await?;
+        let viewer = streams.open_with(&key, options).await?;
         let info = viewer.hub().wait_described(describe_timeout).await;
         Ok((viewer, info))
     })
@@ -272,7 +277,12 @@ async fn run_connection(
         while let Some(ev) = conn.poll_event() {
             match ev {
                 Event::OpenStream(key) => {
-                    opening = Some(open_stream(streams.clone(), key, config.describe_timeout));
+                    opening = Some(open_stream(
+                        streams.clone(),
+                        key,
+                        conn.open_options(),
+                        config.describe_timeout,
+                    ));
                 }
                 Event::BindUdp {
                     track,
