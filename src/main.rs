@@ -35,6 +35,10 @@ enum LogFormat {
 enum Command {
     /// Validate a configuration file and exit.
     CheckConfig { file: PathBuf },
+    /// Describe a capture: MPEG-PS, raw RTP packets back to back, or RTP
+    /// with RFC 4571 length prefixes (streams, codecs, resolution, frames,
+    /// GOP, duration, losses, errors).
+    Probe { file: PathBuf },
     /// Run only a simulated GB28181 camera against the SIP server of the
     /// configuration (ids default to the `demo` section), for tests and trials.
     SimCamera {
@@ -87,6 +91,19 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Probe { file }) = &cli.command {
+        return match std::fs::read(file) {
+            Ok(data) => {
+                let report = camgate::media::probe::probe(bytes::Bytes::from(data));
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
                 ExitCode::FAILURE
             }
         };

@@ -6,6 +6,7 @@ pub mod h265;
 pub mod hub;
 pub mod jitter;
 pub mod rtcp_rr;
+pub mod probe;
 pub mod ps;
 pub mod rtp;
 pub mod rtp_ps;
