@@ -59,6 +59,12 @@ enum Command {
         /// offered one.
         #[arg(long)]
         answer_ssrc: Option<u32>,
+        /// Stream the H.265 demo clip (PS stream type 0x24).
+        #[arg(long)]
+        h265: bool,
+        /// Add a G.711 A-law tone to the PS (stream id 0xC0, type 0x90).
+        #[arg(long)]
+        audio: bool,
     },
 }
 
@@ -137,6 +143,8 @@ fn main() -> ExitCode {
                 no_tcp,
                 omit_ssrc,
                 answer_ssrc,
+                h265,
+                audio,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -148,6 +156,8 @@ fn main() -> ExitCode {
                 }
                 sim.answer_invites = !ignore_invites;
                 sim.tcp_media = !no_tcp;
+                sim.h265 = h265;
+                sim.audio = audio;
                 sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {
                     (true, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Hidden(s),
                     (true, None) => camgate::sim::gb_device::AnswerSsrc::Omit,

@@ -279,3 +279,47 @@ fn per_request_transport_override() {
         0.0
     );
 }
+
+#[test]
+fn h265_source_is_served_as_hevc() {
+    if !have("ffprobe") {
+        return;
+    }
+    let mut rig = Rig::start(Options::default());
+    rig.add_camera(DEVICE, CHANNEL, &["--h265"]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let probe = ffprobe_streams(&rig.url(DEVICE, CHANNEL));
+    let video = &probe["streams"][0];
+    assert_eq!(video["codec_name"], "hevc", "{probe}\n{}", rig.logs());
+    assert_eq!(video["width"], 640, "{probe}");
+    assert_eq!(video["height"], 360, "{probe}");
+}
+
+#[test]
+fn g711a_in_ps_is_offered_as_pcma() {
+    if !have("ffprobe") {
+        return;
+    }
+    let mut rig = Rig::start(Options::default());
+    rig.add_camera(DEVICE, CHANNEL, &["--audio"]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let (status, sdp) = rtsp_describe(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL));
+    assert_eq!(status, 200, "{sdp}");
+    assert!(sdp.contains("PCMA/8000"), "{sdp}");
+    let probe = ffprobe_streams(&rig.url(DEVICE, CHANNEL));
+    let codecs: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["codec_name"].as_str())
+        .collect();
+    assert!(codecs.contains(&"pcm_alaw"), "{probe}");
+    assert!(codecs.contains(&"h264"), "{probe}");
+    let audio = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["codec_name"] == "pcm_alaw")
+        .unwrap();
+    assert_eq!(audio["sample_rate"], "8000", "{probe}");
+}

@@ -60,6 +60,10 @@ pub struct SimCameraConfig {
     pub tcp_media: bool,
     /// The `y=` of INVITE answers.
     pub answer_ssrc: AnswerSsrc,
+    /// Stream the H.265 clip instead of the H.264 one.
+    pub h265: bool,
+    /// Add a G.711 A-law tone (PS stream id 0xC0, stream type 0x90).
+    pub audio: bool,
     /// Counters shared with whoever started the camera.
     pub stats: Arc<SimStats>,
 }
@@ -85,6 +89,8 @@ impl SimCameraConfig {
             answer_invites: true,
             tcp_media: true,
             answer_ssrc: AnswerSsrc::Offered,
+            h265: false,
+            audio: false,
             stats: Arc::default(),
         }
     }
@@ -253,7 +259,12 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     };
     tracing::info!(sip = %sip_local, media = %media_local, server = %config.server, "simulated camera starting");
 
-    let clip = Arc::new(Clip::demo());
+    let clip = Arc::new(if config.h265 {
+        Clip::demo_h265()
+    } else {
+        Clip::demo()
+    });
+    let audio = config.audio;
     let mut streams: HashMap<String, CancellationToken> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     device.start(Instant::now().into_std());
@@ -261,7 +272,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     loop {
         flush(&sip, &mut device).await;
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut streams, &media, &clip, &shutdown);
+            on_event(ev, &stats, &mut streams, &media, &clip, audio, &shutdown);
         }
         let timer = device.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -292,7 +303,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     loop {
         flush(&sip, &mut device).await;
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut streams, &media, &clip, &shutdown);
+            on_event(ev, &stats, &mut streams, &media, &clip, audio, &shutdown);
         }
         if device.is_quiet() || Instant::now() >= deadline {
             break;
@@ -446,6 +457,7 @@ fn on_event(
     streams: &mut HashMap<String, CancellationToken>,
     media: &MediaSockets,
     clip: &Arc<Clip>,
+    audio: bool,
     shutdown: &CancellationToken,
 ) {
     let inc = |c: &AtomicU64| {
@@ -514,7 +526,7 @@ fn on_event(
                 let Some(sink) = MediaSink::open(link, dest, &udp, waiter, &stats).await else {
                     return;
                 };
-                stream_clip(sink, ssrc, clip, stop, stats).await;
+                stream_clip(sink, ssrc, clip, audio, stop, stats).await;
             };
             let span = tracing::info_span!("sim_stream", %call_id, %dest, ssrc);
             tokio::spawn(task.instrument(span));
@@ -539,13 +551,23 @@ async fn stream_clip(
     mut sink: MediaSink,
     ssrc: u32,
     clip: Arc<Clip>,
+    audio: bool,
     stop: CancellationToken,
     stats: Arc<SimStats>,
 ) {
     stats.active_streams.fetch_add(1, Ordering::Relaxed);
     tracing::info!("streaming demo clip");
     let frame_ticks = u64::from(90_000 / DEMO_FPS);
-    let muxer = PsMuxer::new();
+    let mut muxer = PsMuxer::new();
+    if clip.is_h265() {
+        muxer = muxer.with_h265();
+    }
+    if audio {
+        muxer = muxer.with_audio();
+    }
+    let mut tone = super::g711::ToneSource::default();
+    // Audio frames of 20 ms per video frame interval.
+    let audio_per_frame = (1000 / DEMO_FPS / 20) as u64;
     let mut rtp = RtpPacketizer::new(ssrc, PAYLOAD_TYPE_PS, rand::random());
     // A random start, as RFC 3550 §5.1 asks of RTP timestamps; the PS
     // clock follows it so receivers can use either.
@@ -564,6 +586,11 @@ async fn stream_clip(
             }
             ps.clear();
             muxer.write_video(&unit.nals, pts, unit.keyframe, &mut ps);
+            if audio {
+                for k in 0..audio_per_frame {
+                    muxer.write_audio(&tone.next_frame(), pts + k * 1800, &mut ps);
+                }
+            }
             for pkt in rtp.packetize(&ps, pts as u32) {
                 match sink.send(&pkt, &mut framed).await {
                     Ok(n) => {
