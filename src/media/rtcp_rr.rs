@@ -68,14 +68,14 @@ mod tests {
             source_ssrc: 0x0102_0304,
             base_seq: 100,
             extended_max: (1 << 16) | 99,
-            received: 65_436 - 10,
+            received: 65_536 - 10,
         };
         r.report(7, c, &mut out);
         assert_eq!(out.len(), 32);
         assert_eq!(&out[..4], &[0x81, 201, 0, 7]);
         assert_eq!(&out[4..8], &7u32.to_be_bytes());
         assert_eq!(&out[8..12], &[1, 2, 3, 4]);
-        // 10 of 65,436 lost: fraction 10*256/65436 = 0.
+        // 10 of 65,536 lost: fraction 10*256/65536 = 0.
         assert_eq!(out[12], 0);
         assert_eq!(&out[13..16], &[0, 0, 10]);
         assert_eq!(&out[16..20], &((1u32 << 16) | 99).to_be_bytes());
