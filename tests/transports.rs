@@ -49,7 +49,11 @@ fn probe_over(transport: &'static str, camera_flags: &[&str], ssrc_policy: &'sta
     let started = rig.metric(&format!(
         "camgate_media_streams_total{{transport=\"{transport}\"}}"
     ));
-    assert!(started >= 1.0, "no {transport} stream in metrics\n{}", rig.logs());
+    assert!(
+        started >= 1.0,
+        "no {transport} stream in metrics\n{}",
+        rig.logs()
+    );
     rig
 }
 

@@ -58,7 +58,10 @@ impl GbSources {
             .await
             .cloned()
             .map_err(|e| {
-                warn!(port = media.shared_rtp_port, "cannot bind the shared RTP port: {e}");
+                warn!(
+                    port = media.shared_rtp_port,
+                    "cannot bind the shared RTP port: {e}"
+                );
                 StartError::NoPort
             })
     }
@@ -273,7 +276,10 @@ async fn start_live(
         platform: platform.clone(),
         hub,
         expect_ssrc,
-        device_media: answer.ip.zip(answer.port).map(|(ip, p)| SocketAddr::new(ip, p)),
+        device_media: answer
+            .ip
+            .zip(answer.port)
+            .map(|(ip, p)| SocketAddr::new(ip, p)),
         device_ip: answer.ip.or(Some(route.addr.ip())),
         ssrc,
         sent_at,
@@ -372,9 +378,7 @@ impl MediaSession {
             Some(s) => RtpPsReceiver::with_ssrc(s),
             None => RtpPsReceiver::new(),
         };
-        let mut jitter = source
-            .unordered()
-            .then(|| JitterBuffer::new(self.jitter));
+        let mut jitter = source.unordered().then(|| JitterBuffer::new(self.jitter));
         let mut counters = Counters::default();
         let mut events = Vec::new();
         let mut ordered = Vec::new();
@@ -467,7 +471,14 @@ impl MediaSession {
             if base_seq.is_none() && !ordered.is_empty() {
                 base_seq = Some(u64::from(ordered[0].sequence));
             }
-            self.deliver(&mut receiver, &mut ordered, &mut events, &mut counters, &jitter, &source);
+            self.deliver(
+                &mut receiver,
+                &mut ordered,
+                &mut events,
+                &mut counters,
+                &jitter,
+                &source,
+            );
         }
     }
 

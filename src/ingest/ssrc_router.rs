@@ -25,7 +25,10 @@ pub struct RouteId(u64);
 pub enum Route<'a, T> {
     Stream(&'a T),
     /// First packet of a learner: its SSRC is now bound.
-    Learned { sink: &'a T, ssrc: u32 },
+    Learned {
+        sink: &'a T,
+        ssrc: u32,
+    },
     /// No stream owns this SSRC: drop it.
     UnknownSsrc(u32),
     /// RTCP on the RTP port: drop it.
@@ -187,10 +190,7 @@ mod tests {
         assert_eq!(r.remove(a), Some("a"));
         assert_eq!(r.route(&rtp(100), A), Route::UnknownSsrc(100));
         let s = r.stats();
-        assert_eq!(
-            (s.routed, s.unknown_ssrc, s.rtcp, s.not_rtp),
-            (2, 2, 1, 1)
-        );
+        assert_eq!((s.routed, s.unknown_ssrc, s.rtcp, s.not_rtp), (2, 2, 1, 1));
     }
 
     #[test]

@@ -234,7 +234,11 @@ pub fn split_raw_rtp(data: &Bytes) -> Vec<Bytes> {
     let Some(first) = data.get(..12) else {
         return Vec::new();
     };
-    let (b0, pt, ssrc) = (first[0] & 0xC0, first[1] & 0x7f, [first[8], first[9], first[10], first[11]]);
+    let (b0, pt, ssrc) = (
+        first[0] & 0xC0,
+        first[1] & 0x7f,
+        [first[8], first[9], first[10], first[11]],
+    );
     let mut starts = vec![0usize];
     let mut at = 12;
     let bytes: &[u8] = data;
@@ -254,10 +258,7 @@ pub fn split_raw_rtp(data: &Bytes) -> Vec<Bytes> {
         }
     }
     starts.push(bytes.len());
-    starts
-        .windows(2)
-        .map(|w| data.slice(w[0]..w[1]))
-        .collect()
+    starts.windows(2).map(|w| data.slice(w[0]..w[1])).collect()
 }
 
 /// Offset of the next `ssrc` bytes in `hay`.
@@ -335,8 +336,7 @@ impl fmt::Display for ProbeReport {
                 f,
                 "rtp:        {} packets, ssrc {}, {} lost, {} bad",
                 self.rtp_packets,
-                self.ssrc
-                    .map_or("-".to_owned(), |s| format!("{s:#010x}")),
+                self.ssrc.map_or("-".to_owned(), |s| format!("{s:#010x}")),
                 self.rtp_lost,
                 self.rtp_errors
             )?;

@@ -19,7 +19,11 @@ pub fn alaw_encode(sample: i16) -> u8 {
     let Some(segment) = SEGMENT_END.iter().position(|end| v <= *end) else {
         return 0x7F ^ mask;
     };
-    let mantissa = if segment < 2 { (v >> 1) & 0x0F } else { (v >> segment) & 0x0F };
+    let mantissa = if segment < 2 {
+        (v >> 1) & 0x0F
+    } else {
+        (v >> segment) & 0x0F
+    };
     ((segment as u8) << 4 | mantissa as u8) ^ mask
 }
 
