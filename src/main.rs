@@ -102,9 +102,8 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Probe { file }) = &cli.command {
-        return match std::fs::read(file) {
-            Ok(data) => {
-                let report = camgate::media::probe::probe(bytes::Bytes::from(data));
+        return match std::fs::File::open(file).and_then(camgate::media::probe::probe_reader) {
+            Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS
             }

@@ -66,6 +66,10 @@ pub struct ProbeReport {
     pub last_pts: Option<i64>,
     /// Video frame interval seen most (90 kHz ticks).
     pub frame_interval: Option<i64>,
+    /// Sum of forward PTS steps up to a second; a jump (concatenated or
+    /// restarted capture) counts as one frame interval.
+    pub span_ticks: i64,
+    jumps: u64,
     pub rtp_packets: u64,
     pub rtp_lost: u64,
     pub rtp_errors: u64,
@@ -77,11 +81,12 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    /// Seconds from the first to the last video frame plus one interval.
+    /// Seconds of video: the PTS steps between frames plus one interval.
     pub fn duration_secs(&self) -> Option<f64> {
-        let (a, b) = (self.first_pts?, self.last_pts?);
-        let step = self.frame_interval.unwrap_or(0);
-        Some((b - a + step) as f64 / 90_000.0)
+        self.first_pts?;
+        let step = self.frame_interval.filter(|s| *s > 0).unwrap_or(0);
+        let ticks = self.span_ticks + step * (1 + self.jumps as i64);
+        Some(ticks as f64 / 90_000.0)
     }
 }
 
@@ -113,10 +118,16 @@ impl Tally {
                     if let Some(n) = self.since_key.as_mut() {
                         *n += 1;
                     }
-                    if let Some(prev) = self.last_video_pts
-                        && self.intervals.len() < 64
-                    {
-                        *self.intervals.entry(f.pts - prev).or_default() += 1;
+                    if let Some(prev) = self.last_video_pts {
+                        let step = f.pts - prev;
+                        if (1..=90_000).contains(&step) {
+                            r.span_ticks += step;
+                        } else {
+                            r.jumps += 1;
+                        }
+                        if self.intervals.len() < 64 {
+                            *self.intervals.entry(step).or_default() += 1;
+                        }
                     }
                     self.last_video_pts = Some(f.pts);
                     r.first_pts = Some(r.first_pts.map_or(f.pts, |p| p.min(f.pts)));
@@ -144,6 +155,72 @@ impl Tally {
         }
         self.report
     }
+}
+
+/// Analyse a capture read from `input`. A program stream is read in
+/// blocks whose memory is reused once their frames are gone, so a large
+/// file is never held whole; RTP layouts are read whole (a raw dump is cut
+/// by looking ahead for the next header).
+pub fn probe_reader(mut input: impl std::io::Read) -> std::io::Result<ProbeReport> {
+    const BLOCK: usize = 1 << 20;
+    let mut buf = bytes::BytesMut::with_capacity(BLOCK);
+    fill(&mut input, &mut buf, 64 * 1024)?;
+    let head = buf.split().freeze();
+    if !matches!(Layout::detect(&head), Some(Layout::Ps) | None) {
+        let mut rest = Vec::new();
+        input.read_to_end(&mut rest)?;
+        let mut all = bytes::BytesMut::from(&head[..]);
+        all.extend_from_slice(&rest);
+        return Ok(probe(all.freeze()));
+    }
+    let layout = Layout::detect(&head);
+    let mut demux = PsDemuxer::new();
+    let mut tally = Tally::default();
+    let mut events = Vec::with_capacity(64);
+    let mut bytes = head.len() as u64;
+    demux.push(head, &mut events);
+    tally.events(&mut events);
+    loop {
+        // Reclaims the block in place when no frame holds a slice of it.
+        buf.reserve(BLOCK);
+        let n = fill(&mut input, &mut buf, BLOCK)?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        demux.push(buf.split().freeze(), &mut events);
+        tally.events(&mut events);
+    }
+    demux.flush(&mut events);
+    tally.events(&mut events);
+    let mut report = tally.finish(&demux);
+    report.layout = layout;
+    report.bytes = bytes;
+    Ok(report)
+}
+
+/// Read until `want` bytes were appended to `buf` or the input ends.
+fn fill(
+    input: &mut impl std::io::Read,
+    buf: &mut bytes::BytesMut,
+    want: usize,
+) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let mut got = 0;
+    while got < want {
+        match input.read(&mut buf[start + got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(start + got);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(start + got);
+    Ok(got)
 }
 
 /// Analyse a whole capture.
@@ -402,7 +479,18 @@ mod tests {
         ) else {
             return;
         };
-        let r = probe(Bytes::from(std::fs::read(ps).unwrap()));
+        let r = probe(Bytes::from(std::fs::read(&ps).unwrap()));
+        let streamed = probe_reader(std::fs::File::open(&ps).unwrap()).unwrap();
+        assert_eq!(
+            (streamed.video_frames, streamed.keyframes, streamed.bytes),
+            (1347, 54, 3_279_260)
+        );
+        assert_eq!(streamed.to_string(), r.to_string());
+        // Two copies back to back: twice the duration, not a PTS difference.
+        let two = [std::fs::read(&ps).unwrap(), std::fs::read(&ps).unwrap()].concat();
+        let r2 = probe(Bytes::from(two));
+        assert_eq!(r2.video_frames, 2 * 1347);
+        assert!((r2.duration_secs().unwrap() - 2.0 * 53.88).abs() < 0.01);
         assert_eq!(r.layout, Some(Layout::Ps));
         assert_eq!((r.video_frames, r.keyframes), (1347, 54));
         let (codec, v) = r.info.video.clone().unwrap();
