@@ -35,6 +35,10 @@ enum LogFormat {
 enum Command {
     /// Validate a configuration file and exit.
     CheckConfig { file: PathBuf },
+    /// Describe a capture: MPEG-PS, raw RTP packets back to back, or RTP
+    /// with RFC 4571 length prefixes (streams, codecs, resolution, frames,
+    /// GOP, duration, losses, errors).
+    Probe { file: PathBuf },
     /// Run only a simulated GB28181 camera against the SIP server of the
     /// configuration (ids default to the `demo` section), for tests and trials.
     SimCamera {
@@ -45,6 +49,22 @@ enum Command {
         /// Never answer INVITE: a camera that registers but is dead.
         #[arg(long)]
         ignore_invites: bool,
+        /// Refuse TCP/RTP/AVP offers (488), like a UDP-only camera.
+        #[arg(long)]
+        no_tcp: bool,
+        /// Answer INVITE without a `y=` SSRC line.
+        #[arg(long)]
+        omit_ssrc: bool,
+        /// Send (and answer, unless --omit-ssrc) this SSRC instead of the
+        /// offered one.
+        #[arg(long)]
+        answer_ssrc: Option<u32>,
+        /// Stream the H.265 demo clip (PS stream type 0x24).
+        #[arg(long)]
+        h265: bool,
+        /// Add a G.711 A-law tone to the PS (stream id 0xC0, type 0x90).
+        #[arg(long)]
+        audio: bool,
     },
     /// Run only a simulated China Telecom 手机看店 camera that registers at
     /// the gateway of the configuration (ids default to the first
@@ -106,6 +126,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Probe { file }) = &cli.command {
+        return match std::fs::File::open(file).and_then(camgate::media::probe::probe_reader) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logs(cli.log_format);
     let config = match load_config(cli.config.as_ref()) {
         Ok(c) => c,
@@ -132,6 +164,11 @@ fn main() -> ExitCode {
                 device_id,
                 channel_id,
                 ignore_invites,
+                no_tcp,
+                omit_ssrc,
+                answer_ssrc,
+                h265,
+                audio,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -142,6 +179,15 @@ fn main() -> ExitCode {
                     sim.channel_id = id;
                 }
                 sim.answer_invites = !ignore_invites;
+                sim.tcp_media = !no_tcp;
+                sim.h265 = h265;
+                sim.audio = audio;
+                sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {
+                    (true, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Hidden(s),
+                    (true, None) => camgate::sim::gb_device::AnswerSsrc::Omit,
+                    (false, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Own(s),
+                    (false, None) => camgate::sim::gb_device::AnswerSsrc::Offered,
+                };
                 camgate::sim::run(sim, shutdown).await
             }
             Some(Command::SimCtel {

@@ -77,6 +77,12 @@ pub struct Metrics {
     pub ctel_token_checks: Family<Label, Counter>,
     pub ctel_commands: Family<Label, Counter>,
     pub ctel_pull_errors: Family<Label, Counter>,
+    pub shared_port_packets: Family<Label, Counter>,
+    pub rtp_reorder: Family<Label, Counter>,
+    pub media_streams: Family<Label, Counter>,
+    pub tcp_media_errors: Family<Label, Counter>,
+    pub rtcp_receiver_reports: Counter,
+    pub rtp_ports_capacity: Gauge,
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -372,6 +378,36 @@ fn build() -> Metrics {
             "Failed pulls of a telecom device's RTSP, by kind (connect, rtsp, offline)",
             Family::default()
         ),
+        shared_port_packets: reg!(
+            "camgate_shared_port_packets",
+            "Datagrams on the shared RTP port, by outcome (routed, learned, unknown_ssrc, rtcp, not_rtp, queue_full, closed)",
+            Family::default()
+        ),
+        rtp_reorder: reg!(
+            "camgate_rtp_reorder_packets",
+            "UDP reorder buffer events, by kind (reordered, late, duplicate, lost)",
+            Family::default()
+        ),
+        media_streams: reg!(
+            "camgate_media_streams",
+            "Device media sessions started, by transport (udp, udp_shared, tcp_passive, tcp_active)",
+            Family::default()
+        ),
+        tcp_media_errors: reg!(
+            "camgate_tcp_media_errors",
+            "TCP media connection and RFC 4571 framing failures, by kind",
+            Family::default()
+        ),
+        rtcp_receiver_reports: reg!(
+            "camgate_rtcp_receiver_reports",
+            "RTCP receiver reports sent to devices",
+            Counter::default()
+        ),
+        rtp_ports_capacity: reg!(
+            "camgate_rtp_ports_capacity",
+            "RTP receive ports the pool can hand out",
+            Gauge::default()
+        ),
         registry: r,
     }
 }
@@ -580,4 +616,41 @@ fn zero_known_series(m: &Metrics) {
         &["ok", "refused", "timeout", "offline"],
     );
     zero(&m.ctel_pull_errors, "kind", &["connect", "rtsp", "offline"]);
+    zero(
+        &m.shared_port_packets,
+        "outcome",
+        &[
+            "routed",
+            "learned",
+            "unknown_ssrc",
+            "rtcp",
+            "not_rtp",
+            "queue_full",
+            "closed",
+        ],
+    );
+    zero(
+        &m.rtp_reorder,
+        "kind",
+        &["reordered", "late", "duplicate", "lost"],
+    );
+    zero(
+        &m.media_streams,
+        "transport",
+        &["udp", "udp_shared", "tcp_passive", "tcp_active"],
+    );
+    zero(
+        &m.tcp_media_errors,
+        "kind",
+        &[
+            "accept_failed",
+            "accept_timeout",
+            "connect_failed",
+            "connect_timeout",
+            "desynchronized",
+            "frame_not_rtp",
+            "frame_too_long",
+            "frame_too_short",
+        ],
+    );
 }

@@ -52,11 +52,13 @@ pub struct Ports {
     pub spare: u16,
     pub rtp_min: u16,
     pub rtp_max: u16,
+    /// `media.shared_rtp_port` (RTCP on the next port).
+    pub shared_rtp: u16,
 }
 
 impl Ports {
     pub fn new() -> Self {
-        let b = port_block(24);
+        let b = port_block(26);
         Self {
             sip: b,
             rtsp: b + 1,
@@ -64,6 +66,7 @@ impl Ports {
             spare: b + 3,
             rtp_min: b + 4,
             rtp_max: b + 23,
+            shared_rtp: b + 24,
         }
     }
 }
@@ -76,6 +79,10 @@ pub struct Options {
     pub extra_yaml: String,
     /// YAML lines added to the `rtsp:` section (indented two spaces).
     pub rtsp_extra: String,
+    /// `media.transport`.
+    pub transport: &'static str,
+    /// `media.ssrc_policy`.
+    pub ssrc_policy: &'static str,
 }
 
 impl Default for Options {
@@ -86,6 +93,8 @@ impl Default for Options {
             password: "12345678",
             extra_yaml: String::new(),
             rtsp_extra: String::new(),
+            transport: "udp",
+            ssrc_policy: "learn",
         }
     }
 }
@@ -102,6 +111,9 @@ media:
   rtp_port_min: {rtp_min}
   rtp_port_max: {rtp_max}
   rtp_timeout: 5
+  transport: {transport}
+  shared_rtp_port: {shared}
+  ssrc_policy: {ssrc_policy}
 streams:
   idle_timeout: {idle}
 rtsp:
@@ -119,6 +131,9 @@ http:
         rtsp = ports.rtsp,
         http = ports.http,
         rtsp_extra = opts.rtsp_extra,
+        transport = opts.transport,
+        shared = ports.shared_rtp,
+        ssrc_policy = opts.ssrc_policy,
     );
     let yaml = yaml + &opts.extra_yaml;
     let path = dir.join("camgate.yaml");
