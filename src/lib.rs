@@ -9,6 +9,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod foscam;
 pub mod gb28181;
 pub mod ingest;
 pub mod media;

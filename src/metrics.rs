@@ -48,6 +48,11 @@ pub struct Metrics {
     pub rtsp_errors: Family<Label, Counter>,
     pub rtsp_bytes_sent: Counter,
     pub http_requests: Counter,
+    pub foscam_logins: Family<Label, Counter>,
+    pub foscam_errors: Family<Label, Counter>,
+    pub foscam_frames: Family<Label, Counter>,
+    pub foscam_alarms: Counter,
+    pub foscam_cameras_online: Gauge,
 }
 
 fn build() -> Metrics {
@@ -209,6 +214,31 @@ fn build() -> Metrics {
             "camgate_http_requests",
             "HTTP API requests served",
             Counter::default()
+        ),
+        foscam_logins: reg!(
+            "camgate_foscam_logins",
+            "Foscam control logins, by outcome (ok, too_many, wrong_user, wrong_password, unreachable, timeout, error)",
+            Family::default()
+        ),
+        foscam_errors: reg!(
+            "camgate_foscam_errors",
+            "Foscam protocol errors and lost connections, by kind",
+            Family::default()
+        ),
+        foscam_frames: reg!(
+            "camgate_foscam_frames",
+            "Frames received from Foscam cameras, by kind (video, audio)",
+            Family::default()
+        ),
+        foscam_alarms: reg!(
+            "camgate_foscam_alarms",
+            "Alarm notifications received from Foscam cameras",
+            Counter::default()
+        ),
+        foscam_cameras_online: reg!(
+            "camgate_foscam_cameras_online",
+            "Foscam cameras with a logged-in control connection",
+            Gauge::default()
         ),
         registry: r,
     }

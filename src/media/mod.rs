@@ -4,6 +4,7 @@ pub mod frame;
 pub mod h264;
 pub mod h265;
 pub mod hub;
+pub mod jpeg;
 pub mod ps;
 pub mod rtp;
 pub mod rtp_ps;

@@ -11,6 +11,7 @@
 pub mod g711;
 pub mod h264;
 pub mod h265;
+pub mod jpeg;
 
 use crate::media::frame::{Chunks, Codec, Frame};
 
@@ -67,6 +68,8 @@ pub enum Packetizer {
     H265,
     /// G.711 A-law or µ-law: one byte per sample (RFC 3551 §4.5.14).
     G711,
+    /// JPEG (RFC 2435), one image per frame.
+    Jpeg,
 }
 
 impl Packetizer {
@@ -76,6 +79,7 @@ impl Packetizer {
             Codec::H264 => Some(Self::H264),
             Codec::H265 => Some(Self::H265),
             Codec::Pcma | Codec::Pcmu => Some(Self::G711),
+            Codec::Mjpeg => Some(Self::Jpeg),
             _ => None,
         }
     }
@@ -90,6 +94,7 @@ impl Packetizer {
             Self::H264 => h264::packetize(frame, mtu, out),
             Self::H265 => h265::packetize(frame, mtu, out),
             Self::G711 => g711::packetize(frame, mtu, out),
+            Self::Jpeg => jpeg::packetize(frame, mtu, out),
         }
     }
 }
