@@ -16,6 +16,7 @@ use crate::metrics;
 use crate::streams::Streams;
 
 mod devices;
+mod foscam;
 mod streams;
 
 /// What every handler can reach.
@@ -23,6 +24,7 @@ mod streams;
 pub struct ApiState {
     pub streams: Streams,
     pub gb: Arc<GbPlatform>,
+    pub foscam: Arc<crate::foscam::FoscamSources>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -31,6 +33,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(devices::routes())
         .merge(streams::routes())
+        .merge(foscam::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

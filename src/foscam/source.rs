@@ -200,6 +200,10 @@ struct MediaReader<'a> {
     described: bool,
     adpcm: AdpcmState,
     pcm: Vec<i16>,
+    /// Audio clock anchor: (sequence, pts) of a packet. Camera timestamps
+    /// are 10 ms ticks of a clock read per packet and jitter; the sequence
+    /// number counts 320-sample packets exactly, so it makes the pts.
+    audio_anchor: Option<(u32, i64)>,
 }
 
 impl<'a> MediaReader<'a> {
@@ -210,6 +214,7 @@ impl<'a> MediaReader<'a> {
             described: false,
             adpcm: AdpcmState::new(),
             pcm: Vec::with_capacity(2 * proto::ADPCM_PACKET_LEN),
+            audio_anchor: None,
         }
     }
 
@@ -262,6 +267,7 @@ impl<'a> MediaReader<'a> {
             }
             MediaMessage::AudioData {
                 timestamp,
+                sequence,
                 format,
                 data,
                 ..
@@ -276,7 +282,7 @@ impl<'a> MediaReader<'a> {
                 self.pcm.clear();
                 self.adpcm.decode(&data, &mut self.pcm);
                 let alaw: Vec<u8> = self.pcm.iter().map(|&s| linear_to_alaw(s)).collect();
-                let pts = i64::from(timestamp) * 80;
+                let pts = self.audio_pts(sequence, timestamp, self.pcm.len());
                 self.hub.publish(Frame {
                     codec: Codec::Pcma,
                     pts,
@@ -287,6 +293,24 @@ impl<'a> MediaReader<'a> {
             }
             other => debug!(opcode = other.opcode(), "ignored media message"),
         }
+    }
+}
+
+impl MediaReader<'_> {
+    /// 8 kHz pts of an audio packet: counted from the anchor by sequence,
+    /// re-anchored on the camera's timestamp after a gap or a restart
+    /// (more than a second off).
+    fn audio_pts(&mut self, sequence: u32, timestamp: u32, samples: usize) -> i64 {
+        let by_clock = i64::from(timestamp) * 80;
+        if let Some((seq0, pts0)) = self.audio_anchor {
+            let by_sequence =
+                pts0 + i64::from(sequence.wrapping_sub(seq0) as i32) * samples as i64;
+            if (by_sequence - by_clock).abs() <= 8000 {
+                return by_sequence;
+            }
+        }
+        self.audio_anchor = Some((sequence, by_clock));
+        by_clock
     }
 }
 

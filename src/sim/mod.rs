@@ -17,6 +17,7 @@
 //! ```
 
 pub mod clip;
+pub mod foscam_camera;
 pub mod gb_camera;
 pub mod gb_device;
 pub mod ps_mux;
