@@ -46,7 +46,8 @@ pub struct SimFoscamConfig {
     pub refuse_too_many: bool,
     /// Offer audio (otherwise Audio_Start_Resp says "not supported").
     pub audio: bool,
-    /// Send a motion alarm (and its stop a second later) this often.
+    /// Send a motion alarm (and its stop half a period later, at most a
+    /// second) this often.
     pub alarm_every: Option<Duration>,
     pub keepalive: Duration,
 }
@@ -226,7 +227,7 @@ async fn operation(
                 info!("sending motion alarm");
                 let msg = OpMessage::AlarmNotify { kind: AlarmKind::Motion, area: [0, 0, 320, 180] };
                 if let Err(e) = send_op(&mut stream, msg).await { break Err(e) }
-                alarm_stop = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                alarm_stop = Some(tokio::time::Instant::now() + (alarm_period / 2).min(Duration::from_secs(1)));
                 continue;
             }
             _ = sleep_opt(alarm_stop) => {
