@@ -324,7 +324,10 @@ impl Config {
             if cam.user.len() > 13 || cam.password.len() > 13 {
                 return Err(invalid(
                     "foscam.password",
-                    format!("camera {:?}: user and password are at most 13 bytes", cam.name),
+                    format!(
+                        "camera {:?}: user and password are at most 13 bytes",
+                        cam.name
+                    ),
                 ));
             }
         }
@@ -412,14 +415,20 @@ mod tests {
         .unwrap();
         assert_eq!(c.foscam.len(), 1);
         let door = &c.foscam[0];
-        assert_eq!((door.port, door.user.as_str(), door.audio), (80, "admin", true));
+        assert_eq!(
+            (door.port, door.user.as_str(), door.audio),
+            (80, "admin", true)
+        );
         let err = Config::from_yaml(
             "foscam:\n  - {name: a, host: h}\n  - {name: a, host: h}\n",
             "t",
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("foscam.name") && err.contains("twice"), "{err}");
+        assert!(
+            err.contains("foscam.name") && err.contains("twice"),
+            "{err}"
+        );
         let err = Config::from_yaml("foscam:\n  - {name: a/b, host: h}\n", "t")
             .unwrap_err()
             .to_string();

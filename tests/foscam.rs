@@ -79,7 +79,10 @@ fn rtsp_describe_status(port: u16, url: &str) -> u16 {
     let mut buf = [0u8; 512];
     let n = s.read(&mut buf).unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
-    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -96,13 +99,21 @@ fn rtsp_clients_get_mjpeg_and_pcma_from_the_simulated_foscam() {
         Command::new("ffprobe").args(["-v", "error", "-show_streams", "-of", "json", &url]),
         Duration::from_secs(20),
     );
-    assert!(out.status.success(), "ffprobe: {}\n{}", String::from_utf8_lossy(&out.stderr), rig.logs());
+    assert!(
+        out.status.success(),
+        "ffprobe: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rig.logs()
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let streams = json["streams"].as_array().unwrap();
     let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
     assert_eq!(video["codec_name"], "mjpeg");
     // The simulated camera's clip is 640x360 (assets/README.md).
-    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)));
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(640), Some(360))
+    );
     let audio = streams.iter().find(|s| s["codec_type"] == "audio").unwrap();
     assert_eq!(audio["codec_name"], "pcm_alaw");
     assert_eq!(audio["sample_rate"], "8000");
@@ -143,9 +154,14 @@ fn rtsp_clients_get_mjpeg_and_pcma_from_the_simulated_foscam() {
 fn snapshot_and_http_mjpeg_stream() {
     let rig = Rig::start_foscam(Options::default(), CAM, &[], "");
     rig.wait_foscam_state(CAM, "online");
-    let (status, head, body) = http_get_bytes(rig.ports.http, &format!("/snapshot/foscam/{CAM}.jpg"));
+    let (status, head, body) =
+        http_get_bytes(rig.ports.http, &format!("/snapshot/foscam/{CAM}.jpg"));
     assert_eq!(status, 200, "{head}\n{}", rig.logs());
-    assert!(head.to_ascii_lowercase().contains("content-type: image/jpeg"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: image/jpeg"),
+        "{head}"
+    );
     assert_eq!(camgate::media::jpeg::dimensions(&body), Some((640, 360)));
 
     let (status, _, _) = http_get_bytes(rig.ports.http, "/snapshot/foscam/nosuch.jpg");
@@ -164,7 +180,10 @@ fn snapshot_and_http_mjpeg_stream() {
         data.extend_from_slice(&chunk[..n]);
     }
     let text = String::from_utf8_lossy(&data);
-    assert!(text.contains("multipart/x-mixed-replace; boundary=camgateframe"), "{text:.300}");
+    assert!(
+        text.contains("multipart/x-mixed-replace; boundary=camgateframe"),
+        "{text:.300}"
+    );
     let soi = data.windows(2).filter(|w| *w == [0xff, 0xd8]).count();
     assert!(soi >= 5, "JPEGs in parts: {soi}");
 }
@@ -220,7 +239,12 @@ document.body.appendChild(img);
 
 #[test]
 fn ptz_talk_and_alarms_reach_the_camera() {
-    let rig = Rig::start_foscam(Options::default(), CAM, &["--alarm-every", "1"], "swap_pan: true");
+    let rig = Rig::start_foscam(
+        Options::default(),
+        CAM,
+        &["--alarm-every", "1"],
+        "swap_pan: true",
+    );
     rig.wait_foscam_state(CAM, "online");
     let http = rig.ports.http;
 
@@ -257,7 +281,8 @@ fn ptz_talk_and_alarms_reach_the_camera() {
     // the camera decodes back to a 1 kHz tone.
     let pcm: Vec<u8> = (0..8000)
         .flat_map(|n| {
-            let s = (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * n as f64 / 8000.0).sin()) as i16;
+            let s =
+                (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * n as f64 / 8000.0).sin()) as i16;
             s.to_le_bytes()
         })
         .collect();
@@ -281,7 +306,11 @@ fn ptz_talk_and_alarms_reach_the_camera() {
             assert!(events.contains(r#""area":[0,0,320,180]"#), "{events}");
             break;
         }
-        assert!(Instant::now() < deadline, "no alarms: {events}\n{}", rig.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no alarms: {events}\n{}",
+            rig.logs()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(rig.metric("camgate_foscam_alarms_total") >= 1.0);
@@ -293,19 +322,36 @@ fn refusals_show_in_the_api_and_as_rtsp_status() {
     let rig = Rig::start_foscam(Options::default(), CAM, &["--refuse-too-many"], "");
     let status = rig.wait_foscam_state(CAM, "refused");
     assert!(status.contains("too_many_connections"), "{status}");
-    assert_eq!(rtsp_describe_status(rig.ports.rtsp, &rig.foscam_url(CAM)), 503);
+    assert_eq!(
+        rtsp_describe_status(rig.ports.rtsp, &rig.foscam_url(CAM)),
+        503
+    );
     let log = plain(&rig.gateway.log_text());
-    assert!(log.contains("camera refused the login: too many connections"), "{log}");
+    assert!(
+        log.contains("camera refused the login: too many connections"),
+        "{log}"
+    );
     drop(rig);
 
     // Wrong password: 401.
-    let rig = Rig::start_foscam(Options::default(), CAM, &["--password", "right"], "password: wrong");
+    let rig = Rig::start_foscam(
+        Options::default(),
+        CAM,
+        &["--password", "right"],
+        "password: wrong",
+    );
     let status = rig.wait_foscam_state(CAM, "refused");
     assert!(status.contains("wrong_password"), "{status}");
-    assert_eq!(rtsp_describe_status(rig.ports.rtsp, &rig.foscam_url(CAM)), 401);
+    assert_eq!(
+        rtsp_describe_status(rig.ports.rtsp, &rig.foscam_url(CAM)),
+        401
+    );
     assert!(plain(&rig.gateway.log_text()).contains("wrong password"));
     assert!(rig.metric("camgate_foscam_logins_total{outcome=\"wrong_password\"}") >= 1.0);
-    assert_eq!(rtsp_describe_status(rig.ports.rtsp, &rig.foscam_url("nosuch")), 404);
+    assert_eq!(
+        rtsp_describe_status(rig.ports.rtsp, &rig.foscam_url("nosuch")),
+        404
+    );
 }
 
 #[test]
@@ -340,7 +386,11 @@ fn camera_vanishes_then_reconnects_and_the_viewer_resumes() {
     let wait_parts = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while parts.load(Ordering::SeqCst) < n {
-            assert!(Instant::now() < deadline, "only {} parts", parts.load(Ordering::SeqCst));
+            assert!(
+                Instant::now() < deadline,
+                "only {} parts",
+                parts.load(Ordering::SeqCst)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -353,10 +403,17 @@ fn camera_vanishes_then_reconnects_and_the_viewer_resumes() {
     std::thread::sleep(Duration::from_millis(1500));
     rig.restart_foscam(&[]);
     let online = rig.wait_foscam_state(CAM, "online");
-    assert!(!online.contains("\"session\":1,"), "a new login session: {online}");
+    assert!(
+        !online.contains("\"session\":1,"),
+        "a new login session: {online}"
+    );
     // The same HTTP response carries on with frames from the new session.
     wait_parts(before + 10);
-    assert!(!ended.load(Ordering::SeqCst), "viewer was dropped\n{}", rig.logs());
+    assert!(
+        !ended.load(Ordering::SeqCst),
+        "viewer was dropped\n{}",
+        rig.logs()
+    );
     let log = plain(&rig.gateway.log_text());
     assert!(log.contains("reconnecting"), "{log}");
     assert!(rig.metric("camgate_foscam_errors_total{kind=\"connection_lost\"}") >= 1.0);

@@ -62,11 +62,23 @@ fn view(c: &FoscamCamera) -> CameraView {
     }
 }
 
-fn camera(s: &ApiState, name: &str) -> Result<Arc<FoscamCamera>, Response> {
+/// No camera of that name; answers 404.
+struct UnknownCamera(String);
+
+impl IntoResponse for UnknownCamera {
+    fn into_response(self) -> Response {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no Foscam camera {:?}", self.0),
+        )
+    }
+}
+
+fn camera(s: &ApiState, name: &str) -> Result<Arc<FoscamCamera>, UnknownCamera> {
     s.foscam
         .camera(name)
         .cloned()
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no Foscam camera {name:?}")))
+        .ok_or_else(|| UnknownCamera(name.to_owned()))
 }
 
 async fn list(State(s): State<ApiState>) -> impl IntoResponse {
@@ -76,14 +88,14 @@ async fn list(State(s): State<ApiState>) -> impl IntoResponse {
 async fn show(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
     match camera(&s, &name) {
         Ok(c) => axum::Json(view(&c)).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn events(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
     match camera(&s, &name) {
         Ok(c) => axum::Json(c.events.list()).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -106,7 +118,7 @@ async fn ptz(
 ) -> Response {
     let c = match camera(&s, &name) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let code = match decoder_code(req.action, req.preset, c.config.swap_pan) {
         Ok(code) => code,
@@ -125,9 +137,9 @@ async fn ptz(
 async fn talk(State(s): State<ApiState>, Path(name): Path<String>, body: Bytes) -> Response {
     let c = match camera(&s, &name) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
-    if body.len() > MAX_TALK_BYTES || body.len() % 2 != 0 {
+    if body.len() > MAX_TALK_BYTES || !body.len().is_multiple_of(2) {
         return error(
             StatusCode::BAD_REQUEST,
             format!("body must be s16le 8 kHz PCM, an even length up to {MAX_TALK_BYTES} bytes"),
@@ -214,7 +226,10 @@ fn jpeg_of(frame: &Frame) -> Option<Bytes> {
 /// `GET /snapshot/foscam/{name}.jpg`: the latest JPEG.
 async fn snapshot(State(s): State<ApiState>, Path(file): Path<String>) -> Response {
     let Some(key) = file.strip_suffix(".jpg").and_then(key) else {
-        return error(StatusCode::NOT_FOUND, "expected /snapshot/foscam/{name}.jpg");
+        return error(
+            StatusCode::NOT_FOUND,
+            "expected /snapshot/foscam/{name}.jpg",
+        );
     };
     let viewer = match s.streams.open(&key).await {
         Ok(v) => v,

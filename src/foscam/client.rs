@@ -144,9 +144,9 @@ impl CommandError {
     pub fn into_start_error(self, camera: &str, what: &str) -> StartError {
         match self {
             Self::NotOnline(r) => StartError::Offline(format!("{camera}: {r}")),
-            Self::Refused(proto::START_TOO_MANY) => StartError::Failed(format!(
-                "{camera} refused {what}: too many connections"
-            )),
+            Self::Refused(proto::START_TOO_MANY) => {
+                StartError::Failed(format!("{camera} refused {what}: too many connections"))
+            }
             Self::Refused(code) => StartError::Rejected {
                 code: code as u16,
                 reason: format!("{camera} refused {what}"),
@@ -385,9 +385,7 @@ async fn control_loop(
                     backoff = BACKOFF_MIN;
                 }
                 warn!(%reason, retry_in = ?backoff, "camera connection down; reconnecting");
-                camera
-                    .status
-                    .send_replace(CameraStatus::Offline { reason });
+                camera.status.send_replace(CameraStatus::Offline { reason });
             }
         }
         let wake = Instant::now() + backoff;
@@ -485,22 +483,31 @@ async fn login(camera: &FoscamCamera) -> Result<(OpConn, proto::CameraIdent), Se
         reason,
         was_online: false,
     };
-    let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect((cfg.host.as_str(), cfg.port)))
-        .await
+    let stream = match timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((cfg.host.as_str(), cfg.port)),
+    )
+    .await
     {
         Err(_) => {
             metrics::get()
                 .foscam_logins
                 .get_or_create(&label("outcome", "timeout"))
                 .inc();
-            return Err(lost(format!("connecting to {}:{} timed out", cfg.host, cfg.port)));
+            return Err(lost(format!(
+                "connecting to {}:{} timed out",
+                cfg.host, cfg.port
+            )));
         }
         Ok(Err(e)) => {
             metrics::get()
                 .foscam_logins
                 .get_or_create(&label("outcome", "unreachable"))
                 .inc();
-            return Err(lost(format!("cannot connect to {}:{}: {e}", cfg.host, cfg.port)));
+            return Err(lost(format!(
+                "cannot connect to {}:{}: {e}",
+                cfg.host, cfg.port
+            )));
         }
         Ok(Ok(s)) => s,
     };

@@ -70,7 +70,11 @@ pub fn ulaw_to_linear(code: u8) -> i16 {
     let u = !code;
     let mut t = (((u & 0x0f) as i32) << 3) + ULAW_BIAS;
     t <<= (u & 0x70) >> 4;
-    (if u & 0x80 != 0 { ULAW_BIAS - t } else { t - ULAW_BIAS }) as i16
+    (if u & 0x80 != 0 {
+        ULAW_BIAS - t
+    } else {
+        t - ULAW_BIAS
+    }) as i16
 }
 
 #[cfg(test)]
@@ -94,7 +98,10 @@ mod tests {
     fn tone_survives_both_laws() {
         let pcm = tone(1000.0, 8000.0, 4000);
         for (enc, dec) in [
-            (linear_to_alaw as fn(i16) -> u8, alaw_to_linear as fn(u8) -> i16),
+            (
+                linear_to_alaw as fn(i16) -> u8,
+                alaw_to_linear as fn(u8) -> i16,
+            ),
             (linear_to_ulaw, ulaw_to_linear),
         ] {
             let back: Vec<i16> = pcm.iter().map(|&s| dec(enc(s))).collect();
@@ -106,10 +113,18 @@ mod tests {
     #[test]
     fn every_code_is_a_fixed_point() {
         for code in 0..=255u8 {
-            assert_eq!(linear_to_alaw(alaw_to_linear(code)), code, "A-law {code:#x}");
+            assert_eq!(
+                linear_to_alaw(alaw_to_linear(code)),
+                code,
+                "A-law {code:#x}"
+            );
             // µ-law has two zeros (0x7f and 0xff); both decode to 0.
             if code != 0x7f {
-                assert_eq!(linear_to_ulaw(ulaw_to_linear(code)), code, "µ-law {code:#x}");
+                assert_eq!(
+                    linear_to_ulaw(ulaw_to_linear(code)),
+                    code,
+                    "µ-law {code:#x}"
+                );
             }
         }
     }

@@ -552,7 +552,9 @@ fn start_resp(f: &mut Fields<'_>) -> Result<(i16, Option<u32>), ProtoError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaMessage {
     /// First message on the media connection: the id from a start response.
-    LoginReq { connection_id: u32 },
+    LoginReq {
+        connection_id: u32,
+    },
     VideoData {
         /// 10 ms units.
         timestamp: u32,

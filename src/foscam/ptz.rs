@@ -41,7 +41,11 @@ pub fn decoder_code(action: PtzAction, preset: Option<u8>, swap_pan: bool) -> Re
     } else {
         (90, 91, 92, 93)
     };
-    let preset = || preset.filter(|n| *n <= MAX_PRESET).ok_or(PtzError::BadPreset);
+    let preset = || {
+        preset
+            .filter(|n| *n <= MAX_PRESET)
+            .ok_or(PtzError::BadPreset)
+    };
     Ok(match action {
         PtzAction::Up => 0,
         PtzAction::Stop => 1,

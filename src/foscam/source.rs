@@ -69,7 +69,9 @@ impl SourceProvider for FoscamSources {
         Box::pin(async move {
             let mut segments = key.segments();
             let (Some(name), None) = (segments.next(), segments.next()) else {
-                return Err(StartError::NotFound(format!("{key}: expected foscam/{{name}}")));
+                return Err(StartError::NotFound(format!(
+                    "{key}: expected foscam/{{name}}"
+                )));
             };
             let camera = self
                 .camera(name)
@@ -303,8 +305,7 @@ impl MediaReader<'_> {
     fn audio_pts(&mut self, sequence: u32, timestamp: u32, samples: usize) -> i64 {
         let by_clock = i64::from(timestamp) * 80;
         if let Some((seq0, pts0)) = self.audio_anchor {
-            let by_sequence =
-                pts0 + i64::from(sequence.wrapping_sub(seq0) as i32) * samples as i64;
+            let by_sequence = pts0 + i64::from(sequence.wrapping_sub(seq0) as i32) * samples as i64;
             if (by_sequence - by_clock).abs() <= 8000 {
                 return by_sequence;
             }

@@ -186,9 +186,7 @@ mod tests {
             0xff, 0xc0, 0x00, 17, 8, 0x00, 0x08, 0x00, 0x10, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1,
         ]);
         j.extend_from_slice(&[0xff, 0xdd, 0x00, 0x04, 0x00, 0x04]);
-        j.extend_from_slice(&[
-            0xff, 0xda, 0x00, 12, 3, 1, 0x00, 2, 0x11, 3, 0x11, 0, 63, 0,
-        ]);
+        j.extend_from_slice(&[0xff, 0xda, 0x00, 12, 3, 1, 0x00, 2, 0x11, 3, 0x11, 0, 63, 0]);
         j.extend_from_slice(&[0xaa, 0xbb, 0xcc]);
         j.extend_from_slice(&[0xff, 0xd9]);
         j
@@ -218,7 +216,10 @@ mod tests {
             assert!(JpegHeader::parse(&j[..cut]).is_err(), "cut at {cut}");
         }
         let mut progressive = j.clone();
-        let sof = progressive.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+        let sof = progressive
+            .windows(2)
+            .position(|w| w == [0xff, 0xc0])
+            .unwrap();
         progressive[sof + 1] = 0xc2;
         assert_eq!(
             JpegHeader::parse(&progressive),

@@ -288,7 +288,9 @@ mod tests {
         assert_eq!((t[0].payload_type, t[0].packetizer), (26, Packetizer::Jpeg));
         let sdp = render(&info, &t, IpAddr::V4(Ipv4Addr::LOCALHOST), 1, "foscam/x");
         assert!(
-            sdp.contains("m=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=framesize:26 640-360\r\n"),
+            sdp.contains(
+                "m=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=framesize:26 640-360\r\n"
+            ),
             "{sdp}"
         );
         assert!(sdp.contains("m=audio 0 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"));

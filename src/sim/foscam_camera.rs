@@ -211,7 +211,8 @@ async fn operation(
         config.keepalive,
     );
     let alarm_period = config.alarm_every.unwrap_or(Duration::from_secs(3600));
-    let mut alarms = tokio::time::interval_at(tokio::time::Instant::now() + alarm_period, alarm_period);
+    let mut alarms =
+        tokio::time::interval_at(tokio::time::Instant::now() + alarm_period, alarm_period);
     let mut alarm_stop: Option<tokio::time::Instant> = None;
     let result = loop {
         let frame = tokio::select! {

@@ -277,7 +277,12 @@ impl Rig {
     /// gateway's first login finds it) and a gateway configured with it as
     /// `foscam/{name}`. `sim_args` are sim-foscam flags; `camera_yaml` is
     /// extra keys of the camera entry (e.g. `password: x`).
-    pub fn start_foscam(mut opts: Options, name: &str, sim_args: &[&str], camera_yaml: &str) -> Self {
+    pub fn start_foscam(
+        mut opts: Options,
+        name: &str,
+        sim_args: &[&str],
+        camera_yaml: &str,
+    ) -> Self {
         let dir = tempdir::Dir::new();
         let ports = Ports::new();
         let sim = spawn_sim_foscam(dir.path(), ports.spare, sim_args);
@@ -332,7 +337,8 @@ impl Rig {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last = String::new();
         while Instant::now() < deadline {
-            if let Some((200, body)) = http_get(self.ports.http, &format!("/api/v1/foscam/{name}")) {
+            if let Some((200, body)) = http_get(self.ports.http, &format!("/api/v1/foscam/{name}"))
+            {
                 if body.contains(&want) {
                     return body;
                 }
@@ -340,7 +346,10 @@ impl Rig {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("camera {name} never became {state}: {last}\n{}", self.logs());
+        panic!(
+            "camera {name} never became {state}: {last}\n{}",
+            self.logs()
+        );
     }
 }
 

@@ -61,7 +61,10 @@ pub(super) fn packetize(frame: &Frame, mtu: usize, out: &mut Vec<Fragment>) {
         );
     }
     if header.scan.len() >= MAX_SCAN {
-        return skip("jpeg_size", &format_args!("{} scan bytes", header.scan.len()));
+        return skip(
+            "jpeg_size",
+            &format_args!("{} scan bytes", header.scan.len()),
+        );
     }
     let restart = header.restart_interval != 0;
     let mut main = [0u8; 8];
