@@ -47,7 +47,11 @@ fn bench(c: &mut Criterion) {
     let mut buf = template.clone();
     let base = buf.as_ptr() as usize;
     let got = decode_jpeg(&mut buf);
-    assert_eq!(got.as_ptr() as usize, base + 23 + 13, "JPEG is a slice of the buffer");
+    assert_eq!(
+        got.as_ptr() as usize,
+        base + 23 + 13,
+        "JPEG is a slice of the buffer"
+    );
     let frame = Frame {
         codec: Codec::Mjpeg,
         pts: 0,

@@ -459,9 +459,12 @@ impl OpConn {
     ) -> Result<T, String> {
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         loop {
-            let msg = timeout(deadline - Instant::now(), self.next())
-                .await
-                .map_err(|_| format!("no {what} within {ANSWER_TIMEOUT:?}"))??;
+            let msg = timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                self.next(),
+            )
+            .await
+            .map_err(|_| format!("no {what} within {ANSWER_TIMEOUT:?}"))??;
             if let Some(t) = pick(msg) {
                 return Ok(t);
             }
