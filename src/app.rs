@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::foscam::FoscamSources;
 use crate::gb28181::invite::GbSources;
 use crate::gb28181::platform::GbPlatform;
 use crate::health::Health;
@@ -39,6 +40,22 @@ pub async fn run_live(
 ) -> anyhow::Result<()> {
     let config = live.get();
     let health = Health::new();
+    let mut config = (*config).clone();
+    // The demo Foscam camera listens before the camera list is read, so
+    // its entry can name the port it got.
+    let demo_foscam = if demo {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        config.foscam.push(crate::config::FoscamCameraConfig {
+            name: "demo".into(),
+            host: "127.0.0.1".into(),
+            port: listener.local_addr()?.port(),
+            ..Default::default()
+        });
+        Some(listener)
+    } else {
+        None
+    };
+    let config = Arc::new(config);
     // The SIP stack outlives `shutdown` so BYEs can still be sent after it.
     let sip_cancel = CancellationToken::new();
     let (sip, incoming) = SipStack::bind(
@@ -73,6 +90,8 @@ pub async fn run_live(
         ),
         None => streams,
     };
+    let foscam = Arc::new(FoscamSources::spawn(&config.foscam, &sip_cancel));
+    let streams = streams.with_provider("foscam", foscam.clone());
 
     let rtsp_listener = TcpListener::bind(config.rtsp.listen)
         .await
@@ -121,6 +140,7 @@ pub async fn run_live(
             health: health.clone(),
             tokens: tokens.clone(),
             ctel: ctel.clone(),
+            foscam: foscam.clone(),
         };
         let cancel = http_cancel.clone();
         tasks.spawn(async move {
@@ -159,6 +179,18 @@ pub async fn run_live(
             "demo camera {dev}: play rtsp://127.0.0.1:{rtsp_port}/gb/{dev}/{ch}",
             dev = config.demo.device_id,
             ch = config.demo.channel_id,
+        );
+    }
+    if let Some(listener) = demo_foscam {
+        let cancel = sip_cancel.clone();
+        let sim = crate::sim::foscam_camera::SimFoscamConfig::default();
+        tasks.spawn(async move {
+            if let Err(e) = crate::sim::foscam_camera::serve(listener, sim, cancel).await {
+                warn!("demo Foscam camera stopped: {e:#}");
+            }
+        });
+        println!(
+            "demo Foscam camera: play rtsp://127.0.0.1:{rtsp_port}/foscam/demo or open http://127.0.0.1:{http_port}/mjpeg/foscam/demo"
         );
     }
 

@@ -32,6 +32,8 @@ pub struct Config {
     /// BYE) may take before the process exits anyway.
     pub shutdown_grace: ShutdownGrace,
     pub ctel: crate::ctel::config::CtelConfig,
+    /// Foscam MJPEG cameras (MO_O / MO_V protocol), served as `foscam/{name}`.
+    pub foscam: Vec<FoscamCameraConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -192,6 +194,37 @@ impl Default for GbConfig {
             webhook: String::new(),
             subscribe_alarms: true,
             redirect: Default::default(),
+        }
+    }
+}
+
+/// One Foscam MJPEG camera.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FoscamCameraConfig {
+    /// Path segment of `rtsp://HOST:8554/foscam/{name}`.
+    pub name: String,
+    /// Camera address (IP or host name) and its web port.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// Ask for the camera's audio (ADPCM, re-encoded as PCMA).
+    pub audio: bool,
+    /// Swap left and right: some firmware has the pan codes reversed.
+    pub swap_pan: bool,
+}
+
+impl Default for FoscamCameraConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            host: String::new(),
+            port: 80,
+            user: "admin".into(),
+            password: String::new(),
+            audio: true,
+            swap_pan: false,
         }
     }
 }
@@ -467,6 +500,53 @@ impl Config {
         self.ctel
             .validate()
             .map_err(|(key, message)| invalid(key, message))?;
+        self.validate_foscam(origin)?;
+        Ok(())
+    }
+
+    fn validate_foscam(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            message,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for cam in &self.foscam {
+            let name_ok = !cam.name.is_empty()
+                && cam.name.len() <= 64
+                && cam
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                return Err(invalid(
+                    "foscam.name",
+                    format!("{:?} must be 1-64 of A-Z a-z 0-9 - _", cam.name),
+                ));
+            }
+            if !seen.insert(cam.name.as_str()) {
+                return Err(invalid(
+                    "foscam.name",
+                    format!("{:?} appears twice", cam.name),
+                ));
+            }
+            if cam.host.is_empty() || cam.port == 0 {
+                return Err(invalid(
+                    "foscam.host",
+                    format!("camera {:?} needs a host and a non-zero port", cam.name),
+                ));
+            }
+            // Verify_Req has 13-byte fields; longer values would be cut.
+            if cam.user.len() > 13 || cam.password.len() > 13 {
+                return Err(invalid(
+                    "foscam.password",
+                    format!(
+                        "camera {:?}: user and password are at most 13 bytes",
+                        cam.name
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -540,6 +620,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("duration"), "{err}");
+    }
+
+    #[test]
+    fn foscam_cameras_parse_with_defaults_and_validate() {
+        let c = Config::from_yaml(
+            "foscam:\n  - name: door\n    host: 192.168.1.20\n    password: pw\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.foscam.len(), 1);
+        let door = &c.foscam[0];
+        assert_eq!(
+            (door.port, door.user.as_str(), door.audio),
+            (80, "admin", true)
+        );
+        let err = Config::from_yaml(
+            "foscam:\n  - {name: a, host: h}\n  - {name: a, host: h}\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("foscam.name") && err.contains("twice"),
+            "{err}"
+        );
+        let err = Config::from_yaml("foscam:\n  - {name: a/b, host: h}\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("foscam.name"), "{err}");
+        assert!(Config::embedded().foscam.is_empty());
     }
 
     #[test]

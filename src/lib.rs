@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod config_env;
 pub mod ctel;
+pub mod foscam;
 pub mod gb28181;
 pub mod health;
 pub mod ingest;

@@ -91,6 +91,25 @@ enum Command {
         #[arg(long)]
         dead_local_address: bool,
     },
+    /// Run only a simulated Foscam MJPEG camera (MO_O / MO_V protocol).
+    SimFoscam {
+        /// Address to listen on (both connections use it).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "admin")]
+        user: String,
+        #[arg(long, default_value = "")]
+        password: String,
+        /// Refuse every login with "too many connections".
+        #[arg(long)]
+        refuse_too_many: bool,
+        /// Answer Audio_Start with "not supported".
+        #[arg(long)]
+        no_audio: bool,
+        /// Send a motion alarm every this many seconds.
+        #[arg(long)]
+        alarm_every: Option<f64>,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -230,6 +249,27 @@ fn main() -> ExitCode {
                 sim.heartbeats = heartbeats;
                 sim.dead_local_address = dead_local_address;
                 run(sim, shutdown).await
+            }
+            Some(Command::SimFoscam {
+                listen,
+                user,
+                password,
+                refuse_too_many,
+                no_audio,
+                alarm_every,
+            }) => {
+                let sim = camgate::sim::foscam_camera::SimFoscamConfig {
+                    listen,
+                    user,
+                    password,
+                    refuse_too_many,
+                    audio: !no_audio,
+                    alarm_every: alarm_every
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .map(std::time::Duration::from_secs_f64),
+                    ..Default::default()
+                };
+                camgate::sim::foscam_camera::run(sim, shutdown).await
             }
             _ => {
                 let live = camgate::reload::LiveConfig::new(config, cli.config.clone());

@@ -83,6 +83,11 @@ pub struct Metrics {
     pub tcp_media_errors: Family<Label, Counter>,
     pub rtcp_receiver_reports: Counter,
     pub rtp_ports_capacity: Gauge,
+    pub foscam_logins: Family<Label, Counter>,
+    pub foscam_errors: Family<Label, Counter>,
+    pub foscam_frames: Family<Label, Counter>,
+    pub foscam_alarms: Counter,
+    pub foscam_cameras_online: Gauge,
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -408,6 +413,31 @@ fn build() -> Metrics {
             "RTP receive ports the pool can hand out",
             Gauge::default()
         ),
+        foscam_logins: reg!(
+            "camgate_foscam_logins",
+            "Foscam control logins, by outcome (ok, too_many, wrong_user, wrong_password, unreachable, timeout, error)",
+            Family::default()
+        ),
+        foscam_errors: reg!(
+            "camgate_foscam_errors",
+            "Foscam protocol errors and lost connections, by kind",
+            Family::default()
+        ),
+        foscam_frames: reg!(
+            "camgate_foscam_frames",
+            "Frames received from Foscam cameras, by kind (video, audio)",
+            Family::default()
+        ),
+        foscam_alarms: reg!(
+            "camgate_foscam_alarms",
+            "Alarm notifications received from Foscam cameras",
+            Counter::default()
+        ),
+        foscam_cameras_online: reg!(
+            "camgate_foscam_cameras_online",
+            "Foscam cameras with a logged-in control connection",
+            Gauge::default()
+        ),
         registry: r,
     }
 }
@@ -616,6 +646,35 @@ fn zero_known_series(m: &Metrics) {
         &["ok", "refused", "timeout", "offline"],
     );
     zero(&m.ctel_pull_errors, "kind", &["connect", "rtsp", "offline"]);
+    zero(
+        &m.foscam_logins,
+        "outcome",
+        &[
+            "ok",
+            "too_many",
+            "wrong_user",
+            "wrong_password",
+            "refused",
+            "timeout",
+            "unreachable",
+            "error",
+        ],
+    );
+    zero(
+        &m.foscam_errors,
+        "kind",
+        &[
+            "garbage",
+            "too_large",
+            "truncated",
+            "bad_inner_length",
+            "jpeg_header",
+            "audio_format",
+            "connection_lost",
+            "media_lost",
+        ],
+    );
+    zero(&m.foscam_frames, "kind", &["video", "audio"]);
     zero(
         &m.shared_port_packets,
         "outcome",

@@ -115,6 +115,9 @@ pub enum StartError {
     Rejected { code: u16, reason: String },
     #[error("no free RTP port")]
     NoPort,
+    /// The device refused our credentials (RTSP 401).
+    #[error("device refused our credentials: {0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Failed(String),
 }

@@ -21,6 +21,7 @@ use crate::streams::Streams;
 mod ctel;
 mod devices;
 mod events;
+mod foscam;
 mod gb_control;
 mod gb_queries;
 mod streams;
@@ -36,6 +37,7 @@ pub struct ApiState {
     pub tokens: Arc<crate::rtsp::tokens::TokenStore>,
     /// Telecom devices; `None` when the `ctel` section is disabled.
     pub ctel: Option<Arc<crate::ctel::platform::CtelPlatform>>,
+    pub foscam: Arc<crate::foscam::FoscamSources>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -50,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(events::routes())
         .merge(tokens::routes())
         .merge(ctel::routes())
+        .merge(foscam::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

@@ -5,6 +5,7 @@ pub mod h264;
 pub mod h265;
 pub mod hub;
 pub mod jitter;
+pub mod jpeg;
 pub mod probe;
 pub mod ps;
 pub mod rtcp_rr;

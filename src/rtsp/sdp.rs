@@ -21,6 +21,8 @@ use crate::media::frame::{Codec, MediaKind, StreamInfo};
 pub const PT_VIDEO: u8 = 96;
 /// Dynamic payload type for audio at a non-standard rate.
 pub const PT_AUDIO_DYNAMIC: u8 = 97;
+/// Static payload type of JPEG (RFC 3551 §6, RFC 2435).
+pub const PT_JPEG: u8 = 26;
 
 /// One media track offered in the SDP.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +51,12 @@ pub fn tracks(info: &StreamInfo) -> Vec<TrackDesc> {
         out.push(TrackDesc {
             id: 0,
             codec: *codec,
-            payload_type: PT_VIDEO,
+            // RFC 3551 §6: JPEG has the static payload type 26.
+            payload_type: if *codec == Codec::Mjpeg {
+                PT_JPEG
+            } else {
+                PT_VIDEO
+            },
             clock_rate: 90_000,
             packetizer,
         });
@@ -103,6 +110,18 @@ pub fn render(
                 let _ = write!(s, "m=video 0 RTP/AVP {}\r\n", t.payload_type);
                 let params = info.video.as_ref().map(|(_, p)| p);
                 match t.codec {
+                    Codec::Mjpeg => {
+                        // Size and tables travel in every packet (RFC 2435
+                        // §3.1); `a=framesize` helps players size windows.
+                        let _ = write!(s, "a=rtpmap:{} JPEG/90000\r\n", t.payload_type);
+                        if let Some(p) = params.filter(|p| p.width > 0 && p.height > 0) {
+                            let _ = write!(
+                                s,
+                                "a=framesize:{} {}-{}\r\n",
+                                t.payload_type, p.width, p.height
+                            );
+                        }
+                    }
                     Codec::H265 => {
                         let _ = write!(s, "a=rtpmap:{} H265/90000\r\n", t.payload_type);
                         let sets: Vec<String> = params
@@ -252,7 +271,7 @@ mod tests {
         assert!(!sdp.contains("m=audio"));
 
         let mjpeg = StreamInfo {
-            video: Some((Codec::Mjpeg, VideoParams::default())),
+            video: Some((Codec::Svac, VideoParams::default())),
             audio: Some((
                 Codec::Aac,
                 AudioParams {
@@ -274,6 +293,38 @@ mod tests {
             sdp.contains("a=rtpmap:97 mpeg4-generic/16000/1\r\na=fmtp:97 streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config=1408\r\n"),
             "{sdp}"
         );
+    }
+
+    #[test]
+    fn mjpeg_uses_static_payload_type_26() {
+        let info = StreamInfo {
+            video: Some((
+                Codec::Mjpeg,
+                VideoParams {
+                    width: 640,
+                    height: 360,
+                    ..VideoParams::default()
+                },
+            )),
+            audio: Some((
+                Codec::Pcma,
+                AudioParams {
+                    sample_rate: 8000,
+                    channels: 1,
+                    config: None,
+                },
+            )),
+        };
+        let t = tracks(&info);
+        assert_eq!((t[0].payload_type, t[0].packetizer), (26, Packetizer::Jpeg));
+        let sdp = render(&info, &t, IpAddr::V4(Ipv4Addr::LOCALHOST), 1, "foscam/x");
+        assert!(
+            sdp.contains(
+                "m=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=framesize:26 640-360\r\n"
+            ),
+            "{sdp}"
+        );
+        assert!(sdp.contains("m=audio 0 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"));
     }
 
     #[test]

@@ -240,6 +240,7 @@ impl RequestError {
                 StartError::Timeout(_) => StatusCode::GatewayTimeout,
                 StartError::Rejected { .. } => StatusCode::BadGateway,
                 StartError::NoPort => StatusCode::NotEnoughBandwidth,
+                StartError::Unauthorized(_) => StatusCode::Unauthorized,
             },
         }
     }
@@ -268,6 +269,7 @@ impl RequestError {
                 StartError::Timeout(_) => "start_timeout",
                 StartError::Rejected { .. } => "rejected",
                 StartError::NoPort => "no_port",
+                StartError::Unauthorized(_) => "device_unauthorized",
             },
         }
     }

@@ -295,6 +295,133 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// A simulated Foscam camera on `ports.spare` (started first, so the
+    /// gateway's first login finds it) and a gateway configured with it as
+    /// `foscam/{name}`. `sim_args` are sim-foscam flags; `camera_yaml` is
+    /// extra keys of the camera entry (e.g. `password: x`).
+    pub fn start_foscam(
+        mut opts: Options,
+        name: &str,
+        sim_args: &[&str],
+        camera_yaml: &str,
+    ) -> Self {
+        let dir = tempdir::Dir::new();
+        let ports = Ports::new();
+        let sim = spawn_sim_foscam(dir.path(), ports.spare, sim_args);
+        wait_tcp(ports.spare);
+        opts.extra_yaml.push_str(&format!(
+            "foscam:\n  - {{ name: {name}, host: \"127.0.0.1\", port: {port}{sep}{camera_yaml} }}\n",
+            port = ports.spare,
+            sep = if camera_yaml.is_empty() { "" } else { ", " },
+        ));
+        let config = write_config(dir.path(), &ports, &opts);
+        let gateway = Proc::spawn(
+            &["--config", config.to_str().unwrap()],
+            dir.path().join("gateway.log"),
+        );
+        let rig = Self {
+            dir,
+            ports,
+            config,
+            gateway,
+            cameras: vec![sim],
+        };
+        rig.wait_http();
+        rig
+    }
+
+    /// Kill the simulated Foscam camera (it vanishes from the network).
+    pub fn kill_foscam(&mut self) {
+        if let Some(sim) = self.cameras.first_mut() {
+            let _ = sim.child.kill();
+            let _ = sim.child.wait();
+        }
+    }
+
+    /// Start it again on the same port with `sim_args`.
+    pub fn restart_foscam(&mut self, sim_args: &[&str]) {
+        let sim = spawn_sim_foscam(self.dir.path(), self.ports.spare, sim_args);
+        wait_tcp(self.ports.spare);
+        if self.cameras.is_empty() {
+            self.cameras.push(sim);
+        } else {
+            self.cameras[0] = sim;
+        }
+    }
+
+    pub fn foscam_url(&self, name: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/foscam/{name}", self.ports.rtsp)
+    }
+
+    /// Wait until the API shows the camera in `state` (e.g. "online").
+    pub fn wait_foscam_state(&self, name: &str, state: &str) -> String {
+        let want = format!("\"state\":\"{state}\"");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Some((200, body)) = http_get(self.ports.http, &format!("/api/v1/foscam/{name}"))
+            {
+                if body.contains(&want) {
+                    return body;
+                }
+                last = body;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "camera {name} never became {state}: {last}\n{}",
+            self.logs()
+        );
+    }
+}
+
+fn spawn_sim_foscam(dir: &std::path::Path, port: u16, sim_args: &[&str]) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["sim-foscam", "--listen", listen.as_str()];
+    args.extend_from_slice(sim_args);
+    static N: AtomicU16 = AtomicU16::new(0);
+    let log = dir.join(format!("foscam-{}.log", N.fetch_add(1, Ordering::SeqCst)));
+    Proc::spawn(&args, log)
+}
+
+/// Wait until something accepts TCP on `port`.
+pub fn wait_tcp(port: u16) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listening on {port}");
+}
+
+/// Minimal HTTP/1.1 POST; returns status and body.
+pub fn http_post_body(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    s.write_all(body).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
 pub fn metric_value(text: &str, prefix: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))

@@ -12,6 +12,7 @@ pub mod aac;
 pub mod g711;
 pub mod h264;
 pub mod h265;
+pub mod jpeg;
 
 use crate::media::frame::{Chunks, Codec, Frame};
 
@@ -70,6 +71,8 @@ pub enum Packetizer {
     G711,
     /// AAC, RFC 3640 AAC-hbr.
     Aac,
+    /// JPEG (RFC 2435), one image per frame.
+    Jpeg,
 }
 
 impl Packetizer {
@@ -80,6 +83,7 @@ impl Packetizer {
             Codec::H265 => Some(Self::H265),
             Codec::Pcma | Codec::Pcmu => Some(Self::G711),
             Codec::Aac => Some(Self::Aac),
+            Codec::Mjpeg => Some(Self::Jpeg),
             _ => None,
         }
     }
@@ -95,6 +99,7 @@ impl Packetizer {
             Self::H265 => h265::packetize(frame, mtu, out),
             Self::G711 => g711::packetize(frame, mtu, out),
             Self::Aac => aac::packetize(frame, mtu, out),
+            Self::Jpeg => jpeg::packetize(frame, mtu, out),
         }
     }
 }
