@@ -60,6 +60,10 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
     let rtsp_port = rtsp_listener.local_addr()?.port();
     let http_port = http_listener.local_addr()?.port();
 
+    let webrtc = crate::webrtc::WebRtc::start(webrtc_config(&config), shutdown.clone())
+        .await
+        .with_context(|| format!("cannot bind the WebRTC UDP port {}", config.webrtc.udp_port))?;
+
     let mut tasks = tokio::task::JoinSet::new();
     {
         let platform = platform.clone();
@@ -80,6 +84,7 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         let state = crate::api::ApiState {
             streams: streams.clone(),
             gb: platform.clone(),
+            webrtc: webrtc.clone(),
         };
         let cancel = shutdown.clone();
         tasks.spawn(async move {
@@ -94,6 +99,7 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         sip = %format!("{host}:{sip_port} (UDP+TCP)"),
         rtsp = %format!("rtsp://{host}:{rtsp_port}/gb/{{device}}/{{channel}}"),
         http = %format!("http://{host}:{http_port}/"),
+        webrtc = ?webrtc.local_addrs(),
         "camgate is up"
     );
     if demo {
@@ -115,7 +121,25 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
     shutdown.cancelled().await;
     info!("stopping streams");
     streams.shutdown(SHUTDOWN_GRACE).await;
+    webrtc.wait().await;
     sip_cancel.cancel();
     tasks.shutdown().await;
     Ok(())
+}
+
+/// The WebRTC engine's settings; candidate IPs default to the advertised IP.
+fn webrtc_config(config: &Config) -> crate::webrtc::WebRtcConfig {
+    let w = &config.webrtc;
+    crate::webrtc::WebRtcConfig {
+        udp_port: w.udp_port,
+        ips: if w.ips.is_empty() {
+            vec![config.advertised_ip()]
+        } else {
+            w.ips.clone()
+        },
+        nat_1to1_ips: w.nat_1to1_ips.clone(),
+        connect_timeout: w.connect_timeout,
+        max_peers: w.max_peers,
+        ..crate::webrtc::WebRtcConfig::default()
+    }
 }

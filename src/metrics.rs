@@ -48,6 +48,14 @@ pub struct Metrics {
     pub rtsp_errors: Family<Label, Counter>,
     pub rtsp_bytes_sent: Counter,
     pub http_requests: Counter,
+    pub webrtc_peers: Gauge,
+    pub webrtc_sessions: Family<Label, Counter>,
+    pub webrtc_sessions_ended: Family<Label, Counter>,
+    pub webrtc_errors: Family<Label, Counter>,
+    pub webrtc_datagrams_dropped: Family<Label, Counter>,
+    pub webrtc_bytes_sent: Counter,
+    pub webrtc_frames_sent: Counter,
+    pub webrtc_keyframe_requests: Counter,
 }
 
 fn build() -> Metrics {
@@ -208,6 +216,46 @@ fn build() -> Metrics {
         http_requests: reg!(
             "camgate_http_requests",
             "HTTP API requests served",
+            Counter::default()
+        ),
+        webrtc_peers: reg!(
+            "camgate_webrtc_peers",
+            "WebRTC (WHEP) viewers, connecting or connected",
+            Gauge::default()
+        ),
+        webrtc_sessions: reg!(
+            "camgate_webrtc_sessions",
+            "WHEP offers, by outcome (ok, not_found, start_failed, no_codec, too_many, ...)",
+            Family::default()
+        ),
+        webrtc_sessions_ended: reg!(
+            "camgate_webrtc_sessions_ended",
+            "WebRTC sessions ended, by reason (deleted, ice_closed, connect_timeout, stream_ended, error)",
+            Family::default()
+        ),
+        webrtc_errors: reg!(
+            "camgate_webrtc_errors",
+            "WebRTC input rejected or peer failures, by kind",
+            Family::default()
+        ),
+        webrtc_datagrams_dropped: reg!(
+            "camgate_webrtc_datagrams_dropped",
+            "Datagrams on the WebRTC port that reached no peer, by reason",
+            Family::default()
+        ),
+        webrtc_bytes_sent: reg!(
+            "camgate_webrtc_bytes_sent",
+            "Bytes sent to WebRTC peers (SRTP, SRTCP, DTLS, STUN)",
+            Counter::default()
+        ),
+        webrtc_frames_sent: reg!(
+            "camgate_webrtc_frames_sent",
+            "Frames written to WebRTC peers",
+            Counter::default()
+        ),
+        webrtc_keyframe_requests: reg!(
+            "camgate_webrtc_keyframe_requests",
+            "PLI/FIR key frame requests from browsers",
             Counter::default()
         ),
         registry: r,

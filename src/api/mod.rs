@@ -17,12 +17,15 @@ use crate::streams::Streams;
 
 mod devices;
 mod streams;
+mod whep;
+mod console;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
     pub streams: Streams,
     pub gb: Arc<GbPlatform>,
+    pub webrtc: crate::webrtc::WebRtc,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -31,6 +34,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(devices::routes())
         .merge(streams::routes())
+        .merge(whep::routes())
+        .merge(console::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }
