@@ -106,3 +106,26 @@ impl Drop for Browser {
         );
     }
 }
+
+impl Browser {
+    /// Run an async `script`: it gets a callback as its last argument
+    /// (`arguments[arguments.length - 1]`) and calls it with the result.
+    pub fn eval_async(&self, script: &str) -> Value {
+        call(
+            self.port,
+            "POST",
+            &format!("/session/{}/execute/async", self.session),
+            &json!({ "script": script, "args": [] }),
+        )
+        .map(|v| v["value"].clone())
+        .unwrap_or(Value::Null)
+    }
+}
+
+/// A TCP port free right now on loopback (for chromedriver).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
