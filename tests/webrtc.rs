@@ -86,7 +86,11 @@ fn chromium_plays_the_demo_camera_from_the_console() {
     browser.eval("window.camgate.stop(); return 0;");
     let deadline = Instant::now() + Duration::from_secs(5);
     while rig.metric("camgate_webrtc_peers") != 0.0 {
-        assert!(Instant::now() < deadline, "viewer not released\n{}", rig.logs());
+        assert!(
+            Instant::now() < deadline,
+            "viewer not released\n{}",
+            rig.logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
@@ -105,7 +109,10 @@ fn whep_http_surface() {
     let (status, head, _) = http_request(port, "OPTIONS", "/whep/gb/a/b", &[], "").unwrap();
     assert_eq!(status, 204);
     assert!(head.contains("access-control-allow-origin: *"), "{head}");
-    assert!(head.contains("access-control-allow-methods: post, delete"), "{head}");
+    assert!(
+        head.contains("access-control-allow-methods: post, delete"),
+        "{head}"
+    );
     assert!(head.contains("accept-post: application/sdp"), "{head}");
 
     // Not SDP.
@@ -120,8 +127,14 @@ fn whep_http_surface() {
     assert_eq!(status, 415);
 
     // A device that never registered.
-    let (status, head, body) =
-        http_request(port, "POST", "/whep/gb/34020000001320000099/x", &sdp, "v=0\r\n").unwrap();
+    let (status, head, body) = http_request(
+        port,
+        "POST",
+        "/whep/gb/34020000001320000099/x",
+        &sdp,
+        "v=0\r\n",
+    )
+    .unwrap();
     assert_eq!(status, 404, "{body}");
     assert!(head.contains("access-control-allow-origin: *"), "{head}");
 
@@ -160,7 +173,11 @@ fn garbage_offer_is_a_400_and_the_stream_is_released() {
     // camera stream (idle_timeout 1 s in tests).
     let deadline = Instant::now() + Duration::from_secs(10);
     while rig.metric("camgate_streams_active") != 0.0 {
-        assert!(Instant::now() < deadline, "stream kept alive\n{}", rig.logs());
+        assert!(
+            Instant::now() < deadline,
+            "stream kept alive\n{}",
+            rig.logs()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -59,7 +59,8 @@ impl SourceProvider for Replay {
             let cancel = CancellationToken::new();
             let stop = cancel.clone();
             let task = tokio::spawn(async move {
-                let span = frames.last().map_or(0, |f| f.pts) - frames.first().map_or(0, |f| f.pts) + 3600;
+                let span =
+                    frames.last().map_or(0, |f| f.pts) - frames.first().map_or(0, |f| f.pts) + 3600;
                 let mut tick = tokio::time::interval(Duration::from_millis(40));
                 for lap in 0.. {
                     for f in frames.iter() {
@@ -185,7 +186,10 @@ fn chromium_decodes_the_hikvision_main_profile_capture() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!((width, height), (u64::from(params.width), u64::from(params.height)));
+    assert_eq!(
+        (width, height),
+        (u64::from(params.width), u64::from(params.height))
+    );
     assert_eq!((width, height), (704, 576));
     assert!(codec.contains("profile-level-id=4d"), "sent as {codec}");
     std::thread::sleep(Duration::from_secs(1));

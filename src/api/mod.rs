@@ -15,10 +15,10 @@ use crate::gb28181::platform::GbPlatform;
 use crate::metrics;
 use crate::streams::Streams;
 
+mod console;
 mod devices;
 mod streams;
 mod whep;
-mod console;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -58,13 +58,19 @@ async fn preflight() -> Response {
     (
         StatusCode::NO_CONTENT,
         [
-            (header::ACCESS_CONTROL_ALLOW_METHODS, "POST, DELETE, PATCH, OPTIONS"),
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "POST, DELETE, PATCH, OPTIONS",
+            ),
             (
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 "Content-Type, Authorization, If-Match",
             ),
             (header::ACCESS_CONTROL_MAX_AGE, "86400"),
-            (header::HeaderName::from_static("accept-post"), "application/sdp"),
+            (
+                header::HeaderName::from_static("accept-post"),
+                "application/sdp",
+            ),
         ],
     )
         .into_response()

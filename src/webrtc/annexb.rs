@@ -17,7 +17,12 @@ const START_CODE: [u8; 4] = [0, 0, 0, 1];
 /// anything else (an audio frame).
 pub fn gather(frame: &Frame) -> Arc<[u8]> {
     let start_codes = matches!(frame.codec, Codec::H264 | Codec::H265);
-    let len = frame.len() + if start_codes { 4 * frame.units.len() } else { 0 };
+    let len = frame.len()
+        + if start_codes {
+            4 * frame.units.len()
+        } else {
+            0
+        };
     let mut out = Vec::with_capacity(len);
     for unit in &frame.units {
         if start_codes {
@@ -27,7 +32,9 @@ pub fn gather(frame: &Frame) -> Arc<[u8]> {
             out.extend_from_slice(part);
         }
     }
-    metrics::get().payload_bytes_copied.inc_by(frame.len() as u64);
+    metrics::get()
+        .payload_bytes_copied
+        .inc_by(frame.len() as u64);
     out.into()
 }
 
@@ -35,8 +42,11 @@ pub fn gather(frame: &Frame) -> Arc<[u8]> {
 /// the same `Arc<Frame>`s from the hub, so all but the first reuse it.
 #[derive(Default)]
 pub struct FrameCache {
-    last: Mutex<Option<(Arc<Frame>, Arc<[u8]>)>>,
+    last: Mutex<Option<Gathered>>,
 }
+
+/// A frame and its gathered buffer.
+type Gathered = (Arc<Frame>, Arc<[u8]>);
 
 impl FrameCache {
     pub fn get(&self, frame: &Arc<Frame>) -> Arc<[u8]> {

@@ -19,9 +19,9 @@ const HIGH: u8 = 100;
 /// `profile-level-id` of a stream from its SPS (NAL header included).
 pub fn profile_level_id(sps: &[u8]) -> Option<u32> {
     match sps {
-        [header, profile, constraints, level, ..] if header & 0x1f == 7 => Some(
-            (u32::from(*profile) << 16) | (u32::from(*constraints) << 8) | u32::from(*level),
-        ),
+        [header, profile, constraints, level, ..] if header & 0x1f == 7 => {
+            Some((u32::from(*profile) << 16) | (u32::from(*constraints) << 8) | u32::from(*level))
+        }
         _ => None,
     }
 }
@@ -105,7 +105,10 @@ mod tests {
     #[test]
     fn plid_from_sps() {
         // SPS of the demo clip (Main, level 3.1) and of a High camera.
-        assert_eq!(profile_level_id(&[0x67, 0x4d, 0x00, 0x1f, 0xab]), Some(0x4d001f));
+        assert_eq!(
+            profile_level_id(&[0x67, 0x4d, 0x00, 0x1f, 0xab]),
+            Some(0x4d001f)
+        );
         assert_eq!(profile_level_id(&[0x27, 0x64, 0x00, 0x28]), Some(0x640028));
         assert_eq!(profile_level_id(&[0x68, 0x4d, 0x00, 0x1f]), None, "a PPS");
         assert_eq!(profile_level_id(&[0x67, 0x4d]), None);

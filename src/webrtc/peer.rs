@@ -143,7 +143,8 @@ impl Peer {
         locals: &[LocalAddr],
         now: Instant,
     ) -> Result<(Peer, String), PeerError> {
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| PeerError::BadOffer(e.to_string()))?;
         let (codec, params) = info
             .video
             .as_ref()

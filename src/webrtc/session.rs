@@ -142,7 +142,10 @@ impl Session {
 
     /// Send everything the peer has queued. `Ok(None)` when it closed,
     /// else the time it next wants a tick.
-    async fn flush(&mut self, sub: &mut Option<Subscription>) -> Result<Option<Instant>, PeerError> {
+    async fn flush(
+        &mut self,
+        sub: &mut Option<Subscription>,
+    ) -> Result<Option<Instant>, PeerError> {
         let mut bytes = 0u64;
         let result = loop {
             match self.peer.poll() {
