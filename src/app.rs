@@ -105,6 +105,10 @@ pub async fn run_live(
     // The HTTP API outlives `shutdown` so /readyz can say "draining" and
     // /metrics stays scrapeable while devices are sent BYE.
     let http_cancel = CancellationToken::new();
+    let webrtc = crate::webrtc::WebRtc::start(webrtc_config(&config), shutdown.clone())
+        .await
+        .with_context(|| format!("cannot bind the WebRTC UDP port {}", config.webrtc.udp_port))?;
+
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::reload::reload_on_sighup(
         live.clone(),
@@ -141,6 +145,7 @@ pub async fn run_live(
             tokens: tokens.clone(),
             ctel: ctel.clone(),
             foscam: foscam.clone(),
+            webrtc: webrtc.clone(),
         };
         let cancel = http_cancel.clone();
         tasks.spawn(async move {
@@ -164,6 +169,7 @@ pub async fn run_live(
         sip = %format!("{host}:{sip_port} (UDP+TCP)"),
         rtsp = %format!("rtsp://{host}:{rtsp_port}/gb/{{device}}/{{channel}}"),
         http = %format!("http://{host}:{http_port}/"),
+        webrtc = ?webrtc.local_addrs(),
         "camgate is up"
     );
     if demo {
@@ -225,6 +231,7 @@ pub async fn run_live(
     streams
         .shutdown(grace.saturating_sub(TEARDOWN_RESERVE))
         .await;
+    webrtc.wait().await;
     sip_cancel.cancel();
     http_cancel.cancel();
     let left = grace
@@ -235,4 +242,21 @@ pub async fn run_live(
     }
     info!(took_s = started.elapsed().as_secs_f64(), "drained");
     Ok(())
+}
+
+/// The WebRTC engine's settings; candidate IPs default to the advertised IP.
+fn webrtc_config(config: &Config) -> crate::webrtc::WebRtcConfig {
+    let w = &config.webrtc;
+    crate::webrtc::WebRtcConfig {
+        udp_port: w.udp_port,
+        ips: if w.ips.is_empty() {
+            vec![config.advertised_ip()]
+        } else {
+            w.ips.clone()
+        },
+        nat_1to1_ips: w.nat_1to1_ips.clone(),
+        connect_timeout: w.connect_timeout,
+        max_peers: w.max_peers,
+        ..crate::webrtc::WebRtcConfig::default()
+    }
 }

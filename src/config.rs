@@ -34,6 +34,7 @@ pub struct Config {
     pub ctel: crate::ctel::config::CtelConfig,
     /// Foscam MJPEG cameras (MO_O / MO_V protocol), served as `foscam/{name}`.
     pub foscam: Vec<FoscamCameraConfig>,
+    pub webrtc: WebRtcSection,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -308,6 +309,38 @@ impl Default for DemoConfig {
     }
 }
 
+/// WebRTC (WHEP) egress: one UDP port shared by every browser peer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtcSection {
+    /// UDP port all peers share (ICE-lite; demultiplexed by ICE ufrag and
+    /// remote address). 0 = any free port.
+    pub udp_port: u16,
+    /// Local IPs to bind and announce as host candidates. Empty = the
+    /// advertised IP (`sip.external_ip`, else the listen IP, else 127.0.0.1).
+    pub ips: Vec<IpAddr>,
+    /// Public IPs that map 1:1 onto `ips` (NAT, cloud): announced in the
+    /// answer instead of the matching local IP.
+    pub nat_1to1_ips: Vec<IpAddr>,
+    /// A peer that has not completed ICE+DTLS within this long is dropped.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Most concurrent WebRTC viewers; more are answered 503.
+    pub max_peers: usize,
+}
+
+impl Default for WebRtcSection {
+    fn default() -> Self {
+        Self {
+            udp_port: 8189,
+            ips: Vec::new(),
+            nat_1to1_ips: Vec::new(),
+            connect_timeout: Duration::from_secs(15),
+            max_peers: 2000,
+        }
+    }
+}
+
 /// A configuration that failed to load, with the place it failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -500,6 +533,14 @@ impl Config {
         self.ctel
             .validate()
             .map_err(|(key, message)| invalid(key, message))?;
+        if !self.webrtc.nat_1to1_ips.is_empty()
+            && self.webrtc.nat_1to1_ips.len() != self.webrtc.ips.len().max(1)
+        {
+            return Err(invalid(
+                "webrtc.nat_1to1_ips",
+                "needs one public IP per entry of webrtc.ips".into(),
+            ));
+        }
         self.validate_foscam(origin)?;
         Ok(())
     }

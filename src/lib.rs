@@ -23,3 +23,4 @@ pub mod sim;
 pub mod sip;
 pub mod streams;
 pub mod testdata;
+pub mod webrtc;

@@ -88,6 +88,14 @@ pub struct Metrics {
     pub foscam_frames: Family<Label, Counter>,
     pub foscam_alarms: Counter,
     pub foscam_cameras_online: Gauge,
+    pub webrtc_peers: Gauge,
+    pub webrtc_sessions: Family<Label, Counter>,
+    pub webrtc_sessions_ended: Family<Label, Counter>,
+    pub webrtc_errors: Family<Label, Counter>,
+    pub webrtc_datagrams_dropped: Family<Label, Counter>,
+    pub webrtc_bytes_sent: Counter,
+    pub webrtc_frames_sent: Counter,
+    pub webrtc_keyframe_requests: Counter,
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -438,6 +446,46 @@ fn build() -> Metrics {
             "Foscam cameras with a logged-in control connection",
             Gauge::default()
         ),
+        webrtc_peers: reg!(
+            "camgate_webrtc_peers",
+            "WebRTC (WHEP) viewers, connecting or connected",
+            Gauge::default()
+        ),
+        webrtc_sessions: reg!(
+            "camgate_webrtc_sessions",
+            "WHEP offers, by outcome (ok, not_found, start_failed, no_codec, too_many, ...)",
+            Family::default()
+        ),
+        webrtc_sessions_ended: reg!(
+            "camgate_webrtc_sessions_ended",
+            "WebRTC sessions ended, by reason (deleted, ice_closed, connect_timeout, stream_ended, error)",
+            Family::default()
+        ),
+        webrtc_errors: reg!(
+            "camgate_webrtc_errors",
+            "WebRTC input rejected or peer failures, by kind",
+            Family::default()
+        ),
+        webrtc_datagrams_dropped: reg!(
+            "camgate_webrtc_datagrams_dropped",
+            "Datagrams on the WebRTC port that reached no peer, by reason",
+            Family::default()
+        ),
+        webrtc_bytes_sent: reg!(
+            "camgate_webrtc_bytes_sent",
+            "Bytes sent to WebRTC peers (SRTP, SRTCP, DTLS, STUN)",
+            Counter::default()
+        ),
+        webrtc_frames_sent: reg!(
+            "camgate_webrtc_frames_sent",
+            "Frames written to WebRTC peers",
+            Counter::default()
+        ),
+        webrtc_keyframe_requests: reg!(
+            "camgate_webrtc_keyframe_requests",
+            "PLI/FIR key frame requests from browsers",
+            Counter::default()
+        ),
         registry: r,
     }
 }
@@ -675,6 +723,42 @@ fn zero_known_series(m: &Metrics) {
         ],
     );
     zero(&m.foscam_frames, "kind", &["video", "audio"]);
+    zero(
+        &m.webrtc_sessions,
+        "outcome",
+        &[
+            "ok",
+            "bad_offer",
+            "offer_refused",
+            "no_codec",
+            "source_codec",
+            "not_found",
+            "not_described",
+            "start_failed",
+            "too_many",
+        ],
+    );
+    zero(
+        &m.webrtc_sessions_ended,
+        "reason",
+        &[
+            "deleted",
+            "ice_closed",
+            "connect_timeout",
+            "stream_ended",
+            "error",
+        ],
+    );
+    zero(
+        &m.webrtc_errors,
+        "kind",
+        &["bad_stun", "bad_offer", "candidate", "rtc"],
+    );
+    zero(
+        &m.webrtc_datagrams_dropped,
+        "reason",
+        &["peer_busy", "unknown_address", "unknown_ufrag"],
+    );
     zero(
         &m.shared_port_packets,
         "outcome",

@@ -18,6 +18,7 @@ use crate::health::Health;
 use crate::metrics;
 use crate::streams::Streams;
 
+mod console;
 mod ctel;
 mod devices;
 mod events;
@@ -26,6 +27,7 @@ mod gb_control;
 mod gb_queries;
 mod streams;
 mod tokens;
+mod whep;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -38,6 +40,7 @@ pub struct ApiState {
     /// Telecom devices; `None` when the `ctel` section is disabled.
     pub ctel: Option<Arc<crate::ctel::platform::CtelPlatform>>,
     pub foscam: Arc<crate::foscam::FoscamSources>,
+    pub webrtc: crate::webrtc::WebRtc,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -53,6 +56,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(tokens::routes())
         .merge(ctel::routes())
         .merge(foscam::routes())
+        .merge(whep::routes())
+        .merge(console::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

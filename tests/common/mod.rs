@@ -121,6 +121,9 @@ rtsp:
 {rtsp_extra}
 http:
   listen: "127.0.0.1:{http}"
+webrtc:
+  udp_port: 0
+  ips: ["127.0.0.1"]
 "#,
         sip = ports.sip,
         password = opts.password,
@@ -430,6 +433,56 @@ pub fn metric_value(text: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Minimal HTTP/1.1 request with a body; returns status, the raw header
+/// block (lower-cased names) and body.
+pub fn http_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String, String)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).ok()?;
+    // Read by Content-Length: some servers (chromedriver) say
+    // `Connection: close` and keep the socket open anyway.
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&raw);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let head = head.to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| body.len() >= n) {
+                let status = head.split(' ').nth(1)?.parse().ok()?;
+                return Some((status, head, body.to_owned()));
+            }
+        }
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n")?;
+            let status = head.split(' ').nth(1)?.parse().ok()?;
+            return Some((status, head.to_ascii_lowercase(), body.to_owned()));
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Minimal HTTP/1.1 GET; returns status and body.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -514,6 +567,8 @@ pub fn ffmpeg_frames(out: &Output) -> u64 {
         .max()
         .unwrap_or(0)
 }
+
+pub mod webdriver;
 
 pub mod tempdir {
     use std::path::{Path, PathBuf};
