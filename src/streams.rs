@@ -88,6 +88,11 @@ pub struct SourceHandle {
     pub task: JoinHandle<String>,
 }
 
+/// What a source task returns when its media ended by design (a recording
+/// played to its end): the stream ends for its viewers and is not
+/// restarted, unlike any other return, which means the source died.
+pub const SOURCE_FINISHED: &str = "end of stream";
+
 pub type StartFuture<'a> =
     Pin<Box<dyn Future<Output = Result<SourceHandle, StartError>> + Send + 'a>>;
 
@@ -382,6 +387,16 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
         let stop = watch_viewers(&inner, &entry, &mut handle.task, &cfg).await;
         metrics::get().streams_active.dec();
         match stop {
+            Stop::Died(reason) if reason == SOURCE_FINISHED => {
+                metrics::get()
+                    .stream_stops
+                    .get_or_create(&label("reason", "finished"))
+                    .inc();
+                info!("source finished");
+                inner.remove(&entry);
+                entry.hub.close();
+                return;
+            }
             Stop::Died(reason) => {
                 metrics::get()
                     .stream_stops

@@ -4,6 +4,7 @@
 //! answer, and pump RTP/PS into the stream's hub until the viewers go (we
 //! send BYE) or the device goes (its BYE, or silence).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,12 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use super::platform::GbPlatform;
+use bytes::Bytes;
+
+use super::history::{HistoryKind, start_history};
+use super::platform::{DeviceRoute, GbPlatform};
+use super::playback::{GbPlayback, PlaybackRange, range_of_key_segment};
+use super::reports::Report;
 use super::sdp::GbSdp;
 use super::ssrc::{Ssrc, SsrcKind};
 use crate::ingest::port_pool::BoundPair;
@@ -24,20 +30,89 @@ use crate::metrics::{self, label};
 use crate::sip::invite::{Call, InviteError, InviteRequest, invite};
 use crate::streams::{SourceHandle, SourceProvider, StartError, StartFuture, StreamKey};
 
-/// The `gb` scheme's source provider.
+/// The `gb` scheme's source provider: live `gb/{device}/{channel}` and
+/// playback `gb/{device}/{channel}/playback/{start}-{end}` (see
+/// [`super::playback::playback_key`]).
 pub struct GbSources {
     platform: Arc<GbPlatform>,
+    /// Trick-play control of each running playback, by stream key.
+    playbacks: Arc<std::sync::Mutex<HashMap<StreamKey, Arc<GbPlayback>>>>,
 }
 
 impl GbSources {
     pub fn new(platform: Arc<GbPlatform>) -> Self {
-        Self { platform }
+        Self {
+            platform,
+            playbacks: Arc::default(),
+        }
+    }
+
+    /// Pause/resume/scale/seek of a running playback stream.
+    pub fn playback_control(&self, key: &StreamKey) -> Option<Arc<GbPlayback>> {
+        super::platform::lock(&self.playbacks).get(key).cloned()
     }
 }
 
 impl SourceProvider for GbSources {
     fn start<'a>(&'a self, key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a> {
-        Box::pin(start_live(self.platform.clone(), key, hub))
+        let segments: Vec<&str> = key.segments().collect();
+        match segments.as_slice() {
+            [_, _] => Box::pin(start_live(self.platform.clone(), key, hub)),
+            [device, channel, "playback", range] => {
+                let range = range_of_key_segment(range);
+                Box::pin(self.start_playback(key, device, channel, range, hub))
+            }
+            _ => Box::pin(async move {
+                Err(StartError::NotFound(format!(
+                    "{key}: expected gb/{{device}}/{{channel}}[/playback/{{start}}-{{end}}]"
+                )))
+            }),
+        }
+    }
+}
+
+impl GbSources {
+    async fn start_playback(
+        &self,
+        key: &StreamKey,
+        device: &str,
+        channel: &str,
+        range: Option<PlaybackRange>,
+        hub: Arc<Hub>,
+    ) -> Result<SourceHandle, StartError> {
+        let range = range.ok_or_else(|| {
+            StartError::NotFound(format!("{key}: the range must be {{start}}-{{end}}"))
+        })?;
+        let session = start_history(
+            self.platform.clone(),
+            device,
+            channel,
+            range,
+            HistoryKind::Playback,
+            hub,
+            None,
+        )
+        .await?;
+        let control = Arc::new(GbPlayback::new(session.control));
+        super::platform::lock(&self.playbacks).insert(key.clone(), control.clone());
+        // The control goes with the session: forget it when the task ends.
+        let playbacks = self.playbacks.clone();
+        let key = key.clone();
+        let mut inner = session.source.task;
+        let task = tokio::spawn(async move {
+            let reason = (&mut inner)
+                .await
+                .unwrap_or_else(|e| format!("playback task failed: {e}"));
+            let mut table = super::platform::lock(&playbacks);
+            if table.get(&key).is_some_and(|c| Arc::ptr_eq(c, &control)) {
+                table.remove(&key);
+            }
+            reason
+        });
+        Ok(SourceHandle {
+            cancel: session.source.cancel,
+            task,
+        })
     }
 }
 
@@ -68,19 +143,55 @@ async fn start_live(
         ports.port,
         ssrc.as_str(),
     );
+    let sent_at = Instant::now();
+    let call = send_invite(&platform, &route, channel, ssrc, offer.build()).await?;
+    let expect = answered_ssrc(&call, ssrc);
+    let cancel = CancellationToken::new();
+    let session = MediaSession {
+        platform: platform.clone(),
+        hub,
+        ports,
+        expect_ssrc: expect,
+        ssrc,
+        sent_at,
+        rtp_timeout: config.media.rtp_timeout,
+        end_of_file: None,
+        ps_sink: None,
+    };
+    let span = tracing::Span::current();
+    let task = tokio::spawn(session.run(call, cancel.clone()).instrument(span));
+    Ok(SourceHandle { cancel, task })
+}
+
+/// INVITE `channel` with `sdp` (GB/T 28181-2016 §9.2.2 `Subject:
+/// {channel}:{ssrc},{server}:0`), counting the outcome; the SSRC is
+/// released when the device does not accept.
+pub(crate) async fn send_invite(
+    platform: &GbPlatform,
+    route: &DeviceRoute,
+    channel: &str,
+    ssrc: Ssrc,
+    sdp: String,
+) -> Result<Call, StartError> {
+    let config = &platform.config;
     let request = InviteRequest {
         request_uri: format!("sip:{channel}@{}", route.addr),
         from_uri: platform.our_uri(),
         contact_uri: format!("sip:{}@{}", config.sip.server_id, platform.sip.advertised),
         subject: format!("{channel}:{},{}:0", ssrc.as_str(), config.sip.server_id),
-        sdp: offer.build(),
+        sdp,
         dest: route.addr,
         transport: route.transport,
     };
-    info!(port = ports.port, ssrc = ssrc.as_str(), "sending INVITE");
-    let sent_at = Instant::now();
-    let call = match invite(&platform.sip, request, config.sip.invite_timeout).await {
-        Ok(call) => call,
+    info!(ssrc = ssrc.as_str(), "sending INVITE");
+    match invite(&platform.sip, request, config.sip.invite_timeout).await {
+        Ok(call) => {
+            metrics::get()
+                .invites
+                .get_or_create(&label("outcome", "ok"))
+                .inc();
+            Ok(call)
+        }
         Err(e) => {
             platform.release_ssrc(ssrc);
             let (outcome, err) = match e {
@@ -95,55 +206,89 @@ async fn start_live(
                 .get_or_create(&label("outcome", outcome))
                 .inc();
             warn!("INVITE failed: {err}");
-            return Err(err);
+            Err(err)
         }
-    };
-    metrics::get()
-        .invites
-        .get_or_create(&label("outcome", "ok"))
-        .inc();
-    // The device may answer with its own SSRC (its `y=`), or none.
-    let answered_ssrc = match GbSdp::parse(&call.answer_sdp) {
+    }
+}
+
+/// The SSRC the media will carry: the device may answer with its own
+/// (its `y=`), or none, which keeps ours.
+pub(crate) fn answered_ssrc(call: &Call, offered: Ssrc) -> u32 {
+    let answered = match GbSdp::parse(&call.answer_sdp) {
         Ok(answer) => answer.ssrc.as_deref().and_then(Ssrc::parse),
         Err(e) => {
             warn!("unreadable SDP answer ({e}); keeping the offered SSRC");
             None
         }
     };
-    let expect = answered_ssrc.map(|s| s.value()).unwrap_or(ssrc.value());
+    let expect = answered.map(|s| s.value()).unwrap_or(offered.value());
     info!(ssrc = expect, "device accepted INVITE");
-    let cancel = CancellationToken::new();
-    let session = MediaSession {
-        platform: platform.clone(),
-        hub,
-        ports,
-        expect_ssrc: expect,
-        ssrc,
-        sent_at,
-        rtp_timeout: config.media.rtp_timeout,
-    };
-    let span = tracing::Span::current();
-    let task = tokio::spawn(session.run(call, cancel.clone()).instrument(span));
-    Ok(SourceHandle { cancel, task })
+    expect
 }
 
-struct MediaSession {
-    platform: Arc<GbPlatform>,
-    hub: Arc<Hub>,
-    ports: BoundPair,
-    expect_ssrc: u32,
-    ssrc: Ssrc,
-    sent_at: Instant,
-    rtp_timeout: Duration,
+/// Which device report ends a recorded session: `MediaStatus` 121 from
+/// the channel (GB/T 28181-2016 A.2.5 MediaStatus). Devices name only the
+/// channel, so two recordings of one channel at once both end on it.
+pub(crate) struct EndOfFile {
+    pub(crate) device: String,
+    pub(crate) channel: String,
+    pub(crate) reports: tokio::sync::broadcast::Receiver<(String, Report)>,
+}
+
+impl EndOfFile {
+    async fn wait(&mut self) {
+        loop {
+            match self.reports.recv().await {
+                Ok((
+                    device,
+                    Report::MediaStatus {
+                        device_id,
+                        notify_type,
+                    },
+                )) if notify_type == "121"
+                    && device == self.device
+                    && (device_id == self.channel || device_id == self.device) =>
+                {
+                    return;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct MediaSession {
+    pub(crate) platform: Arc<GbPlatform>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) ports: BoundPair,
+    pub(crate) expect_ssrc: u32,
+    pub(crate) ssrc: Ssrc,
+    pub(crate) sent_at: Instant,
+    pub(crate) rtp_timeout: Duration,
+    /// Recorded media: the device's end-of-file notify ends the session.
+    pub(crate) end_of_file: Option<EndOfFile>,
+    /// Downloads: every RTP payload (the PS byte stream), in arrival order.
+    pub(crate) ps_sink: Option<tokio::sync::mpsc::Sender<Bytes>>,
 }
 
 impl MediaSession {
     /// Pump media until cancelled (then BYE) or the device ends the call.
-    async fn run(self, mut call: Call, cancel: CancellationToken) -> String {
+    pub(crate) async fn run(mut self, mut call: Call, cancel: CancellationToken) -> String {
+        let mut end_of_file = self.end_of_file.take();
+        let eof = async {
+            match end_of_file.as_mut() {
+                Some(e) => e.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         let reason = tokio::select! {
             _ = cancel.cancelled() => None,
             r = call.ended() => Some(r),
             r = self.pump() => Some(r),
+            _ = eof => Some(crate::streams::SOURCE_FINISHED.to_owned()),
         };
         self.platform.release_ssrc(self.ssrc);
         match reason {
@@ -215,6 +360,11 @@ impl MediaSession {
                     continue;
                 }
             };
+            if let Some(sink) = &self.ps_sink
+                && sink.send(packet.payload.clone()).await.is_err()
+            {
+                return "download writer stopped".to_owned();
+            }
             receiver.push(packet, &mut events);
             let stats = receiver.stats();
             if stats.lost > lost {

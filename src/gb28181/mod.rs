@@ -5,6 +5,7 @@ pub mod control;
 pub mod events;
 pub mod exchanges;
 pub mod gbtime;
+pub mod history;
 pub mod invite;
 pub mod manscdp;
 pub mod mansrtsp;

@@ -23,12 +23,18 @@ use tracing::Instrument as _;
 
 use super::clip::{Clip, DEMO_FPS};
 use super::gb_device::{DeviceConfig, DeviceError, DeviceEvent, GbDevice, StopReason};
+use super::history_stream::{HistoryRequest, stream_history};
 use super::ps_mux::PsMuxer;
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
 use crate::config::Config;
+use crate::gb28181::mansrtsp::PlaybackCommand;
+use tokio::sync::mpsc;
 
 /// How long shutdown waits for the BYEs and the un-REGISTER to be answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Playback control bodies kept for [`SimStats::playback_bodies`].
+pub const MAX_KEPT_BODIES: usize = 256;
 
 /// Settings of one simulated camera.
 #[derive(Debug, Clone)]
@@ -115,6 +121,10 @@ pub struct SimStats {
     pub rtp_packets_sent: AtomicU64,
     pub rtp_bytes_sent: AtomicU64,
     pub frames_sent: AtomicU64,
+    /// MANSRTSP INFOs received in calls.
+    pub playback_controls: AtomicU64,
+    /// Their bodies, in arrival order (at most [`MAX_KEPT_BODIES`]).
+    playback_bodies: std::sync::Mutex<Vec<String>>,
     registered: AtomicBool,
     sip_addr: OnceLock<SocketAddr>,
     media_addr: OnceLock<SocketAddr>,
@@ -139,6 +149,14 @@ impl SimStats {
 
     pub fn is_registered(&self) -> bool {
         self.registered.load(Ordering::Relaxed)
+    }
+
+    /// The MANSRTSP bodies received so far.
+    pub fn playback_bodies(&self) -> Vec<String> {
+        self.playback_bodies
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default()
     }
 
     /// The camera's bound SIP address, once it runs.
@@ -211,14 +229,20 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     tracing::info!(sip = %sip_local, media = %media_local, server = %config.server, "simulated camera starting");
 
     let clip = Arc::new(Clip::demo());
-    let mut streams: HashMap<String, CancellationToken> = HashMap::new();
+    let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
+    let mut ctx = MediaCtx {
+        streams: HashMap::new(),
+        history: HashMap::new(),
+        controls: HashMap::new(),
+        finished: finished_tx,
+    };
     let mut buf = vec![0u8; 65_536];
     device.start(Instant::now().into_std());
 
     loop {
         flush(&sip, &mut device).await;
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut streams, &media, &clip, &shutdown);
+            on_event(ev, &stats, &mut ctx, &media, &clip, &shutdown);
         }
         let timer = device.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -240,6 +264,10 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
                 Err(e) => tracing::debug!(error = %e, "sim camera: SIP receive error"),
             },
             _ = sleep_until(timer) => device.handle_timeout(Instant::now().into_std()),
+            Some(call_id) = finished_rx.recv() => {
+                tracing::info!(%call_id, "recording ended: MediaStatus 121");
+                device.media_finished(Instant::now().into_std(), &call_id);
+            }
         }
     }
 
@@ -249,7 +277,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     loop {
         flush(&sip, &mut device).await;
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut streams, &media, &clip, &shutdown);
+            on_event(ev, &stats, &mut ctx, &media, &clip, &shutdown);
         }
         if device.is_quiet() || Instant::now() >= deadline {
             break;
@@ -270,7 +298,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
             _ = tokio::time::sleep_until(timer) => device.handle_timeout(Instant::now().into_std()),
         }
     }
-    for (_, stop) in streams.drain() {
+    for (_, stop) in ctx.streams.drain() {
         stop.cancel();
     }
     stats.registered.store(false, Ordering::Relaxed);
@@ -293,10 +321,21 @@ async fn flush(sip: &UdpSocket, device: &mut GbDevice) {
     }
 }
 
+/// The driver's media bookkeeping, by Call-ID.
+struct MediaCtx {
+    streams: HashMap<String, CancellationToken>,
+    /// History INVITEs whose media has not started yet.
+    history: HashMap<String, HistoryRequest>,
+    /// Playback control of running history streams.
+    controls: HashMap<String, mpsc::Sender<PlaybackCommand>>,
+    /// History streams that played to their end report here.
+    finished: mpsc::Sender<String>,
+}
+
 fn on_event(
     ev: DeviceEvent,
     stats: &Arc<SimStats>,
-    streams: &mut HashMap<String, CancellationToken>,
+    ctx: &mut MediaCtx,
     media: &Arc<UdpSocket>,
     clip: &Arc<Clip>,
     shutdown: &CancellationToken,
@@ -347,15 +386,77 @@ fn on_event(
             inc(&stats.streams_started);
             // A child token: shutdown of the camera also ends the stream.
             let stop = shutdown.child_token();
-            if let Some(old) = streams.insert(call_id.clone(), stop.clone()) {
+            if let Some(old) = ctx.streams.insert(call_id.clone(), stop.clone()) {
                 old.cancel();
             }
-            let task = stream_clip(media.clone(), dest, ssrc, clip.clone(), stop, stats.clone());
             let span = tracing::info_span!("sim_stream", %call_id, %dest, ssrc);
-            tokio::spawn(task.instrument(span));
+            if let Some(req) = ctx.history.remove(&call_id) {
+                let (tx, rx) = mpsc::channel(16);
+                ctx.controls.insert(call_id.clone(), tx);
+                let task = stream_history(
+                    media.clone(),
+                    dest,
+                    ssrc,
+                    clip.clone(),
+                    req,
+                    rx,
+                    stop,
+                    stats.clone(),
+                );
+                let finished = ctx.finished.clone();
+                tokio::spawn(
+                    async move {
+                        if task.await {
+                            let _ = finished.send(call_id).await;
+                        }
+                    }
+                    .instrument(span),
+                );
+            } else {
+                let task =
+                    stream_clip(media.clone(), dest, ssrc, clip.clone(), stop, stats.clone());
+                tokio::spawn(task.instrument(span));
+            }
+        }
+        DeviceEvent::HistoryRequested {
+            call_id,
+            download,
+            start,
+            end,
+            speed,
+        } => {
+            tracing::info!(%call_id, download, start, end, speed, "history INVITE");
+            ctx.history.insert(
+                call_id,
+                HistoryRequest {
+                    start,
+                    end,
+                    download,
+                    speed,
+                },
+            );
+        }
+        DeviceEvent::PlaybackControl { call_id, body } => {
+            inc(&stats.playback_controls);
+            if let Ok(mut kept) = stats.playback_bodies.lock()
+                && kept.len() < MAX_KEPT_BODIES
+            {
+                kept.push(body.clone());
+            }
+            match PlaybackCommand::parse(body.as_bytes()) {
+                Ok((cmd, cseq)) => {
+                    tracing::info!(%call_id, ?body, ?cmd, cseq, "playback control received");
+                    if let Some(tx) = ctx.controls.get(&call_id) {
+                        let _ = tx.try_send(cmd);
+                    }
+                }
+                Err(e) => tracing::warn!(%call_id, ?body, error = %e, "bad playback control"),
+            }
         }
         DeviceEvent::StopMedia { call_id, reason } => {
-            if let Some(stop) = streams.remove(&call_id) {
+            ctx.controls.remove(&call_id);
+            ctx.history.remove(&call_id);
+            if let Some(stop) = ctx.streams.remove(&call_id) {
                 stop.cancel();
             }
             let reason = match reason {

@@ -173,6 +173,22 @@ pub enum DeviceEvent {
         call_id: String,
         reason: StopReason,
     },
+    /// The INVITE asked for a recording (`s=Playback` / `s=Download`);
+    /// comes just before its [`DeviceEvent::StartMedia`]. `start`/`end`
+    /// are the offer's `t=` (Unix seconds), `speed` its `a=downloadspeed`.
+    HistoryRequested {
+        call_id: String,
+        download: bool,
+        start: u64,
+        end: u64,
+        speed: u32,
+    },
+    /// An INFO in a call (MANSRTSP playback control, §9.8), its body as
+    /// received; answered 200.
+    PlaybackControl {
+        call_id: String,
+        body: String,
+    },
     /// A new BYE; `known` is false when it matched no call (481 sent).
     ByeReceived {
         call_id: String,
@@ -424,6 +440,17 @@ impl GbDevice {
 
     pub fn is_registered(&self) -> bool {
         self.reg_state == RegState::Registered
+    }
+
+    /// The recording streamed on `call_id` reached its end: tell the
+    /// platform (A.2.5 MediaStatus, NotifyType 121); it then sends BYE.
+    pub fn media_finished(&mut self, now: Instant, call_id: &str) {
+        if !self.calls.iter().any(|c| c.call_id == call_id) {
+            return;
+        }
+        self.sn = self.sn.wrapping_add(1);
+        let body = crate::sim::gb_device_extra::media_status_body(self.sn, &self.cfg.channel_id);
+        self.send_message(now, TxKind::Message, body);
     }
 
     /// Calls currently streaming.
@@ -764,8 +791,13 @@ impl GbDevice {
             ("Query", "Catalog") => Some(self.catalog_body(&sn)),
             ("Query", "DeviceInfo") => Some(self.device_info_body(&sn, &target)),
             ("Query", "DeviceStatus") => Some(self.device_status_body(&sn, &target)),
-            // §9.7: the simulated camera keeps no recordings.
-            ("Query", "RecordInfo") => Some(self.record_info_body(&sn, &target)),
+            // §9.7: one recording per hour of the queried window.
+            ("Query", "RecordInfo") => Some(crate::sim::gb_device_extra::record_list_body(
+                &sn,
+                &target,
+                xml_value(&text, "StartTime"),
+                xml_value(&text, "EndTime"),
+            )),
             // §9.3.2: PTZ commands are not answered; other controls are.
             ("Control", "DeviceControl") if xml_value(&text, "PTZCmd").is_none() => {
                 Some(self.result_body("DeviceControl", &sn, &target))
@@ -867,22 +899,6 @@ impl GbDevice {
              </Response>\r\n"
         );
         gb2312(&xml)
-    }
-
-    fn record_info_body(&self, sn: &str, target: &str) -> Vec<u8> {
-        gb2312(&format!(
-            "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n\
-             <Response>\r\n\
-             <CmdType>RecordInfo</CmdType>\r\n\
-             <SN>{sn}</SN>\r\n\
-             <DeviceID>{target}</DeviceID>\r\n\
-             <Name>{name}</Name>\r\n\
-             <SumNum>0</SumNum>\r\n\
-             <RecordList Num=\"0\">\r\n\
-             </RecordList>\r\n\
-             </Response>\r\n",
-            name = xml_escape(&self.cfg.channel_name),
-        ))
     }
 
     fn result_body(&self, cmd: &str, sn: &str, target: &str) -> Vec<u8> {
@@ -995,6 +1011,19 @@ impl GbDevice {
             ack_deadline: now + TX_TIMEOUT,
             local_cseq: 0,
         });
+        if offer.session_name != "Play" {
+            let mut t = offer
+                .timing
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0));
+            self.events.push_back(DeviceEvent::HistoryRequested {
+                call_id: call_id.clone(),
+                download: offer.session_name == "Download",
+                start: t.next().unwrap_or(0),
+                end: t.next().unwrap_or(0),
+                speed: offer.download_speed.unwrap_or(1),
+            });
+        }
         self.events.push_back(DeviceEvent::StartMedia {
             call_id,
             dest: SocketAddr::new(offer.ip, offer.port),
@@ -1200,6 +1229,13 @@ impl GbDevice {
                     .is_some_and(|id| self.calls.iter().any(|c| c.call_id == id));
                 if known {
                     self.reply(now, from, msg, Reply::new(200, "OK"));
+                    let body = msg.body_text();
+                    if !body.trim().is_empty() {
+                        self.events.push_back(DeviceEvent::PlaybackControl {
+                            call_id: msg.call_id().unwrap_or_default().to_owned(),
+                            body: body.chars().take(1024).collect(),
+                        });
+                    }
                 } else {
                     self.reply(
                         now,
@@ -1402,6 +1438,8 @@ pub struct SdpOffer {
     pub session_name: String,
     /// `t=` line, echoed (playback offers carry the time range).
     pub timing: String,
+    /// `a=downloadspeed:N` of a Download offer.
+    pub download_speed: Option<u32>,
 }
 
 impl SdpOffer {
@@ -1414,6 +1452,7 @@ impl SdpOffer {
         let mut ssrc = None;
         let mut session_name = "Play".to_owned();
         let mut timing = "0 0".to_owned();
+        let mut download_speed = None;
         for line in sdp.lines().take(256) {
             let line = line.trim_end();
             let Some((kind, value)) = line.split_once('=') else {
@@ -1467,6 +1506,11 @@ impl SdpOffer {
                         session_name = v.to_owned();
                     }
                 }
+                "a" => {
+                    if let Some(v) = value.trim().strip_prefix("downloadspeed:") {
+                        download_speed = v.trim().parse::<u32>().ok().filter(|v| *v > 0);
+                    }
+                }
                 "t" => {
                     let v = value.trim();
                     if v.split_whitespace().count() == 2
@@ -1489,6 +1533,7 @@ impl SdpOffer {
             ssrc,
             session_name,
             timing,
+            download_speed,
         })
     }
 }

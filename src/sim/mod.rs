@@ -20,6 +20,7 @@ pub mod clip;
 pub mod gb_camera;
 pub mod gb_device;
 pub mod gb_device_extra;
+pub mod history_stream;
 pub mod ps_mux;
 pub mod rtp;
 pub mod sip;
