@@ -123,6 +123,10 @@ pub struct GbConfig {
     /// GB/T 28181-2022 registration redirect: device id → `ip:port` of the
     /// platform it should register to instead (answered with 302).
     pub redirect: std::collections::BTreeMap<String, SocketAddr>,
+    /// Where download jobs write their files (created on first use).
+    pub download_dir: std::path::PathBuf,
+    /// Download jobs running at once at most.
+    pub max_downloads: usize,
 }
 
 impl Default for GbConfig {
@@ -135,6 +139,8 @@ impl Default for GbConfig {
             webhook: String::new(),
             subscribe_alarms: true,
             redirect: Default::default(),
+            download_dir: "downloads".into(),
+            max_downloads: 4,
         }
     }
 }

@@ -53,6 +53,12 @@ pub struct Metrics {
     pub gb_queries: Family<Label, Counter>,
     pub gb_controls: Family<Label, Counter>,
     pub gb_playback_commands: Family<Label, Counter>,
+    pub gb_downloads: Family<Label, Counter>,
+    pub gb_talk_sessions: Family<Label, Counter>,
+    pub gb_talk_packets_sent: Counter,
+    pub gb_snapshot_requests: Family<Label, Counter>,
+    pub gb_snapshot_images: Family<Label, Counter>,
+    pub gb_catalog_notifies: Family<Label, Counter>,
 }
 
 fn build() -> Metrics {
@@ -238,6 +244,36 @@ fn build() -> Metrics {
         gb_playback_commands: reg!(
             "camgate_gb_playback_commands",
             "MANSRTSP playback control INFOs, by outcome",
+            Family::default()
+        ),
+        gb_downloads: reg!(
+            "camgate_gb_downloads",
+            "Recording download jobs, by outcome (started, done, failed, cancelled)",
+            Family::default()
+        ),
+        gb_talk_sessions: reg!(
+            "camgate_gb_talk_sessions",
+            "Voice broadcast sessions, by outcome",
+            Family::default()
+        ),
+        gb_talk_packets_sent: reg!(
+            "camgate_gb_talk_packets_sent",
+            "PCMA RTP packets sent to devices' speakers",
+            Counter::default()
+        ),
+        gb_snapshot_requests: reg!(
+            "camgate_gb_snapshot_requests",
+            "Snapshot (SnapShotConfig) requests, by outcome",
+            Family::default()
+        ),
+        gb_snapshot_images: reg!(
+            "camgate_gb_snapshot_images",
+            "Snapshot images uploaded by devices, by outcome (stored or the refusal kind)",
+            Family::default()
+        ),
+        gb_catalog_notifies: reg!(
+            "camgate_gb_catalog_notifies",
+            "Catalog NOTIFY items applied, by event (ON, OFF, ADD, DEL, UPDATE, other)",
             Family::default()
         ),
         registry: r,

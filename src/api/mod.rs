@@ -18,6 +18,7 @@ use crate::streams::Streams;
 mod devices;
 mod events;
 mod gb_control;
+mod gb_downloads;
 mod gb_queries;
 mod streams;
 
@@ -37,6 +38,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(gb_control::routes())
         .merge(gb_queries::routes())
         .merge(events::routes())
+        .merge(gb_downloads::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

@@ -2,6 +2,7 @@
 
 pub mod aggregate;
 pub mod control;
+pub mod download;
 pub mod events;
 pub mod exchanges;
 pub mod gbtime;

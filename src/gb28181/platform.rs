@@ -60,6 +60,7 @@ pub struct GbPlatform {
     /// (end of recording, snapshot uploads): playback and snapshot jobs.
     pub(crate) report_tx: tokio::sync::broadcast::Sender<(String, Report)>,
     last_catalog_refresh: Mutex<Option<Instant>>,
+    pub(crate) downloads: super::download::DownloadJobs,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -96,6 +97,7 @@ impl GbPlatform {
             event_tx: tokio::sync::broadcast::channel(256).0,
             report_tx: tokio::sync::broadcast::channel(64).0,
             last_catalog_refresh: Mutex::new(None),
+            downloads: Default::default(),
             config,
             sip,
             ports,
