@@ -20,6 +20,7 @@ mod events;
 mod gb_control;
 mod gb_downloads;
 mod gb_queries;
+mod gb_snapshots;
 mod streams;
 
 /// What every handler can reach.
@@ -39,6 +40,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(gb_queries::routes())
         .merge(events::routes())
         .merge(gb_downloads::routes())
+        .merge(gb_snapshots::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

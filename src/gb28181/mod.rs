@@ -18,5 +18,6 @@ pub mod registrar;
 pub mod registry;
 pub mod reports;
 pub mod sdp;
+pub mod snapshot;
 pub mod ssrc;
 pub mod webhook;

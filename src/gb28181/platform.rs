@@ -61,6 +61,7 @@ pub struct GbPlatform {
     pub(crate) report_tx: tokio::sync::broadcast::Sender<(String, Report)>,
     last_catalog_refresh: Mutex<Option<Instant>>,
     pub(crate) downloads: super::download::DownloadJobs,
+    pub(crate) snapshots: Mutex<super::snapshot::SnapshotStore>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,6 +99,7 @@ impl GbPlatform {
             report_tx: tokio::sync::broadcast::channel(64).0,
             last_catalog_refresh: Mutex::new(None),
             downloads: Default::default(),
+            snapshots: Default::default(),
             config,
             sip,
             ports,
@@ -448,6 +450,12 @@ impl GbPlatform {
                         channel: device_id.clone(),
                     },
                 );
+            }
+            Report::SnapshotFinished {
+                session_id, files, ..
+            } => {
+                let known = lock(&self.snapshots).finish(device, session_id, files.clone());
+                info!(session = %session_id, known, "snapshot upload finished");
             }
             Report::ConfigDownload(p) => {
                 if let Some(window) = p.offline_after() {

@@ -26,6 +26,7 @@ use super::gb_device::{DeviceConfig, DeviceError, DeviceEvent, GbDevice, StopRea
 use super::history_stream::{HistoryRequest, stream_history};
 use super::ps_mux::PsMuxer;
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
+use super::snapshot_upload::upload_snapshots;
 use crate::config::Config;
 use crate::gb28181::mansrtsp::PlaybackCommand;
 use tokio::sync::mpsc;
@@ -121,6 +122,8 @@ pub struct SimStats {
     pub rtp_packets_sent: AtomicU64,
     pub rtp_bytes_sent: AtomicU64,
     pub frames_sent: AtomicU64,
+    /// SnapShotConfig requests received.
+    pub snapshot_requests: AtomicU64,
     /// MANSRTSP INFOs received in calls.
     pub playback_controls: AtomicU64,
     /// Their bodies, in arrival order (at most [`MAX_KEPT_BODIES`]).
@@ -230,11 +233,13 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
 
     let clip = Arc::new(Clip::demo());
     let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
+    let (snapshots_tx, mut snapshots_rx) = mpsc::channel::<(String, Vec<String>)>(16);
     let mut ctx = MediaCtx {
         streams: HashMap::new(),
         history: HashMap::new(),
         controls: HashMap::new(),
         finished: finished_tx,
+        snapshots_done: snapshots_tx,
     };
     let mut buf = vec![0u8; 65_536];
     device.start(Instant::now().into_std());
@@ -264,6 +269,10 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
                 Err(e) => tracing::debug!(error = %e, "sim camera: SIP receive error"),
             },
             _ = sleep_until(timer) => device.handle_timeout(Instant::now().into_std()),
+            Some((session, files)) = snapshots_rx.recv() => {
+                tracing::info!(%session, files = files.len(), "snapshots uploaded: UploadSnapShotFinished");
+                device.snapshot_finished(Instant::now().into_std(), &session, &files);
+            }
             Some(call_id) = finished_rx.recv() => {
                 tracing::info!(%call_id, "recording ended: MediaStatus 121");
                 device.media_finished(Instant::now().into_std(), &call_id);
@@ -330,6 +339,8 @@ struct MediaCtx {
     controls: HashMap<String, mpsc::Sender<PlaybackCommand>>,
     /// History streams that played to their end report here.
     finished: mpsc::Sender<String>,
+    /// Snapshot sessions whose uploads are done, with their file ids.
+    snapshots_done: mpsc::Sender<(String, Vec<String>)>,
 }
 
 fn on_event(
@@ -435,6 +446,28 @@ fn on_event(
                     speed,
                 },
             );
+        }
+        DeviceEvent::SnapshotRequested {
+            url,
+            session,
+            num,
+            interval,
+        } => {
+            inc(&stats.snapshot_requests);
+            tracing::info!(%url, %session, num, interval, "snapshot requested");
+            let done = ctx.snapshots_done.clone();
+            let stop = shutdown.child_token();
+            tokio::spawn(async move {
+                let files = upload_snapshots(
+                    url,
+                    session.clone(),
+                    num,
+                    Duration::from_secs(u64::from(interval)),
+                    stop,
+                )
+                .await;
+                let _ = done.send((session, files)).await;
+            });
         }
         DeviceEvent::PlaybackControl { call_id, body } => {
             inc(&stats.playback_controls);

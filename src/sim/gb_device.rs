@@ -189,6 +189,13 @@ pub enum DeviceEvent {
         call_id: String,
         body: String,
     },
+    /// GB/T 28181-2022 SnapShotConfig: upload `num` images to `url`.
+    SnapshotRequested {
+        url: String,
+        session: String,
+        num: u32,
+        interval: u32,
+    },
     /// A new BYE; `known` is false when it matched no call (481 sent).
     ByeReceived {
         call_id: String,
@@ -451,6 +458,34 @@ impl GbDevice {
         self.sn = self.sn.wrapping_add(1);
         let body = crate::sim::gb_device_extra::media_status_body(self.sn, &self.cfg.channel_id);
         self.send_message(now, TxKind::Message, body);
+    }
+
+    /// Snapshot uploads of `session` are done: `UploadSnapShotFinished`
+    /// listing the uploaded files.
+    pub fn snapshot_finished(&mut self, now: Instant, session: &str, files: &[String]) {
+        self.sn = self.sn.wrapping_add(1);
+        let mut list = String::new();
+        for f in files.iter().take(10) {
+            let _ = write!(
+                list,
+                "<SnapShotFileID>{}</SnapShotFileID>\r\n",
+                xml_escape(f)
+            );
+        }
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n\
+             <Notify>\r\n\
+             <CmdType>UploadSnapShotFinished</CmdType>\r\n\
+             <SN>{sn}</SN>\r\n\
+             <DeviceID>{ch}</DeviceID>\r\n\
+             <SessionID>{session}</SessionID>\r\n\
+             <SnapShotList>\r\n{list}</SnapShotList>\r\n\
+             </Notify>\r\n",
+            sn = self.sn,
+            ch = self.cfg.channel_id,
+            session = xml_escape(session),
+        );
+        self.send_message(now, TxKind::Message, gb2312(&xml));
     }
 
     /// Calls currently streaming.
@@ -808,6 +843,27 @@ impl GbDevice {
                 self.events
                     .push_back(DeviceEvent::PtzReceived { word, valid });
                 None
+            }
+            ("Control", "DeviceConfig") => {
+                if let (Some(url), Some(session)) =
+                    (xml_value(&text, "UploadURL"), xml_value(&text, "SessionID"))
+                {
+                    let num = xml_value(&text, "SnapNum")
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .unwrap_or(1)
+                        .clamp(1, 10);
+                    let interval = xml_value(&text, "Interval")
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .unwrap_or(1)
+                        .clamp(1, 60);
+                    self.events.push_back(DeviceEvent::SnapshotRequested {
+                        url: url.chars().take(512).collect(),
+                        session: sanitize(session),
+                        num,
+                        interval,
+                    });
+                }
+                Some(self.result_body("DeviceConfig", &sn, &target))
             }
             ("Query", "PresetQuery") => {
                 Some(crate::sim::gb_device_extra::preset_body(&sn, &target))

@@ -24,5 +24,6 @@ pub mod history_stream;
 pub mod ps_mux;
 pub mod rtp;
 pub mod sip;
+pub mod snapshot_upload;
 
 pub use gb_camera::{SimCamera, SimCameraConfig, SimStats, run, spawn};

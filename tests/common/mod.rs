@@ -414,3 +414,21 @@ pub fn plain(text: &str) -> String {
     }
     out
 }
+
+/// Minimal HTTP/1.1 GET of a binary body; returns status, headers, body.
+pub fn http_get_bytes(port: u16, path: &str) -> Option<(u16, String, Vec<u8>)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).ok()?;
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, head, resp[split + 4..].to_vec()))
+}
