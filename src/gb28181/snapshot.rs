@@ -117,54 +117,6 @@ impl SnapshotStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session(id: &str, n: u32) -> SnapshotSession {
-        SnapshotSession {
-            session: id.into(),
-            device: "d".into(),
-            channel: "c".into(),
-            requested: n,
-            interval: 1,
-            finished: false,
-            device_files: Vec::new(),
-            images: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn images_are_bounded_checked_and_numbered() {
-        let jpeg = Bytes::from_static(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0, 0xFF, 0xD9]);
-        let mut store = SnapshotStore::default();
-        store.open(session("s1", 2));
-        assert_eq!(store.add_image("s1", jpeg.clone()), Ok(1));
-        assert_eq!(store.add_image("s1", jpeg.clone()), Ok(2));
-        assert!(matches!(
-            store.add_image("s1", jpeg.clone()),
-            Err(SnapshotError::Full { limit: 2, .. })
-        ));
-        assert_eq!(
-            store.add_image("s1", Bytes::from_static(b"GIF89a")),
-            Err(SnapshotError::NotJpeg)
-        );
-        assert!(matches!(
-            store.add_image("nope", jpeg.clone()),
-            Err(SnapshotError::UnknownSession(_))
-        ));
-        assert!(!store.finish("other-device", "s1", vec![]));
-        assert!(store.finish("d", "s1", vec!["f1".into()]));
-        assert!(store.get("s1").unwrap().finished);
-
-        for i in 0..MAX_SESSIONS {
-            store.open(session(&format!("x{i}"), 1));
-        }
-        assert!(store.get("s1").is_none(), "oldest session evicted");
-        assert_eq!(store.sessions.len(), MAX_SESSIONS);
-    }
-}
-
 impl super::platform::GbPlatform {
     /// Ask `channel` for `count` snapshots `interval` s apart, uploaded to
     /// our receiver; returns the new session (empty until uploads come).
@@ -238,5 +190,53 @@ impl super::platform::GbPlatform {
 
     pub fn snapshot_session(&self, session: &str) -> Option<SnapshotSession> {
         super::platform::lock(&self.snapshots).get(session).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str, n: u32) -> SnapshotSession {
+        SnapshotSession {
+            session: id.into(),
+            device: "d".into(),
+            channel: "c".into(),
+            requested: n,
+            interval: 1,
+            finished: false,
+            device_files: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn images_are_bounded_checked_and_numbered() {
+        let jpeg = Bytes::from_static(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0, 0xFF, 0xD9]);
+        let mut store = SnapshotStore::default();
+        store.open(session("s1", 2));
+        assert_eq!(store.add_image("s1", jpeg.clone()), Ok(1));
+        assert_eq!(store.add_image("s1", jpeg.clone()), Ok(2));
+        assert!(matches!(
+            store.add_image("s1", jpeg.clone()),
+            Err(SnapshotError::Full { limit: 2, .. })
+        ));
+        assert_eq!(
+            store.add_image("s1", Bytes::from_static(b"GIF89a")),
+            Err(SnapshotError::NotJpeg)
+        );
+        assert!(matches!(
+            store.add_image("nope", jpeg.clone()),
+            Err(SnapshotError::UnknownSession(_))
+        ));
+        assert!(!store.finish("other-device", "s1", vec![]));
+        assert!(store.finish("d", "s1", vec!["f1".into()]));
+        assert!(store.get("s1").unwrap().finished);
+
+        for i in 0..MAX_SESSIONS {
+            store.open(session(&format!("x{i}"), 1));
+        }
+        assert!(store.get("s1").is_none(), "oldest session evicted");
+        assert_eq!(store.sessions.len(), MAX_SESSIONS);
     }
 }
