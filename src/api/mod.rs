@@ -21,6 +21,7 @@ mod gb_control;
 mod gb_downloads;
 mod gb_queries;
 mod gb_snapshots;
+mod gb_talk;
 mod streams;
 
 /// What every handler can reach.
@@ -41,6 +42,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(events::routes())
         .merge(gb_downloads::routes())
         .merge(gb_snapshots::routes())
+        .merge(gb_talk::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

@@ -20,4 +20,5 @@ pub mod reports;
 pub mod sdp;
 pub mod snapshot;
 pub mod ssrc;
+pub mod talk;
 pub mod webhook;

@@ -62,6 +62,16 @@ pub struct GbPlatform {
     last_catalog_refresh: Mutex<Option<Instant>>,
     pub(crate) downloads: super::download::DownloadJobs,
     pub(crate) snapshots: Mutex<super::snapshot::SnapshotStore>,
+    pub(crate) talks: super::talk::TalkSessions,
+}
+
+fn has_to_tag(tx: &Transaction) -> bool {
+    use rsipstack::sip::HeadersExt as _;
+    tx.original
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .is_some()
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -100,6 +110,7 @@ impl GbPlatform {
             last_catalog_refresh: Mutex::new(None),
             downloads: Default::default(),
             snapshots: Default::default(),
+            talks: Default::default(),
             config,
             sip,
             ports,
@@ -180,12 +191,25 @@ impl GbPlatform {
                 Method::Options => {
                     let _ = tx.reply(StatusCode::OK).await;
                 }
-                Method::Ack => {}
+                // A 2xx ACK belongs to a dialog we answered (talk callback).
+                Method::Ack => self.ack(tx).await,
+                // An INVITE outside a dialog is a device calling back for
+                // voice broadcast (§9.12).
+                Method::Invite if !has_to_tag(&tx) => self.on_talk_invite(tx, &facts).await,
                 _ => self.in_dialog(tx).await,
             }
         }
         .instrument(span)
         .await
+    }
+
+    async fn ack(&self, mut tx: Transaction) {
+        if let Some(rsipstack::dialog::dialog::Dialog::Invite(mut dialog)) =
+            self.sip.dialogs.match_dialog(&tx)
+            && let Err(e) = dialog.handle(&mut tx).await
+        {
+            debug!("ACK not taken: {e}");
+        }
     }
 
     /// Requests inside an INVITE dialog we started (a device's BYE).

@@ -27,6 +27,7 @@ use super::history_stream::{HistoryRequest, stream_history};
 use super::ps_mux::PsMuxer;
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
 use super::snapshot_upload::upload_snapshots;
+use super::talk_receive::{TalkCounters, receive_talk};
 use crate::config::Config;
 use crate::gb28181::mansrtsp::PlaybackCommand;
 use tokio::sync::mpsc;
@@ -122,6 +123,8 @@ pub struct SimStats {
     pub rtp_packets_sent: AtomicU64,
     pub rtp_bytes_sent: AtomicU64,
     pub frames_sent: AtomicU64,
+    /// Voice broadcast audio heard by the speaker.
+    pub talk: Arc<TalkCounters>,
     /// SnapShotConfig requests received.
     pub snapshot_requests: AtomicU64,
     /// MANSRTSP INFOs received in calls.
@@ -202,6 +205,17 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         .await
         .context("sim camera: bind RTP socket")?;
     let media = Arc::new(media);
+    let audio = Arc::new(
+        UdpSocket::bind(SocketAddr::new(config.bind.ip(), 0))
+            .await
+            .context("sim camera: bind audio socket")?,
+    );
+    let audio_local = audio.local_addr()?;
+    tokio::spawn(receive_talk(
+        audio,
+        config.stats.talk.clone(),
+        shutdown.child_token(),
+    ));
     let sip_local = sip.local_addr()?;
     let media_local = media.local_addr()?;
     let ip = match config.advertised_ip {
@@ -218,6 +232,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         SocketAddr::new(ip, sip_local.port()),
         SocketAddr::new(ip, media_local.port()),
     );
+    dc.audio_addr = SocketAddr::new(ip, audio_local.port());
     dc.server_id = config.server_id.clone();
     dc.realm = config.realm.clone();
     dc.device_id = config.device_id.clone();
@@ -467,6 +482,24 @@ fn on_event(
                 )
                 .await;
                 let _ = done.send((session, files)).await;
+            });
+        }
+        DeviceEvent::BroadcastReceived { source, target } => {
+            // Count from here: audio may overtake our view of the 200 OK.
+            stats.talk.reset();
+            tracing::info!(%source, %target, "broadcast: calling the platform back");
+        }
+        DeviceEvent::TalkStarted { call_id } => {
+            tracing::info!(%call_id, "talk started");
+        }
+        DeviceEvent::TalkFailed { status } => tracing::warn!(?status, "talk INVITE failed"),
+        DeviceEvent::TalkEnded { call_id } => {
+            // Let the last packets, sent just before the BYE, arrive.
+            let talk = stats.talk.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let (packets, bad, discontinuities) = talk.summary();
+                tracing::info!(%call_id, packets, bad, discontinuities, "talk ended");
             });
         }
         DeviceEvent::PlaybackControl { call_id, body } => {

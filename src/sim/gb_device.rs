@@ -75,6 +75,8 @@ pub struct DeviceConfig {
     pub local_addr: SocketAddr,
     /// Address and port RTP leaves from, written in the SDP answer.
     pub media_addr: SocketAddr,
+    /// Where the speaker listens for voice broadcast audio (§9.12).
+    pub audio_addr: SocketAddr,
     /// Registration lifetime asked for, seconds.
     pub register_expires: u32,
     /// Period of Keepalive MESSAGEs once registered.
@@ -104,6 +106,7 @@ impl DeviceConfig {
             password: Some("12345678".into()),
             local_addr,
             media_addr,
+            audio_addr: media_addr,
             register_expires: 3600,
             keepalive_interval: Duration::from_secs(60),
             register_retry: Duration::from_secs(5),
@@ -196,6 +199,23 @@ pub enum DeviceEvent {
         num: u32,
         interval: u32,
     },
+    /// A `Broadcast` notify: we call `source` back for voice.
+    BroadcastReceived {
+        source: String,
+        target: String,
+    },
+    /// The platform accepted our talk INVITE (200, ACK sent): audio comes.
+    TalkStarted {
+        call_id: String,
+    },
+    /// The platform refused or never answered our talk INVITE.
+    TalkFailed {
+        status: Option<u16>,
+    },
+    /// The platform hung up the talk call (its BYE).
+    TalkEnded {
+        call_id: String,
+    },
     /// A new BYE; `known` is false when it matched no call (481 sent).
     ByeReceived {
         call_id: String,
@@ -243,7 +263,11 @@ enum RegState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TxKind {
-    Register { expires: u32 },
+    /// Our voice broadcast callback INVITE (§9.12).
+    TalkInvite,
+    Register {
+        expires: u32,
+    },
     Keepalive,
     Message,
     Bye,
@@ -329,6 +353,17 @@ struct Call {
     local_cseq: u32,
 }
 
+/// Our talk INVITE's dialog (we are the UAC here).
+#[derive(Debug)]
+struct TalkCall {
+    call_id: String,
+    /// Our From header with tag.
+    local_header: String,
+    /// Their To header, tag included once answered.
+    remote_header: String,
+    established: bool,
+}
+
 /// Small deterministic generator (SplitMix64) for tags, branches, Call-IDs
 /// and cnonces: they need uniqueness, not secrecy.
 #[derive(Debug, Clone)]
@@ -371,6 +406,8 @@ pub struct GbDevice {
     client_tx: Vec<ClientTx>,
     server_tx: VecDeque<ServerTx>,
     calls: Vec<Call>,
+    /// The voice broadcast call we placed, if any.
+    talk: Option<TalkCall>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<DeviceEvent>,
 }
@@ -400,6 +437,7 @@ impl GbDevice {
             client_tx: Vec::new(),
             server_tx: VecDeque::new(),
             calls: Vec::new(),
+            talk: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -865,6 +903,18 @@ impl GbDevice {
                 }
                 Some(self.result_body("DeviceConfig", &sn, &target))
             }
+            ("Notify", "Broadcast") => {
+                let source = sanitize(xml_value(&text, "SourceID").unwrap_or_default());
+                let target = sanitize(xml_value(&text, "TargetID").unwrap_or(&self.cfg.channel_id));
+                self.events.push_back(DeviceEvent::BroadcastReceived {
+                    source: source.clone(),
+                    target: target.clone(),
+                });
+                let answer = self.result_body("Broadcast", &sn, &target);
+                self.send_message(now, TxKind::Message, answer);
+                self.send_talk_invite(now, &source, &target);
+                None
+            }
             ("Query", "PresetQuery") => {
                 Some(crate::sim::gb_device_extra::preset_body(&sn, &target))
             }
@@ -967,6 +1017,112 @@ impl GbDevice {
              <Result>OK</Result>\r\n\
              </Response>\r\n"
         ))
+    }
+
+    // ---- voice broadcast (§9.12) ---------------------------------------
+
+    /// Call `source` (the platform) back with our audio receive offer.
+    fn send_talk_invite(&mut self, now: Instant, source: &str, target: &str) {
+        if self.talk.is_some() {
+            return;
+        }
+        let branch = self.branch();
+        let tag = self.rng.token();
+        let call_id = format!("{}@{}", self.rng.token(), self.cfg.local_addr.ip());
+        let audio = self.cfg.audio_addr;
+        let family = if audio.is_ipv6() { "IP6" } else { "IP4" };
+        let ssrc = format!("0{:09}", self.rng.next() % 1_000_000_000);
+        let sdp = format!(
+            "v=0\r\n\
+             o={target} 0 0 IN {family} {ip}\r\n\
+             s=Play\r\n\
+             c=IN {family} {ip}\r\n\
+             t=0 0\r\n\
+             m=audio {port} RTP/AVP 8 96\r\n\
+             a=recvonly\r\n\
+             a=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:96 PS/90000\r\n\
+             y={ssrc}\r\n\
+             f=v/////a/1/8/1\r\n",
+            ip = audio.ip(),
+            port = audio.port(),
+        );
+        let local_header = format!("<sip:{target}@{}>;tag={tag}", self.cfg.realm);
+        let remote_header = format!("<sip:{source}@{}>", self.cfg.realm);
+        let mut s = String::with_capacity(600);
+        let _ = write!(
+            s,
+            "INVITE sip:{source}@{realm} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};rport;branch={branch}\r\n\
+             From: {local_header}\r\n\
+             To: {remote_header}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:{target}@{local}>\r\n\
+             Subject: {source}:{ssrc},{target}:0\r\n\
+             Max-Forwards: 70\r\n\
+             User-Agent: {ua}\r\n",
+            realm = self.cfg.realm,
+            local = self.cfg.local_addr,
+            ua = self.cfg.user_agent,
+        );
+        let payload = sip::finish(s, Some(("application/sdp", sdp.as_bytes())));
+        self.start_client_tx(now, branch, TxKind::TalkInvite, payload);
+        self.talk = Some(TalkCall {
+            call_id,
+            local_header,
+            remote_header,
+            established: false,
+        });
+    }
+
+    /// The final answer to our talk INVITE: ACK it either way (RFC 3261
+    /// §17.1.1.3 for non-2xx, §13.2.2.4 for 2xx).
+    fn on_talk_answer(&mut self, status: u16, msg: &SipMessage, branch: &str) {
+        let Some(talk) = self.talk.as_mut() else {
+            return;
+        };
+        let to = msg.header("To").unwrap_or_default().to_owned();
+        let ok = (200..300).contains(&status);
+        // A 2xx ACK is a new transaction; a non-2xx ACK reuses the branch.
+        let ack_branch = if ok {
+            format!("z9hG4bK{}", self.rng.token())
+        } else {
+            branch.to_owned()
+        };
+        let target = msg
+            .header_uri("Contact")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("sip:{}", self.cfg.server_addr));
+        let mut s = String::with_capacity(300);
+        let _ = write!(
+            s,
+            "ACK {target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};rport;branch={ack_branch}\r\n\
+             From: {from}\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 ACK\r\n\
+             Max-Forwards: 70\r\n",
+            local = self.cfg.local_addr,
+            from = talk.local_header,
+            call_id = talk.call_id,
+        );
+        self.transmits.push_back(Transmit {
+            dest: self.cfg.server_addr,
+            payload: Bytes::from(sip::finish(s, None)),
+        });
+        if ok {
+            talk.remote_header = to;
+            talk.established = true;
+            let call_id = talk.call_id.clone();
+            self.events.push_back(DeviceEvent::TalkStarted { call_id });
+        } else {
+            self.talk = None;
+            self.events.push_back(DeviceEvent::TalkFailed {
+                status: Some(status),
+            });
+        }
     }
 
     // ---- INVITE / ACK / BYE (§9.2) -------------------------------------
@@ -1163,6 +1319,12 @@ impl GbDevice {
                 what: "Call-ID",
             })?
             .to_owned();
+        if self.talk.as_ref().is_some_and(|t| t.call_id == call_id) {
+            self.talk = None;
+            self.reply(now, from, msg, Reply::new(200, "OK"));
+            self.events.push_back(DeviceEvent::TalkEnded { call_id });
+            return Ok(());
+        }
         let known = self.calls.iter().position(|c| c.call_id == call_id);
         self.events.push_back(DeviceEvent::ByeReceived {
             call_id: call_id.clone(),
@@ -1365,6 +1527,7 @@ impl GbDevice {
         }
         let tx = self.client_tx.remove(i);
         match tx.kind {
+            TxKind::TalkInvite => self.on_talk_answer(status, msg, &tx.branch),
             TxKind::Register { expires } => self.on_register_response(now, msg, status, expires),
             TxKind::Keepalive => {
                 if (200..300).contains(&status) {
@@ -1393,6 +1556,11 @@ impl GbDevice {
                 }
             }
             TxKind::Message | TxKind::Bye => {}
+            TxKind::TalkInvite => {
+                self.talk = None;
+                self.events
+                    .push_back(DeviceEvent::TalkFailed { status: None });
+            }
         }
     }
 

@@ -25,5 +25,6 @@ pub mod ps_mux;
 pub mod rtp;
 pub mod sip;
 pub mod snapshot_upload;
+pub mod talk_receive;
 
 pub use gb_camera::{SimCamera, SimCameraConfig, SimStats, run, spawn};

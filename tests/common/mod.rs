@@ -432,3 +432,27 @@ pub fn http_get_bytes(port: u16, path: &str) -> Option<(u16, String, Vec<u8>)> {
     let status = head.split(' ').nth(1)?.parse().ok()?;
     Some((status, head, resp[split + 4..].to_vec()))
 }
+
+/// Minimal HTTP/1.1 POST of a binary body; returns status and body.
+pub fn http_post_bytes(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    s.write_all(body).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
