@@ -1,5 +1,6 @@
 //! Wiring: SIP stack and GB28181 platform, stream table, RTSP server, HTTP
-//! API, optional demo camera; graceful shutdown that BYEs every device.
+//! API, optional demo camera; SIGHUP reload; graceful drain that closes
+//! viewers, BYEs every device and exits within `shutdown_grace`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,18 +13,30 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::gb28181::invite::GbSources;
 use crate::gb28181::platform::GbPlatform;
+use crate::health::Health;
 use crate::ingest::port_pool::PortPool;
 use crate::media::hub::HubConfig;
+use crate::reload::LiveConfig;
 use crate::rtsp::server::RtspServerConfig;
 use crate::sip::stack::SipStack;
 use crate::streams::{Streams, StreamsConfig};
 
-/// How long shutdown waits for devices to acknowledge BYE.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Part of the grace kept back from the BYE wait for the final teardown.
+const TEARDOWN_RESERVE: Duration = Duration::from_millis(500);
 
-/// Run the gateway until `shutdown` is cancelled.
+/// Run the gateway on a fixed configuration until `shutdown` is cancelled.
 pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let config = Arc::new(config);
+    run_live(LiveConfig::new(config, None), demo, shutdown).await
+}
+
+/// Run the gateway until `shutdown` is cancelled; SIGHUP reloads `live`.
+pub async fn run_live(
+    live: LiveConfig,
+    demo: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = live.get();
+    let health = Health::new();
     // The SIP stack outlives `shutdown` so BYEs can still be sent after it.
     let sip_cancel = CancellationToken::new();
     let (sip, incoming) = SipStack::bind(
@@ -38,7 +51,7 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         config.media.rtp_port_min,
         config.media.rtp_port_max,
     );
-    let platform = GbPlatform::new(config.clone(), sip, ports);
+    let platform = GbPlatform::new(live.clone(), sip, ports);
     let streams = Streams::new(StreamsConfig {
         idle_timeout: config.streams.idle_timeout,
         start_timeout: config.sip.invite_timeout + Duration::from_millis(500),
@@ -60,7 +73,14 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
     let rtsp_port = rtsp_listener.local_addr()?.port();
     let http_port = http_listener.local_addr()?.port();
 
+    // The HTTP API outlives `shutdown` so /readyz can say "draining" and
+    // /metrics stays scrapeable while devices are sent BYE.
+    let http_cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::reload::reload_on_sighup(
+        live.clone(),
+        sip_cancel.clone(),
+    ));
     {
         let platform = platform.clone();
         let cancel = sip_cancel.clone();
@@ -80,8 +100,9 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         let state = crate::api::ApiState {
             streams: streams.clone(),
             gb: platform.clone(),
+            health: health.clone(),
         };
-        let cancel = shutdown.clone();
+        let cancel = http_cancel.clone();
         tasks.spawn(async move {
             if let Err(e) = crate::api::serve(http_listener, state, cancel).await {
                 warn!("HTTP API stopped: {e}");
@@ -89,6 +110,7 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
         });
     }
 
+    health.set_listeners_bound();
     let host = config.advertised_ip();
     info!(
         sip = %format!("{host}:{sip_port} (UDP+TCP)"),
@@ -113,9 +135,26 @@ pub async fn run(config: Config, demo: bool, shutdown: CancellationToken) -> any
     }
 
     shutdown.cancelled().await;
-    info!("stopping streams");
-    streams.shutdown(SHUTDOWN_GRACE).await;
+    // The RTSP server saw the same token: it no longer accepts and closes
+    // its viewers' connections. Sources are stopped next, each sending BYE.
+    health.set_draining();
+    let grace = live.get().shutdown_grace.0;
+    let started = tokio::time::Instant::now();
+    info!(
+        grace_s = grace.as_secs_f64(),
+        "draining: viewers closed, sending BYE to devices"
+    );
+    streams
+        .shutdown(grace.saturating_sub(TEARDOWN_RESERVE))
+        .await;
     sip_cancel.cancel();
-    tasks.shutdown().await;
+    http_cancel.cancel();
+    let left = grace
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(100));
+    if tokio::time::timeout(left, tasks.shutdown()).await.is_err() {
+        warn!("tasks did not stop within shutdown_grace; exiting anyway");
+    }
+    info!(took_s = started.elapsed().as_secs_f64(), "drained");
     Ok(())
 }

@@ -5,10 +5,13 @@
 //! key and the line (serde-saphyr reports both).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+/// A password file larger than this is not a password file.
+const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
 
 /// The embedded default: what `camgate` runs with when given no file.
 pub const DEFAULT_YAML: &str = include_str!("../config/camgate.yaml");
@@ -23,6 +26,30 @@ pub struct Config {
     pub http: HttpConfig,
     pub demo: DemoConfig,
     pub gb: GbConfig,
+    /// Prometheus exposition options.
+    pub metrics: MetricsConfig,
+    /// On SIGTERM/SIGINT, how long draining (viewers closed, devices sent
+    /// BYE) may take before the process exits anyway.
+    pub shutdown_grace: ShutdownGrace,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Export per-device series (`camgate_device_online{device=…}`). Off by
+    /// default: one series per camera is unbounded cardinality.
+    pub per_device_labels: bool,
+}
+
+/// Drain time limit, seconds in YAML.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct ShutdownGrace(#[serde(with = "secs")] pub Duration);
+
+impl Default for ShutdownGrace {
+    fn default() -> Self {
+        Self(Duration::from_secs(10))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +77,11 @@ pub struct SipConfig {
     /// How long a device has to answer INVITE with a final response.
     #[serde(with = "secs")]
     pub invite_timeout: Duration,
+    /// File holding the registration password (e.g. a mounted Kubernetes
+    /// Secret); replaces `password` and is re-read on SIGHUP.
+    pub password_file: Option<PathBuf>,
+    /// Device ids allowed to register; empty = any device.
+    pub allowed_devices: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +192,8 @@ impl Default for SipConfig {
             max_expires: Duration::from_secs(3600),
             keepalive_timeout: Duration::from_secs(180),
             invite_timeout: Duration::from_secs(5),
+            password_file: None,
+            allowed_devices: Vec::new(),
         }
     }
 }
@@ -241,7 +275,15 @@ impl Config {
 
     /// Parse and validate; `origin` names the source in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = if text.trim().is_empty() {
+        let expanded =
+            crate::config_env::expand(text, |name| std::env::var(name).ok()).map_err(|e| {
+                ConfigError::Parse {
+                    origin: origin.to_owned(),
+                    message: e.to_string(),
+                }
+            })?;
+        let text = expanded.as_str();
+        let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
@@ -249,8 +291,58 @@ impl Config {
                 message: e.to_string(),
             })?
         };
+        config.read_password_file(origin)?;
         config.validate(origin)?;
         Ok(config)
+    }
+
+    /// Replace `sip.password` with the contents of `sip.password_file`. One
+    /// trailing line break is dropped (`echo … > file` and most Secret
+    /// tooling add one); an empty file is refused, since it would silently
+    /// turn authentication off.
+    fn read_password_file(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let Some(path) = &self.sip.password_file else {
+            return Ok(());
+        };
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key: "sip.password_file",
+            message,
+        };
+        // Read through a limit, not by metadata: /dev/zero and friends
+        // report no length and would otherwise be read forever.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                use std::io::Read;
+                f.take(MAX_PASSWORD_FILE_BYTES + 1)
+                    .read_to_string(&mut text)
+            })
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        if text.len() as u64 > MAX_PASSWORD_FILE_BYTES {
+            return Err(invalid(format!(
+                "{} is over {MAX_PASSWORD_FILE_BYTES} bytes; not a password file",
+                path.display()
+            )));
+        }
+        let password = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        if password.is_empty() {
+            return Err(invalid(format!(
+                "{} is empty (to turn digest auth off, set sip.password: \"\" instead)",
+                path.display()
+            )));
+        }
+        self.sip.password = password.to_owned();
+        Ok(())
+    }
+
+    /// Whether `device_id` may register (`sip.allowed_devices`).
+    pub fn device_allowed(&self, device_id: &str) -> bool {
+        self.sip.allowed_devices.is_empty()
+            || self.sip.allowed_devices.iter().any(|d| d == device_id)
     }
 
     pub fn embedded() -> Self {
@@ -290,6 +382,12 @@ impl Config {
         }
         if self.sip.invite_timeout.is_zero() {
             return Err(invalid("sip.invite_timeout", "must be above 0".into()));
+        }
+        if let Some(bad) = self.sip.allowed_devices.iter().find(|d| !is_gb_id(d)) {
+            return Err(invalid(
+                "sip.allowed_devices",
+                format!("entries must be 20-digit device ids, got {bad:?}"),
+            ));
         }
         if !is_gb_id(&self.demo.device_id) || !is_gb_id(&self.demo.channel_id) {
             return Err(invalid(
@@ -392,5 +490,44 @@ mod tests {
         assert_eq!(c.password_for("x"), Some("a"));
         let open = Config::from_yaml("sip:\n  password: \"\"\n", "t").unwrap();
         assert_eq!(open.password_for("x"), None);
+    }
+
+    #[test]
+    fn allow_list_and_env_substitution() {
+        let c = Config::from_yaml("sip:\n  allowed_devices: [\"34020000001320000009\"]\n", "t")
+            .unwrap();
+        assert!(c.device_allowed("34020000001320000009"));
+        assert!(!c.device_allowed("34020000001320000001"));
+        assert!(Config::embedded().device_allowed("34020000001320000001"));
+        let err = Config::from_yaml("sip:\n  allowed_devices: [\"cam1\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sip.allowed_devices"), "{err}");
+        // PATH is set in any test environment; the default covers the rest.
+        let c = Config::from_yaml(
+            "sip:\n  external_ip: \"${CAMGATE_TEST_UNSET_IP:-10.1.2.3}\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.advertised_ip().to_string(), "10.1.2.3");
+        let err = Config::from_yaml("sip:\n  password: \"${CAMGATE_TEST_UNSET}\"\n", "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CAMGATE_TEST_UNSET") && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shutdown_grace_and_metrics_section() {
+        let c = Config::from_yaml(
+            "shutdown_grace: 2.5\nmetrics:\n  per_device_labels: true\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace.0, Duration::from_millis(2500));
+        assert!(c.metrics.per_device_labels);
+        assert_eq!(Config::embedded().shutdown_grace.0, Duration::from_secs(10));
     }
 }

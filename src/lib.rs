@@ -9,10 +9,13 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod config_env;
 pub mod gb28181;
+pub mod health;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
+pub mod reload;
 pub mod rtsp;
 pub mod sim;
 pub mod sip;

@@ -119,7 +119,10 @@ fn main() -> ExitCode {
                 sim.answer_invites = !ignore_invites;
                 camgate::sim::run(sim, shutdown).await
             }
-            _ => camgate::app::run(config, cli.demo, shutdown).await,
+            _ => {
+                let live = camgate::reload::LiveConfig::new(config, cli.config.clone());
+                camgate::app::run_live(live, cli.demo, shutdown).await
+            }
         }
     });
     match result {

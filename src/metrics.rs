@@ -1,8 +1,11 @@
 //! Every Prometheus metric camgate exports, in one place.
 //!
 //! Names are `camgate_*` with units in the name; labels are low-cardinality
-//! enums (outcome, kind, method, transport), never device ids, so the series
-//! count stays bounded however many cameras register.
+//! enums (outcome, kind, method, transport). Device ids appear only in the
+//! opt-in `camgate_device_*` families (`metrics.per_device_labels`), so by
+//! default the series count stays bounded however many cameras register.
+//! README.md's metrics catalogue lists every family; tests/metrics_catalogue.rs
+//! keeps the two in step.
 
 use std::sync::OnceLock;
 
@@ -59,7 +62,15 @@ pub struct Metrics {
     pub gb_snapshot_requests: Family<Label, Counter>,
     pub gb_snapshot_images: Family<Label, Counter>,
     pub gb_catalog_notifies: Family<Label, Counter>,
+    pub ready: Gauge,
+    pub build_info: Family<Label, Gauge>,
+    pub config_reloads: Family<Label, Counter>,
+    pub config_restart_pending: Gauge,
+    pub device_online: Family<DeviceLabel, Gauge>,
 }
+
+/// A per-device label; only populated when `metrics.per_device_labels` is on.
+pub type DeviceLabel = [(&'static str, String); 1];
 
 fn build() -> Metrics {
     let mut r = Registry::default();
@@ -133,7 +144,7 @@ fn build() -> Metrics {
         ),
         stream_stops: reg!(
             "camgate_stream_stops",
-            "Sources stopped, by reason (idle, failed, shutdown)",
+            "Sources stopped, by reason (idle, failed, shutdown, finished)",
             Family::default()
         ),
         viewers: reg!(
@@ -276,6 +287,31 @@ fn build() -> Metrics {
             "Catalog NOTIFY items applied, by event (ON, OFF, ADD, DEL, UPDATE, other)",
             Family::default()
         ),
+        ready: reg!(
+            "camgate_ready",
+            "1 when listeners are bound and no drain is under way (what /readyz reports)",
+            Gauge::default()
+        ),
+        build_info: reg!(
+            "camgate_build_info",
+            "Always 1; the version label names the running build",
+            Family::default()
+        ),
+        config_reloads: reg!(
+            "camgate_config_reloads",
+            "SIGHUP configuration reloads, by outcome (applied, unchanged, failed)",
+            Family::default()
+        ),
+        config_restart_pending: reg!(
+            "camgate_config_restart_pending",
+            "1 when a reload saw changed keys that only take effect after a restart",
+            Gauge::default()
+        ),
+        device_online: reg!(
+            "camgate_device_online",
+            "Per registered device: 1 online, 0 keepalives overdue (only with metrics.per_device_labels)",
+            Family::default()
+        ),
         registry: r,
     }
 }
@@ -284,7 +320,14 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 
 /// The process-wide metrics.
 pub fn get() -> &'static Metrics {
-    METRICS.get_or_init(build)
+    METRICS.get_or_init(|| {
+        let m = build();
+        zero_known_series(&m);
+        m.build_info
+            .get_or_create(&label("version", env!("CARGO_PKG_VERSION")))
+            .set(1);
+        m
+    })
 }
 
 /// Shorthand for a one-label family key.
@@ -300,4 +343,160 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Create every series whose label values are known up front, at zero.
+/// A series that appears only at its first increment hides that first
+/// increase from `rate()`/`increase()`, and an absent series cannot tell
+/// "no errors" from "not scraped"; with these, dashboards and alerts see 0.
+/// Label values created later (a new error kind) still work as before.
+fn zero_known_series(m: &Metrics) {
+    fn zero<C: Default + Clone + prometheus_client::metrics::TypedMetric>(
+        family: &Family<Label, C>,
+        name: &'static str,
+        values: &[&'static str],
+    ) {
+        for v in values {
+            drop(family.get_or_create(&label(name, v)));
+        }
+    }
+    const SIP_METHODS: &[&str] = &[
+        "REGISTER",
+        "MESSAGE",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "OPTIONS",
+        "OTHER",
+    ];
+    const RTSP_METHODS: &[&str] = &[
+        "OPTIONS",
+        "DESCRIBE",
+        "SETUP",
+        "PLAY",
+        "PAUSE",
+        "TEARDOWN",
+        "GET_PARAMETER",
+    ];
+    zero(&m.sip_requests, "method", SIP_METHODS);
+    zero(&m.sip_errors, "kind", &["bad_header"]);
+    zero(
+        &m.registrations,
+        "outcome",
+        &[
+            "challenged",
+            "ok",
+            "forbidden",
+            "unregistered",
+            "bad_request",
+            "adopted",
+            "redirected",
+        ],
+    );
+    zero(
+        &m.manscdp_errors,
+        "kind",
+        &[
+            "too_large",
+            "encoding",
+            "xml",
+            "no_root",
+            "too_complex",
+            "missing_element",
+            "invalid_value",
+        ],
+    );
+    zero(
+        &m.invites,
+        "outcome",
+        &["ok", "rejected", "timeout", "error"],
+    );
+    zero(
+        &m.stream_stops,
+        "reason",
+        &["idle", "failed", "shutdown", "finished"],
+    );
+    zero(
+        &m.rtp_errors,
+        "kind",
+        &[
+            "unknown_ssrc",
+            "rtcp_on_rtp_port",
+            "too_short",
+            "bad_version",
+            "csrc_overrun",
+            "extension_overrun",
+            "bad_padding",
+        ],
+    );
+    zero(
+        &m.ps_demux_errors,
+        "kind",
+        &crate::media::ps::PsError::KINDS,
+    );
+    zero(&m.rtsp_sessions_started, "transport", &["tcp", "udp"]);
+    zero(&m.rtsp_requests, "method", RTSP_METHODS);
+    zero(
+        &m.rtsp_errors,
+        "kind",
+        &["bad_request", "not_found", "method", "state", "transport"],
+    );
+    zero(
+        &m.config_reloads,
+        "outcome",
+        &["applied", "unchanged", "failed"],
+    );
+    zero(
+        &m.gb_webhook_errors,
+        "kind",
+        &["url", "io", "timeout", "status", "bad_answer"],
+    );
+    const QUERY_OUTCOMES: &[&str] = &[
+        "ok",
+        "partial",
+        "timeout",
+        "refused",
+        "busy",
+        "failed",
+        "invalid",
+        "offline",
+        "send",
+        "unknown_device",
+    ];
+    zero(&m.gb_queries, "outcome", QUERY_OUTCOMES);
+    zero(&m.gb_controls, "outcome", QUERY_OUTCOMES);
+    zero(&m.gb_playback_commands, "outcome", QUERY_OUTCOMES);
+    zero(
+        &m.gb_downloads,
+        "outcome",
+        &["started", "done", "failed", "cancelled"],
+    );
+    zero(
+        &m.gb_talk_sessions,
+        "outcome",
+        &[
+            "ok",
+            "busy",
+            "notify",
+            "no_callback",
+            "bad_offer",
+            "failed",
+            "unexpected_invite",
+        ],
+    );
+    zero(&m.gb_snapshot_requests, "outcome", QUERY_OUTCOMES);
+    zero(
+        &m.gb_snapshot_images,
+        "outcome",
+        &["stored", "unknown_session", "full", "too_large", "not_jpeg"],
+    );
+    zero(
+        &m.gb_catalog_notifies,
+        "event",
+        &["ON", "OFF", "ADD", "DEL", "UPDATE", "other"],
+    );
 }

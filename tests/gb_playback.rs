@@ -152,7 +152,7 @@ async fn pause_scale_and_seek_reach_the_camera_as_mansrtsp() {
     config.media.rtp_bind = Ipv4Addr::LOCALHOST.into();
     config.media.rtp_port_min = ports.rtp_min;
     config.media.rtp_port_max = ports.rtp_max;
-    let config = Arc::new(config);
+    let live = camgate::reload::LiveConfig::new(config.clone(), None);
     let cancel = CancellationToken::new();
     let (sip, incoming) = SipStack::bind(config.sip.listen, config.advertised_ip(), cancel.clone())
         .await
@@ -162,7 +162,7 @@ async fn pause_scale_and_seek_reach_the_camera_as_mansrtsp() {
         config.media.rtp_port_min,
         config.media.rtp_port_max,
     );
-    let platform = GbPlatform::new(config.clone(), sip, pool);
+    let platform = GbPlatform::new(live, sip, pool);
     tokio::spawn(platform.clone().run(incoming, cancel.clone()));
     let sources = Arc::new(GbSources::new(platform.clone()));
     let streams = Streams::new(StreamsConfig::default())

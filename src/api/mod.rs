@@ -1,4 +1,5 @@
-//! HTTP API (`/api/v1/…`), Prometheus `/metrics`, and `/healthz`.
+//! HTTP API (`/api/v1/…`), Prometheus `/metrics`, `/healthz` (liveness)
+//! and `/readyz` (readiness, see [`crate::health`]).
 //!
 //! One file per resource; each exposes `routes()` and this module merges
 //! them, so adding an area never touches another's file.
@@ -6,12 +7,14 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::gb28181::platform::GbPlatform;
+use crate::health::Health;
 use crate::metrics;
 use crate::streams::Streams;
 
@@ -29,11 +32,13 @@ mod streams;
 pub struct ApiState {
     pub streams: Streams,
     pub gb: Arc<GbPlatform>,
+    pub health: Health,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(devices::routes())
         .merge(streams::routes())
@@ -52,7 +57,8 @@ async fn count_requests(req: axum::extract::Request, next: axum::middleware::Nex
     next.run(req).await
 }
 
-async fn metrics_text() -> impl IntoResponse {
+async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
+    refresh_device_series(&s);
     (
         [(
             header::CONTENT_TYPE,
@@ -60,6 +66,33 @@ async fn metrics_text() -> impl IntoResponse {
         )],
         metrics::get().encode(),
     )
+}
+
+/// 200 `ready`, or 503 with the reasons, one per line.
+async fn readyz(State(s): State<ApiState>) -> Response {
+    match s.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", reasons.join(", ")),
+        )
+            .into_response(),
+    }
+}
+
+/// Per-device series are rebuilt from the registry at scrape time, so a
+/// device that went away leaves no stale series behind.
+fn refresh_device_series(s: &ApiState) {
+    let family = &metrics::get().device_online;
+    family.clear();
+    if !s.gb.config().metrics.per_device_labels {
+        return;
+    }
+    for device in s.gb.devices() {
+        family
+            .get_or_create(&[("device", device.id)])
+            .set(i64::from(device.online));
+    }
 }
 
 /// A JSON error body with a status.

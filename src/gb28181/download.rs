@@ -136,7 +136,8 @@ impl GbPlatform {
         speed: u32,
         format: DownloadFormat,
     ) -> Result<JobInfo, DownloadError> {
-        let cfg = &self.config.gb;
+        let config = self.config();
+        let cfg = &config.gb;
         let running = lock(&self.downloads.jobs)
             .values()
             .filter(|j| matches!(lock(&j.info).state, JobState::Running | JobState::Remuxing))

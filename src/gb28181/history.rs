@@ -82,7 +82,7 @@ pub async fn start_history(
         .await
         .map_err(|_| StartError::NoPort)?;
     let ssrc = platform.allocate_ssrc(SsrcKind::History)?;
-    let config = &platform.config;
+    let config = platform.config();
     let offer = history_offer(
         &config.sip.server_id,
         &config.advertised_ip().to_string(),

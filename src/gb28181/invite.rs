@@ -135,7 +135,7 @@ async fn start_live(
         .await
         .map_err(|_| StartError::NoPort)?;
     let ssrc = platform.allocate_ssrc(SsrcKind::Live)?;
-    let config = &platform.config;
+    let config = platform.config();
     let ip = config.advertised_ip();
     let offer = GbSdp::live_offer(
         &config.sip.server_id,
@@ -173,7 +173,7 @@ pub(crate) async fn send_invite(
     ssrc: Ssrc,
     sdp: String,
 ) -> Result<Call, StartError> {
-    let config = &platform.config;
+    let config = platform.config();
     let request = InviteRequest {
         request_uri: format!("sip:{channel}@{}", route.addr),
         from_uri: platform.our_uri(),

@@ -39,7 +39,7 @@ impl GbPlatform {
         xml: String,
         rx: tokio::sync::oneshot::Receiver<Completed<T>>,
     ) -> Result<Completed<T>, QueryError> {
-        let timeout = self.config.gb.query_timeout;
+        let timeout = self.config().gb.query_timeout;
         if let Err(e) = self.send_manscdp(device, &xml).await {
             lock(&self.exchanges).cancel(device, sn);
             count(Err(&e));
@@ -75,7 +75,7 @@ impl GbPlatform {
             count(Err(&e));
             return Err(e);
         }
-        let timeout = self.config.gb.query_timeout;
+        let timeout = self.config().gb.query_timeout;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(report)) => {
                 count(Ok(()));
@@ -97,7 +97,7 @@ impl GbPlatform {
             device,
             sn,
             Instant::now(),
-            self.config.gb.query_timeout,
+            self.config().gb.query_timeout,
         )?;
         let xml = manscdp::query_xml(QueryKind::Catalog, sn, device);
         self.paged(device, sn, xml, rx).await
@@ -116,7 +116,7 @@ impl GbPlatform {
             device,
             sn,
             Instant::now(),
-            self.config.gb.query_timeout,
+            self.config().gb.query_timeout,
         )?;
         let xml = reports::record_info_query(sn, channel, start, end);
         self.paged(device, sn, xml, rx).await
@@ -133,7 +133,7 @@ impl GbPlatform {
             device,
             sn,
             Instant::now(),
-            self.config.gb.query_timeout,
+            self.config().gb.query_timeout,
         )?;
         let xml = reports::preset_query(sn, channel);
         self.paged(device, sn, xml, rx).await

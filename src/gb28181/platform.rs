@@ -27,6 +27,7 @@ use super::ssrc::{Ssrc, SsrcAllocator, SsrcKind};
 use crate::config::Config;
 use crate::ingest::port_pool::PortPool;
 use crate::metrics::{self, label};
+use crate::reload::LiveConfig;
 use crate::sip::client::{self, Outgoing};
 use crate::sip::request::{RequestFacts, header_value, register_expires};
 use crate::sip::stack::SipStack;
@@ -44,7 +45,7 @@ pub struct DeviceRoute {
 }
 
 pub struct GbPlatform {
-    pub config: Arc<Config>,
+    live: LiveConfig,
     pub sip: SipStack,
     pub ports: PortPool,
     registrar: Mutex<Registrar>,
@@ -95,7 +96,8 @@ fn method_label(m: &Method) -> &'static str {
 }
 
 impl GbPlatform {
-    pub fn new(config: Arc<Config>, sip: SipStack, ports: PortPool) -> Arc<Self> {
+    pub fn new(live: LiveConfig, sip: SipStack, ports: PortPool) -> Arc<Self> {
+        let config = live.get();
         let ssrcs = SsrcAllocator::new(&config.sip.realm)
             .unwrap_or_else(|_| SsrcAllocator::new("3402000000").expect("valid default realm"));
         Arc::new(Self {
@@ -111,10 +113,16 @@ impl GbPlatform {
             downloads: Default::default(),
             snapshots: Default::default(),
             talks: Default::default(),
-            config,
+            live,
             sip,
             ports,
         })
+    }
+
+    /// The configuration in effect now: read it per decision, so a SIGHUP
+    /// reload (passwords, allow-list, time limits) applies to the next one.
+    pub fn config(&self) -> Arc<Config> {
+        self.live.get()
     }
 
     /// Serve SIP until `cancel`.
@@ -242,9 +250,10 @@ impl GbPlatform {
             expires: register_expires(&tx.original),
         };
         let now = Instant::now();
-        if let Some(target) = self.config.gb.redirect.get(&device_id) {
+        let config = self.config();
+        if let Some(target) = config.gb.redirect.get(&device_id) {
             // GB/T 28181-2022 §9.1.2.4: send the device to another platform.
-            let contact = format!("<sip:{}@{target}>", self.config.sip.server_id);
+            let contact = format!("<sip:{}@{target}>", config.sip.server_id);
             metrics::get()
                 .registrations
                 .get_or_create(&label("outcome", "redirected"))
@@ -262,8 +271,13 @@ impl GbPlatform {
             }
             return;
         }
-        let decision =
-            lock(&self.registrar).decide(&attempt, self.config.password_for(&device_id), now);
+        let decision = if config.device_allowed(&device_id) {
+            lock(&self.registrar).decide(&attempt, config.password_for(&device_id), now)
+        } else {
+            RegisterDecision::Forbidden {
+                reason: "device not in sip.allowed_devices",
+            }
+        };
         metrics::get()
             .registrations
             .get_or_create(&label("outcome", decision.outcome()))
@@ -331,7 +345,7 @@ impl GbPlatform {
             return;
         };
         let from = self.our_uri();
-        let realm = self.config.sip.realm.clone();
+        let realm = self.config().sip.realm.clone();
         let sn = [self.next_sn()];
         let this = self.clone();
         tokio::spawn(async move {
@@ -358,7 +372,7 @@ impl GbPlatform {
                     Err(e) => warn!(device = %route.device_id, ?kind, "query failed: {e}"),
                 }
             }
-            if this.config.gb.subscribe_alarms {
+            if this.config().gb.subscribe_alarms {
                 let _ = this.subscribe_alarms(&route.device_id).await;
             }
             // The catalog may come in several MESSAGEs; pages update the
@@ -398,7 +412,7 @@ impl GbPlatform {
         let now = Instant::now();
         let known = lock(&self.registry).get(&facts.from_user).is_some();
         if !known {
-            if self.config.gb.adopt_keepalive
+            if self.config().gb.adopt_keepalive
                 && matches!(msg, Message::Notify(Notify::Keepalive { .. }))
             {
                 self.adopt(facts, now);
@@ -502,8 +516,8 @@ impl GbPlatform {
         let event = lock(&self.events).push(device, kind, received);
         metrics::get().gb_events.inc();
         let _ = self.event_tx.send(event.clone());
-        if !self.config.gb.webhook.is_empty() {
-            let url = self.config.gb.webhook.clone();
+        if !self.config().gb.webhook.is_empty() {
+            let url = self.config().gb.webhook.clone();
             tokio::spawn(async move {
                 if let Err(e) = super::webhook::post_json(&url, &event).await {
                     metrics::get()
@@ -528,7 +542,7 @@ impl GbPlatform {
             &facts.from_user,
             transport,
             facts.source,
-            self.config.sip.max_expires,
+            self.config().sip.max_expires,
             now,
         );
         metrics::get()
@@ -540,7 +554,7 @@ impl GbPlatform {
     }
 
     fn maybe_refresh_catalogs(self: &Arc<Self>, now: Instant) {
-        let every = self.config.gb.catalog_refresh;
+        let every = self.config().gb.catalog_refresh;
         if every.is_zero() {
             return;
         }
@@ -599,7 +613,7 @@ impl GbPlatform {
                 },
             }
         };
-        let realm = &self.config.sip.realm;
+        let realm = &self.config().sip.realm;
         let out = Outgoing {
             method,
             request_uri: format!("sip:{device}@{realm}"),
@@ -621,10 +635,8 @@ impl GbPlatform {
 
     /// `sip:{server_id}@{realm}`
     pub fn our_uri(&self) -> String {
-        format!(
-            "sip:{}@{}",
-            self.config.sip.server_id, self.config.sip.realm
-        )
+        let config = self.config();
+        format!("sip:{}@{}", config.sip.server_id, config.sip.realm)
     }
 
     pub fn next_sn(&self) -> u32 {

@@ -134,8 +134,8 @@ impl super::platform::GbPlatform {
         let session_id = format!("{:016x}", rand::random::<u64>());
         let upload_url = format!(
             "http://{}:{}/api/v1/snapshots/upload/{session_id}",
-            self.config.advertised_ip(),
-            self.config.http.listen.port()
+            self.config().advertised_ip(),
+            self.config().http.listen.port()
         );
         let session = SnapshotSession {
             session: session_id.clone(),

@@ -184,7 +184,7 @@ impl GbPlatform {
                 },
             );
         }
-        let xml = broadcast_notify(self.next_sn(), &self.config.sip.server_id, channel);
+        let xml = broadcast_notify(self.next_sn(), &self.config().sip.server_id, channel);
         self.send_manscdp(device, &xml).await?;
         let mut invite = tokio::time::timeout(CALLBACK_TIMEOUT, rx)
             .await
@@ -213,11 +213,16 @@ impl GbPlatform {
             .filter(|s| super::ssrc::Ssrc::parse(s).is_some())
             .unwrap_or_else(|| format!("{:010}", rand::random::<u32>() % 1_000_000_000));
         let ssrc = super::ssrc::Ssrc::parse(&ssrc_text).map_or(0, |s| s.value());
-        let ip = self.config.advertised_ip().to_string();
-        let answer = answer_sdp(&self.config.sip.server_id, &ip, ports.port, &ssrc_text);
+        let ip = self.config().advertised_ip().to_string();
+        let answer = answer_sdp(&self.config().sip.server_id, &ip, ports.port, &ssrc_text);
         let (state_tx, mut states) = self.sip.dialogs.new_dialog_state_channel();
         let contact = rsipstack::sip::Uri::try_from(
-            format!("sip:{}@{}", self.config.sip.server_id, self.sip.advertised).as_str(),
+            format!(
+                "sip:{}@{}",
+                self.config().sip.server_id,
+                self.sip.advertised
+            )
+            .as_str(),
         )
         .ok();
         let dialog = self

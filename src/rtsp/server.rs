@@ -68,7 +68,14 @@ pub async fn serve(
         match accepted {
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
-                let span = info_span!("rtsp", %peer);
+                // Filled in as the connection learns them, so every line
+                // about a viewer carries its stream and session.
+                let span = info_span!(
+                    "rtsp",
+                    %peer,
+                    stream = tracing::field::Empty,
+                    session = tracing::field::Empty
+                );
                 tasks.spawn(
                     run_connection(
                         socket,
@@ -272,6 +279,7 @@ async fn run_connection(
         while let Some(ev) = conn.poll_event() {
             match ev {
                 Event::OpenStream(key) => {
+                    tracing::Span::current().record("stream", tracing::field::display(&key));
                     opening = Some(open_stream(streams.clone(), key, config.describe_timeout));
                 }
                 Event::BindUdp {
@@ -307,6 +315,7 @@ async fn run_connection(
                     conn.udp_bound(ports, Instant::now());
                 }
                 Event::SessionStarted { id, key, transport } => {
+                    tracing::Span::current().record("session", tracing::field::display(&id));
                     started_at = Some(Instant::now());
                     info!(%peer, stream = %key, session = %id, transport = transport.as_str(), "RTSP session started");
                 }

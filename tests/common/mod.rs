@@ -1,6 +1,8 @@
 //! Harness for tests that drive the real `camgate` binary over loopback.
 #![allow(dead_code)]
 
+pub mod openmetrics;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -455,4 +457,80 @@ pub fn http_post_bytes(
     let status = resp.split(' ').nth(1)?.parse().ok()?;
     let body = resp.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
+}
+
+/// Send `signal` (e.g. "HUP", "STOP") to a process.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Poll `cond` every 50 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// Register `device` with sipp's digest (`tests/sipp/register.xml`) and
+/// expect `expect` as the final answer; sipp exits 0 only if it came.
+pub fn sipp_register_device(
+    rig: &Rig,
+    device: &str,
+    password: &str,
+    expect: u16,
+) -> std::process::Output {
+    let template = include_str!("../sipp/register.xml");
+    let scenario = rig
+        .dir
+        .path()
+        .join(format!("register-{device}-{expect}.xml"));
+    std::fs::write(
+        &scenario,
+        template.replace("FINAL_STATUS", &expect.to_string()),
+    )
+    .expect("write sipp scenario");
+    let port = rig.ports.spare.to_string();
+    let server = format!("127.0.0.1:{}", rig.ports.sip);
+    run_with_timeout(
+        Command::new("sipp").args([
+            "-sf",
+            scenario.to_str().unwrap(),
+            "-key",
+            "device",
+            device,
+            "-key",
+            "server",
+            "34020000002000000001",
+            "-key",
+            "domain",
+            "3402000000",
+            "-au",
+            device,
+            "-ap",
+            password,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-timeout",
+            "10s",
+            "-timeout_error",
+            "-nostdin",
+            &server,
+        ]),
+        Duration::from_secs(20),
+    )
 }
