@@ -159,6 +159,9 @@ pub struct GbConfig {
     pub download_dir: std::path::PathBuf,
     /// Download jobs running at once at most.
     pub max_downloads: usize,
+    /// SUBSCRIBE to each device's catalog changes (Event: Catalog) after
+    /// it registers.
+    pub subscribe_catalog: bool,
 }
 
 impl Default for GbConfig {
@@ -173,6 +176,7 @@ impl Default for GbConfig {
             redirect: Default::default(),
             download_dir: "downloads".into(),
             max_downloads: 4,
+            subscribe_catalog: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! GB/T 28181-2016: device registry, MANSCDP, SDP, and the on-demand INVITE.
 
 pub mod aggregate;
+pub mod catalog_notify;
 pub mod control;
 pub mod download;
 pub mod events;

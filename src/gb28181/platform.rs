@@ -196,6 +196,11 @@ impl GbPlatform {
             match method {
                 Method::Register => self.on_register(&mut tx, &facts).await,
                 Method::Message => self.on_message(&mut tx, &facts).await,
+                Method::Notify
+                    if !has_to_tag(&tx) || self.sip.dialogs.match_dialog(&tx).is_none() =>
+                {
+                    self.on_notify(&mut tx, &facts).await
+                }
                 Method::Options => {
                     let _ = tx.reply(StatusCode::OK).await;
                 }
@@ -393,6 +398,10 @@ impl GbPlatform {
                 ),
                 Err(e) => warn!(device = %id, "catalog query failed: {e}"),
             }
+            // After the full list: changes then apply on top of it.
+            if this.config().gb.subscribe_catalog {
+                let _ = this.subscribe_catalog(id).await;
+            }
         });
     }
 
@@ -445,12 +454,75 @@ impl GbPlatform {
                     catalog.items,
                 );
             }
+            Message::Notify(Notify::Other(h)) if h.cmd_type.eq_ignore_ascii_case("Catalog") => {
+                self.on_catalog_notify(&facts.from_user, &facts.body);
+            }
             Message::Response(Response::DeviceInfo(info)) => {
                 info!(manufacturer = %info.manufacturer.as_deref().unwrap_or(""), "device info received");
                 lock(&self.registry).set_info(&facts.from_user, DeviceInfo::from(&info));
             }
             other => self.on_report(facts, &other),
         }
+    }
+
+    /// A NOTIFY from a device: catalog changes after our catalog
+    /// SUBSCRIBE (§9.7.1), or any other MANSCDP notification sent that way.
+    async fn on_notify(self: &Arc<Self>, tx: &mut Transaction, facts: &RequestFacts) {
+        if lock(&self.registry).get(&facts.from_user).is_none() {
+            warn!("NOTIFY from an unregistered device");
+            let _ = tx.reply(StatusCode::Forbidden).await;
+            return;
+        }
+        let msg = match manscdp::decode_body(&facts.body) {
+            Ok(m) => m,
+            Err(e) => {
+                metrics::get()
+                    .manscdp_errors
+                    .get_or_create(&label("kind", e.kind()))
+                    .inc();
+                warn!("unreadable NOTIFY body: {e}");
+                let _ = tx.reply(StatusCode::BadRequest).await;
+                return;
+            }
+        };
+        let _ = tx.reply(StatusCode::OK).await;
+        match &msg {
+            Message::Notify(Notify::Other(h)) if h.cmd_type.eq_ignore_ascii_case("Catalog") => {
+                self.on_catalog_notify(&facts.from_user, &facts.body);
+            }
+            other => self.on_report(facts, other),
+        }
+    }
+
+    /// Apply a catalog notification's ON/OFF/ADD/DEL/UPDATE items to the
+    /// device's channel list.
+    fn on_catalog_notify(&self, device: &str, body: &[u8]) {
+        use super::catalog_notify;
+        let items = match manscdp::decode_tree(body).and_then(|t| catalog_notify::parse(&t)) {
+            Ok(items) => items,
+            Err(e) => {
+                metrics::get()
+                    .manscdp_errors
+                    .get_or_create(&label("kind", e.kind()))
+                    .inc();
+                warn!("unreadable catalog notify: {e}");
+                return;
+            }
+        };
+        let mut reg = lock(&self.registry);
+        let Some(mut channels) = reg.channels(device).map(<[Channel]>::to_vec) else {
+            return;
+        };
+        for (item, event) in &items {
+            if catalog_notify::apply(&mut channels, item, *event) {
+                metrics::get()
+                    .gb_catalog_notifies
+                    .get_or_create(&label("event", event.as_str()))
+                    .inc();
+                info!(channel = %item.device_id, event = event.as_str(), "catalog change");
+            }
+        }
+        reg.set_channels(device, channels);
     }
 
     /// Everything beyond keepalive, catalog and device info: answers to our

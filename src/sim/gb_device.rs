@@ -1019,6 +1019,89 @@ impl GbDevice {
         ))
     }
 
+    // ---- catalog subscription (§9.7.1) ----------------------------------
+
+    /// Answer a catalog SUBSCRIBE with one NOTIFY in its dialog carrying a
+    /// fixed script of changes, so a platform's handling of every event
+    /// can be checked: a second channel (`…98`) is added OFF, turned ON,
+    /// the main channel goes OFF, a third (`…99`) is added and deleted, and
+    /// the second is renamed `Gate 2` by UPDATE.
+    fn send_catalog_changes(&mut self, now: Instant, sub: &SipMessage, our_tag: &str) {
+        let base = self
+            .cfg
+            .channel_id
+            .get(..18)
+            .unwrap_or("340200000013100000");
+        let (ch1, ch2, ch3) = (
+            self.cfg.channel_id.clone(),
+            format!("{base}98"),
+            format!("{base}99"),
+        );
+        let item = |id: &str, event: &str, extra: &str| {
+            format!(
+                "<Item>\r\n<DeviceID>{id}</DeviceID>\r\n{extra}<Event>{event}</Event>\r\n</Item>\r\n"
+            )
+        };
+        let items = [
+            item(
+                &ch2,
+                "ADD",
+                "<Name>Gate</Name>\r\n<ParentID>{dev}</ParentID>\r\n<Status>OFF</Status>\r\n",
+            ),
+            item(&ch2, "ON", ""),
+            item(&ch1, "OFF", ""),
+            item(&ch3, "ADD", "<Name>Temp</Name>\r\n<Status>ON</Status>\r\n"),
+            item(&ch3, "DEL", ""),
+            item(
+                &ch2,
+                "UPDATE",
+                "<Name>Gate 2</Name>\r\n<Status>ON</Status>\r\n",
+            ),
+        ]
+        .concat()
+        .replace("{dev}", &self.cfg.device_id);
+        self.sn = self.sn.wrapping_add(1);
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n\
+             <Notify>\r\n\
+             <CmdType>Catalog</CmdType>\r\n\
+             <SN>{sn}</SN>\r\n\
+             <DeviceID>{dev}</DeviceID>\r\n\
+             <SumNum>6</SumNum>\r\n\
+             <DeviceList Num=\"6\">\r\n{items}</DeviceList>\r\n\
+             </Notify>\r\n",
+            sn = self.sn,
+            dev = self.cfg.device_id,
+        );
+        let branch = self.branch();
+        let to = sub.header("From").unwrap_or_default();
+        let from = format!("{};tag={our_tag}", sub.header("To").unwrap_or_default());
+        let target = sub
+            .header_uri("Contact")
+            .or_else(|| sub.header_uri("From"))
+            .unwrap_or_default()
+            .to_owned();
+        let mut s = String::with_capacity(600);
+        let _ = write!(
+            s,
+            "NOTIFY {target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};rport;branch={branch}\r\n\
+             From: {from}\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 NOTIFY\r\n\
+             Event: Catalog\r\n\
+             Subscription-State: active\r\n\
+             Max-Forwards: 70\r\n\
+             User-Agent: {ua}\r\n",
+            local = self.cfg.local_addr,
+            call_id = sub.call_id().unwrap_or_default(),
+            ua = self.cfg.user_agent,
+        );
+        let payload = sip::finish(s, Some((MANSCDP, &gb2312(&body))));
+        self.start_client_tx(now, branch, TxKind::Message, payload);
+    }
+
     // ---- voice broadcast (§9.12) ---------------------------------------
 
     /// Call `source` (the platform) back with our audio receive offer.
@@ -1489,6 +1572,12 @@ impl GbDevice {
                         .header(format!("Expires: {expires}"))
                         .tag(&tag),
                 );
+                let catalog = msg
+                    .header("Event")
+                    .is_some_and(|e| e.trim().eq_ignore_ascii_case("Catalog"));
+                if catalog {
+                    self.send_catalog_changes(now, msg, &tag);
+                }
                 Ok(())
             }
             _ => {
