@@ -17,7 +17,9 @@ use crate::health::Health;
 use crate::ingest::port_pool::PortPool;
 use crate::media::hub::HubConfig;
 use crate::reload::LiveConfig;
+use crate::rtsp::auth::Authenticator;
 use crate::rtsp::server::RtspServerConfig;
+use crate::rtsp::tokens::TokenStore;
 use crate::sip::stack::SipStack;
 use crate::streams::{Streams, StreamsConfig};
 
@@ -86,12 +88,20 @@ pub async fn run_live(
         let cancel = sip_cancel.clone();
         tasks.spawn(async move { platform.run(incoming, cancel).await });
     }
+    let tokens = Arc::new(TokenStore::new(config.rtsp.auth.token_ttl()));
     tasks.spawn(crate::rtsp::server::serve(
         rtsp_listener,
         streams.clone(),
         RtspServerConfig {
             session_timeout: config.rtsp.session_timeout,
             udp_bind_ip: config.media.rtp_bind,
+            auth: Some(Arc::new(Authenticator::new(
+                config.rtsp.auth.clone(),
+                tokens.clone(),
+            ))),
+            max_viewers: config.rtsp.max_viewers,
+            stall_timeout: config.rtsp.stall_timeout,
+            send_buffer: config.rtsp.send_buffer,
             ..RtspServerConfig::default()
         },
         shutdown.clone(),
@@ -101,6 +111,7 @@ pub async fn run_live(
             streams: streams.clone(),
             gb: platform.clone(),
             health: health.clone(),
+            tokens: tokens.clone(),
         };
         let cancel = http_cancel.clone();
         tasks.spawn(async move {

@@ -115,6 +115,15 @@ pub struct RtspConfig {
     pub listen: SocketAddr,
     /// `Session: …;timeout=` announced to clients, seconds.
     pub session_timeout: u32,
+    /// Concurrent RTSP viewers at most (0 = no limit); beyond, 453.
+    pub max_viewers: usize,
+    /// Drop a viewer whose socket accepts no media for this long.
+    #[serde(with = "secs")]
+    pub stall_timeout: Duration,
+    /// Access control per stream path prefix.
+    pub auth: crate::rtsp::auth::AuthConfig,
+    /// SO_SNDBUF of viewer sockets in bytes; 0 = OS autotuning.
+    pub send_buffer: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +237,10 @@ impl Default for RtspConfig {
         Self {
             listen: SocketAddr::new(ANY, 8554),
             session_timeout: 60,
+            max_viewers: 0,
+            stall_timeout: Duration::from_secs(10),
+            auth: Default::default(),
+            send_buffer: 0,
         }
     }
 }
@@ -392,6 +405,25 @@ impl Config {
                 "sip.allowed_devices",
                 format!("entries must be 20-digit device ids, got {bad:?}"),
             ));
+        }
+        {
+            use crate::rtsp::auth::AuthMode;
+            let a = &self.rtsp.auth;
+            let needs_users = std::iter::once(a.mode)
+                .chain(a.paths.iter().map(|r| r.mode))
+                .any(|m| matches!(m, AuthMode::Basic | AuthMode::Digest));
+            if needs_users && a.users.is_empty() {
+                return Err(invalid(
+                    "rtsp.auth.users",
+                    "basic or digest auth is configured but no user is".into(),
+                ));
+            }
+            if !(0.0..=86_400.0).contains(&a.token_ttl) {
+                return Err(invalid(
+                    "rtsp.auth.token_ttl",
+                    format!("{} is not 0 to 86400 seconds", a.token_ttl),
+                ));
+            }
         }
         if !is_gb_id(&self.demo.device_id) || !is_gb_id(&self.demo.channel_id) {
             return Err(invalid(

@@ -67,6 +67,14 @@ pub struct Metrics {
     pub config_reloads: Family<Label, Counter>,
     pub config_restart_pending: Gauge,
     pub device_online: Family<DeviceLabel, Gauge>,
+    pub rtsp_sessions_by_transport: Family<Label, Gauge>,
+    pub rtsp_client_rtcp: Family<Label, Counter>,
+    pub rtsp_client_packets_lost: Counter,
+    pub rtsp_client_loss_fraction: Histogram,
+    pub rtsp_auth_failures: Family<Label, Counter>,
+    pub rtsp_first_frame_seconds: Histogram,
+    pub rtsp_viewers_dropped: Family<Label, Counter>,
+    pub rtsp_tokens_minted: Counter,
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -311,6 +319,46 @@ fn build() -> Metrics {
             "camgate_device_online",
             "Per registered device: 1 online, 0 keepalives overdue (only with metrics.per_device_labels)",
             Family::default()
+        ),
+        rtsp_sessions_by_transport: reg!(
+            "camgate_rtsp_sessions_by_transport",
+            "RTSP sessions set up now, by transport (tcp, udp)",
+            Family::default()
+        ),
+        rtsp_client_rtcp: reg!(
+            "camgate_rtsp_client_rtcp",
+            "RTCP compound packets from RTSP clients, by type (report, bye)",
+            Family::default()
+        ),
+        rtsp_client_packets_lost: reg!(
+            "camgate_rtsp_client_packets_lost",
+            "RTP packets RTSP clients reported lost in their RTCP receiver reports",
+            Counter::default()
+        ),
+        rtsp_client_loss_fraction: reg!(
+            "camgate_rtsp_client_loss_fraction",
+            "Fraction lost per RTCP report block from RTSP clients",
+            Histogram::new([0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+        ),
+        rtsp_auth_failures: reg!(
+            "camgate_rtsp_auth_failures",
+            "RTSP requests refused by access control, by kind",
+            Family::default()
+        ),
+        rtsp_first_frame_seconds: reg!(
+            "camgate_rtsp_first_frame_seconds",
+            "Time from an RTSP PLAY to the first media packet sent",
+            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0])
+        ),
+        rtsp_viewers_dropped: reg!(
+            "camgate_rtsp_viewers_dropped",
+            "RTSP viewers disconnected by the server, by reason (stalled)",
+            Family::default()
+        ),
+        rtsp_tokens_minted: reg!(
+            "camgate_rtsp_tokens_minted",
+            "One-time RTSP hash tokens minted through the API",
+            Counter::default()
         ),
         registry: r,
     }

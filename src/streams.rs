@@ -42,6 +42,22 @@ impl StreamKey {
         Some(Self(trimmed.to_owned()))
     }
 
+    /// From a request path and its query: `?start=…&end=…` (ISO 8601
+    /// times, the recorded-media convention of every scheme) names the
+    /// recording `{path}/playback/{start}-{end}` in Unix seconds, so
+    /// viewers of one range share one source and never a live one.
+    pub fn from_path_and_query(path: &str, query: Option<&str>) -> Option<Self> {
+        match query.and_then(crate::gb28181::playback::parse_range) {
+            Some(r) => Self::from_path(&format!(
+                "{}/playback/{}-{}",
+                path.trim_end_matches('/'),
+                r.start,
+                r.end
+            )),
+            None => Self::from_path(path),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -101,6 +117,33 @@ pub trait SourceProvider: Send + Sync + 'static {
     /// Start the source for `key`, publishing into `hub`. Resolves once the
     /// device has accepted (media may follow a little later).
     fn start<'a>(&'a self, key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a>;
+
+    /// Trick-play control of `key` when it is a recording being played
+    /// back; `None` (the default) for live streams, which cannot pause,
+    /// seek or change speed.
+    fn playback(&self, _key: &StreamKey) -> Option<Arc<dyn PlaybackControl>> {
+        None
+    }
+}
+
+/// A trick-play request from a viewer of a playback stream (RTSP PLAY
+/// with Range/Scale, PAUSE), for the source to pass on to the device
+/// (GB28181: MANSRTSP in a SIP INFO).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PlaybackCommand {
+    Pause,
+    Resume,
+    /// Playback speed; negative plays backwards (RFC 2326 §12.34).
+    Scale(f32),
+    /// Jump to this many seconds from the start of the recording.
+    Seek(f64),
+}
+
+pub type ControlFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StartError>> + Send + 'a>>;
+
+/// Implemented by sources that play recordings back.
+pub trait PlaybackControl: Send + Sync + 'static {
+    fn command(&self, command: PlaybackCommand) -> ControlFuture<'_>;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +215,14 @@ impl Viewer {
 
     pub fn subscribe(&self) -> Subscription {
         self.entry.hub.subscribe()
+    }
+
+    /// Trick-play control, when the stream is a playback.
+    pub fn playback(&self) -> Option<Arc<dyn PlaybackControl>> {
+        self.inner
+            .providers
+            .get(self.entry.key.scheme())
+            .and_then(|p| p.playback(&self.entry.key))
     }
 }
 
@@ -560,5 +611,13 @@ mod tests {
         assert!(StreamKey::from_path("/gb//b").is_none());
         assert!(StreamKey::from_path("/gb/../b").is_none());
         assert!(StreamKey::from_path("/").is_none());
+        let k = StreamKey::from_path_and_query(
+            "/gb/a/b",
+            Some("start=2024-05-01T08:00:00&end=2024-05-01T08:10:00"),
+        )
+        .unwrap();
+        assert_eq!(k.as_str(), "gb/a/b/playback/1714550400-1714551000");
+        let live = StreamKey::from_path_and_query("/gb/a/b", Some("token=x")).unwrap();
+        assert_eq!(live.as_str(), "gb/a/b");
     }
 }

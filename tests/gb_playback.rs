@@ -14,10 +14,12 @@ use camgate::config::Config;
 use camgate::gb28181::gbtime;
 use camgate::gb28181::invite::GbSources;
 use camgate::gb28181::platform::GbPlatform;
-use camgate::gb28181::playback::{PlaybackControl, PlaybackRange, playback_key};
+use camgate::gb28181::playback::{PlaybackRange, playback_key};
 use camgate::ingest::port_pool::PortPool;
 use camgate::sip::stack::SipStack;
-use camgate::streams::{SourceProvider, StreamKey, Streams, StreamsConfig};
+use camgate::streams::{
+    PlaybackCommand, PlaybackControl, SourceProvider, StreamKey, Streams, StreamsConfig,
+};
 use common::*;
 use tokio_util::sync::CancellationToken;
 
@@ -71,11 +73,8 @@ fn record_list_and_playback_over_rtsp_ends_at_the_range_end() {
         start: gbtime::parse(START).unwrap(),
         end: gbtime::parse(END).unwrap(),
     };
-    let url = format!(
-        "rtsp://127.0.0.1:{}/{}",
-        rig.ports.rtsp,
-        playback_key(DEVICE, CHANNEL, range)
-    );
+    // The viewer's URL: the live path with the range as a query.
+    let url = format!("{}?start={START}&end={END}", rig.url(DEVICE, CHANNEL));
     // No duration limit: ffprobe must stop because the stream ends.
     let out = run_with_timeout(
         Command::new("ffprobe").args([
@@ -142,8 +141,8 @@ fn record_list_and_playback_over_rtsp_ends_at_the_range_end() {
     );
 }
 
-/// The gateway and camera in this process, so the test can hold the
-/// playback control the RTSP session will call.
+/// The gateway and camera in this process, calling the playback control
+/// the RTSP session calls directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_scale_and_seek_reach_the_camera_as_mansrtsp() {
     let ports = Ports::new();
@@ -188,13 +187,13 @@ async fn pause_scale_and_seek_reach_the_camera_as_mansrtsp() {
     let key = StreamKey::from_path(&playback_key(DEVICE, CHANNEL, range)).unwrap();
     let viewer = streams.open(&key).await.expect("playback starts");
     let control = sources.playback_control(&key).expect("a playback control");
-    control.pause().await.unwrap();
-    control.scale(2.0).await.unwrap();
-    control.seek(30).await.unwrap();
-    assert!(matches!(
-        control.scale(3.0).await,
-        Err(camgate::gb28181::playback::PlaybackError::BadScale(_))
-    ));
+    control.command(PlaybackCommand::Pause).await.unwrap();
+    control.command(PlaybackCommand::Scale(2.0)).await.unwrap();
+    control.command(PlaybackCommand::Seek(30.0)).await.unwrap();
+    assert!(
+        control.command(PlaybackCommand::Scale(3.0)).await.is_err(),
+        "3× is no device speed"
+    );
     let bodies = camera.stats.playback_bodies();
     assert_eq!(
         bodies,
@@ -237,4 +236,138 @@ async fn wait_for_async(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// A bare RTSP/1.0 client over TCP: enough to DESCRIBE, SETUP interleaved,
+/// PLAY with Range/Scale and PAUSE, skipping interleaved media.
+struct RtspClient {
+    stream: std::net::TcpStream,
+    cseq: u32,
+    session: Option<String>,
+}
+
+impl RtspClient {
+    fn connect(port: u16) -> Self {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        Self {
+            stream,
+            cseq: 0,
+            session: None,
+        }
+    }
+
+    /// Send a request; returns the status and headers of its response.
+    fn request(&mut self, method: &str, url: &str, headers: &[&str]) -> (u16, String) {
+        use std::io::{Read, Write};
+        self.cseq += 1;
+        let mut req = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
+        if let Some(s) = &self.session {
+            req += &format!("Session: {s}\r\n");
+        }
+        for h in headers {
+            req += h;
+            req += "\r\n";
+        }
+        req += "\r\n";
+        self.stream.write_all(req.as_bytes()).unwrap();
+        let mut byte = [0u8; 1];
+        loop {
+            self.stream.read_exact(&mut byte).unwrap();
+            if byte[0] == b'$' {
+                // Interleaved frame: channel, 16-bit length, payload.
+                let mut head = [0u8; 3];
+                self.stream.read_exact(&mut head).unwrap();
+                let len = u16::from_be_bytes([head[1], head[2]]) as usize;
+                let mut skip = vec![0u8; len];
+                self.stream.read_exact(&mut skip).unwrap();
+                continue;
+            }
+            let mut text = vec![byte[0]];
+            while !text.ends_with(b"\r\n\r\n") {
+                self.stream.read_exact(&mut byte).unwrap();
+                text.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let length = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            self.stream.read_exact(&mut body).unwrap();
+            if let Some(s) = text.lines().find_map(|l| l.strip_prefix("Session:")) {
+                self.session = Some(s.split(';').next().unwrap_or("").trim().to_owned());
+            }
+            let status = text
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            return (status, text);
+        }
+    }
+}
+
+#[test]
+fn rtsp_pause_scale_and_seek_become_mansrtsp_info_at_the_camera() {
+    let mut rig = Rig::start(Options::default());
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    // Two minutes of recording, so the seek to 30 s stays inside it.
+    let url = format!(
+        "{}?start=2024-05-01T08:00:00&end=2024-05-01T08:02:00",
+        rig.url(DEVICE, CHANNEL)
+    );
+    let mut c = RtspClient::connect(rig.ports.rtsp);
+    let (status, head) = c.request("DESCRIBE", &url, &["Accept: application/sdp"]);
+    assert_eq!(status, 200, "{head}\n{}", rig.logs());
+    let base = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Base:"))
+        .map(|b| b.trim().to_owned())
+        .unwrap_or_else(|| format!("{url}/"));
+    assert!(base.contains("/playback/"), "{base}");
+    let track = format!("{base}trackID=0");
+    let (status, head) = c.request(
+        "SETUP",
+        &track,
+        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
+    );
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(c.request("PLAY", &base, &["Range: npt=0-"]).0, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.request("PAUSE", &base, &[]).0, 200);
+    let (status, head) = c.request("PLAY", &base, &["Scale: 2"]);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("Scale: 2"), "{head}");
+    assert_eq!(c.request("PLAY", &base, &["Range: npt=30-"]).0, 200);
+
+    let bodies = wait_for(Duration::from_secs(5), || {
+        let log = plain(&rig.cameras[0].log_text());
+        let bodies: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("playback control received"))
+            .filter_map(|l| l.split("body=\"").nth(1))
+            .filter_map(|b| b.split('"').next())
+            .map(str::to_owned)
+            .collect();
+        (bodies.len() >= 4).then_some(bodies)
+    })
+    .unwrap_or_else(|| panic!("the camera saw too few INFOs\n{}", rig.logs()));
+    assert_eq!(
+        bodies,
+        [
+            r"PAUSE RTSP/1.0\r\nCSeq: 1\r\nPauseTime: now\r\n",
+            r"PLAY RTSP/1.0\r\nCSeq: 2\r\nScale: 2\r\n",
+            r"PLAY RTSP/1.0\r\nCSeq: 3\r\nRange: npt=now-\r\n",
+            r"PLAY RTSP/1.0\r\nCSeq: 4\r\nRange: npt=30-\r\n",
+        ]
+    );
+    assert_eq!(c.request("TEARDOWN", &base, &[]).0, 200);
 }

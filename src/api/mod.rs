@@ -26,6 +26,7 @@ mod gb_queries;
 mod gb_snapshots;
 mod gb_talk;
 mod streams;
+mod tokens;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct ApiState {
     pub streams: Streams,
     pub gb: Arc<GbPlatform>,
     pub health: Health,
+    /// One-time RTSP tokens, shared with the RTSP server.
+    pub tokens: Arc<crate::rtsp::tokens::TokenStore>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -48,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(gb_downloads::routes())
         .merge(gb_snapshots::routes())
         .merge(gb_talk::routes())
+        .merge(tokens::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

@@ -7,6 +7,7 @@
 //! BYE, silence or cancellation.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -62,6 +63,10 @@ pub fn history_offer(
 pub struct HistorySession {
     pub source: SourceHandle,
     pub control: CallControl,
+    /// Shared with the media session: set while paused (see [`GbPlayback`]).
+    ///
+    /// [`GbPlayback`]: super::playback::GbPlayback
+    pub paused: Arc<AtomicBool>,
 }
 
 /// INVITE `channel` of `device` for `range` and pump the media into `hub`
@@ -98,6 +103,7 @@ pub async fn start_history(
     let call = send_invite(&platform, &route, channel, ssrc, offer.build()).await?;
     let expect = answered_ssrc(&call, ssrc);
     let control = call.control();
+    let paused = Arc::new(AtomicBool::new(false));
     let session = MediaSession {
         platform: platform.clone(),
         hub,
@@ -112,6 +118,7 @@ pub async fn start_history(
             reports,
         }),
         ps_sink,
+        paused: Some(paused.clone()),
     };
     let cancel = CancellationToken::new();
     let span = tracing::Span::current();
@@ -119,6 +126,7 @@ pub async fn start_history(
     Ok(HistorySession {
         source: SourceHandle { cancel, task },
         control,
+        paused,
     })
 }
 

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,11 @@ impl GbSources {
 }
 
 impl SourceProvider for GbSources {
+    fn playback(&self, key: &StreamKey) -> Option<Arc<dyn crate::streams::PlaybackControl>> {
+        self.playback_control(key)
+            .map(|c| c as Arc<dyn crate::streams::PlaybackControl>)
+    }
+
     fn start<'a>(&'a self, key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a> {
         let segments: Vec<&str> = key.segments().collect();
         match segments.as_slice() {
@@ -93,7 +99,7 @@ impl GbSources {
             None,
         )
         .await?;
-        let control = Arc::new(GbPlayback::new(session.control));
+        let control = Arc::new(GbPlayback::new(session.control, session.paused));
         super::platform::lock(&self.playbacks).insert(key.clone(), control.clone());
         // The control goes with the session: forget it when the task ends.
         let playbacks = self.playbacks.clone();
@@ -157,6 +163,7 @@ async fn start_live(
         rtp_timeout: config.media.rtp_timeout,
         end_of_file: None,
         ps_sink: None,
+        paused: None,
     };
     let span = tracing::Span::current();
     let task = tokio::spawn(session.run(call, cancel.clone()).instrument(span));
@@ -272,6 +279,8 @@ pub(crate) struct MediaSession {
     pub(crate) end_of_file: Option<EndOfFile>,
     /// Downloads: every RTP payload (the PS byte stream), in arrival order.
     pub(crate) ps_sink: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    /// Set while a viewer has the playback paused: no RTP is expected.
+    pub(crate) paused: Option<Arc<AtomicBool>>,
 }
 
 impl MediaSession {
@@ -329,6 +338,15 @@ impl MediaSession {
                 _ = self.ports.rtcp.recv_from(&mut rtcp_buf) => continue,
             };
             let (data, from) = match datagram {
+                // A paused playback is silent by design.
+                Err(_)
+                    if self
+                        .paused
+                        .as_ref()
+                        .is_some_and(|p| p.load(Ordering::Relaxed)) =>
+                {
+                    continue;
+                }
                 Err(_) => return format!("no RTP for {:?}", self.rtp_timeout),
                 Ok(Err(e)) => return format!("RTP socket error: {e}"),
                 Ok(Ok(d)) => d,

@@ -8,10 +8,13 @@
 //!   RFC 3551 G.711) writing headers only, payload by vectored I/O.
 //! - [`rtcp`]: sender reports and the shared A/V clock mapping.
 
+pub mod auth;
 pub mod packetize;
+pub mod receiver_report;
 pub mod rtcp;
 pub mod sdp;
 pub mod server;
 pub mod session;
+pub mod tokens;
 
 pub use server::{RtspServerConfig, serve};

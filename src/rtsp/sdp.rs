@@ -4,7 +4,7 @@
 //! (`trackID=N`) resolved against the `Content-Base` of the response, and
 //! the session has `a=control:*` for aggregate control (Appendix C.1.1).
 //! Codec parameters follow RFC 6184 §8.1 (H.264), RFC 7798 §7.1 (H.265) and
-//! RFC 3551 §6 (G.711 static payload types).
+//! RFC 3551 §6 (G.711 static payload types) and RFC 3640 §4.1 (AAC).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::packetize::Packetizer;
+use bytes::Bytes;
+
+use super::packetize::{Packetizer, aac};
 use crate::media::frame::{Codec, MediaKind, StreamInfo};
 
 /// Dynamic payload type for video (RFC 3551 §3).
@@ -141,6 +143,24 @@ pub fn render(
                     let _ = write!(s, "a=x-dimensions:{},{}\r\n", p.width, p.height);
                 }
             }
+            MediaKind::Audio if t.codec == Codec::Aac => {
+                let _ = write!(s, "m=audio 0 RTP/AVP {}\r\n", t.payload_type);
+                let (channels, config) = info
+                    .audio
+                    .as_ref()
+                    .map_or((1, None), |(_, a)| (a.channels.max(1), a.config.clone()));
+                let config = config.unwrap_or_else(|| {
+                    Bytes::copy_from_slice(&aac::default_config(t.clock_rate, channels))
+                });
+                let hex: String = config.iter().map(|b| format!("{b:02X}")).collect();
+                let _ = write!(
+                    s,
+                    "a=rtpmap:{pt} mpeg4-generic/{rate}/{channels}\r\n\
+                     a=fmtp:{pt} streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config={hex}\r\n",
+                    pt = t.payload_type,
+                    rate = t.clock_rate,
+                );
+            }
             MediaKind::Audio => {
                 let _ = write!(s, "m=audio 0 RTP/AVP {}\r\n", t.payload_type);
                 let name = if t.codec == Codec::Pcmu {
@@ -242,7 +262,18 @@ mod tests {
                 },
             )),
         };
-        assert!(tracks(&mjpeg).is_empty());
+        // MJPEG has no payload format here; AAC does (RFC 3640).
+        let t = tracks(&mjpeg);
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            (t[0].codec, t[0].payload_type, t[0].clock_rate),
+            (Codec::Aac, 97, 16000)
+        );
+        let sdp = render(&mjpeg, &t, IpAddr::V4(Ipv4Addr::LOCALHOST), 1, "x");
+        assert!(
+            sdp.contains("a=rtpmap:97 mpeg4-generic/16000/1\r\na=fmtp:97 streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config=1408\r\n"),
+            "{sdp}"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,11 +25,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::session::{Connection, Dest, Event, SessionConfig, Transmit};
+use super::auth::Authenticator;
+use super::session::{Connection, Dest, Event, RequestError, SessionConfig, Transmit};
 use crate::media::frame::StreamInfo;
 use crate::media::hub::Subscription;
 use crate::metrics;
-use crate::streams::{StartError, StreamKey, Streams, Viewer};
+use crate::metrics::label;
+use crate::streams::{PlaybackControl, StartError, StreamKey, Streams, Viewer};
 
 /// Server settings the app wiring passes to [`serve`].
 #[derive(Clone, Debug)]
@@ -39,6 +43,17 @@ pub struct RtspServerConfig {
     pub describe_timeout: Duration,
     /// Local address of the UDP RTP/RTCP port pairs.
     pub udp_bind_ip: IpAddr,
+    /// Access policy; `None` lets everyone in.
+    pub auth: Option<Arc<Authenticator>>,
+    /// Viewers (connections holding a stream) at most; 0 = no limit.
+    /// Beyond it DESCRIBE/SETUP get 453 Not Enough Bandwidth.
+    pub max_viewers: usize,
+    /// A viewer whose socket takes no media for this long is dropped: its
+    /// client is gone or cannot keep up even after keyframe skips.
+    pub stall_timeout: Duration,
+    /// SO_SNDBUF of viewer connections (0 = the OS's autotuning): with
+    /// the hub ring position, the bound on what one viewer can queue.
+    pub send_buffer: usize,
 }
 
 impl Default for RtspServerConfig {
@@ -47,7 +62,36 @@ impl Default for RtspServerConfig {
             session_timeout: 60,
             describe_timeout: Duration::from_secs(3),
             udp_bind_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            auth: None,
+            max_viewers: 0,
+            stall_timeout: Duration::from_secs(10),
+            send_buffer: 0,
         }
+    }
+}
+
+/// The viewer count shared by every connection, for `max_viewers`.
+#[derive(Clone, Default)]
+struct ViewerCount(Arc<AtomicUsize>);
+
+/// One counted viewer; leaving is dropping it.
+struct ViewerSlot(Arc<AtomicUsize>);
+
+impl ViewerCount {
+    fn acquire(&self, max: usize) -> Option<ViewerSlot> {
+        let ok = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .is_ok();
+        ok.then(|| ViewerSlot(self.0.clone()))
+    }
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -60,6 +104,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let tasks = TaskTracker::new();
+    let count = ViewerCount::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -68,6 +113,10 @@ pub async fn serve(
         match accepted {
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
+                if config.send_buffer > 0 {
+                    let _ =
+                        socket2::SockRef::from(&socket).set_send_buffer_size(config.send_buffer);
+                }
                 // Filled in as the connection learns them, so every line
                 // about a viewer carries its stream and session.
                 let span = info_span!(
@@ -82,6 +131,7 @@ pub async fn serve(
                         peer,
                         streams.clone(),
                         config.clone(),
+                        count.clone(),
                         shutdown.clone(),
                     )
                     .instrument(span),
@@ -100,6 +150,9 @@ pub async fn serve(
 }
 
 type OpenFuture = Pin<Box<dyn Future<Output = Result<(Viewer, StreamInfo), StartError>> + Send>>;
+
+/// How long a trick-play command may take (a SIP INFO round trip).
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A track's UDP port pair and where its packets go.
 struct UdpPair {
@@ -136,16 +189,16 @@ async fn bind_pair(ip: IpAddr) -> io::Result<(UdpSocket, UdpSocket)> {
 }
 
 /// Wait for any datagram on any of the session's UDP sockets; returns the
-/// sender. Client RTCP is not interpreted, only noticed.
-async fn udp_activity(udp: &[Option<UdpPair>; 2], buf: &mut [u8]) -> SocketAddr {
+/// sender, its length, and whether it came to an RTCP port.
+async fn udp_activity(udp: &[Option<UdpPair>; 2], buf: &mut [u8]) -> (SocketAddr, usize, bool) {
     std::future::poll_fn(|cx| {
         for pair in udp.iter().flatten() {
-            for s in [&pair.rtcp, &pair.rtp] {
+            for (s, rtcp) in [(&pair.rtcp, true), (&pair.rtp, false)] {
                 let mut rb = ReadBuf::new(buf);
                 // Errors (e.g. an ICMP-induced refusal) just mean nothing
                 // useful arrived on that socket this time.
                 if let Poll::Ready(Ok(from)) = s.poll_recv_from(cx, &mut rb) {
-                    return Poll::Ready(from);
+                    return Poll::Ready((from, rb.filled().len(), rtcp));
                 }
             }
         }
@@ -243,6 +296,7 @@ async fn run_connection(
     peer: SocketAddr,
     streams: Streams,
     config: RtspServerConfig,
+    count: ViewerCount,
     shutdown: CancellationToken,
 ) {
     let local_ip = stream
@@ -252,10 +306,11 @@ async fn run_connection(
         (IpAddr::V4(v4), IpAddr::V6(_)) if v4.is_unspecified() => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         (ip, _) => ip,
     };
-    let write_timeout = Duration::from_secs(u64::from(config.session_timeout.max(5)));
+    let write_timeout = config.stall_timeout.max(Duration::from_millis(100));
     let mut conn = Connection::new(
         SessionConfig {
             session_timeout: config.session_timeout,
+            auth: config.auth.clone(),
             ..SessionConfig::default()
         },
         local_ip,
@@ -263,6 +318,9 @@ async fn run_connection(
         Instant::now(),
     );
     let mut viewer: Option<Viewer> = None;
+    let mut slot: Option<ViewerSlot> = None;
+    let mut control: Option<Arc<dyn PlaybackControl>> = None;
+    let mut play_at: Option<Instant> = None;
     let mut sub: Option<Subscription> = None;
     let mut opening: Option<OpenFuture> = None;
     let mut udp: [Option<UdpPair>; 2] = [None, None];
@@ -280,7 +338,37 @@ async fn run_connection(
             match ev {
                 Event::OpenStream(key) => {
                     tracing::Span::current().record("stream", tracing::field::display(&key));
-                    opening = Some(open_stream(streams.clone(), key, config.describe_timeout));
+                    if slot.is_none() {
+                        slot = count.acquire(config.max_viewers);
+                    }
+                    if slot.is_some() {
+                        opening = Some(open_stream(streams.clone(), key, config.describe_timeout));
+                    } else {
+                        info!(stream = %key, max = config.max_viewers, "viewer limit reached");
+                        conn.stream_opened(Err(RequestError::TooManyViewers), Instant::now());
+                    }
+                }
+                Event::Playback(command) => {
+                    let outcome = match &control {
+                        Some(c) => tokio::time::timeout(CONTROL_TIMEOUT, c.command(command))
+                            .await
+                            .unwrap_or(Err(StartError::Timeout(CONTROL_TIMEOUT))),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = outcome {
+                        metrics::get()
+                            .rtsp_errors
+                            .get_or_create(&label("kind", "playback_control"))
+                            .inc();
+                        warn!(?command, error = %e, "playback control failed");
+                    }
+                }
+                Event::FirstMedia => {
+                    if let Some(at) = play_at.take() {
+                        metrics::get()
+                            .rtsp_first_frame_seconds
+                            .observe(at.elapsed().as_secs_f64());
+                    }
                 }
                 Event::BindUdp {
                     track,
@@ -320,6 +408,7 @@ async fn run_connection(
                     info!(%peer, stream = %key, session = %id, transport = transport.as_str(), "RTSP session started");
                 }
                 Event::StartMedia => {
+                    play_at = Some(Instant::now());
                     sub = viewer.as_ref().map(Viewer::subscribe);
                 }
                 Event::StopMedia => sub = None,
@@ -333,11 +422,15 @@ async fn run_connection(
                     info!(%peer, stream = %key, session = %id, reason = reason.as_str(), packets, duration_s = secs, "RTSP session ended");
                     sub = None;
                     viewer = None;
+                    slot = None;
+                    control = None;
                     udp = [None, None];
                 }
                 Event::ReleaseStream => {
                     sub = None;
                     viewer = None;
+                    slot = None;
+                    control = None;
                 }
                 Event::Close => close = true,
             }
@@ -359,7 +452,16 @@ async fn run_connection(
                     metrics::get().rtsp_bytes_sent.inc_by(n as u64);
                 }
                 Err(e) => {
-                    debug!(error = %e, "RTSP write failed");
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        metrics::get()
+                            .rtsp_viewers_dropped
+                            .get_or_create(&label("reason", "stalled"))
+                            .inc();
+                        let skipped = sub.as_ref().map_or(0, Subscription::skipped);
+                        info!(%peer, skipped, "dropping an RTSP viewer whose socket stalled");
+                    } else {
+                        debug!(error = %e, "RTSP write failed");
+                    }
                     break;
                 }
             }
@@ -382,10 +484,15 @@ async fn run_connection(
                 opening = None;
                 match r {
                     Ok((v, info)) => {
+                        control = v.playback();
+                        conn.set_playback(control.is_some());
                         viewer = Some(v);
                         conn.stream_opened(Ok(info), Instant::now());
                     }
-                    Err(e) => conn.stream_opened(Err(e), Instant::now()),
+                    Err(e) => {
+                        slot = None;
+                        conn.stream_opened(Err(e.into()), Instant::now());
+                    }
                 }
             }
             f = next_frame(&mut sub) => match f {
@@ -393,10 +500,13 @@ async fn run_connection(
                 Err(_) => conn.stream_ended(),
             },
             _ = sleep_until(deadline) => conn.handle_timeout(Instant::now(), SystemTime::now()),
-            from = udp_activity(&udp, &mut udp_buf) => {
+            (from, len, rtcp) = udp_activity(&udp, &mut udp_buf) => {
                 // Only the client's own address counts as a sign of life.
                 if from.ip() == peer.ip() {
-                    conn.client_datagram(Instant::now());
+                    match udp_buf.get(..len).filter(|_| rtcp) {
+                        Some(data) => conn.client_rtcp(data, Instant::now()),
+                        None => conn.client_datagram(Instant::now()),
+                    }
                 }
             }
         }
@@ -417,6 +527,7 @@ async fn run_connection(
     }
     drop(sub);
     drop(viewer);
+    drop(slot);
     let _ = stream.shutdown().await;
     debug!("RTSP connection closed");
 }

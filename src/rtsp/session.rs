@@ -17,6 +17,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,12 +30,14 @@ use rtsp_types::{
 };
 use tracing::{debug, warn};
 
+use super::auth::{AuthError, Authenticator, Presented, hashtoken};
 use super::packetize::{DEFAULT_MTU, Fragment, Head, RtpHeader};
+use super::receiver_report;
 use super::rtcp::{self, MediaClock, SR_INTERVAL, SenderReport};
 use super::sdp::{self, TrackDesc};
 use crate::media::frame::{Chunks, Frame, StreamInfo};
 use crate::metrics::{self, label};
-use crate::streams::{StartError, StreamKey};
+use crate::streams::{PlaybackCommand, StartError, StreamKey};
 
 /// Largest request (headers and body) accepted; a client that sends more
 /// without completing a message is answered 400 and disconnected.
@@ -51,6 +54,8 @@ pub struct SessionConfig {
     pub session_timeout: u32,
     /// RTP payload budget per packet.
     pub mtu: usize,
+    /// Access policy; `None` lets everyone in.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl Default for SessionConfig {
@@ -58,6 +63,7 @@ impl Default for SessionConfig {
         Self {
             session_timeout: 60,
             mtu: DEFAULT_MTU,
+            auth: None,
         }
     }
 }
@@ -100,7 +106,7 @@ impl EndReason {
 }
 
 /// Something only the driver can do.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Event {
     /// Open `key` (hold the viewer from now on, replacing any previous
     /// one) and answer with [`Connection::stream_opened`].
@@ -131,6 +137,12 @@ pub enum Event {
     },
     /// Release a viewer held since DESCRIBE that no session uses.
     ReleaseStream,
+    /// Pass a trick-play request to the playback stream's control (only
+    /// after [`Connection::set_playback`] said the stream has one).
+    Playback(PlaybackCommand),
+    /// The first media packet of the session was queued (for the
+    /// time-to-first-frame metric, measured from PLAY).
+    FirstMedia,
     /// Flush what is queued, then close the connection.
     Close,
 }
@@ -191,6 +203,14 @@ pub enum RequestError {
     NoUdpPort,
     #[error("the source did not describe its media in time")]
     NoMedia,
+    #[error("not authorized: {0}")]
+    Unauthorized(AuthError, StreamKey),
+    #[error("stream disabled")]
+    Forbidden,
+    #[error("viewer limit reached")]
+    TooManyViewers,
+    #[error("header not valid for this stream: {0}")]
+    HeaderNotValid(&'static str),
     #[error(transparent)]
     Start(#[from] StartError),
 }
@@ -210,6 +230,10 @@ impl RequestError {
             Self::UnsupportedMedia => StatusCode::UnsupportedMediaType,
             Self::NoUdpPort => StatusCode::NotEnoughBandwidth,
             Self::NoMedia => StatusCode::GatewayTimeout,
+            Self::Unauthorized(..) => StatusCode::Unauthorized,
+            Self::Forbidden => StatusCode::Forbidden,
+            Self::TooManyViewers => StatusCode::NotEnoughBandwidth,
+            Self::HeaderNotValid(_) => StatusCode::HeaderFieldNotValidForResource,
             Self::Start(e) => match e {
                 StartError::NotFound(_) => StatusCode::NotFound,
                 StartError::Offline(_) | StartError::Failed(_) => StatusCode::ServiceUnavailable,
@@ -233,6 +257,10 @@ impl RequestError {
             Self::UnsupportedMedia => "codec",
             Self::NoUdpPort => "no_port",
             Self::NoMedia => "no_media",
+            Self::Unauthorized(..) => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::TooManyViewers => "viewer_limit",
+            Self::HeaderNotValid(_) => "header_not_valid",
             Self::Start(e) => match e {
                 StartError::NotFound(_) => "not_found",
                 StartError::Offline(_) => "offline",
@@ -284,6 +312,8 @@ struct TrackState {
     packets: u32,
     octets: u32,
     next_sr: Option<Instant>,
+    /// Cumulative loss the client last reported for this track.
+    reported_lost: i64,
 }
 
 impl TrackState {
@@ -318,6 +348,11 @@ struct Session {
     playing: bool,
     clock: MediaClock,
     packets: u64,
+    /// Paused by the client after playing (a later PLAY resumes).
+    paused: bool,
+    first_media_sent: bool,
+    /// Lower transport of the first track, for the per-transport gauge.
+    transport: TransportKind,
 }
 
 impl Session {
@@ -343,13 +378,24 @@ pub struct Connection {
     closing: bool,
     rng: SmallRng,
     fragments: Vec<Fragment>,
+    /// Digest nonce of this connection.
+    nonce: String,
+    /// The stream this connection has been let into (credentials are
+    /// checked once per connection and stream).
+    authorized: Option<StreamKey>,
+    /// The open stream is a playback with trick-play control.
+    playback: bool,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
         // Keep the gauge right even if the driver never said goodbye.
-        if self.session.is_some() {
+        if let Some(s) = &self.session {
             metrics::get().rtsp_sessions.dec();
+            metrics::get()
+                .rtsp_sessions_by_transport
+                .get_or_create(&label("transport", s.transport.as_str()))
+                .dec();
         }
     }
 }
@@ -367,6 +413,8 @@ fn builder(status: StatusCode) -> ResponseBuilder {
     let phrase = match code {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         415 => "Unsupported Media Type",
@@ -374,6 +422,7 @@ fn builder(status: StatusCode) -> ResponseBuilder {
         453 => "Not Enough Bandwidth",
         454 => "Session Not Found",
         455 => "Method Not Valid in This State",
+        456 => "Header Field Not Valid for Resource",
         459 => "Aggregate Operation Not Allowed",
         461 => "Unsupported Transport",
         501 => "Not Implemented",
@@ -430,16 +479,19 @@ fn strip_track(s: &str) -> (&str, Option<Option<u8>>) {
 
 fn parse_target(url: &Url) -> Result<Target, RequestError> {
     let (path, mut track) = strip_track(url.path());
+    let mut query = None;
     if let Some(q) = url.query() {
-        let (_, t) = strip_track(q);
+        let (head, t) = strip_track(q);
         track = track.or(t);
+        query = Some(head);
     }
     let track = match track {
         Some(Some(n)) => Some(n),
         Some(None) => return Err(RequestError::NotFound),
         None => None,
     };
-    let key = StreamKey::from_path(path).ok_or(RequestError::NotFound)?;
+    // `?start=…&end=…` asks for a recording of the path.
+    let key = StreamKey::from_path_and_query(path, query).ok_or(RequestError::NotFound)?;
     let mut base = url.clone();
     base.set_query(None);
     base.set_fragment(None);
@@ -476,7 +528,22 @@ impl Connection {
             closing: false,
             rng: SmallRng::seed_from_u64(seed),
             fragments: Vec::new(),
+            nonce: String::new(),
+            authorized: None,
+            playback: false,
         }
+        .with_nonce()
+    }
+
+    fn with_nonce(mut self) -> Self {
+        self.nonce = format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64());
+        self
+    }
+
+    /// Whether the stream being opened is a playback whose source takes
+    /// [`Event::Playback`] commands. Call before [`Connection::stream_opened`].
+    pub fn set_playback(&mut self, playback: bool) {
+        self.playback = playback;
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -512,6 +579,43 @@ impl Connection {
         self.last_activity = now;
     }
 
+    /// Client RTCP (from its RTCP port or an interleaved RTCP channel):
+    /// a sign of life, and the loss it reports goes into the metrics.
+    pub fn client_rtcp(&mut self, data: &[u8], now: Instant) {
+        self.last_activity = now;
+        let m = metrics::get();
+        match receiver_report::parse(data) {
+            Ok(rtcp) => {
+                let Some(s) = self.session.as_mut() else {
+                    return;
+                };
+                for block in &rtcp.reports {
+                    let Some(t) = s.tracks.iter_mut().find(|t| t.rtp.ssrc == block.ssrc) else {
+                        continue;
+                    };
+                    let lost = i64::from(block.cumulative_lost.max(0));
+                    let delta = lost - t.reported_lost;
+                    if delta > 0 {
+                        m.rtsp_client_packets_lost.inc_by(delta as u64);
+                    }
+                    t.reported_lost = lost;
+                    m.rtsp_client_loss_fraction
+                        .observe(f64::from(block.fraction_lost) / 256.0);
+                }
+                m.rtsp_client_rtcp
+                    .get_or_create(&label("type", if rtcp.bye { "bye" } else { "report" }))
+                    .inc();
+                if rtcp.bye {
+                    debug!(session = %s.id, "client sent RTCP BYE");
+                }
+            }
+            Err(e) => {
+                m.rtsp_errors.get_or_create(&label("kind", e.kind())).inc();
+                debug!(error = %e, "unparsable client RTCP");
+            }
+        }
+    }
+
     fn process(&mut self, now: Instant) {
         while self.waiting.is_none() && !self.closing && !self.input.is_empty() {
             let parsed = Message::<Vec<u8>>::parse(&self.input[..]);
@@ -521,9 +625,18 @@ impl Connection {
                     self.last_activity = now;
                     match msg {
                         Message::Request(req) => self.handle(req, now),
-                        // Client RTCP on an interleaved channel: a sign of
-                        // life, nothing more (RFC 2326 §10.12).
-                        Message::Data(_) => {}
+                        // Client RTCP on an interleaved channel (RFC 2326
+                        // §10.12); RTP from a client has no business here.
+                        Message::Data(d) => {
+                            let rtcp_channel = self.session.as_ref().is_some_and(|s| {
+                                s.tracks.iter().any(|t| {
+                                    matches!(t.transport, TrackTransport::Interleaved { rtcp, .. } if rtcp == d.channel_id())
+                                })
+                            });
+                            if rtcp_channel {
+                                self.client_rtcp(d.as_slice(), now);
+                            }
+                        }
                         Message::Response(_) => debug!("ignoring a response from the client"),
                     }
                 }
@@ -625,7 +738,74 @@ impl Connection {
             b = b.header(headers::SESSION, self.session_header(s));
         }
         let resp = b.empty();
-        self.queue_response(&resp);
+        let challenges = match (e, &self.config.auth) {
+            (RequestError::Unauthorized(why, key), Some(auth)) => {
+                auth.challenges(key, &self.nonce, *why == AuthError::StaleNonce)
+            }
+            _ => Vec::new(),
+        };
+        if challenges.is_empty() {
+            self.queue_response(&resp);
+            return;
+        }
+        // rtsp-types folds repeated headers into one comma-joined line,
+        // which clients misread for challenges; RFC 7616 §3.7 gives each
+        // its own WWW-Authenticate line, inserted before the blank line.
+        let mut buf = Vec::with_capacity(512);
+        let _ = resp.write(&mut buf);
+        let end = buf.len().saturating_sub(2);
+        let mut lines = Vec::new();
+        for c in challenges {
+            lines.extend_from_slice(b"WWW-Authenticate: ");
+            lines.extend_from_slice(c.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+        buf.splice(end..end, lines);
+        self.out.push(Transmit {
+            dest: Dest::Tcp,
+            head: Head::default(),
+            payload: Bytes::from(buf).into(),
+        });
+    }
+
+    /// Let the request into `key`, once per connection and stream.
+    fn authorize(
+        &mut self,
+        req: &Request<Vec<u8>>,
+        key: &StreamKey,
+        now: Instant,
+    ) -> Result<(), RequestError> {
+        let Some(auth) = self.config.auth.clone() else {
+            return Ok(());
+        };
+        if self.authorized.as_ref() == Some(key) {
+            return Ok(());
+        }
+        let presented = Presented {
+            method: method_label(req.method()),
+            authorization: req.header(&headers::AUTHORIZATION).map(|v| v.as_str()),
+            token: hashtoken(req.request_uri().and_then(|u| u.query())),
+        };
+        match auth.check(key, presented, &self.nonce, now) {
+            Ok(()) => {
+                self.authorized = Some(key.clone());
+                Ok(())
+            }
+            Err(e) => {
+                metrics::get()
+                    .rtsp_auth_failures
+                    .get_or_create(&label("kind", e.kind()))
+                    .inc();
+                if e == AuthError::Disabled {
+                    return Err(RequestError::Forbidden);
+                }
+                // A client's first try usually has no credentials: quiet.
+                if e != AuthError::Missing {
+                    warn!(stream = %key, error = %e, "RTSP authentication failed");
+                }
+                Err(RequestError::Unauthorized(e, key.clone()))
+            }
+        }
     }
 
     fn session_header(&self, s: &Session) -> String {
@@ -654,6 +834,13 @@ impl Connection {
             }
             Err(_) => return Err(RequestError::SessionNotFound),
         }
+        if matches!(
+            req.method(),
+            Method::Describe | Method::Setup | Method::Play
+        ) && let Ok(target) = Self::target(req)
+        {
+            self.authorize(req, &target.key, now)?;
+        }
         match req.method() {
             Method::Options => Ok(Handled::Reply(
                 self.ok().header(headers::PUBLIC, PUBLIC),
@@ -661,7 +848,7 @@ impl Connection {
             )),
             Method::Describe => self.describe(req),
             Method::Setup => self.setup(req),
-            Method::Play => self.play(now),
+            Method::Play => self.play(req, now),
             Method::Pause => self.pause(),
             Method::Teardown => self.teardown(),
             Method::GetParameter => Ok(Handled::Reply(self.ok(), Vec::new())),
@@ -774,6 +961,10 @@ impl Connection {
             let id = random_id(&mut self.rng);
             metrics::get().rtsp_sessions.inc();
             metrics::get()
+                .rtsp_sessions_by_transport
+                .get_or_create(&label("transport", kind.as_str()))
+                .inc();
+            metrics::get()
                 .rtsp_sessions_started
                 .get_or_create(&label("transport", kind.as_str()))
                 .inc();
@@ -790,6 +981,9 @@ impl Connection {
                 playing: false,
                 clock: MediaClock::default(),
                 packets: 0,
+                paused: false,
+                first_media_sent: false,
+                transport: kind,
             });
         }
         let ssrc = self.rng.next_u32();
@@ -811,6 +1005,7 @@ impl Connection {
             packets: 0,
             octets: 0,
             next_sr: None,
+            reported_lost: 0,
         });
         session.tracks.sort_by_key(|t| t.desc.id);
 
@@ -833,11 +1028,48 @@ impl Connection {
         ))
     }
 
-    fn play(&mut self, now: Instant) -> Result<Handled, RequestError> {
+    fn play(&mut self, req: &Request<Vec<u8>>, now: Instant) -> Result<Handled, RequestError> {
+        let playback = self.playback;
         let session = self.session.as_mut().ok_or(RequestError::SessionNotFound)?;
         if session.tracks.is_empty() {
             return Err(RequestError::MethodNotValid("PLAY before SETUP"));
         }
+        let scale = match req.header(&headers::SCALE) {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s != 0.0)
+                    .ok_or(RequestError::BadRequest("bad Scale"))?,
+            ),
+        };
+        let seek = req
+            .header(&headers::RANGE)
+            .and_then(|v| npt_start(v.as_str()))
+            .filter(|start| *start > 0.0);
+        let mut commands = Vec::new();
+        if playback {
+            if let Some(at) = seek {
+                commands.push(PlaybackCommand::Seek(at));
+            }
+            if let Some(scale) = scale {
+                commands.push(PlaybackCommand::Scale(scale));
+            }
+            if session.paused && seek.is_none() {
+                commands.push(PlaybackCommand::Resume);
+            }
+        } else if scale.is_some_and(|s| s != 1.0) {
+            // RFC 2326 §11.3.8 names exactly this case: the request header
+            // is understood but the (live) resource cannot honour it.
+            return Err(RequestError::HeaderNotValid("Scale on a live stream"));
+        }
+        // A live stream ignores Range: every client sends `npt=0-` or
+        // `now-` and the only position is now.
+        session.paused = false;
+        self.events
+            .extend(commands.into_iter().map(Event::Playback));
         let mut infos = Vec::with_capacity(session.tracks.len());
         for t in &session.tracks {
             // Before the first frame the origin maps to `base`; on resume,
@@ -856,19 +1088,27 @@ impl Connection {
             session.playing = true;
             self.events.push_back(Event::StartMedia);
         }
-        Ok(Handled::Reply(
-            self.ok()
-                .header(headers::RANGE, "npt=0.000-")
-                .header(headers::RTP_INFO, infos.join(",")),
-            Vec::new(),
-        ))
+        let mut reply = self
+            .ok()
+            .header(headers::RANGE, "npt=0.000-")
+            .header(headers::RTP_INFO, infos.join(","));
+        if let Some(scale) = scale.filter(|_| playback) {
+            reply = reply.header(headers::SCALE, format!("{scale}"));
+        }
+        Ok(Handled::Reply(reply, Vec::new()))
     }
 
     fn pause(&mut self) -> Result<Handled, RequestError> {
+        let playback = self.playback;
         let session = self.session.as_mut().ok_or(RequestError::SessionNotFound)?;
         if session.playing {
             session.playing = false;
             self.events.push_back(Event::StopMedia);
+            if playback {
+                session.paused = true;
+                self.events
+                    .push_back(Event::Playback(PlaybackCommand::Pause));
+            }
         }
         Ok(Handled::Reply(self.ok(), Vec::new()))
     }
@@ -887,6 +1127,10 @@ impl Connection {
         self.described = None;
         if let Some(s) = self.session.take() {
             metrics::get().rtsp_sessions.dec();
+            metrics::get()
+                .rtsp_sessions_by_transport
+                .get_or_create(&label("transport", s.transport.as_str()))
+                .dec();
             if s.playing {
                 self.events.push_back(Event::StopMedia);
             }
@@ -903,7 +1147,7 @@ impl Connection {
 
     /// The stream asked for by [`Event::OpenStream`] is open (the driver
     /// holds its viewer) and described as `info`, or failed to open.
-    pub fn stream_opened(&mut self, result: Result<StreamInfo, StartError>, now: Instant) {
+    pub fn stream_opened(&mut self, result: Result<StreamInfo, RequestError>, now: Instant) {
         let Some((req, Waiting::Open(key))) = self.waiting.take() else {
             return;
         };
@@ -928,12 +1172,12 @@ impl Connection {
                 }
             }
             Err(e) => {
-                if let StartError::Rejected { code, reason } = &e {
+                if let RequestError::Start(StartError::Rejected { code, reason }) = &e {
                     warn!(stream = %key, code, %reason, "device refused the stream");
                 } else {
                     debug!(stream = %key, error = %e, "stream did not start");
                 }
-                self.reply_error(cseq, &RequestError::Start(e));
+                self.reply_error(cseq, &e);
             }
         }
         self.process(now);
@@ -1078,12 +1322,33 @@ impl Connection {
                 payload: f.payload,
             });
         }
+        if !s.first_media_sent && t.packets > 0 {
+            s.first_media_sent = true;
+            self.events.push_back(Event::FirstMedia);
+        }
         if t.next_sr.is_none() && t.packets > 0 {
             // First SR right after the first frame, so receivers can sync
             // audio and video without waiting a whole interval.
             t.next_sr = Some(now);
         }
     }
+}
+
+/// Start of an `npt=` Range (RFC 2326 §3.6), in seconds; `now` and
+/// other formats give `None`.
+fn npt_start(range: &str) -> Option<f64> {
+    let v = range.trim().strip_prefix("npt=")?;
+    let start = v.split('-').next()?.trim();
+    if let Ok(secs) = start.parse::<f64>() {
+        return secs.is_finite().then_some(secs);
+    }
+    // npt-hhmmss: H+:MM:SS[.frac]
+    let mut parts = start.splitn(3, ':');
+    let (h, m, sec) = (parts.next()?, parts.next()?, parts.next()?);
+    let total = h.parse::<f64>().ok()? * 3600.0
+        + m.parse::<f64>().ok()? * 60.0
+        + sec.parse::<f64>().ok()?;
+    total.is_finite().then_some(total)
 }
 
 enum Chosen {
@@ -1147,3 +1412,6 @@ fn pick_transport(req: &Request<Vec<u8>>, track: u8) -> Result<Chosen, RequestEr
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod access_tests;

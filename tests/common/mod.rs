@@ -74,6 +74,8 @@ pub struct Options {
     pub password: &'static str,
     /// Appended to the generated YAML (e.g. a `gb:` section).
     pub extra_yaml: String,
+    /// YAML lines added to the `rtsp:` section (indented two spaces).
+    pub rtsp_extra: String,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
             invite_timeout: 2.0,
             password: "12345678",
             extra_yaml: String::new(),
+            rtsp_extra: String::new(),
         }
     }
 }
@@ -103,6 +106,7 @@ streams:
   idle_timeout: {idle}
 rtsp:
   listen: "127.0.0.1:{rtsp}"
+{rtsp_extra}
 http:
   listen: "127.0.0.1:{http}"
 "#,
@@ -114,6 +118,7 @@ http:
         idle = opts.idle_timeout,
         rtsp = ports.rtsp,
         http = ports.http,
+        rtsp_extra = opts.rtsp_extra,
     );
     let yaml = yaml + &opts.extra_yaml;
     let path = dir.join("camgate.yaml");
@@ -316,6 +321,11 @@ pub fn http_send(port: u16, method: &str, path: &str, json: &str) -> Option<(u16
     let status = resp.split(' ').nth(1)?.parse().ok()?;
     let body = resp.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
+}
+
+/// Minimal HTTP/1.1 POST of a JSON body; returns status and body.
+pub fn http_post(port: u16, path: &str, json: &str) -> Option<(u16, String)> {
+    http_send(port, "POST", path, json)
 }
 
 /// Poll `f` every 100 ms until it returns `Some`, up to `limit`.

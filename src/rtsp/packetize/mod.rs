@@ -8,6 +8,7 @@
 //! created per packet are headers; payload bytes go to the socket by
 //! vectored I/O straight from the frame.
 
+pub mod aac;
 pub mod g711;
 pub mod h264;
 pub mod h265;
@@ -67,6 +68,8 @@ pub enum Packetizer {
     H265,
     /// G.711 A-law or µ-law: one byte per sample (RFC 3551 §4.5.14).
     G711,
+    /// AAC, RFC 3640 AAC-hbr.
+    Aac,
 }
 
 impl Packetizer {
@@ -76,6 +79,7 @@ impl Packetizer {
             Codec::H264 => Some(Self::H264),
             Codec::H265 => Some(Self::H265),
             Codec::Pcma | Codec::Pcmu => Some(Self::G711),
+            Codec::Aac => Some(Self::Aac),
             _ => None,
         }
     }
@@ -90,6 +94,7 @@ impl Packetizer {
             Self::H264 => h264::packetize(frame, mtu, out),
             Self::H265 => h265::packetize(frame, mtu, out),
             Self::G711 => g711::packetize(frame, mtu, out),
+            Self::Aac => aac::packetize(frame, mtu, out),
         }
     }
 }

@@ -330,7 +330,7 @@ fn describe_maps_start_errors() {
         let mut c = new_conn();
         c.receive(request("DESCRIBE", BASE, 2, &[]).as_bytes(), t0());
         assert!(matches!(events(&mut c)[..], [Event::OpenStream(_)]));
-        c.stream_opened(Err(err.clone()), t0());
+        c.stream_opened(Err(err.clone().into()), t0());
         let r = responses(&mut c);
         assert_eq!(status(&r[0]), code, "{err:?}");
         assert_eq!(header(&r[0], "CSeq"), "2");
