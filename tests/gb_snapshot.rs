@@ -106,4 +106,13 @@ fn camera_uploads_the_requested_images_and_the_api_returns_them() {
         rig.metric(r#"camgate_gb_snapshot_images_total{outcome="stored"}"#),
         3.0
     );
+
+    let (status, body) = http_get(http, "/api/v1/openapi.json").unwrap();
+    assert_eq!(status, 200);
+    let doc = json(&body);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(
+        doc["paths"]["/api/v1/snapshots/{session}/{file}"]["get"].is_object(),
+        "{doc}"
+    );
 }

@@ -25,6 +25,7 @@ mod gb_downloads;
 mod gb_queries;
 mod gb_snapshots;
 mod gb_talk;
+mod openapi;
 mod streams;
 mod tokens;
 
@@ -51,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(gb_downloads::routes())
         .merge(gb_snapshots::routes())
         .merge(gb_talk::routes())
+        .merge(openapi::routes())
         .merge(tokens::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
