@@ -65,6 +65,14 @@ pub async fn run_live(
         ..StreamsConfig::default()
     })
     .with_provider("gb", Arc::new(GbSources::new(platform.clone())));
+    let (ctel, ctel_listener) = crate::ctel::server::bind_platform(&config, demo).await?;
+    let streams = match &ctel {
+        Some(p) => streams.with_provider(
+            "ctel",
+            Arc::new(crate::ctel::source::CtelSources::new(p.clone())),
+        ),
+        None => streams,
+    };
 
     let rtsp_listener = TcpListener::bind(config.rtsp.listen)
         .await
@@ -112,6 +120,7 @@ pub async fn run_live(
             gb: platform.clone(),
             health: health.clone(),
             tokens: tokens.clone(),
+            ctel: ctel.clone(),
         };
         let cancel = http_cancel.clone();
         tasks.spawn(async move {
@@ -119,6 +128,14 @@ pub async fn run_live(
                 warn!("HTTP API stopped: {e}");
             }
         });
+    }
+
+    if let (Some(p), Some(listener)) = (&ctel, ctel_listener) {
+        tasks.spawn(crate::ctel::server::serve(
+            listener,
+            p.clone(),
+            shutdown.clone(),
+        ));
     }
 
     health.set_listeners_bound();
@@ -142,6 +159,24 @@ pub async fn run_live(
             "demo camera {dev}: play rtsp://127.0.0.1:{rtsp_port}/gb/{dev}/{ch}",
             dev = config.demo.device_id,
             ch = config.demo.channel_id,
+        );
+    }
+
+    if demo && ctel.is_some() {
+        let sim = crate::sim::ctel_camera::SimCtelConfig::new(
+            format!("http://127.0.0.1:{http_port}/ctel/register"),
+            crate::ctel::server::DEMO_DEV_ID.into(),
+            crate::ctel::server::DEMO_DEV_KEY.into(),
+        );
+        let cancel = sip_cancel.clone();
+        tasks.spawn(async move {
+            if let Err(e) = crate::sim::ctel_camera::run(sim, cancel).await {
+                warn!("demo telecom camera stopped: {e:#}");
+            }
+        });
+        println!(
+            "demo telecom camera {dev}: play rtsp://127.0.0.1:{rtsp_port}/ctel/{dev}/0",
+            dev = crate::ctel::server::DEMO_DEV_ID,
         );
     }
 

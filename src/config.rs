@@ -31,6 +31,7 @@ pub struct Config {
     /// On SIGTERM/SIGINT, how long draining (viewers closed, devices sent
     /// BYE) may take before the process exits anyway.
     pub shutdown_grace: ShutdownGrace,
+    pub ctel: crate::ctel::config::CtelConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -99,6 +100,21 @@ pub struct MediaConfig {
     pub viewer_queue_frames: usize,
     /// New viewers start at the last keyframe.
     pub gop_cache: bool,
+    /// Default RTP transport asked of devices (GB/T 28181-2016 Annex F):
+    /// udp, udp_shared, tcp_passive or tcp_active.
+    pub transport: crate::ingest::transport::MediaTransport,
+    /// The one UDP port (RTCP on the next) for `udp_shared` streams.
+    pub shared_rtp_port: u16,
+    /// A device answering without `y=`: learn its SSRC, or insist on ours.
+    pub ssrc_policy: crate::ingest::transport::SsrcPolicy,
+    /// Reorder buffer for UDP: most packets held behind a hole.
+    pub reorder_depth: usize,
+    /// Reorder buffer for UDP: longest wait for a missing packet, seconds.
+    #[serde(with = "secs")]
+    pub reorder_delay: Duration,
+    /// How long a TCP media connection may take to be made.
+    #[serde(with = "secs")]
+    pub tcp_connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +236,12 @@ impl Default for MediaConfig {
             rtp_timeout: Duration::from_secs(10),
             viewer_queue_frames: 512,
             gop_cache: true,
+            transport: crate::ingest::transport::MediaTransport::Udp,
+            shared_rtp_port: 31000,
+            ssrc_policy: crate::ingest::transport::SsrcPolicy::Learn,
+            reorder_depth: 64,
+            reorder_delay: Duration::from_millis(50),
+            tcp_connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -397,6 +419,18 @@ impl Config {
                 ),
             ));
         }
+        if !(1..=crate::media::jitter::MAX_DEPTH).contains(&self.media.reorder_depth) {
+            return Err(invalid(
+                "media.reorder_depth",
+                format!("must be 1 to {}", crate::media::jitter::MAX_DEPTH),
+            ));
+        }
+        if self.media.shared_rtp_port == 0 || self.media.shared_rtp_port == u16::MAX {
+            return Err(invalid(
+                "media.shared_rtp_port",
+                "must be 1 to 65534 (RTCP uses the next port)".into(),
+            ));
+        }
         if self.sip.invite_timeout.is_zero() {
             return Err(invalid("sip.invite_timeout", "must be above 0".into()));
         }
@@ -440,6 +474,9 @@ impl Config {
         if self.gb.query_timeout.is_zero() {
             return Err(invalid("gb.query_timeout", "must be above 0".into()));
         }
+        self.ctel
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 
@@ -464,7 +501,7 @@ impl Config {
 }
 
 /// Durations as whole (or fractional) seconds in YAML.
-mod secs {
+pub(crate) mod secs {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

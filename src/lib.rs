@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod config_env;
+pub mod ctel;
 pub mod gb28181;
 pub mod health;
 pub mod ingest;

@@ -35,6 +35,10 @@ enum LogFormat {
 enum Command {
     /// Validate a configuration file and exit.
     CheckConfig { file: PathBuf },
+    /// Describe a capture: MPEG-PS, raw RTP packets back to back, or RTP
+    /// with RFC 4571 length prefixes (streams, codecs, resolution, frames,
+    /// GOP, duration, losses, errors).
+    Probe { file: PathBuf },
     /// Run only a simulated GB28181 camera against the SIP server of the
     /// configuration (ids default to the `demo` section), for tests and trials.
     SimCamera {
@@ -45,6 +49,47 @@ enum Command {
         /// Never answer INVITE: a camera that registers but is dead.
         #[arg(long)]
         ignore_invites: bool,
+        /// Refuse TCP/RTP/AVP offers (488), like a UDP-only camera.
+        #[arg(long)]
+        no_tcp: bool,
+        /// Answer INVITE without a `y=` SSRC line.
+        #[arg(long)]
+        omit_ssrc: bool,
+        /// Send (and answer, unless --omit-ssrc) this SSRC instead of the
+        /// offered one.
+        #[arg(long)]
+        answer_ssrc: Option<u32>,
+        /// Stream the H.265 demo clip (PS stream type 0x24).
+        #[arg(long)]
+        h265: bool,
+        /// Add a G.711 A-law tone to the PS (stream id 0xC0, type 0x90).
+        #[arg(long)]
+        audio: bool,
+    },
+    /// Run only a simulated China Telecom 手机看店 camera that registers at
+    /// the gateway of the configuration (ids default to the first
+    /// `ctel.devices` entry).
+    SimCtel {
+        #[arg(long)]
+        register_url: Option<String>,
+        #[arg(long)]
+        dev_id: Option<String>,
+        #[arg(long)]
+        dev_key: Option<String>,
+        /// Port of the camera's own RTSP server (0 = any).
+        #[arg(long, default_value_t = 0)]
+        rtsp_port: u16,
+        /// Serve `GET /status` (what the camera saw) on this port.
+        #[arg(long)]
+        status_port: Option<u16>,
+        #[arg(long, default_value_t = 120.0)]
+        heartbeat_secs: f64,
+        /// Send this many heartbeats, then hang silently.
+        #[arg(long)]
+        heartbeats: Option<u32>,
+        /// Advertise a closed LocalIP port so viewers must use UpnpIP.
+        #[arg(long)]
+        dead_local_address: bool,
     },
 }
 
@@ -81,6 +126,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Probe { file }) = &cli.command {
+        return match std::fs::File::open(file).and_then(camgate::media::probe::probe_reader) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logs(cli.log_format);
     let config = match load_config(cli.config.as_ref()) {
         Ok(c) => c,
@@ -107,6 +164,11 @@ fn main() -> ExitCode {
                 device_id,
                 channel_id,
                 ignore_invites,
+                no_tcp,
+                omit_ssrc,
+                answer_ssrc,
+                h265,
+                audio,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -117,7 +179,57 @@ fn main() -> ExitCode {
                     sim.channel_id = id;
                 }
                 sim.answer_invites = !ignore_invites;
+                sim.tcp_media = !no_tcp;
+                sim.h265 = h265;
+                sim.audio = audio;
+                sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {
+                    (true, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Hidden(s),
+                    (true, None) => camgate::sim::gb_device::AnswerSsrc::Omit,
+                    (false, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Own(s),
+                    (false, None) => camgate::sim::gb_device::AnswerSsrc::Offered,
+                };
                 camgate::sim::run(sim, shutdown).await
+            }
+            Some(Command::SimCtel {
+                register_url,
+                dev_id,
+                dev_key,
+                rtsp_port,
+                status_port,
+                heartbeat_secs,
+                heartbeats,
+                dead_local_address,
+            }) => {
+                use camgate::sim::ctel_camera::{SimCtelConfig, run};
+                let first = config.ctel.devices.first();
+                let http = config.http.listen;
+                let host = if http.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    http.ip()
+                };
+                let mut sim = SimCtelConfig::new(
+                    register_url.unwrap_or_else(|| {
+                        format!(
+                            "http://{}/ctel/register",
+                            std::net::SocketAddr::new(host, http.port())
+                        )
+                    }),
+                    dev_id
+                        .or_else(|| first.map(|d| d.dev_id.clone()))
+                        .unwrap_or_else(|| camgate::ctel::server::DEMO_DEV_ID.into()),
+                    dev_key
+                        .or_else(|| first.map(|d| d.dev_key.clone()))
+                        .unwrap_or_else(|| camgate::ctel::server::DEMO_DEV_KEY.into()),
+                );
+                sim.rtsp_listen.set_port(rtsp_port);
+                sim.status_listen =
+                    status_port.map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+                sim.heartbeat_interval =
+                    std::time::Duration::from_secs_f64(heartbeat_secs.clamp(0.05, 3600.0));
+                sim.heartbeats = heartbeats;
+                sim.dead_local_address = dead_local_address;
+                run(sim, shutdown).await
             }
             _ => {
                 let live = camgate::reload::LiveConfig::new(config, cli.config.clone());

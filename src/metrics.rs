@@ -75,6 +75,20 @@ pub struct Metrics {
     pub rtsp_first_frame_seconds: Histogram,
     pub rtsp_viewers_dropped: Family<Label, Counter>,
     pub rtsp_tokens_minted: Counter,
+    pub ctel_registrations: Family<Label, Counter>,
+    pub ctel_logins: Family<Label, Counter>,
+    pub ctel_devices_online: Gauge,
+    pub ctel_link_errors: Family<Label, Counter>,
+    pub ctel_heartbeats: Counter,
+    pub ctel_token_checks: Family<Label, Counter>,
+    pub ctel_commands: Family<Label, Counter>,
+    pub ctel_pull_errors: Family<Label, Counter>,
+    pub shared_port_packets: Family<Label, Counter>,
+    pub rtp_reorder: Family<Label, Counter>,
+    pub media_streams: Family<Label, Counter>,
+    pub tcp_media_errors: Family<Label, Counter>,
+    pub rtcp_receiver_reports: Counter,
+    pub rtp_ports_capacity: Gauge,
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -360,6 +374,76 @@ fn build() -> Metrics {
             "One-time RTSP hash tokens minted through the API",
             Counter::default()
         ),
+        ctel_registrations: reg!(
+            "camgate_ctel_registrations",
+            "Telecom HTTP registrations, by outcome (ok, unknown_device, wrong_key, bad_request, redirect)",
+            Family::default()
+        ),
+        ctel_logins: reg!(
+            "camgate_ctel_logins",
+            "Telecom link logins, by outcome (ok, unknown_device, wrong_key)",
+            Family::default()
+        ),
+        ctel_devices_online: reg!(
+            "camgate_ctel_devices_online",
+            "Telecom devices with a live link",
+            Gauge::default()
+        ),
+        ctel_link_errors: reg!(
+            "camgate_ctel_link_errors",
+            "Telecom link errors, by kind (bad_head, oversize, bad_digest, xml_decode, timeout, ...)",
+            Family::default()
+        ),
+        ctel_heartbeats: reg!(
+            "camgate_ctel_heartbeats",
+            "Telecom heartbeats received",
+            Counter::default()
+        ),
+        ctel_token_checks: reg!(
+            "camgate_ctel_token_checks",
+            "Token checks devices asked for, by outcome (ok, unknown, expired, mismatch)",
+            Family::default()
+        ),
+        ctel_commands: reg!(
+            "camgate_ctel_commands",
+            "Platform commands sent to telecom devices, by outcome (ok, refused, timeout, offline)",
+            Family::default()
+        ),
+        ctel_pull_errors: reg!(
+            "camgate_ctel_pull_errors",
+            "Failed pulls of a telecom device's RTSP, by kind (connect, rtsp, offline)",
+            Family::default()
+        ),
+        shared_port_packets: reg!(
+            "camgate_shared_port_packets",
+            "Datagrams on the shared RTP port, by outcome (routed, learned, unknown_ssrc, rtcp, not_rtp, queue_full, closed)",
+            Family::default()
+        ),
+        rtp_reorder: reg!(
+            "camgate_rtp_reorder_packets",
+            "UDP reorder buffer events, by kind (reordered, late, duplicate, lost)",
+            Family::default()
+        ),
+        media_streams: reg!(
+            "camgate_media_streams",
+            "Device media sessions started, by transport (udp, udp_shared, tcp_passive, tcp_active)",
+            Family::default()
+        ),
+        tcp_media_errors: reg!(
+            "camgate_tcp_media_errors",
+            "TCP media connection and RFC 4571 framing failures, by kind",
+            Family::default()
+        ),
+        rtcp_receiver_reports: reg!(
+            "camgate_rtcp_receiver_reports",
+            "RTCP receiver reports sent to devices",
+            Counter::default()
+        ),
+        rtp_ports_capacity: reg!(
+            "camgate_rtp_ports_capacity",
+            "RTP receive ports the pool can hand out",
+            Gauge::default()
+        ),
         registry: r,
     }
 }
@@ -546,5 +630,96 @@ fn zero_known_series(m: &Metrics) {
         &m.gb_catalog_notifies,
         "event",
         &["ON", "OFF", "ADD", "DEL", "UPDATE", "other"],
+    );
+    zero(&m.rtsp_sessions_by_transport, "transport", &["tcp", "udp"]);
+    zero(&m.rtsp_client_rtcp, "type", &["report", "bye"]);
+    zero(
+        &m.rtsp_auth_failures,
+        "kind",
+        &[
+            "missing",
+            "bad_credentials",
+            "wrong_realm",
+            "stale_nonce",
+            "unsupported",
+            "malformed",
+            "disabled",
+        ],
+    );
+    zero(&m.rtsp_viewers_dropped, "reason", &["stalled"]);
+    zero(
+        &m.ctel_registrations,
+        "outcome",
+        &[
+            "ok",
+            "unknown_device",
+            "wrong_key",
+            "bad_request",
+            "redirect",
+        ],
+    );
+    zero(
+        &m.ctel_logins,
+        "outcome",
+        &["ok", "unknown_device", "wrong_key"],
+    );
+    zero(
+        &m.ctel_link_errors,
+        "kind",
+        &[
+            "bad_head",
+            "oversize",
+            "bad_digest",
+            "xml_decode",
+            "timeout",
+        ],
+    );
+    zero(
+        &m.ctel_token_checks,
+        "outcome",
+        &["ok", "unknown", "expired", "mismatch"],
+    );
+    zero(
+        &m.ctel_commands,
+        "outcome",
+        &["ok", "refused", "timeout", "offline"],
+    );
+    zero(&m.ctel_pull_errors, "kind", &["connect", "rtsp", "offline"]);
+    zero(
+        &m.shared_port_packets,
+        "outcome",
+        &[
+            "routed",
+            "learned",
+            "unknown_ssrc",
+            "rtcp",
+            "not_rtp",
+            "queue_full",
+            "closed",
+        ],
+    );
+    zero(
+        &m.rtp_reorder,
+        "kind",
+        &["reordered", "late", "duplicate", "lost"],
+    );
+    zero(
+        &m.media_streams,
+        "transport",
+        &["udp", "udp_shared", "tcp_passive", "tcp_active"],
+    );
+    zero(
+        &m.tcp_media_errors,
+        "kind",
+        &[
+            "accept_failed",
+            "accept_timeout",
+            "connect_failed",
+            "connect_timeout",
+            "desynchronized",
+            "frame_not_rtp",
+            "frame_too_long",
+            "frame_too_short",
+        ],
     );
 }

@@ -79,6 +79,44 @@ impl std::fmt::Display for StreamKey {
     }
 }
 
+/// Options a viewer's request carries for the source (the query of an
+/// RTSP URL, e.g. `?transport=tcp_active`). They are not part of the
+/// [`StreamKey`]: one key is one stream, so the first viewer's options
+/// start it and later viewers join it as it runs, whatever they ask.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceOptions {
+    params: Vec<(String, String)>,
+}
+
+impl SourceOptions {
+    /// Most parameters kept from a query; the rest are ignored.
+    pub const MAX_PARAMS: usize = 16;
+    const MAX_LEN: usize = 256;
+
+    /// From a URL query (`a=1&b=2`, without `?`). Over-long or surplus
+    /// parameters are dropped.
+    pub fn from_query(query: &str) -> Self {
+        let params = query
+            .split('&')
+            .filter(|p| !p.is_empty() && p.len() <= Self::MAX_LEN)
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => (p.to_owned(), String::new()),
+            })
+            .take(Self::MAX_PARAMS)
+            .collect();
+        Self { params }
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Why a stream could not be started. Egress maps these to its own status
 /// codes (RTSP 404 / 453 / 503 / 504).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +156,17 @@ pub trait SourceProvider: Send + Sync + 'static {
     /// device has accepted (media may follow a little later).
     fn start<'a>(&'a self, key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a>;
 
+    /// [`start`](Self::start) with the first viewer's [`SourceOptions`];
+    /// providers without options need not implement it.
+    fn start_with<'a>(
+        &'a self,
+        key: &'a StreamKey,
+        hub: Arc<Hub>,
+        options: &'a SourceOptions,
+    ) -> StartFuture<'a> {
+        let _ = options;
+        self.start(key, hub)
+    }
     /// Trick-play control of `key` when it is a recording being played
     /// back; `None` (the default) for live streams, which cannot pause,
     /// seek or change speed.
@@ -182,6 +231,7 @@ struct Entry {
     viewers_changed: Notify,
     phase: watch::Sender<Phase>,
     since: SystemTime,
+    options: SourceOptions,
 }
 
 struct Inner {
@@ -271,6 +321,16 @@ impl Streams {
     /// Join a stream, starting its source if this is the first viewer.
     /// Concurrent first viewers share one start.
     pub async fn open(&self, key: &StreamKey) -> Result<Viewer, StartError> {
+        self.open_with(key, SourceOptions::default()).await
+    }
+
+    /// [`open`](Self::open) with request options; they apply only if this
+    /// viewer is the one that starts the stream (see [`SourceOptions`]).
+    pub async fn open_with(
+        &self,
+        key: &StreamKey,
+        options: SourceOptions,
+    ) -> Result<Viewer, StartError> {
         let Some(provider) = self.inner.providers.get(key.scheme()).cloned() else {
             return Err(StartError::NotFound(key.to_string()));
         };
@@ -281,7 +341,7 @@ impl Streams {
             let mut table = self.inner.lock_table();
             let entry = table
                 .entry(key.clone())
-                .or_insert_with(|| self.spawn_supervisor(key.clone(), provider))
+                .or_insert_with(|| self.spawn_supervisor(key.clone(), provider, options))
                 .clone();
             entry.viewers.fetch_add(1, Ordering::SeqCst);
             entry.viewers_changed.notify_waiters();
@@ -304,7 +364,12 @@ impl Streams {
         }
     }
 
-    fn spawn_supervisor(&self, key: StreamKey, provider: Arc<dyn SourceProvider>) -> Arc<Entry> {
+    fn spawn_supervisor(
+        &self,
+        key: StreamKey,
+        provider: Arc<dyn SourceProvider>,
+        options: SourceOptions,
+    ) -> Arc<Entry> {
         let entry = Arc::new(Entry {
             hub: Hub::new(self.inner.config.hub.clone()),
             key: key.clone(),
@@ -312,6 +377,7 @@ impl Streams {
             viewers_changed: Notify::new(),
             phase: watch::Sender::new(Phase::Starting),
             since: SystemTime::now(),
+            options,
         });
         let inner = self.inner.clone();
         let span = info_span!(parent: None, "stream", key = %key);
@@ -402,7 +468,7 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
         let started_at = Instant::now();
         let start = tokio::time::timeout(
             cfg.start_timeout,
-            provider.start(&entry.key, entry.hub.clone()),
+            provider.start_with(&entry.key, entry.hub.clone(), &entry.options),
         );
         let result = tokio::select! {
             r = start => r.unwrap_or(Err(StartError::Timeout(cfg.start_timeout))),
@@ -600,6 +666,17 @@ mod tests {
         assert!(matches!(b, Err(StartError::Timeout(_))));
         assert!(s.list().is_empty());
         assert_eq!(provider.starts.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn options_from_query() {
+        let o = SourceOptions::from_query("transport=tcp_active&flag&&x=1=2");
+        assert_eq!(o.get("transport"), Some("tcp_active"));
+        assert_eq!(o.get("flag"), Some(""));
+        assert_eq!(o.get("x"), Some("1=2"));
+        assert_eq!(o.get("y"), None);
+        let many = "a=1&".repeat(40);
+        assert_eq!(SourceOptions::from_query(&many).params.len(), 16);
     }
 
     #[test]

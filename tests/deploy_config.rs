@@ -38,11 +38,5 @@ fn shipped_configs_load_with_the_pod_environment() {
     assert!(stderr.contains("CAMGATE_EXTERNAL_IP"), "{stderr}");
 
     let shared = check("overlays/shared-port/camgate.yaml", &pod_env);
-    let stderr = String::from_utf8_lossy(&shared.stderr);
-    if !shared.status.success() && (stderr.contains("transport") || stderr.contains("shared_port"))
-    {
-        eprintln!("SKIPPED: shared-port config: media.transport udp_shared is not in this build");
-        return;
-    }
     assert!(shared.status.success(), "{shared:?}");
 }

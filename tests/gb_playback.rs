@@ -194,6 +194,11 @@ async fn pause_scale_and_seek_reach_the_camera_as_mansrtsp() {
         control.command(PlaybackCommand::Scale(3.0)).await.is_err(),
         "3× is no device speed"
     );
+    // The camera answers each INFO before its driver records the body.
+    wait_for_async(Duration::from_secs(3), || {
+        camera.stats.playback_bodies().len() >= 3
+    })
+    .await;
     let bodies = camera.stats.playback_bodies();
     assert_eq!(
         bodies,

@@ -4,10 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use camgate::media::frame::{Codec, Frame};
 use camgate::media::h264;
+use camgate::media::jitter::{JitterBuffer, JitterConfig, JitterStats};
 use camgate::media::ps::{PsDemuxer, PsEvent, PsStats};
 use camgate::media::rtp::RtpPacket;
 use camgate::media::rtp_ps::RtpPsReceiver;
@@ -179,62 +181,128 @@ impl XorShift {
     }
 }
 
-/// Feeds impaired packets and checks that nothing corrupt comes out: after
-/// each loss the first video frame is a keyframe, and every frame emitted is
-/// byte-identical to the clean decode's frame with the same PTS.
-fn impaired(shuffle_window: usize, drop_percent: u64, seed: u64) -> (usize, u64) {
+/// What an impaired run emitted.
+struct Impaired {
+    /// PTS of every frame emitted, in order.
+    pts: Vec<i64>,
+    lost: u64,
+    jitter: Option<JitterStats>,
+}
+
+/// Feeds the capture with `drop_percent` of its packets dropped and the
+/// rest shuffled inside windows of `shuffle_window`, through a reorder
+/// buffer when `reorder` is set, and checks that nothing corrupt comes out:
+/// after each loss the first video frame is a keyframe, and every frame
+/// emitted is byte-identical to the clean decode's frame with the same PTS.
+/// Also returns which frames a perfect receiver would emit: those whose
+/// packets, and all packets since their GOP's keyframe began, arrived.
+fn impaired(
+    shuffle_window: usize,
+    drop_percent: u64,
+    seed: u64,
+    reorder: bool,
+) -> (Impaired, Vec<i64>) {
     let rtp = load("hik_h264_704x576.rtp").expect("checked by caller");
-    let mut packets = split_rtp(&rtp);
+    let packets = split_rtp(&rtp);
+    // Clean run; remember which packets each frame spans (from the packet
+    // after the previous frame came out to the one that completed it).
     let mut clean_rx = RtpPsReceiver::new();
+    let mut clean = std::collections::HashMap::new();
+    let mut spans = Vec::new();
+    let mut first_packet = 0;
     let mut ev = Vec::new();
-    for p in &packets {
+    for (i, p) in packets.iter().enumerate() {
         clean_rx.push_datagram(p.clone(), &mut ev).unwrap();
+        if i + 1 == packets.len() {
+            clean_rx.flush(&mut ev);
+        }
+        for f in frames(std::mem::take(&mut ev)) {
+            spans.push((f.pts, f.keyframe, first_packet..=i));
+            clean.insert(f.pts, flat(&f));
+            first_packet = i + 1;
+        }
     }
-    clean_rx.flush(&mut ev);
-    let clean: std::collections::HashMap<i64, Vec<u8>> =
-        frames(ev).iter().map(|f| (f.pts, flat(f))).collect();
 
     let mut rng = XorShift(seed);
+    let kept: Vec<bool> = packets
+        .iter()
+        .map(|_| rng.next() % 100 >= drop_percent)
+        .collect();
+    let mut expected = Vec::new();
+    let mut gop_intact = false;
+    for (pts, key, span) in &spans {
+        let intact = span.clone().all(|i| kept[i]);
+        gop_intact = if *key { intact } else { gop_intact && intact };
+        if gop_intact {
+            expected.push(*pts);
+        }
+    }
+    let mut order: Vec<Bytes> = packets
+        .iter()
+        .zip(&kept)
+        .filter(|(_, k)| **k)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut shuffle_rng = XorShift(seed ^ 0x9e37_79b9_7f4a_7c15);
     if shuffle_window > 1 {
-        for window in packets.chunks_mut(shuffle_window) {
+        for window in order.chunks_mut(shuffle_window) {
             for i in (1..window.len()).rev() {
-                let j = (rng.next() % (i as u64 + 1)) as usize;
+                let j = (shuffle_rng.next() % (i as u64 + 1)) as usize;
                 window.swap(i, j);
             }
         }
     }
-    packets.retain(|_| rng.next() % 100 >= drop_percent);
 
     let mut rx = RtpPsReceiver::new();
+    let mut jitter = reorder.then(|| JitterBuffer::new(JitterConfig::default()));
+    let t0 = Instant::now();
     let mut need_key = false;
-    let mut emitted = 0;
-    let mut ev = Vec::new();
-    for (i, p) in packets.iter().enumerate() {
-        let lost_before = rx.stats().lost;
+    let mut emitted = Vec::new();
+    let mut ordered = Vec::new();
+    for (i, p) in order.iter().enumerate() {
         let pkt = RtpPacket::parse(p.clone()).unwrap();
-        ev.clear();
-        rx.push(pkt, &mut ev);
-        if i + 1 == packets.len() {
-            rx.flush(&mut ev);
-        }
-        if rx.stats().lost > lost_before {
-            need_key = true;
-        }
-        for f in frames(std::mem::take(&mut ev)) {
-            if need_key {
-                assert!(f.keyframe, "frame after a loss is not a keyframe");
-                need_key = false;
+        // One packet every 200 µs: the depth, not the delay, bounds waits.
+        let now = t0 + Duration::from_micros(200 * i as u64);
+        match jitter.as_mut() {
+            Some(j) => {
+                j.push(pkt, now, &mut ordered);
+                j.poll(now, &mut ordered);
+                if i + 1 == order.len() {
+                    j.flush(&mut ordered);
+                }
             }
-            assert_eq!(
-                clean.get(&f.pts),
-                Some(&flat(&f)),
-                "corrupt frame at {}",
-                f.pts
-            );
-            emitted += 1;
+            None => ordered.push(pkt),
+        }
+        for pkt in ordered.drain(..) {
+            let lost_before = rx.stats().lost;
+            ev.clear();
+            rx.push(pkt, &mut ev);
+            if rx.stats().lost > lost_before {
+                need_key = true;
+            }
+            for f in frames(std::mem::take(&mut ev)) {
+                if need_key {
+                    assert!(f.keyframe, "frame after a loss is not a keyframe");
+                    need_key = false;
+                }
+                assert_eq!(
+                    clean.get(&f.pts),
+                    Some(&flat(&f)),
+                    "corrupt frame at {}",
+                    f.pts
+                );
+                emitted.push(f.pts);
+            }
         }
     }
-    (emitted, rx.stats().lost)
+    rx.flush(&mut ev);
+    emitted.extend(frames(ev).iter().map(|f| f.pts));
+    let out = Impaired {
+        pts: emitted,
+        lost: rx.stats().lost,
+        jitter: jitter.map(|j| j.stats().clone()),
+    };
+    (out, expected)
 }
 
 #[test]
@@ -242,13 +310,41 @@ fn hik_rtp_shuffled_and_dropped() {
     if camgate::testdata::file("hik_h264_704x576.rtp").is_none() {
         return;
     }
-    let (emitted, lost) = impaired(10, 2, 0x2545_F491_4F6C_DD1D);
-    eprintln!("shuffled+dropped: {emitted} frames, {lost} lost");
-    assert!(lost > 0, "losses reported");
-    let (emitted, lost) = impaired(1, 2, 0x1234_5678_9abc_def1);
-    eprintln!("dropped only: {emitted} frames, {lost} lost");
-    assert!(lost > 30);
-    assert!(emitted > 200, "recovers at keyframes ({emitted} frames)");
+    let seed = 0x2545_F491_4F6C_DD1D;
+    // Dropped only, in order: the reference for what loss alone costs.
+    let (in_order, expected) = impaired(1, 2, seed, false);
+    let dropped = 3096 - in_order.lost as usize;
+    eprintln!(
+        "dropped only: {} frames, {} lost",
+        in_order.pts.len(),
+        in_order.lost
+    );
+    assert!(in_order.lost > 30, "losses reported");
+    assert_eq!(in_order.pts, expected, "resumes at each next keyframe");
+
+    // Same drops, shuffled within 10 packets, through the reorder buffer:
+    // exactly the same frames come out.
+    let (reordered, expected2) = impaired(10, 2, seed, true);
+    let j = reordered.jitter.clone().unwrap();
+    eprintln!(
+        "shuffled+dropped: {} frames, {} lost, {j:?}",
+        reordered.pts.len(),
+        reordered.lost
+    );
+    assert_eq!(expected2, expected);
+    assert!(j.reordered > 500, "the shuffle reordered packets: {j:?}");
+    assert_eq!(j.lost, in_order.lost, "{j:?}");
+    assert_eq!(reordered.lost, in_order.lost);
+    assert_eq!((j.late, j.duplicates), (0, 0));
+    assert_eq!(j.released as usize, dropped);
+    assert_eq!(reordered.pts, in_order.pts);
+    assert!(reordered.pts.len() > 200, "recovers at keyframes");
+
+    // Without the reorder buffer the shuffle ruins nearly every frame; it
+    // still never panics nor emits a corrupt frame.
+    let (raw, _) = impaired(10, 2, seed, false);
+    eprintln!("shuffled, no reorder buffer: {} frames", raw.pts.len());
+    assert!(raw.pts.len() < reordered.pts.len());
 }
 
 // ---- files muxed by other tools at test time ----------------------------

@@ -18,6 +18,7 @@ use crate::health::Health;
 use crate::metrics;
 use crate::streams::Streams;
 
+mod ctel;
 mod devices;
 mod events;
 mod gb_control;
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub health: Health,
     /// One-time RTSP tokens, shared with the RTSP server.
     pub tokens: Arc<crate::rtsp::tokens::TokenStore>,
+    /// Telecom devices; `None` when the `ctel` section is disabled.
+    pub ctel: Option<Arc<crate::ctel::platform::CtelPlatform>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -54,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(gb_talk::routes())
         .merge(openapi::routes())
         .merge(tokens::routes())
+        .merge(ctel::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }

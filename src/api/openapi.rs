@@ -77,6 +77,14 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/api/v1/events", "Recent device events (alarms, end of recording)", None, 200),
     op("get", "/api/v1/events/stream", "Device events as Server-Sent Events", None, 200),
     op("post", "/api/v1/tokens", "Mint a one-time RTSP token", JSON, 200),
+    op("get", "/api/v1/ctel/devices", "China Telecom devices", None, 200),
+    op("get", "/api/v1/ctel/devices/{id}", "One China Telecom device", None, 200),
+    op("post", "/api/v1/ctel/devices/{id}/ptz", "China Telecom PTZ: {channel, direction: stop|up|down|left|right}", JSON, 200),
+    op("post", "/api/v1/ctel/devices/{id}/reboot", "China Telecom reboot", None, 200),
+    op("get", "/api/v1/ctel/devices/{id}/video", "China Telecom video settings (?channel=&stream_type=)", None, 200),
+    op("put", "/api/v1/ctel/devices/{id}/video", "Set China Telecom video settings (SET_CHANNEL_REQ-shaped)", JSON, 200),
+    op("get", "/api/v1/ctel/devices/{id}/records", "China Telecom recordings (?channel=&start=YYYYMMDDHHMM&end=&page=)", None, 200),
+    op("get", "/api/v1/ctel/events", "Exceptions China Telecom devices reported", None, 200),
 ];
 
 pub fn routes() -> Router<ApiState> {

@@ -284,7 +284,7 @@ async fn download(
     path: &Path,
 ) -> Result<(), String> {
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
     let bytes = job.bytes.clone();
     // File writes block; they get their own thread and end when the media
     // session drops its sender.

@@ -8,17 +8,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::invite::{EndOfFile, MediaSession, answered_ssrc, send_invite};
+use super::invite::{HistoryParams, start_session};
 use super::platform::GbPlatform;
 use super::playback::PlaybackRange;
 use super::sdp::{GbSdp, SessionName};
-use super::ssrc::SsrcKind;
 use crate::media::hub::Hub;
 use crate::sip::invite::CallControl;
 use crate::streams::{SourceHandle, StartError};
@@ -63,14 +59,13 @@ pub fn history_offer(
 pub struct HistorySession {
     pub source: SourceHandle,
     pub control: CallControl,
-    /// Shared with the media session: set while paused (see [`GbPlayback`]).
-    ///
-    /// [`GbPlayback`]: super::playback::GbPlayback
+    /// Set while paused (see [`super::playback::GbPlayback`]).
     pub paused: Arc<AtomicBool>,
 }
 
 /// INVITE `channel` of `device` for `range` and pump the media into `hub`
-/// (and, for downloads, the raw PS into `ps_sink`).
+/// (and, for downloads, the raw PS into `ps_sink`), over
+/// `media.transport` (`udp_shared` is used as `udp`).
 pub async fn start_history(
     platform: Arc<GbPlatform>,
     device: &str,
@@ -78,53 +73,14 @@ pub async fn start_history(
     range: PlaybackRange,
     kind: HistoryKind,
     hub: Arc<Hub>,
-    ps_sink: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
 ) -> Result<HistorySession, StartError> {
-    let route = platform.route_for_channel(device, channel)?;
-    let ports = platform
-        .ports
-        .bind_pair()
-        .await
-        .map_err(|_| StartError::NoPort)?;
-    let ssrc = platform.allocate_ssrc(SsrcKind::History)?;
-    let config = platform.config();
-    let offer = history_offer(
-        &config.sip.server_id,
-        &config.advertised_ip().to_string(),
-        ports.port,
-        ssrc.as_str(),
-        channel,
-        range,
-        kind,
-    );
-    // Subscribe before the INVITE: a short recording may end at once.
-    let reports = platform.report_tx.subscribe();
-    let sent_at = Instant::now();
-    let call = send_invite(&platform, &route, channel, ssrc, offer.build()).await?;
-    let expect = answered_ssrc(&call, ssrc);
-    let control = call.control();
-    let paused = Arc::new(AtomicBool::new(false));
-    let session = MediaSession {
-        platform: platform.clone(),
-        hub,
-        ports,
-        expect_ssrc: expect,
-        ssrc,
-        sent_at,
-        rtp_timeout: config.media.rtp_timeout,
-        end_of_file: Some(EndOfFile {
-            device: device.to_owned(),
-            channel: channel.to_owned(),
-            reports,
-        }),
-        ps_sink,
-        paused: Some(paused.clone()),
-    };
-    let cancel = CancellationToken::new();
-    let span = tracing::Span::current();
-    let task = tokio::spawn(session.run(call, cancel.clone()).instrument(span));
+    let params = HistoryParams::new(&platform, device, channel, range, kind, ps_sink);
+    let paused = params.paused.clone();
+    let (source, control) =
+        start_session(&platform, None, device, channel, hub, None, Some(params)).await?;
     Ok(HistorySession {
-        source: SourceHandle { cancel, task },
+        source,
         control,
         paused,
     })

@@ -1,4 +1,10 @@
 //! Media ingest: RTP receive sockets, port pool, SSRC routing.
 
+pub mod packets;
 pub mod port_pool;
+pub mod rfc4571;
+pub mod shared_udp;
+pub mod ssrc_router;
+pub mod tcp;
+pub mod transport;
 pub mod udp;

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 
 use crate::metrics;
 
@@ -59,6 +59,12 @@ impl PortPool {
     /// `min..=max`; only even ports carry RTP, each with the next odd port.
     pub fn new(ip: IpAddr, min: u16, max: u16) -> Self {
         let first = min + (min % 2);
+        let capacity = if max <= first {
+            0
+        } else {
+            i64::from((max - first).div_ceil(2))
+        };
+        metrics::get().rtp_ports_capacity.set(capacity);
         Self {
             ip,
             min: first,
@@ -137,6 +143,78 @@ impl PortPool {
             max: self.max,
         })
     }
+}
+
+/// A TCP socket on a pool port (TCP media, GB/T 28181-2016 Annex F.2);
+/// the port returns to the pool on drop.
+pub struct BoundTcp<T> {
+    pub socket: T,
+    pub port: u16,
+    _lease: PortLease,
+}
+
+impl PortPool {
+    /// Bind `f(addr)` on the next pool port it succeeds on.
+    fn bind_tcp_with<T>(
+        &self,
+        f: impl Fn(SocketAddr) -> std::io::Result<T>,
+    ) -> Result<BoundTcp<T>, PortError> {
+        let mut busy = HashSet::new();
+        while let Some(port) = self.reserve(&busy) {
+            match f(SocketAddr::new(self.ip, port)) {
+                Ok(socket) => {
+                    return Ok(BoundTcp {
+                        socket,
+                        port,
+                        _lease: PortLease {
+                            port,
+                            state: self.state.clone(),
+                        },
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(port, error = %e, "TCP media port busy, skipping");
+                    self.release(port);
+                    busy.insert(port);
+                }
+            }
+        }
+        metrics::get().rtp_port_exhausted.inc();
+        Err(PortError::Exhausted {
+            min: self.min,
+            max: self.max,
+        })
+    }
+
+    /// A listener for `tcp_passive`: the device connects to it.
+    pub fn bind_tcp_listener(&self) -> Result<BoundTcp<TcpListener>, PortError> {
+        self.bind_tcp_with(|addr| {
+            let s = tcp_socket(addr)?;
+            s.bind(addr)?;
+            s.listen(4)
+        })
+    }
+
+    /// A bound, unconnected socket for `tcp_active`: we offer its port and
+    /// later connect from it, since some devices check the source port.
+    pub fn bind_tcp_socket(&self) -> Result<BoundTcp<TcpSocket>, PortError> {
+        self.bind_tcp_with(|addr| {
+            let s = tcp_socket(addr)?;
+            s.bind(addr)?;
+            Ok(s)
+        })
+    }
+}
+
+fn tcp_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A previous stream's connection on this port may sit in TIME_WAIT.
+    s.set_reuseaddr(true)?;
+    Ok(s)
 }
 
 /// A burst of a keyframe at several Mbit/s overflows the default socket

@@ -95,6 +95,16 @@ impl RtpPsReceiver {
         self.stats.bytes_copied + self.demux.stats().bytes_copied
     }
 
+    /// Sequence accounting of the stream (for RTCP receiver reports).
+    pub fn sequence(&self) -> &SeqTracker {
+        &self.seq
+    }
+
+    /// The SSRC received (negotiated, or adopted from the first packet).
+    pub fn ssrc(&self) -> Option<u32> {
+        self.ssrc
+    }
+
     pub fn info(&self) -> &StreamInfo {
         self.demux.info()
     }

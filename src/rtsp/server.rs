@@ -162,9 +162,14 @@ struct UdpPair {
     client_rtcp: SocketAddr,
 }
 
-fn open_stream(streams: Streams, key: StreamKey, describe_timeout: Duration) -> OpenFuture {
+fn open_stream(
+    streams: Streams,
+    key: StreamKey,
+    options: crate::streams::SourceOptions,
+    describe_timeout: Duration,
+) -> OpenFuture {
     Box::pin(async move {
-        let viewer = streams.open(&key).await?;
+        let viewer = streams.open_with(&key, options).await?;
         let info = viewer.hub().wait_described(describe_timeout).await;
         Ok((viewer, info))
     })
@@ -342,7 +347,12 @@ async fn run_connection(
                         slot = count.acquire(config.max_viewers);
                     }
                     if slot.is_some() {
-                        opening = Some(open_stream(streams.clone(), key, config.describe_timeout));
+                        opening = Some(open_stream(
+                            streams.clone(),
+                            key,
+                            conn.open_options(),
+                            config.describe_timeout,
+                        ));
                     } else {
                         info!(stream = %key, max = config.max_viewers, "viewer limit reached");
                         conn.stream_opened(Err(RequestError::TooManyViewers), Instant::now());

@@ -377,6 +377,8 @@ pub struct Connection {
     last_activity: Instant,
     closing: bool,
     rng: SmallRng,
+    /// Query options of the request waiting on [`Event::OpenStream`].
+    open_options: crate::streams::SourceOptions,
     fragments: Vec<Fragment>,
     /// Digest nonce of this connection.
     nonce: String,
@@ -465,6 +467,8 @@ struct Target {
     track: Option<u8>,
     /// Aggregate URL with a trailing slash, for Content-Base.
     base: String,
+    /// The URL query (e.g. `transport=tcp_active`), for the source.
+    options: crate::streams::SourceOptions,
 }
 
 fn strip_track(s: &str) -> (&str, Option<Option<u8>>) {
@@ -492,6 +496,10 @@ fn parse_target(url: &Url) -> Result<Target, RequestError> {
     };
     // `?start=…&end=…` asks for a recording of the path.
     let key = StreamKey::from_path_and_query(path, query).ok_or(RequestError::NotFound)?;
+    let options = url
+        .query()
+        .map(|q| crate::streams::SourceOptions::from_query(strip_track(q).0))
+        .unwrap_or_default();
     let mut base = url.clone();
     base.set_query(None);
     base.set_fragment(None);
@@ -503,6 +511,7 @@ fn parse_target(url: &Url) -> Result<Target, RequestError> {
         key,
         track,
         base: base.to_string(),
+        options,
     })
 }
 
@@ -531,6 +540,7 @@ impl Connection {
             nonce: String::new(),
             authorized: None,
             playback: false,
+            open_options: Default::default(),
         }
         .with_nonce()
     }
@@ -544,6 +554,12 @@ impl Connection {
     /// [`Event::Playback`] commands. Call before [`Connection::stream_opened`].
     pub fn set_playback(&mut self, playback: bool) {
         self.playback = playback;
+    }
+
+    /// The URL query options of the request that asked to open a stream
+    /// (see [`crate::streams::SourceOptions`]).
+    pub fn open_options(&self) -> crate::streams::SourceOptions {
+        self.open_options.clone()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -893,6 +909,7 @@ impl Connection {
         let target = Self::target(req)?;
         let origin_id = self.rng.next_u64() >> 1;
         let Some(d) = self.need_stream(&target.key)? else {
+            self.open_options = target.options;
             return Ok(Handled::Wait(Waiting::Open(target.key)));
         };
         if d.tracks.is_empty() {
@@ -910,6 +927,7 @@ impl Connection {
     fn setup(&mut self, req: &Request<Vec<u8>>) -> Result<Handled, RequestError> {
         let target = Self::target(req)?;
         let Some(d) = self.need_stream(&target.key)? else {
+            self.open_options = target.options;
             return Ok(Handled::Wait(Waiting::Open(target.key)));
         };
         let desc = match target.track {

@@ -11,12 +11,19 @@ use bytes::Bytes;
 /// `assets/demo.h264`; see `assets/README.md` for how it was made.
 pub static DEMO_H264: &[u8] = include_bytes!("../../assets/demo.h264");
 
+/// `assets/demo.h265`: the same pattern in H.265 (see `assets/README.md`).
+pub static DEMO_H265: &[u8] = include_bytes!("../../assets/demo.h265");
+
 /// Frame rate of the demo clip; the muxer stamps frames at 90 kHz / this.
 pub const DEMO_FPS: u32 = 25;
 
 /// H.264 NAL unit types this module looks at (H.264 Table 7-1).
 const NAL_IDR: u8 = 5;
 const NAL_AUD: u8 = 9;
+/// H.265 NAL unit types (H.265 Table 7-1): access unit delimiter, and the
+/// IRAP range (BLA, IDR, CRA and reserved IRAP types).
+const NAL_H265_AUD: u8 = 35;
+const NAL_H265_IRAP: std::ops::RangeInclusive<u8> = 16..=23;
 
 /// One access unit: its NAL units without start codes, in stream order.
 #[derive(Clone, Debug)]
@@ -30,6 +37,7 @@ pub struct AccessUnit {
 #[derive(Clone, Debug)]
 pub struct Clip {
     units: Vec<AccessUnit>,
+    h265: bool,
 }
 
 impl Clip {
@@ -42,20 +50,37 @@ impl Clip {
     /// the first AUD (if any) forms an access unit of its own. Never fails:
     /// an input with no start code is one NAL unit.
     pub fn from_static(stream: &'static [u8]) -> Self {
+        Self::cut(stream, false)
+    }
+
+    /// The embedded H.265 demo clip.
+    pub fn demo_h265() -> Self {
+        Self::cut(DEMO_H265, true)
+    }
+
+    /// Whether the clip is H.265 (else H.264).
+    pub fn is_h265(&self) -> bool {
+        self.h265
+    }
+
+    /// Cut at AUD NAL units: H.264 type 9, or H.265 type 35 (H.265 §7.4.2.4.4).
+    fn cut(stream: &'static [u8], h265: bool) -> Self {
         let whole = Bytes::from_static(stream);
+        let nal_type = |b: u8| if h265 { (b >> 1) & 0x3f } else { b & 0x1f };
+        let aud = if h265 { NAL_H265_AUD } else { NAL_AUD };
         let mut units: Vec<AccessUnit> = Vec::new();
         let mut current: Vec<Bytes> = Vec::new();
         for (start, end) in nal_ranges(stream) {
             let nal = whole.slice(start..end);
-            if nal.first().map(|b| b & 0x1f) == Some(NAL_AUD) && !current.is_empty() {
-                units.push(AccessUnit::new(std::mem::take(&mut current)));
+            if nal.first().map(|b| nal_type(*b)) == Some(aud) && !current.is_empty() {
+                units.push(AccessUnit::new(std::mem::take(&mut current), h265));
             }
             current.push(nal);
         }
         if !current.is_empty() {
-            units.push(AccessUnit::new(current));
+            units.push(AccessUnit::new(current, h265));
         }
-        Self { units }
+        Self { units, h265 }
     }
 
     pub fn units(&self) -> &[AccessUnit] {
@@ -72,10 +97,12 @@ impl Clip {
 }
 
 impl AccessUnit {
-    fn new(nals: Vec<Bytes>) -> Self {
-        let keyframe = nals
-            .iter()
-            .any(|n| n.first().map(|b| b & 0x1f) == Some(NAL_IDR));
+    fn new(nals: Vec<Bytes>, h265: bool) -> Self {
+        let keyframe = nals.iter().any(|n| match n.first() {
+            Some(b) if h265 => NAL_H265_IRAP.contains(&((b >> 1) & 0x3f)),
+            Some(b) => b & 0x1f == NAL_IDR,
+            None => false,
+        });
         Self { nals, keyframe }
     }
 }
@@ -120,6 +147,23 @@ fn nal_ranges(data: &[u8]) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h265_clip_cuts_into_frames_with_irap_every_second() {
+        let clip = Clip::demo_h265();
+        assert!(clip.is_h265());
+        assert_eq!(clip.len(), 100);
+        let keys: Vec<usize> = (0..clip.len())
+            .filter(|i| clip.units()[*i].keyframe)
+            .collect();
+        assert_eq!(keys, [0, 25, 50, 75]);
+        // VPS, SPS, PPS open each keyframe after its AUD.
+        let types: Vec<u8> = clip.units()[25].nals[..4]
+            .iter()
+            .map(|n| (n[0] >> 1) & 0x3f)
+            .collect();
+        assert_eq!(types, [35, 32, 33, 34]);
+    }
 
     #[test]
     fn demo_clip_is_150_frames_with_idr_every_25() {

@@ -15,14 +15,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::BytesMut;
-use tokio::net::UdpSocket;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Mutex as AsyncMutex, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::clip::{Clip, DEMO_FPS};
-use super::gb_device::{DeviceConfig, DeviceError, DeviceEvent, GbDevice, StopReason};
+use super::gb_device::{
+    AnswerSsrc, DeviceConfig, DeviceError, DeviceEvent, GbDevice, MediaLink, StopReason,
+};
 use super::history_stream::{HistoryRequest, stream_history};
 use super::ps_mux::PsMuxer;
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
@@ -60,6 +64,14 @@ pub struct SimCameraConfig {
     pub register_retry: Duration,
     /// `false`: a dead device that never answers INVITE.
     pub answer_invites: bool,
+    /// Accept TCP/RTP/AVP offers (both `a=setup` roles).
+    pub tcp_media: bool,
+    /// The `y=` of INVITE answers.
+    pub answer_ssrc: AnswerSsrc,
+    /// Stream the H.265 clip instead of the H.264 one.
+    pub h265: bool,
+    /// Add a G.711 A-law tone (PS stream id 0xC0, stream type 0x90).
+    pub audio: bool,
     /// Counters shared with whoever started the camera.
     pub stats: Arc<SimStats>,
 }
@@ -83,6 +95,10 @@ impl SimCameraConfig {
             keepalive_interval: d.keepalive_interval,
             register_retry: d.register_retry,
             answer_invites: true,
+            tcp_media: true,
+            answer_ssrc: AnswerSsrc::Offered,
+            h265: false,
+            audio: false,
             stats: Arc::default(),
         }
     }
@@ -131,6 +147,11 @@ pub struct SimStats {
     pub playback_controls: AtomicU64,
     /// Their bodies, in arrival order (at most [`MAX_KEPT_BODIES`]).
     playback_bodies: std::sync::Mutex<Vec<String>>,
+    /// TCP media connections made (either role).
+    pub tcp_connections: AtomicU64,
+    /// Platform connections for `setup:active` that did not come from the
+    /// port it offered (some real devices refuse those).
+    pub tcp_port_mismatches: AtomicU64,
     registered: AtomicBool,
     sip_addr: OnceLock<SocketAddr>,
     media_addr: OnceLock<SocketAddr>,
@@ -157,6 +178,12 @@ impl SimStats {
         self.registered.load(Ordering::Relaxed)
     }
 
+    /// The camera's bound SIP address, once it runs.
+    pub fn sip_addr(&self) -> Option<SocketAddr> {
+        self.sip_addr.get().copied()
+    }
+
+    /// The address RTP leaves from, once it runs.
     /// The MANSRTSP bodies received so far.
     pub fn playback_bodies(&self) -> Vec<String> {
         self.playback_bodies
@@ -165,12 +192,6 @@ impl SimStats {
             .unwrap_or_default()
     }
 
-    /// The camera's bound SIP address, once it runs.
-    pub fn sip_addr(&self) -> Option<SocketAddr> {
-        self.sip_addr.get().copied()
-    }
-
-    /// The address RTP leaves from, once it runs.
     pub fn media_addr(&self) -> Option<SocketAddr> {
         self.media_addr.get().copied()
     }
@@ -205,17 +226,30 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         .await
         .context("sim camera: bind RTP socket")?;
     let media = Arc::new(media);
-    let audio = Arc::new(
+    let talk_audio = Arc::new(
         UdpSocket::bind(SocketAddr::new(config.bind.ip(), 0))
             .await
             .context("sim camera: bind audio socket")?,
     );
-    let audio_local = audio.local_addr()?;
+    let audio_local = talk_audio.local_addr()?;
     tokio::spawn(receive_talk(
-        audio,
+        talk_audio,
         config.stats.talk.clone(),
         shutdown.child_token(),
     ));
+    let tcp_listener = if config.tcp_media {
+        Some(
+            TcpListener::bind(SocketAddr::new(config.bind.ip(), 0))
+                .await
+                .context("sim camera: bind TCP media listener")?,
+        )
+    } else {
+        None
+    };
+    let tcp_port = match &tcp_listener {
+        Some(l) => Some(l.local_addr()?.port()),
+        None => None,
+    };
     let sip_local = sip.local_addr()?;
     let media_local = media.local_addr()?;
     let ip = match config.advertised_ip {
@@ -232,7 +266,6 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         SocketAddr::new(ip, sip_local.port()),
         SocketAddr::new(ip, media_local.port()),
     );
-    dc.audio_addr = SocketAddr::new(ip, audio_local.port());
     dc.server_id = config.server_id.clone();
     dc.realm = config.realm.clone();
     dc.device_id = config.device_id.clone();
@@ -243,10 +276,31 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     dc.keepalive_interval = config.keepalive_interval;
     dc.register_retry = config.register_retry;
     dc.answer_invites = config.answer_invites;
+    dc.tcp_media_port = tcp_port;
+    dc.answer_ssrc = config.answer_ssrc;
+    dc.audio_addr = SocketAddr::new(ip, audio_local.port());
     let mut device = GbDevice::new(dc, rand::random());
+    let waiters: Waiters = Arc::default();
+    if let Some(listener) = tcp_listener {
+        tokio::spawn(accept_loop(
+            listener,
+            waiters.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let media = MediaSockets {
+        udp: media,
+        waiters,
+    };
     tracing::info!(sip = %sip_local, media = %media_local, server = %config.server, "simulated camera starting");
 
-    let clip = Arc::new(Clip::demo());
+    let clip = Arc::new(if config.h265 {
+        Clip::demo_h265()
+    } else {
+        Clip::demo()
+    });
+    let audio = config.audio;
     let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
     let (snapshots_tx, mut snapshots_rx) = mpsc::channel::<(String, Vec<String>)>(16);
     let mut ctx = MediaCtx {
@@ -262,7 +316,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     loop {
         flush(&sip, &mut device).await;
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut ctx, &media, &clip, &shutdown);
+            on_event(ev, &stats, &mut ctx, &media, &clip, audio, &shutdown);
         }
         let timer = device.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -301,7 +355,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     loop {
         flush(&sip, &mut device).await;
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut ctx, &media, &clip, &shutdown);
+            on_event(ev, &stats, &mut ctx, &media, &clip, audio, &shutdown);
         }
         if device.is_quiet() || Instant::now() >= deadline {
             break;
@@ -345,6 +399,114 @@ async fn flush(sip: &UdpSocket, device: &mut GbDevice) {
     }
 }
 
+/// Calls waiting for the platform to connect (`setup:active` offers), by
+/// the address it said it would connect from.
+type Waiters = Arc<AsyncMutex<Vec<(SocketAddr, oneshot::Sender<TcpStream>)>>>;
+
+/// What media tasks send with.
+struct MediaSockets {
+    udp: Arc<UdpSocket>,
+    waiters: Waiters,
+}
+
+/// Hand each accepted TCP media connection to the call expecting it: by
+/// source address, else the oldest waiting call (counted as a mismatch).
+async fn accept_loop(
+    listener: TcpListener,
+    waiters: Waiters,
+    stats: Arc<SimStats>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "sim camera: TCP accept failed");
+                    continue;
+                }
+            },
+        };
+        let mut w = waiters.lock().await;
+        w.retain(|(_, tx)| !tx.is_closed());
+        let at = match w.iter().position(|(addr, _)| *addr == peer) {
+            Some(at) => at,
+            None if !w.is_empty() => {
+                stats.tcp_port_mismatches.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, expected = %w[0].0, "TCP media from another port than offered");
+                0
+            }
+            None => {
+                tracing::warn!(%peer, "TCP media connection for no call; closed");
+                continue;
+            }
+        };
+        let (_, tx) = w.remove(at);
+        let _ = tx.send(stream);
+    }
+}
+
+/// Where a media task's packets go.
+pub(crate) enum MediaSink {
+    Udp(Arc<UdpSocket>, SocketAddr),
+    Tcp(TcpStream),
+}
+
+impl MediaSink {
+    /// Make the connection the call asked for.
+    async fn open(
+        link: MediaLink,
+        dest: SocketAddr,
+        media: &Arc<UdpSocket>,
+        waiter: Option<oneshot::Receiver<TcpStream>>,
+        stats: &SimStats,
+    ) -> Option<Self> {
+        let stream = match link {
+            MediaLink::Udp => return Some(Self::Udp(media.clone(), dest)),
+            MediaLink::TcpConnect => {
+                match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(dest)).await {
+                    Ok(Ok(s)) => s,
+                    other => {
+                        tracing::warn!(%dest, ?other, "TCP media connect failed");
+                        return None;
+                    }
+                }
+            }
+            MediaLink::TcpAccept => {
+                match tokio::time::timeout(Duration::from_secs(5), waiter?).await {
+                    Ok(Ok(s)) => s,
+                    _ => {
+                        tracing::warn!(%dest, "platform never connected for TCP media");
+                        return None;
+                    }
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(?link, peer = ?stream.peer_addr().ok(), "TCP media connected");
+        Some(Self::Tcp(stream))
+    }
+
+    pub(crate) async fn send(
+        &mut self,
+        packet: &[u8],
+        framed: &mut Vec<u8>,
+    ) -> std::io::Result<usize> {
+        match self {
+            Self::Udp(socket, dest) => socket.send_to(packet, *dest).await,
+            Self::Tcp(stream) => {
+                framed.clear();
+                crate::ingest::rfc4571::frame(packet, framed)
+                    .ok_or_else(|| std::io::Error::other("RTP packet over 65535 bytes"))?;
+                stream.write_all(framed).await?;
+                Ok(framed.len())
+            }
+        }
+    }
+}
+
 /// The driver's media bookkeeping, by Call-ID.
 struct MediaCtx {
     streams: HashMap<String, CancellationToken>,
@@ -362,8 +524,9 @@ fn on_event(
     ev: DeviceEvent,
     stats: &Arc<SimStats>,
     ctx: &mut MediaCtx,
-    media: &Arc<UdpSocket>,
+    media: &MediaSockets,
     clip: &Arc<Clip>,
+    audio: bool,
     shutdown: &CancellationToken,
 ) {
     let inc = |c: &AtomicU64| {
@@ -408,6 +571,7 @@ fn on_event(
             call_id,
             dest,
             ssrc,
+            link,
         } => {
             inc(&stats.streams_started);
             // A child token: shutdown of the camera also ends the stream.
@@ -415,34 +579,42 @@ fn on_event(
             if let Some(old) = ctx.streams.insert(call_id.clone(), stop.clone()) {
                 old.cancel();
             }
-            let span = tracing::info_span!("sim_stream", %call_id, %dest, ssrc);
-            if let Some(req) = ctx.history.remove(&call_id) {
+            // Register before the 200 OK is flushed, so a fast platform
+            // connection finds its call.
+            let waiter = (link == MediaLink::TcpAccept).then(|| {
+                let (tx, rx) = oneshot::channel();
+                match media.waiters.try_lock() {
+                    Ok(mut w) => w.push((dest, tx)),
+                    Err(_) => {
+                        let waiters = media.waiters.clone();
+                        tokio::spawn(async move { waiters.lock().await.push((dest, tx)) });
+                    }
+                }
+                rx
+            });
+            let udp = media.udp.clone();
+            let clip = clip.clone();
+            let stats = stats.clone();
+            let history = ctx.history.remove(&call_id).map(|req| {
                 let (tx, rx) = mpsc::channel(16);
                 ctx.controls.insert(call_id.clone(), tx);
-                let task = stream_history(
-                    media.clone(),
-                    dest,
-                    ssrc,
-                    clip.clone(),
-                    req,
-                    rx,
-                    stop,
-                    stats.clone(),
-                );
-                let finished = ctx.finished.clone();
-                tokio::spawn(
-                    async move {
-                        if task.await {
+                (req, rx, ctx.finished.clone())
+            });
+            let span = tracing::info_span!("sim_stream", %call_id, %dest, ssrc);
+            let task = async move {
+                let Some(sink) = MediaSink::open(link, dest, &udp, waiter, &stats).await else {
+                    return;
+                };
+                match history {
+                    Some((req, control, finished)) => {
+                        if stream_history(sink, ssrc, clip, req, control, stop, stats).await {
                             let _ = finished.send(call_id).await;
                         }
                     }
-                    .instrument(span),
-                );
-            } else {
-                let task =
-                    stream_clip(media.clone(), dest, ssrc, clip.clone(), stop, stats.clone());
-                tokio::spawn(task.instrument(span));
-            }
+                    None => stream_clip(sink, ssrc, clip, audio, stop, stats).await,
+                }
+            };
+            tokio::spawn(task.instrument(span));
         }
         DeviceEvent::HistoryRequested {
             call_id,
@@ -538,17 +710,26 @@ fn on_event(
 /// Send the clip as PS over RTP to `dest`, one access unit per frame
 /// interval, looping with continuing timestamps until `stop`.
 async fn stream_clip(
-    socket: Arc<UdpSocket>,
-    dest: SocketAddr,
+    mut sink: MediaSink,
     ssrc: u32,
     clip: Arc<Clip>,
+    audio: bool,
     stop: CancellationToken,
     stats: Arc<SimStats>,
 ) {
     stats.active_streams.fetch_add(1, Ordering::Relaxed);
     tracing::info!("streaming demo clip");
     let frame_ticks = u64::from(90_000 / DEMO_FPS);
-    let muxer = PsMuxer::new();
+    let mut muxer = PsMuxer::new();
+    if clip.is_h265() {
+        muxer = muxer.with_h265();
+    }
+    if audio {
+        muxer = muxer.with_audio();
+    }
+    let mut tone = super::g711::ToneSource::default();
+    // Audio frames of 20 ms per video frame interval.
+    let audio_per_frame = (1000 / DEMO_FPS / 20) as u64;
     let mut rtp = RtpPacketizer::new(ssrc, PAYLOAD_TYPE_PS, rand::random());
     // A random start, as RFC 3550 §5.1 asks of RTP timestamps; the PS
     // clock follows it so receivers can use either.
@@ -558,6 +739,7 @@ async fn stream_clip(
     // Burst keeps the average rate after a stall, like an encoder's output.
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut send_errors = 0u64;
+    let mut framed = Vec::with_capacity(2048);
     'outer: loop {
         for unit in clip.units() {
             tokio::select! {
@@ -566,11 +748,20 @@ async fn stream_clip(
             }
             ps.clear();
             muxer.write_video(&unit.nals, pts, unit.keyframe, &mut ps);
+            if audio {
+                for k in 0..audio_per_frame {
+                    muxer.write_audio(&tone.next_frame(), pts + k * 1800, &mut ps);
+                }
+            }
             for pkt in rtp.packetize(&ps, pts as u32) {
-                match socket.send_to(&pkt, dest).await {
+                match sink.send(&pkt, &mut framed).await {
                     Ok(n) => {
                         stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
                         stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if matches!(sink, MediaSink::Tcp(_)) => {
+                        tracing::info!(error = %e, "TCP media connection lost");
+                        break 'outer;
                     }
                     Err(e) => {
                         send_errors += 1;

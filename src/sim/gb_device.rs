@@ -88,6 +88,38 @@ pub struct DeviceConfig {
     pub user_agent: String,
     /// Firmware string in DeviceInfo.
     pub firmware: String,
+    /// The local port TCP media is accepted on when the platform offers
+    /// `a=setup:active`; `None`: TCP offers are refused with 488.
+    pub tcp_media_port: Option<u16>,
+    /// What `y=` the 200 OK carries.
+    pub answer_ssrc: AnswerSsrc,
+}
+
+/// The `y=` of our answer: devices differ (GB/T 28181-2016 §9.2.2 asks
+/// for the offered one; some send their own, some none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AnswerSsrc {
+    #[default]
+    Offered,
+    /// Answer with (and send) this SSRC instead.
+    Own(u32),
+    /// No `y=` line; media still uses the offered SSRC.
+    Omit,
+    /// No `y=` line, and media uses this SSRC: the platform must learn it.
+    Hidden(u32),
+}
+
+/// How the media of a call travels (GB/T 28181-2016 Annex F).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaLink {
+    /// RTP/AVP datagrams to `dest`.
+    Udp,
+    /// TCP/RTP/AVP, the platform offered `setup:passive`: we connect to
+    /// `dest`.
+    TcpConnect,
+    /// TCP/RTP/AVP, the platform offered `setup:active`: it connects to our
+    /// `tcp_media_port` from `dest`.
+    TcpAccept,
 }
 
 impl DeviceConfig {
@@ -113,6 +145,8 @@ impl DeviceConfig {
             answer_invites: true,
             user_agent: concat!("camgate-sim/", env!("CARGO_PKG_VERSION")).into(),
             firmware: env!("CARGO_PKG_VERSION").into(),
+            tcp_media_port: None,
+            answer_ssrc: AnswerSsrc::Offered,
         }
     }
 }
@@ -171,6 +205,7 @@ pub enum DeviceEvent {
         call_id: String,
         dest: SocketAddr,
         ssrc: u32,
+        link: MediaLink,
     },
     StopMedia {
         call_id: String,
@@ -1250,17 +1285,32 @@ impl GbDevice {
             self.reply(now, from, msg, Reply::new(486, "Busy Here"));
             return Ok(());
         }
-        let offer = match SdpOffer::parse(&msg.body_text()) {
+        let offer = match SdpOffer::parse(&msg.body_text()).and_then(|o| {
+            if o.tcp_setup.is_some() && self.cfg.tcp_media_port.is_none() {
+                Err("TCP media is not enabled on this device".to_owned())
+            } else {
+                Ok(o)
+            }
+        }) {
             Ok(offer) => offer,
             Err(reason) => {
                 self.reply(now, from, msg, Reply::new(488, "Not Acceptable Here"));
                 return Err(DeviceError::BadOffer { call_id, reason });
             }
         };
-        let ssrc = offer
+        let mut ssrc = offer
             .ssrc
             .unwrap_or_else(|| (self.rng.next() % 1_000_000_000) as u32);
-        let sdp = Bytes::from(self.sdp_answer(&offer, ssrc, &target));
+        if let AnswerSsrc::Own(own) | AnswerSsrc::Hidden(own) = self.cfg.answer_ssrc {
+            ssrc = own;
+        }
+        let link = match offer.tcp_setup.as_deref() {
+            None => MediaLink::Udp,
+            // RFC 4145: the platform's `active` makes us passive.
+            Some("active") => MediaLink::TcpAccept,
+            Some(_) => MediaLink::TcpConnect,
+        };
+        let sdp = Bytes::from(self.sdp_answer(&offer, ssrc, &target, link));
         let to_tag = self.rng.token();
         let contact = format!("Contact: <sip:{target}@{}>", self.cfg.local_addr);
 
@@ -1323,6 +1373,7 @@ impl GbDevice {
             call_id,
             dest: SocketAddr::new(offer.ip, offer.port),
             ssrc,
+            link,
         });
         Ok(())
     }
@@ -1358,23 +1409,37 @@ impl GbDevice {
         Ok(())
     }
 
-    fn sdp_answer(&self, offer: &SdpOffer, ssrc: u32, owner: &str) -> Vec<u8> {
+    fn sdp_answer(&self, offer: &SdpOffer, ssrc: u32, owner: &str, link: MediaLink) -> Vec<u8> {
         let ip = self.cfg.media_addr.ip();
         let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
+        let (port, proto, tcp_lines) = match link {
+            MediaLink::Udp => (self.cfg.media_addr.port(), "RTP/AVP", ""),
+            MediaLink::TcpAccept => (
+                self.cfg.tcp_media_port.unwrap_or(9),
+                "TCP/RTP/AVP",
+                "a=setup:passive\r\na=connection:new\r\n",
+            ),
+            // RFC 4145 §4.1: the active side's port is irrelevant (9).
+            MediaLink::TcpConnect => (9, "TCP/RTP/AVP", "a=setup:active\r\na=connection:new\r\n"),
+        };
+        let y = match self.cfg.answer_ssrc {
+            AnswerSsrc::Omit | AnswerSsrc::Hidden(_) => String::new(),
+            _ => format!("y={ssrc:010}\r\n"),
+        };
         format!(
             "v=0\r\n\
              o={owner} 0 0 IN {family} {ip}\r\n\
              s={s}\r\n\
              c=IN {family} {ip}\r\n\
              t={t}\r\n\
-             m=video {port} RTP/AVP 96\r\n\
+             m=video {port} {proto} 96\r\n\
              a=sendonly\r\n\
              a=rtpmap:96 PS/90000\r\n\
-             y={ssrc:010}\r\n\
+             {tcp_lines}\
+             {y}\
              f=\r\n",
             s = offer.session_name,
             t = offer.timing,
-            port = self.cfg.media_addr.port(),
         )
         .into_bytes()
     }
@@ -1753,6 +1818,9 @@ pub struct SdpOffer {
     pub timing: String,
     /// `a=downloadspeed:N` of a Download offer.
     pub download_speed: Option<u32>,
+    /// For `TCP/RTP/AVP`: the platform's `a=setup:` role (`active`,
+    /// `passive`; `passive` when absent, the GB default).
+    pub tcp_setup: Option<String>,
 }
 
 impl SdpOffer {
@@ -1766,6 +1834,7 @@ impl SdpOffer {
         let mut session_name = "Play".to_owned();
         let mut timing = "0 0".to_owned();
         let mut download_speed = None;
+        let mut tcp_setup = None;
         for line in sdp.lines().take(256) {
             let line = line.trim_end();
             let Some((kind, value)) = line.split_once('=') else {
@@ -1779,8 +1848,11 @@ impl SdpOffer {
                     if in_video {
                         let p = f.next().unwrap_or_default();
                         let proto = f.next().unwrap_or_default();
-                        if proto.to_ascii_uppercase().contains("TCP") {
-                            return Err(format!("transport {proto} (only RTP/AVP over UDP)"));
+                        let proto = proto.to_ascii_uppercase();
+                        if proto == "TCP/RTP/AVP" || proto == "RTP/AVP/TCP" {
+                            tcp_setup = Some("passive".to_owned());
+                        } else if proto != "RTP/AVP" {
+                            return Err(format!("transport {proto} (RTP/AVP or TCP/RTP/AVP)"));
                         }
                         let p: u16 = p
                             .split('/')
@@ -1801,6 +1873,18 @@ impl SdpOffer {
                         media_c = Some(ip);
                     } else if port.is_none() {
                         session_c = Some(ip);
+                    }
+                }
+                "a" if in_video && tcp_setup.is_some() => {
+                    if let Some(v) = value.trim().strip_prefix("downloadspeed:") {
+                        download_speed = v.trim().parse::<u32>().ok().filter(|v| *v > 0);
+                    }
+                    if let Some(role) = value.trim().strip_prefix("setup:") {
+                        let role = role.trim().to_ascii_lowercase();
+                        if role != "active" && role != "passive" {
+                            return Err(format!("a=setup:{role} (active or passive)"));
+                        }
+                        tcp_setup = Some(role);
                     }
                 }
                 "y" => {
@@ -1847,6 +1931,7 @@ impl SdpOffer {
             session_name,
             timing,
             download_speed,
+            tcp_setup,
         })
     }
 }

@@ -15,19 +15,17 @@
 //! npt=N-` jumps to N seconds from the start of the range (always a
 //! keyframe: the clip has one every second).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::clip::{Clip, DEMO_FPS};
-use super::gb_camera::SimStats;
+use super::gb_camera::{MediaSink, SimStats};
 use super::ps_mux::PsMuxer;
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
 use crate::gb28181::mansrtsp::PlaybackCommand;
@@ -118,9 +116,8 @@ impl Cursor {
 /// Stream the range; returns true when it played to its end (the device
 /// then sends MediaStatus 121), false when stopped.
 #[allow(clippy::too_many_arguments)]
-pub async fn stream_history(
-    socket: Arc<UdpSocket>,
-    dest: SocketAddr,
+pub(crate) async fn stream_history(
+    mut sink: MediaSink,
     ssrc: u32,
     clip: Arc<Clip>,
     req: HistoryRequest,
@@ -141,6 +138,7 @@ pub async fn stream_history(
     let muxer = PsMuxer::new();
     let mut rtp = RtpPacketizer::new(ssrc, PAYLOAD_TYPE_PS, rand::random());
     let mut ps = BytesMut::with_capacity(64 * 1024);
+    let mut framed = Vec::new();
     let mut next = Instant::now();
     let mut sent_keyframe = false;
     let finished = loop {
@@ -189,7 +187,7 @@ pub async fn stream_history(
         let pts = cursor.pts();
         muxer.write_video(&unit.nals, pts, unit.keyframe, &mut ps);
         for pkt in rtp.packetize(&ps, pts as u32) {
-            if let Ok(n) = socket.send_to(&pkt, dest).await {
+            if let Ok(n) = sink.send(&pkt, &mut framed).await {
                 stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
                 stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
             }

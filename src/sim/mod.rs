@@ -17,6 +17,9 @@
 //! ```
 
 pub mod clip;
+pub mod ctel_camera;
+pub mod ctel_rtsp;
+pub mod g711;
 pub mod gb_camera;
 pub mod gb_device;
 pub mod gb_device_extra;

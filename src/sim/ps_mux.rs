@@ -29,6 +29,8 @@ pub const STREAM_ID_AUDIO: u8 = 0xC0;
 pub const STREAM_TYPE_H264: u8 = 0x1B;
 /// stream_type GB/T 28181-2016 Annex C assigns to G.711 A-law.
 pub const STREAM_TYPE_G711A: u8 = 0x90;
+/// stream_type of H.265 video (ISO/IEC 13818-1 Table 2-34).
+pub const STREAM_TYPE_H265: u8 = 0x24;
 /// Largest PES payload written; keeps PES_packet_length (16 bits) in range
 /// with room for the header, and matches what common cameras emit.
 pub const MAX_PES_PAYLOAD: usize = 65_400;
@@ -45,6 +47,7 @@ const DEFAULT_MUX_RATE: u32 = 2_000_000 / 8 / 50;
 pub struct PsMuxer {
     mux_rate: u32,
     audio: bool,
+    video_type: u8,
 }
 
 impl Default for PsMuxer {
@@ -59,6 +62,7 @@ impl PsMuxer {
         Self {
             mux_rate: DEFAULT_MUX_RATE,
             audio: false,
+            video_type: STREAM_TYPE_H264,
         }
     }
 
@@ -66,6 +70,12 @@ impl PsMuxer {
     /// [`PsMuxer::write_audio`] frames are identifiable.
     pub fn with_audio(mut self) -> Self {
         self.audio = true;
+        self
+    }
+
+    /// Announce the video as H.265 (stream_type 0x24) instead of H.264.
+    pub fn with_h265(mut self) -> Self {
+        self.video_type = STREAM_TYPE_H265;
         self
     }
 
@@ -169,14 +179,11 @@ impl PsMuxer {
 
     /// Program stream map, §2.5.4.1, closed by its CRC_32 (Annex A).
     fn write_psm(&self, out: &mut BytesMut) {
-        let entries: &[(u8, u8)] = if self.audio {
-            &[
-                (STREAM_TYPE_H264, STREAM_ID_VIDEO),
-                (STREAM_TYPE_G711A, STREAM_ID_AUDIO),
-            ]
-        } else {
-            &[(STREAM_TYPE_H264, STREAM_ID_VIDEO)]
-        };
+        let all = [
+            (self.video_type, STREAM_ID_VIDEO),
+            (STREAM_TYPE_G711A, STREAM_ID_AUDIO),
+        ];
+        let entries: &[(u8, u8)] = if self.audio { &all } else { &all[..1] };
         let es_map_length = 4 * entries.len() as u16;
         let start = out.len();
         out.put_slice(&[0, 0, 1, 0xBC]);

@@ -52,11 +52,13 @@ pub struct Ports {
     pub spare: u16,
     pub rtp_min: u16,
     pub rtp_max: u16,
+    /// `media.shared_rtp_port` (RTCP on the next port).
+    pub shared_rtp: u16,
 }
 
 impl Ports {
     pub fn new() -> Self {
-        let b = port_block(24);
+        let b = port_block(26);
         Self {
             sip: b,
             rtsp: b + 1,
@@ -64,6 +66,7 @@ impl Ports {
             spare: b + 3,
             rtp_min: b + 4,
             rtp_max: b + 23,
+            shared_rtp: b + 24,
         }
     }
 }
@@ -76,6 +79,10 @@ pub struct Options {
     pub extra_yaml: String,
     /// YAML lines added to the `rtsp:` section (indented two spaces).
     pub rtsp_extra: String,
+    /// `media.transport`.
+    pub transport: &'static str,
+    /// `media.ssrc_policy`.
+    pub ssrc_policy: &'static str,
 }
 
 impl Default for Options {
@@ -86,6 +93,8 @@ impl Default for Options {
             password: "12345678",
             extra_yaml: String::new(),
             rtsp_extra: String::new(),
+            transport: "udp",
+            ssrc_policy: "learn",
         }
     }
 }
@@ -102,6 +111,9 @@ media:
   rtp_port_min: {rtp_min}
   rtp_port_max: {rtp_max}
   rtp_timeout: 5
+  transport: {transport}
+  shared_rtp_port: {shared}
+  ssrc_policy: {ssrc_policy}
 streams:
   idle_timeout: {idle}
 rtsp:
@@ -119,6 +131,9 @@ http:
         rtsp = ports.rtsp,
         http = ports.http,
         rtsp_extra = opts.rtsp_extra,
+        transport = opts.transport,
+        shared = ports.shared_rtp,
+        ssrc_policy = opts.ssrc_policy,
     );
     let yaml = yaml + &opts.extra_yaml;
     let path = dir.join("camgate.yaml");
@@ -543,4 +558,68 @@ pub fn sipp_register_device(
         ]),
         Duration::from_secs(20),
     )
+}
+
+/// A block of `size` free loopback ports (TCP and UDP) for a test's extra
+/// peers.
+pub fn free_ports(size: u16) -> u16 {
+    port_block(size)
+}
+
+/// Minimal HTTP/1.1 request with an optional body; returns status and body.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+impl Rig {
+    /// Start the gateway with `extra_yaml` appended to the generated config.
+    pub fn start_with_yaml(opts: Options, extra_yaml: &str) -> Self {
+        let dir = tempdir::Dir::new();
+        let ports = Ports::new();
+        let config = write_config(dir.path(), &ports, &opts);
+        let mut text = std::fs::read_to_string(&config).expect("config");
+        text.push_str(extra_yaml);
+        std::fs::write(&config, text).expect("config");
+        let gateway = Proc::spawn(
+            &["--config", config.to_str().unwrap()],
+            dir.path().join("gateway.log"),
+        );
+        let rig = Self {
+            dir,
+            ports,
+            config,
+            gateway,
+            cameras: Vec::new(),
+        };
+        rig.wait_http();
+        rig
+    }
+
+    /// Start another `camgate` subcommand (e.g. `sim-ctel`) as a camera
+    /// process; `--config` of this rig is appended.
+    pub fn add_process(&mut self, name: &str, args: &[&str]) {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&["--config", self.config.to_str().unwrap()]);
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.cameras.push(Proc::spawn(&all, log));
+    }
 }

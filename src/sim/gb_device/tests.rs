@@ -675,6 +675,7 @@ fn invite_is_answered_with_gb28181_sdp() {
                 call_id: "call-1".into(),
                 dest: "127.0.0.1:30000".parse().unwrap(),
                 ssrc: 100_000_001,
+                link: MediaLink::Udp,
             },
         ]
     );

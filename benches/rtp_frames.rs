@@ -1,0 +1,102 @@
+//! RTP → frames on the Hikvision capture, with a counting global
+//! allocator: heap allocations per RTP packet and bytes copied per
+//! payload byte in steady state.
+//!
+//! Targets (issue 3): **zero** allocations per RTP packet in steady state;
+//! bytes copied ÷ payload bytes **≤ 0.05**. Both are printed, and the copy
+//! ratio is asserted. The allocation figure counts everything the
+//! receiver does for a packet, frames handed out included.
+//!
+//! Without the capture (`CAMGATE_TESTDATA`), the bench says so and returns.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use camgate::media::jitter::{JitterBuffer, JitterConfig};
+use camgate::media::probe::split_raw_rtp;
+use camgate::media::ps::PsEvent;
+use camgate::media::rtp::RtpPacket;
+use camgate::media::rtp_ps::RtpPsReceiver;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Run the receive path (reorder buffer + RTP/PS receiver) over `packets`,
+/// counting allocations over the second half only (the first warms up
+/// buffers). Returns (allocations, packets counted, copied, payload).
+fn run(packets: &[Bytes]) -> (u64, u64, u64, u64) {
+    let mut jitter = JitterBuffer::new(JitterConfig::default());
+    let mut rx = RtpPsReceiver::new();
+    let mut ordered = Vec::with_capacity(128);
+    let mut events: Vec<PsEvent> = Vec::with_capacity(64);
+    let half = packets.len() / 2;
+    let t0 = Instant::now();
+    let mut allocs_at_half = 0;
+    for (i, p) in packets.iter().enumerate() {
+        if i == half {
+            allocs_at_half = ALLOCS.load(Ordering::Relaxed);
+        }
+        let now = t0 + Duration::from_micros(i as u64 * 100);
+        let Ok(pkt) = RtpPacket::parse(p.clone()) else {
+            continue;
+        };
+        jitter.push(pkt, now, &mut ordered);
+        for pkt in ordered.drain(..) {
+            rx.push(pkt, &mut events);
+        }
+        // Frames go to the hub in the gateway; here they are dropped.
+        events.clear();
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed) - allocs_at_half;
+    (
+        allocs,
+        (packets.len() - half) as u64,
+        rx.bytes_copied(),
+        rx.demux_stats().payload_bytes,
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let Some(path) = camgate::testdata::file("hik_h264_704x576.rtp") else {
+        eprintln!("rtp_frames bench: capture not found, nothing to measure");
+        return;
+    };
+    let data = Bytes::from(std::fs::read(path).expect("read capture"));
+    let packets = split_raw_rtp(&data);
+    let (allocs, counted, copied, payload) = run(&packets);
+    let ratio = copied as f64 / payload as f64;
+    eprintln!(
+        "steady state: {allocs} allocations over {counted} packets = {:.3} per packet; \
+         bytes copied {copied} / payload {payload} = {ratio:.5}",
+        allocs as f64 / counted as f64
+    );
+    assert!(ratio <= 0.05, "copy ratio {ratio}");
+    let mut g = c.benchmark_group("rtp_frames");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("hik_rtp_to_frames", |b| b.iter(|| run(&packets)));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
