@@ -8,7 +8,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let (a, b) = text.split_at(text.len() / 2);
+    let mid = text
+        .char_indices()
+        .nth(text.chars().count() / 2)
+        .map_or(text.len(), |(i, _)| i);
+    let (a, b) = text.split_at(mid);
     let _ = record_list_body("1", "c", Some(a), Some(b));
     let mut nums = data.chunks(8).map(|c| {
         let mut b = [0u8; 8];
