@@ -183,6 +183,13 @@ pub struct GbConfig {
     /// GB/T 28181-2022 registration redirect: device id → `ip:port` of the
     /// platform it should register to instead (answered with 302).
     pub redirect: std::collections::BTreeMap<String, SocketAddr>,
+    /// Where download jobs write their files (created on first use).
+    pub download_dir: std::path::PathBuf,
+    /// Download jobs running at once at most.
+    pub max_downloads: usize,
+    /// SUBSCRIBE to each device's catalog changes (Event: Catalog) after
+    /// it registers.
+    pub subscribe_catalog: bool,
 }
 
 impl Default for GbConfig {
@@ -195,6 +202,9 @@ impl Default for GbConfig {
             webhook: String::new(),
             subscribe_alarms: true,
             redirect: Default::default(),
+            download_dir: "downloads".into(),
+            max_downloads: 4,
+            subscribe_catalog: false,
         }
     }
 }

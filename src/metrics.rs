@@ -56,6 +56,12 @@ pub struct Metrics {
     pub gb_queries: Family<Label, Counter>,
     pub gb_controls: Family<Label, Counter>,
     pub gb_playback_commands: Family<Label, Counter>,
+    pub gb_downloads: Family<Label, Counter>,
+    pub gb_talk_sessions: Family<Label, Counter>,
+    pub gb_talk_packets_sent: Counter,
+    pub gb_snapshot_requests: Family<Label, Counter>,
+    pub gb_snapshot_images: Family<Label, Counter>,
+    pub gb_catalog_notifies: Family<Label, Counter>,
     pub ready: Gauge,
     pub build_info: Family<Label, Gauge>,
     pub config_reloads: Family<Label, Counter>,
@@ -173,7 +179,7 @@ fn build() -> Metrics {
         ),
         stream_stops: reg!(
             "camgate_stream_stops",
-            "Sources stopped, by reason (idle, failed, shutdown)",
+            "Sources stopped, by reason (idle, failed, shutdown, finished)",
             Family::default()
         ),
         viewers: reg!(
@@ -284,6 +290,36 @@ fn build() -> Metrics {
         gb_playback_commands: reg!(
             "camgate_gb_playback_commands",
             "MANSRTSP playback control INFOs, by outcome",
+            Family::default()
+        ),
+        gb_downloads: reg!(
+            "camgate_gb_downloads",
+            "Recording download jobs, by outcome (started, done, failed, cancelled)",
+            Family::default()
+        ),
+        gb_talk_sessions: reg!(
+            "camgate_gb_talk_sessions",
+            "Voice broadcast sessions, by outcome",
+            Family::default()
+        ),
+        gb_talk_packets_sent: reg!(
+            "camgate_gb_talk_packets_sent",
+            "PCMA RTP packets sent to devices' speakers",
+            Counter::default()
+        ),
+        gb_snapshot_requests: reg!(
+            "camgate_gb_snapshot_requests",
+            "Snapshot (SnapShotConfig) requests, by outcome",
+            Family::default()
+        ),
+        gb_snapshot_images: reg!(
+            "camgate_gb_snapshot_images",
+            "Snapshot images uploaded by devices, by outcome (stored or the refusal kind)",
+            Family::default()
+        ),
+        gb_catalog_notifies: reg!(
+            "camgate_gb_catalog_notifies",
+            "Catalog NOTIFY items applied, by event (ON, OFF, ADD, DEL, UPDATE, other)",
             Family::default()
         ),
         ready: reg!(
@@ -589,7 +625,11 @@ fn zero_known_series(m: &Metrics) {
         "outcome",
         &["ok", "rejected", "timeout", "error"],
     );
-    zero(&m.stream_stops, "reason", &["idle", "failed", "shutdown"]);
+    zero(
+        &m.stream_stops,
+        "reason",
+        &["idle", "failed", "shutdown", "finished"],
+    );
     zero(
         &m.rtp_errors,
         "kind",
@@ -640,6 +680,35 @@ fn zero_known_series(m: &Metrics) {
     zero(&m.gb_queries, "outcome", QUERY_OUTCOMES);
     zero(&m.gb_controls, "outcome", QUERY_OUTCOMES);
     zero(&m.gb_playback_commands, "outcome", QUERY_OUTCOMES);
+    zero(
+        &m.gb_downloads,
+        "outcome",
+        &["started", "done", "failed", "cancelled"],
+    );
+    zero(
+        &m.gb_talk_sessions,
+        "outcome",
+        &[
+            "ok",
+            "busy",
+            "notify",
+            "no_callback",
+            "bad_offer",
+            "failed",
+            "unexpected_invite",
+        ],
+    );
+    zero(&m.gb_snapshot_requests, "outcome", QUERY_OUTCOMES);
+    zero(
+        &m.gb_snapshot_images,
+        "outcome",
+        &["stored", "unknown_session", "full", "too_large", "not_jpeg"],
+    );
+    zero(
+        &m.gb_catalog_notifies,
+        "event",
+        &["ON", "OFF", "ADD", "DEL", "UPDATE", "other"],
+    );
     zero(&m.rtsp_sessions_by_transport, "transport", &["tcp", "udp"]);
     zero(&m.rtsp_client_rtcp, "type", &["report", "bye"]);
     zero(

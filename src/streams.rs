@@ -42,6 +42,22 @@ impl StreamKey {
         Some(Self(trimmed.to_owned()))
     }
 
+    /// From a request path and its query: `?start=…&end=…` (ISO 8601
+    /// times, the recorded-media convention of every scheme) names the
+    /// recording `{path}/playback/{start}-{end}` in Unix seconds, so
+    /// viewers of one range share one source and never a live one.
+    pub fn from_path_and_query(path: &str, query: Option<&str>) -> Option<Self> {
+        match query.and_then(crate::gb28181::playback::parse_range) {
+            Some(r) => Self::from_path(&format!(
+                "{}/playback/{}-{}",
+                path.trim_end_matches('/'),
+                r.start,
+                r.end
+            )),
+            None => Self::from_path(path),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -128,6 +144,11 @@ pub struct SourceHandle {
     pub cancel: CancellationToken,
     pub task: JoinHandle<String>,
 }
+
+/// What a source task returns when its media ended by design (a recording
+/// played to its end): the stream ends for its viewers and is not
+/// restarted, unlike any other return, which means the source died.
+pub const SOURCE_FINISHED: &str = "end of stream";
 
 pub type StartFuture<'a> =
     Pin<Box<dyn Future<Output = Result<SourceHandle, StartError>> + Send + 'a>>;
@@ -486,6 +507,16 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
         let stop = watch_viewers(&inner, &entry, &mut handle.task, &cfg).await;
         metrics::get().streams_active.dec();
         match stop {
+            Stop::Died(reason) if reason == SOURCE_FINISHED => {
+                metrics::get()
+                    .stream_stops
+                    .get_or_create(&label("reason", "finished"))
+                    .inc();
+                info!("source finished");
+                inner.remove(&entry);
+                entry.hub.close();
+                return;
+            }
             Stop::Died(reason) => {
                 metrics::get()
                     .stream_stops
@@ -660,5 +691,13 @@ mod tests {
         assert!(StreamKey::from_path("/gb//b").is_none());
         assert!(StreamKey::from_path("/gb/../b").is_none());
         assert!(StreamKey::from_path("/").is_none());
+        let k = StreamKey::from_path_and_query(
+            "/gb/a/b",
+            Some("start=2024-05-01T08:00:00&end=2024-05-01T08:10:00"),
+        )
+        .unwrap();
+        assert_eq!(k.as_str(), "gb/a/b/playback/1714550400-1714551000");
+        let live = StreamKey::from_path_and_query("/gb/a/b", Some("token=x")).unwrap();
+        assert_eq!(live.as_str(), "gb/a/b");
     }
 }

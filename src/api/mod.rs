@@ -24,7 +24,11 @@ mod devices;
 mod events;
 mod foscam;
 mod gb_control;
+mod gb_downloads;
 mod gb_queries;
+mod gb_snapshots;
+mod gb_talk;
+mod openapi;
 mod streams;
 mod tokens;
 mod whep;
@@ -53,6 +57,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(gb_control::routes())
         .merge(gb_queries::routes())
         .merge(events::routes())
+        .merge(gb_downloads::routes())
+        .merge(gb_snapshots::routes())
+        .merge(gb_talk::routes())
+        .merge(openapi::routes())
         .merge(tokens::routes())
         .merge(ctel::routes())
         .merge(foscam::routes())

@@ -4,8 +4,10 @@
 //! answer, and pump RTP/PS into the stream's hub until the viewers go (we
 //! send BYE) or the device goes (its BYE, or silence).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket};
@@ -13,7 +15,12 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use bytes::Bytes;
+
+use super::history::{HistoryKind, history_offer};
 use super::platform::GbPlatform;
+use super::playback::{GbPlayback, PlaybackRange, range_of_key_segment};
+use super::reports::Report;
 use super::sdp::{GbSdp, Setup, Transport};
 use super::ssrc::{Ssrc, SsrcKind};
 use crate::ingest::packets::PacketSource;
@@ -28,7 +35,7 @@ use crate::media::rtcp_rr::{ReceiverReporter, ReceptionCounts};
 use crate::media::rtp::{RtpPacket, is_rtcp, peek_ssrc};
 use crate::media::rtp_ps::RtpPsReceiver;
 use crate::metrics::{self, label};
-use crate::sip::invite::{Call, InviteError, InviteRequest, invite};
+use crate::sip::invite::{Call, CallControl, InviteError, InviteRequest, invite};
 use crate::streams::{
     SourceHandle, SourceOptions, SourceProvider, StartError, StartFuture, StreamKey,
 };
@@ -36,11 +43,15 @@ use crate::streams::{
 /// RFC 3550 §6.2: the minimum RTCP interval.
 const RR_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The `gb` scheme's source provider.
+/// The `gb` scheme's source provider: live `gb/{device}/{channel}` and
+/// playback `gb/{device}/{channel}/playback/{start}-{end}` (see
+/// [`super::playback::playback_key`]).
 pub struct GbSources {
     platform: Arc<GbPlatform>,
     /// Bound on first use, so a gateway that never uses it holds no port.
     shared: OnceCell<Arc<SharedUdpPort>>,
+    /// Trick-play control of each running playback, by stream key.
+    playbacks: Arc<std::sync::Mutex<HashMap<StreamKey, Arc<GbPlayback>>>>,
 }
 
 impl GbSources {
@@ -48,7 +59,13 @@ impl GbSources {
         Self {
             platform,
             shared: OnceCell::new(),
+            playbacks: Arc::default(),
         }
+    }
+
+    /// Pause/resume/scale/seek of a running playback stream.
+    pub fn playback_control(&self, key: &StreamKey) -> Option<Arc<GbPlayback>> {
+        super::platform::lock(&self.playbacks).get(key).cloned()
     }
 
     async fn shared_port(&self) -> Result<Arc<SharedUdpPort>, StartError> {
@@ -69,8 +86,13 @@ impl GbSources {
 }
 
 impl SourceProvider for GbSources {
+    fn playback(&self, key: &StreamKey) -> Option<Arc<dyn crate::streams::PlaybackControl>> {
+        self.playback_control(key)
+            .map(|c| c as Arc<dyn crate::streams::PlaybackControl>)
+    }
+
     fn start<'a>(&'a self, key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a> {
-        Box::pin(start_live(self, key, hub, None))
+        Box::pin(self.start_key(key, hub, None))
     }
 
     /// `?transport=udp|udp_shared|tcp_passive|tcp_active` overrides
@@ -87,8 +109,159 @@ impl SourceProvider for GbSources {
                 Some(Ok(t)) => Some(t),
                 Some(Err(e)) => return Err(StartError::NotFound(format!("{key}: {e}"))),
             };
-            start_live(self, key, hub, transport).await
+            self.start_key(key, hub, transport).await
         })
+    }
+}
+
+impl GbSources {
+    async fn start_key(
+        &self,
+        key: &StreamKey,
+        hub: Arc<Hub>,
+        transport: Option<MediaTransport>,
+    ) -> Result<SourceHandle, StartError> {
+        let segments: Vec<&str> = key.segments().collect();
+        match segments.as_slice() {
+            [device, channel] => {
+                let platform = self.platform.clone();
+                start_session(&platform, Some(self), device, channel, hub, transport, None)
+                    .await
+                    .map(|(handle, _)| handle)
+            }
+            [device, channel, "playback", range] => {
+                let range = range_of_key_segment(range).ok_or_else(|| {
+                    StartError::NotFound(format!("{key}: the range must be {{start}}-{{end}}"))
+                })?;
+                self.start_playback(key, device, channel, range, hub, transport)
+                    .await
+            }
+            _ => Err(StartError::NotFound(format!(
+                "{key}: expected gb/{{device}}/{{channel}}[/playback/{{start}}-{{end}}]"
+            ))),
+        }
+    }
+
+    async fn start_playback(
+        &self,
+        key: &StreamKey,
+        device: &str,
+        channel: &str,
+        range: PlaybackRange,
+        hub: Arc<Hub>,
+        transport: Option<MediaTransport>,
+    ) -> Result<SourceHandle, StartError> {
+        let history = HistoryParams::new(
+            &self.platform,
+            device,
+            channel,
+            range,
+            HistoryKind::Playback,
+            None,
+        );
+        let paused = history.paused.clone();
+        let platform = self.platform.clone();
+        let (source, call) = start_session(
+            &platform,
+            Some(self),
+            device,
+            channel,
+            hub,
+            transport,
+            Some(history),
+        )
+        .await?;
+        let control = Arc::new(GbPlayback::new(call, paused));
+        super::platform::lock(&self.playbacks).insert(key.clone(), control.clone());
+        // The control goes with the session: forget it when the task ends.
+        let playbacks = self.playbacks.clone();
+        let key = key.clone();
+        let mut inner = source.task;
+        let task = tokio::spawn(async move {
+            let reason = (&mut inner)
+                .await
+                .unwrap_or_else(|e| format!("playback task failed: {e}"));
+            let mut table = super::platform::lock(&playbacks);
+            if table.get(&key).is_some_and(|c| Arc::ptr_eq(c, &control)) {
+                table.remove(&key);
+            }
+            reason
+        });
+        Ok(SourceHandle {
+            cancel: source.cancel,
+            task,
+        })
+    }
+}
+
+/// What makes a session a recording (GB/T 28181-2016 §9.8, §9.9) rather
+/// than live video.
+pub(crate) struct HistoryParams {
+    pub(crate) range: PlaybackRange,
+    pub(crate) kind: HistoryKind,
+    /// Downloads: every RTP payload (the PS byte stream), in order. The
+    /// writer is a file, faster than any device's download speed.
+    pub(crate) ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    pub(crate) end_of_file: EndOfFile,
+    /// Set while a viewer has the playback paused: no RTP is expected.
+    pub(crate) paused: Arc<AtomicBool>,
+}
+
+impl HistoryParams {
+    /// Subscribes to the device's reports now, before the INVITE: a short
+    /// recording may end at once.
+    pub(crate) fn new(
+        platform: &GbPlatform,
+        device: &str,
+        channel: &str,
+        range: PlaybackRange,
+        kind: HistoryKind,
+        ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    ) -> Self {
+        Self {
+            range,
+            kind,
+            ps_sink,
+            end_of_file: EndOfFile {
+                device: device.to_owned(),
+                channel: channel.to_owned(),
+                reports: platform.report_tx.subscribe(),
+            },
+            paused: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Which device report ends a recorded session: `MediaStatus` 121 from
+/// the channel (GB/T 28181-2016 A.2.5 MediaStatus). Devices name only the
+/// channel, so two recordings of one channel at once both end on it.
+pub(crate) struct EndOfFile {
+    device: String,
+    channel: String,
+    reports: tokio::sync::broadcast::Receiver<(String, Report)>,
+}
+
+impl EndOfFile {
+    async fn wait(&mut self) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.reports.recv().await {
+                Ok((
+                    device,
+                    Report::MediaStatus {
+                        device_id,
+                        notify_type,
+                    },
+                )) if notify_type == "121"
+                    && device == self.device
+                    && (device_id == self.channel || device_id == self.device) =>
+                {
+                    return;
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
     }
 }
 
@@ -118,22 +291,25 @@ struct Answer {
     port: Option<u16>,
 }
 
-async fn start_live(
-    sources: &GbSources,
-    key: &StreamKey,
+/// INVITE `channel` of `device` for live video, or for a recording when
+/// `history` is given, and pump its media into `hub`. Returns the running
+/// session and its dialog (for playback control). Without `shared` (the
+/// provider owning the shared port) `udp_shared` falls back to `udp`.
+pub(crate) async fn start_session(
+    platform: &Arc<GbPlatform>,
+    shared: Option<&GbSources>,
+    device: &str,
+    channel: &str,
     hub: Arc<Hub>,
     transport: Option<MediaTransport>,
-) -> Result<SourceHandle, StartError> {
-    let platform = sources.platform.clone();
+    mut history: Option<HistoryParams>,
+) -> Result<(SourceHandle, CallControl), StartError> {
+    let platform = platform.clone();
     let config = platform.config();
-    let transport = transport.unwrap_or(config.media.transport);
-    let mut segments = key.segments();
-    let (Some(device), Some(channel), None) = (segments.next(), segments.next(), segments.next())
-    else {
-        return Err(StartError::NotFound(format!(
-            "{key}: expected gb/{{device}}/{{channel}}"
-        )));
-    };
+    let mut transport = transport.unwrap_or(config.media.transport);
+    if transport == MediaTransport::UdpShared && shared.is_none() {
+        transport = MediaTransport::Udp;
+    }
     let route = platform.route_for_channel(device, channel)?;
     let ingress = match transport {
         MediaTransport::Udp => Ingress::Udp(
@@ -143,7 +319,10 @@ async fn start_live(
                 .await
                 .map_err(|_| StartError::NoPort)?,
         ),
-        MediaTransport::UdpShared => Ingress::Shared(sources.shared_port().await?),
+        MediaTransport::UdpShared => match shared {
+            Some(sources) => Ingress::Shared(sources.shared_port().await?),
+            None => return Err(StartError::NoPort),
+        },
         MediaTransport::TcpPassive => Ingress::TcpPassive(
             platform
                 .ports
@@ -157,14 +336,24 @@ async fn start_live(
                 .map_err(|_| StartError::NoPort)?,
         ),
     };
-    let ssrc = platform.allocate_ssrc(SsrcKind::Live)?;
-    let ip = config.advertised_ip();
-    let mut offer = GbSdp::live_offer(
-        &config.sip.server_id,
-        &ip.to_string(),
-        ingress.port(),
-        ssrc.as_str(),
-    );
+    let ssrc = platform.allocate_ssrc(if history.is_some() {
+        SsrcKind::History
+    } else {
+        SsrcKind::Live
+    })?;
+    let ip = config.advertised_ip().to_string();
+    let mut offer = match &history {
+        Some(h) => history_offer(
+            &config.sip.server_id,
+            &ip,
+            ingress.port(),
+            ssrc.as_str(),
+            channel,
+            h.range,
+            h.kind,
+        ),
+        None => GbSdp::live_offer(&config.sip.server_id, &ip, ingress.port(), ssrc.as_str()),
+    };
     if transport.is_tcp()
         && let Some(m) = offer.media.first_mut()
     {
@@ -272,6 +461,7 @@ async fn start_live(
             }
         },
     };
+    let control = call.control();
     let cancel = CancellationToken::new();
     let session = MediaSession {
         platform: platform.clone(),
@@ -290,10 +480,17 @@ async fn start_live(
             max_delay: config.media.reorder_delay,
         },
         tcp_timeout: config.media.tcp_connect_timeout,
+        ps_sink: history.as_mut().and_then(|h| h.ps_sink.take()),
+        paused: history.as_ref().map(|h| h.paused.clone()),
     };
+    let end_of_file = history.map(|h| h.end_of_file);
     let span = tracing::Span::current();
-    let task = tokio::spawn(session.run(call, ingress, cancel.clone()).instrument(span));
-    Ok(SourceHandle { cancel, task })
+    let task = tokio::spawn(
+        session
+            .run(call, ingress, end_of_file, cancel.clone())
+            .instrument(span),
+    );
+    Ok((SourceHandle { cancel, task }, control))
 }
 
 /// The packet source, or the TCP connection still to be made.
@@ -316,15 +513,37 @@ struct MediaSession {
     rtp_timeout: Duration,
     jitter: JitterConfig,
     tcp_timeout: Duration,
+    /// Downloads: the PS byte stream goes here too.
+    ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    /// Set while a viewer has the playback paused.
+    paused: Option<Arc<AtomicBool>>,
 }
 
 impl MediaSession {
     /// Pump media until cancelled (then BYE) or the device ends the call.
-    async fn run(self, mut call: Call, prepared: Prepared, cancel: CancellationToken) -> String {
+    /// A recording also ends at the device's end-of-file notify (then we
+    /// BYE and return [`crate::streams::SOURCE_FINISHED`]).
+    async fn run(
+        self,
+        mut call: Call,
+        prepared: Prepared,
+        mut end_of_file: Option<EndOfFile>,
+        cancel: CancellationToken,
+    ) -> String {
+        let eof = async {
+            match end_of_file.as_mut() {
+                Some(e) => e.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         let reason = tokio::select! {
             _ = cancel.cancelled() => None,
             r = call.ended() => Some(r),
             r = self.connect_and_pump(prepared) => Some(r),
+            _ = eof => {
+                info!("device reported end of file");
+                Some(crate::streams::SOURCE_FINISHED.to_owned())
+            }
         };
         self.platform.release_ssrc(self.ssrc);
         match reason {
@@ -410,6 +629,15 @@ impl MediaSession {
                 }
             };
             let (data, from) = match received {
+                // A paused playback is silent by design.
+                Err(_)
+                    if self
+                        .paused
+                        .as_ref()
+                        .is_some_and(|p| p.load(Ordering::Relaxed)) =>
+                {
+                    continue;
+                }
                 Err(_) => return format!("no RTP for {:?}", self.rtp_timeout),
                 Ok(Err(e)) => {
                     return format!("media transport: {e} ({})", e.kind());
@@ -535,6 +763,11 @@ impl MediaSession {
     ) {
         let m = metrics::get();
         for packet in ordered.drain(..) {
+            if let Some(sink) = &self.ps_sink {
+                // The receiver (a download's file writer) outlives us; if
+                // it stopped, the job is over and the data has no reader.
+                let _ = sink.send(packet.payload.clone());
+            }
             receiver.push(packet, events);
         }
         counters.update(receiver, jitter.as_ref().map(JitterBuffer::stats), source);

@@ -680,7 +680,7 @@ fn to_message(root: &Element) -> Result<Message, ManscdpError> {
     }
 }
 
-fn catalog(root: &Element) -> Result<CatalogResponse, ManscdpError> {
+pub(crate) fn catalog(root: &Element) -> Result<CatalogResponse, ManscdpError> {
     let mut items = Vec::new();
     if let Some(list) = root.child("DeviceList") {
         for el in list

@@ -1,10 +1,13 @@
 //! GB/T 28181-2016: device registry, MANSCDP, SDP, and the on-demand INVITE.
 
 pub mod aggregate;
+pub mod catalog_notify;
 pub mod control;
+pub mod download;
 pub mod events;
 pub mod exchanges;
 pub mod gbtime;
+pub mod history;
 pub mod invite;
 pub mod manscdp;
 pub mod mansrtsp;
@@ -16,5 +19,7 @@ pub mod registrar;
 pub mod registry;
 pub mod reports;
 pub mod sdp;
+pub mod snapshot;
 pub mod ssrc;
+pub mod talk;
 pub mod webhook;

@@ -240,6 +240,30 @@ impl GbPlatform {
         r
     }
 
+    /// §9.7.1: SUBSCRIBE (`Event: Catalog`) so the device NOTIFYs channel
+    /// changes (ON/OFF/ADD/DEL/UPDATE).
+    pub async fn subscribe_catalog(&self, device: &str) -> Result<(), QueryError> {
+        let sn = self.next_sn();
+        let xml = super::catalog_notify::subscribe_body(sn, device);
+        let r = self
+            .send_to_device(
+                device,
+                Method::Subscribe,
+                "Application/MANSCDP+xml",
+                &xml,
+                &[
+                    ("Event", "Catalog".to_owned()),
+                    ("Expires", ALARM_SUBSCRIPTION_SECS.to_string()),
+                ],
+            )
+            .await;
+        match &r {
+            Ok(()) => info!(%device, "catalog subscription accepted"),
+            Err(e) => warn!(%device, "catalog subscription failed: {e}"),
+        }
+        r
+    }
+
     /// Forget a device (API `DELETE`); it comes back when it registers.
     pub fn remove_device(&self, device: &str) -> bool {
         self.forget_device(device)

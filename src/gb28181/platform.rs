@@ -61,6 +61,18 @@ pub struct GbPlatform {
     /// (end of recording, snapshot uploads): playback and snapshot jobs.
     pub(crate) report_tx: tokio::sync::broadcast::Sender<(String, Report)>,
     last_catalog_refresh: Mutex<Option<Instant>>,
+    pub(crate) downloads: super::download::DownloadJobs,
+    pub(crate) snapshots: Mutex<super::snapshot::SnapshotStore>,
+    pub(crate) talks: super::talk::TalkSessions,
+}
+
+fn has_to_tag(tx: &Transaction) -> bool {
+    use rsipstack::sip::HeadersExt as _;
+    tx.original
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .is_some()
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,6 +110,9 @@ impl GbPlatform {
             event_tx: tokio::sync::broadcast::channel(256).0,
             report_tx: tokio::sync::broadcast::channel(64).0,
             last_catalog_refresh: Mutex::new(None),
+            downloads: Default::default(),
+            snapshots: Default::default(),
+            talks: Default::default(),
             live,
             sip,
             ports,
@@ -181,15 +196,33 @@ impl GbPlatform {
             match method {
                 Method::Register => self.on_register(&mut tx, &facts).await,
                 Method::Message => self.on_message(&mut tx, &facts).await,
+                Method::Notify
+                    if !has_to_tag(&tx) || self.sip.dialogs.match_dialog(&tx).is_none() =>
+                {
+                    self.on_notify(&mut tx, &facts).await
+                }
                 Method::Options => {
                     let _ = tx.reply(StatusCode::OK).await;
                 }
-                Method::Ack => {}
+                // A 2xx ACK belongs to a dialog we answered (talk callback).
+                Method::Ack => self.ack(tx).await,
+                // An INVITE outside a dialog is a device calling back for
+                // voice broadcast (§9.12).
+                Method::Invite if !has_to_tag(&tx) => self.on_talk_invite(tx, &facts).await,
                 _ => self.in_dialog(tx).await,
             }
         }
         .instrument(span)
         .await
+    }
+
+    async fn ack(&self, mut tx: Transaction) {
+        if let Some(rsipstack::dialog::dialog::Dialog::Invite(mut dialog)) =
+            self.sip.dialogs.match_dialog(&tx)
+            && let Err(e) = dialog.handle(&mut tx).await
+        {
+            debug!("ACK not taken: {e}");
+        }
     }
 
     /// Requests inside an INVITE dialog we started (a device's BYE).
@@ -365,6 +398,10 @@ impl GbPlatform {
                 ),
                 Err(e) => warn!(device = %id, "catalog query failed: {e}"),
             }
+            // After the full list: changes then apply on top of it.
+            if this.config().gb.subscribe_catalog {
+                let _ = this.subscribe_catalog(id).await;
+            }
         });
     }
 
@@ -417,12 +454,75 @@ impl GbPlatform {
                     catalog.items,
                 );
             }
+            Message::Notify(Notify::Other(h)) if h.cmd_type.eq_ignore_ascii_case("Catalog") => {
+                self.on_catalog_notify(&facts.from_user, &facts.body);
+            }
             Message::Response(Response::DeviceInfo(info)) => {
                 info!(manufacturer = %info.manufacturer.as_deref().unwrap_or(""), "device info received");
                 lock(&self.registry).set_info(&facts.from_user, DeviceInfo::from(&info));
             }
             other => self.on_report(facts, &other),
         }
+    }
+
+    /// A NOTIFY from a device: catalog changes after our catalog
+    /// SUBSCRIBE (§9.7.1), or any other MANSCDP notification sent that way.
+    async fn on_notify(self: &Arc<Self>, tx: &mut Transaction, facts: &RequestFacts) {
+        if lock(&self.registry).get(&facts.from_user).is_none() {
+            warn!("NOTIFY from an unregistered device");
+            let _ = tx.reply(StatusCode::Forbidden).await;
+            return;
+        }
+        let msg = match manscdp::decode_body(&facts.body) {
+            Ok(m) => m,
+            Err(e) => {
+                metrics::get()
+                    .manscdp_errors
+                    .get_or_create(&label("kind", e.kind()))
+                    .inc();
+                warn!("unreadable NOTIFY body: {e}");
+                let _ = tx.reply(StatusCode::BadRequest).await;
+                return;
+            }
+        };
+        let _ = tx.reply(StatusCode::OK).await;
+        match &msg {
+            Message::Notify(Notify::Other(h)) if h.cmd_type.eq_ignore_ascii_case("Catalog") => {
+                self.on_catalog_notify(&facts.from_user, &facts.body);
+            }
+            other => self.on_report(facts, other),
+        }
+    }
+
+    /// Apply a catalog notification's ON/OFF/ADD/DEL/UPDATE items to the
+    /// device's channel list.
+    fn on_catalog_notify(&self, device: &str, body: &[u8]) {
+        use super::catalog_notify;
+        let items = match manscdp::decode_tree(body).and_then(|t| catalog_notify::parse(&t)) {
+            Ok(items) => items,
+            Err(e) => {
+                metrics::get()
+                    .manscdp_errors
+                    .get_or_create(&label("kind", e.kind()))
+                    .inc();
+                warn!("unreadable catalog notify: {e}");
+                return;
+            }
+        };
+        let mut reg = lock(&self.registry);
+        let Some(mut channels) = reg.channels(device).map(<[Channel]>::to_vec) else {
+            return;
+        };
+        for (item, event) in &items {
+            if catalog_notify::apply(&mut channels, item, *event) {
+                metrics::get()
+                    .gb_catalog_notifies
+                    .get_or_create(&label("event", event.as_str()))
+                    .inc();
+                info!(channel = %item.device_id, event = event.as_str(), "catalog change");
+            }
+        }
+        reg.set_channels(device, channels);
     }
 
     /// Everything beyond keepalive, catalog and device info: answers to our
@@ -460,6 +560,12 @@ impl GbPlatform {
                         channel: device_id.clone(),
                     },
                 );
+            }
+            Report::SnapshotFinished {
+                session_id, files, ..
+            } => {
+                let known = lock(&self.snapshots).finish(device, session_id, files.clone());
+                info!(session = %session_id, known, "snapshot upload finished");
             }
             Report::ConfigDownload(p) => {
                 if let Some(window) = p.offline_after() {

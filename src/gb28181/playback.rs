@@ -2,19 +2,18 @@
 //! pause, resume, speed and seek, each one MANSRTSP INFO inside the
 //! playback INVITE dialog (see [`super::mansrtsp`]).
 //!
-//! [`PlaybackControl`] is the interface the RTSP and WebRTC sides call
-//! (RTSP `PAUSE`, `PLAY` with `Scale:` or `Range: npt=N-`); [`GbPlayback`]
-//! is the GB28181 implementation over one call. CSeqs count up per session
-//! as the standard's examples do.
+//! [`GbPlayback`] implements [`crate::streams::PlaybackControl`], the
+//! interface the RTSP and WebRTC sides call (RTSP `PAUSE`, `PLAY` with
+//! `Scale:` or `Range: npt=N-`), over one GB28181 call. CSeqs count up per
+//! session as the standard's examples do.
 //!
 //! Stream keys: the RTSP path `gb/{dev}/{ch}?start=…&end=…` is named
 //! internally `gb/{dev}/{ch}/playback/{start}-{end}` with both times as
 //! Unix seconds ([`playback_key`]), so two viewers of the same range share
 //! one session and a live viewer of the channel never does.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tracing::{info, warn};
 
@@ -22,6 +21,9 @@ use super::gbtime;
 use super::mansrtsp::{CONTENT_TYPE, PlaybackCommand, valid_scale};
 use crate::metrics::{self, label};
 use crate::sip::invite::CallControl;
+use crate::streams::{
+    ControlFuture, PlaybackCommand as ViewerCommand, PlaybackControl, StartError,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlaybackError {
@@ -43,32 +45,38 @@ impl PlaybackError {
     }
 }
 
-pub type ControlFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PlaybackError>> + Send + 'a>>;
-
-/// What a viewer can do to a recorded stream.
-pub trait PlaybackControl: Send + Sync {
-    fn pause(&self) -> ControlFuture<'_>;
-    fn resume(&self) -> ControlFuture<'_>;
-    fn scale(&self, scale: f32) -> ControlFuture<'_>;
-    /// `secs` from the start of the requested range.
-    fn seek(&self, secs: u32) -> ControlFuture<'_>;
+impl From<PlaybackError> for StartError {
+    fn from(e: PlaybackError) -> Self {
+        match e {
+            PlaybackError::Refused(code) => StartError::Rejected {
+                code,
+                reason: "playback control refused".into(),
+            },
+            other => StartError::Failed(other.to_string()),
+        }
+    }
 }
 
 /// Playback control over one GB28181 playback dialog.
 pub struct GbPlayback {
     call: CallControl,
     cseq: AtomicU32,
+    /// Told to the media session, which then does not take the device's
+    /// silence for death.
+    paused: Arc<AtomicBool>,
 }
 
 impl GbPlayback {
-    pub fn new(call: CallControl) -> Self {
+    pub fn new(call: CallControl, paused: Arc<AtomicBool>) -> Self {
         Self {
             call,
             cseq: AtomicU32::new(1),
+            paused,
         }
     }
 
-    async fn send(&self, cmd: PlaybackCommand) -> Result<(), PlaybackError> {
+    /// Send one MANSRTSP command in the dialog.
+    pub async fn send(&self, cmd: PlaybackCommand) -> Result<(), PlaybackError> {
         if let PlaybackCommand::Scale(s) = cmd
             && !valid_scale(s)
         {
@@ -81,6 +89,10 @@ impl GbPlayback {
             Ok(code) => Err(PlaybackError::Refused(code)),
             Err(e) => Err(PlaybackError::Failed(e.to_string())),
         };
+        if outcome.is_ok() {
+            self.paused
+                .store(cmd == PlaybackCommand::Pause, Ordering::Relaxed);
+        }
         let kind = match &outcome {
             Ok(()) => "ok",
             Err(e) => e.kind(),
@@ -97,18 +109,27 @@ impl GbPlayback {
     }
 }
 
+/// A viewer's trick-play request as the MANSRTSP command devices take:
+/// seeks are whole seconds from the range start (fractions dropped,
+/// negatives are 0); a scale outside 0.25–8 is refused when sent.
+pub fn mansrtsp_command(cmd: ViewerCommand) -> PlaybackCommand {
+    match cmd {
+        ViewerCommand::Pause => PlaybackCommand::Pause,
+        ViewerCommand::Resume => PlaybackCommand::Resume,
+        ViewerCommand::Scale(s) => PlaybackCommand::Scale(s),
+        ViewerCommand::Seek(secs) => {
+            PlaybackCommand::Seek(secs.clamp(0.0, f64::from(u32::MAX)) as u32)
+        }
+    }
+}
+
 impl PlaybackControl for GbPlayback {
-    fn pause(&self) -> ControlFuture<'_> {
-        Box::pin(self.send(PlaybackCommand::Pause))
-    }
-    fn resume(&self) -> ControlFuture<'_> {
-        Box::pin(self.send(PlaybackCommand::Resume))
-    }
-    fn scale(&self, scale: f32) -> ControlFuture<'_> {
-        Box::pin(self.send(PlaybackCommand::Scale(scale)))
-    }
-    fn seek(&self, secs: u32) -> ControlFuture<'_> {
-        Box::pin(self.send(PlaybackCommand::Seek(secs)))
+    fn command(&self, command: ViewerCommand) -> ControlFuture<'_> {
+        Box::pin(async move {
+            self.send(mansrtsp_command(command))
+                .await
+                .map_err(StartError::from)
+        })
     }
 }
 
@@ -158,6 +179,22 @@ pub fn range_of_key_segment(segment: &str) -> Option<PlaybackRange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn viewer_commands_become_mansrtsp() {
+        assert_eq!(
+            mansrtsp_command(ViewerCommand::Seek(30.7)),
+            PlaybackCommand::Seek(30)
+        );
+        assert_eq!(
+            mansrtsp_command(ViewerCommand::Seek(-3.0)),
+            PlaybackCommand::Seek(0)
+        );
+        assert_eq!(
+            mansrtsp_command(ViewerCommand::Scale(2.0)).body(4),
+            "PLAY RTSP/1.0\r\nCSeq: 4\r\nScale: 2\r\n"
+        );
+    }
 
     #[test]
     fn rtsp_query_to_canonical_key_and_back() {

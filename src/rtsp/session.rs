@@ -485,16 +485,19 @@ fn strip_track(s: &str) -> (&str, Option<Option<u8>>) {
 
 fn parse_target(url: &Url) -> Result<Target, RequestError> {
     let (path, mut track) = strip_track(url.path());
+    let mut query = None;
     if let Some(q) = url.query() {
-        let (_, t) = strip_track(q);
+        let (head, t) = strip_track(q);
         track = track.or(t);
+        query = Some(head);
     }
     let track = match track {
         Some(Some(n)) => Some(n),
         Some(None) => return Err(RequestError::NotFound),
         None => None,
     };
-    let key = StreamKey::from_path(path).ok_or(RequestError::NotFound)?;
+    // `?start=…&end=…` asks for a recording of the path.
+    let key = StreamKey::from_path_and_query(path, query).ok_or(RequestError::NotFound)?;
     let options = url
         .query()
         .map(|q| crate::streams::SourceOptions::from_query(strip_track(q).0))

@@ -27,12 +27,20 @@ use super::clip::{Clip, DEMO_FPS};
 use super::gb_device::{
     AnswerSsrc, DeviceConfig, DeviceError, DeviceEvent, GbDevice, MediaLink, StopReason,
 };
+use super::history_stream::{HistoryRequest, stream_history};
 use super::ps_mux::PsMuxer;
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
+use super::snapshot_upload::upload_snapshots;
+use super::talk_receive::{TalkCounters, receive_talk};
 use crate::config::Config;
+use crate::gb28181::mansrtsp::PlaybackCommand;
+use tokio::sync::mpsc;
 
 /// How long shutdown waits for the BYEs and the un-REGISTER to be answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Playback control bodies kept for [`SimStats::playback_bodies`].
+pub const MAX_KEPT_BODIES: usize = 256;
 
 /// Settings of one simulated camera.
 #[derive(Debug, Clone)]
@@ -131,6 +139,14 @@ pub struct SimStats {
     pub rtp_packets_sent: AtomicU64,
     pub rtp_bytes_sent: AtomicU64,
     pub frames_sent: AtomicU64,
+    /// Voice broadcast audio heard by the speaker.
+    pub talk: Arc<TalkCounters>,
+    /// SnapShotConfig requests received.
+    pub snapshot_requests: AtomicU64,
+    /// MANSRTSP INFOs received in calls.
+    pub playback_controls: AtomicU64,
+    /// Their bodies, in arrival order (at most [`MAX_KEPT_BODIES`]).
+    playback_bodies: std::sync::Mutex<Vec<String>>,
     /// TCP media connections made (either role).
     pub tcp_connections: AtomicU64,
     /// Platform connections for `setup:active` that did not come from the
@@ -168,6 +184,14 @@ impl SimStats {
     }
 
     /// The address RTP leaves from, once it runs.
+    /// The MANSRTSP bodies received so far.
+    pub fn playback_bodies(&self) -> Vec<String> {
+        self.playback_bodies
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default()
+    }
+
     pub fn media_addr(&self) -> Option<SocketAddr> {
         self.media_addr.get().copied()
     }
@@ -202,6 +226,17 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         .await
         .context("sim camera: bind RTP socket")?;
     let media = Arc::new(media);
+    let talk_audio = Arc::new(
+        UdpSocket::bind(SocketAddr::new(config.bind.ip(), 0))
+            .await
+            .context("sim camera: bind audio socket")?,
+    );
+    let audio_local = talk_audio.local_addr()?;
+    tokio::spawn(receive_talk(
+        talk_audio,
+        config.stats.talk.clone(),
+        shutdown.child_token(),
+    ));
     let tcp_listener = if config.tcp_media {
         Some(
             TcpListener::bind(SocketAddr::new(config.bind.ip(), 0))
@@ -243,6 +278,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     dc.answer_invites = config.answer_invites;
     dc.tcp_media_port = tcp_port;
     dc.answer_ssrc = config.answer_ssrc;
+    dc.audio_addr = SocketAddr::new(ip, audio_local.port());
     let mut device = GbDevice::new(dc, rand::random());
     let waiters: Waiters = Arc::default();
     if let Some(listener) = tcp_listener {
@@ -265,14 +301,22 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         Clip::demo()
     });
     let audio = config.audio;
-    let mut streams: HashMap<String, CancellationToken> = HashMap::new();
+    let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
+    let (snapshots_tx, mut snapshots_rx) = mpsc::channel::<(String, Vec<String>)>(16);
+    let mut ctx = MediaCtx {
+        streams: HashMap::new(),
+        history: HashMap::new(),
+        controls: HashMap::new(),
+        finished: finished_tx,
+        snapshots_done: snapshots_tx,
+    };
     let mut buf = vec![0u8; 65_536];
     device.start(Instant::now().into_std());
 
     loop {
         flush(&sip, &mut device).await;
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut streams, &media, &clip, audio, &shutdown);
+            on_event(ev, &stats, &mut ctx, &media, &clip, audio, &shutdown);
         }
         let timer = device.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -294,6 +338,14 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
                 Err(e) => tracing::debug!(error = %e, "sim camera: SIP receive error"),
             },
             _ = sleep_until(timer) => device.handle_timeout(Instant::now().into_std()),
+            Some((session, files)) = snapshots_rx.recv() => {
+                tracing::info!(%session, files = files.len(), "snapshots uploaded: UploadSnapShotFinished");
+                device.snapshot_finished(Instant::now().into_std(), &session, &files);
+            }
+            Some(call_id) = finished_rx.recv() => {
+                tracing::info!(%call_id, "recording ended: MediaStatus 121");
+                device.media_finished(Instant::now().into_std(), &call_id);
+            }
         }
     }
 
@@ -303,7 +355,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     loop {
         flush(&sip, &mut device).await;
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut streams, &media, &clip, audio, &shutdown);
+            on_event(ev, &stats, &mut ctx, &media, &clip, audio, &shutdown);
         }
         if device.is_quiet() || Instant::now() >= deadline {
             break;
@@ -324,7 +376,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
             _ = tokio::time::sleep_until(timer) => device.handle_timeout(Instant::now().into_std()),
         }
     }
-    for (_, stop) in streams.drain() {
+    for (_, stop) in ctx.streams.drain() {
         stop.cancel();
     }
     stats.registered.store(false, Ordering::Relaxed);
@@ -396,7 +448,7 @@ async fn accept_loop(
 }
 
 /// Where a media task's packets go.
-enum MediaSink {
+pub(crate) enum MediaSink {
     Udp(Arc<UdpSocket>, SocketAddr),
     Tcp(TcpStream),
 }
@@ -437,7 +489,11 @@ impl MediaSink {
         Some(Self::Tcp(stream))
     }
 
-    async fn send(&mut self, packet: &[u8], framed: &mut Vec<u8>) -> std::io::Result<usize> {
+    pub(crate) async fn send(
+        &mut self,
+        packet: &[u8],
+        framed: &mut Vec<u8>,
+    ) -> std::io::Result<usize> {
         match self {
             Self::Udp(socket, dest) => socket.send_to(packet, *dest).await,
             Self::Tcp(stream) => {
@@ -451,10 +507,23 @@ impl MediaSink {
     }
 }
 
+/// The driver's media bookkeeping, by Call-ID.
+struct MediaCtx {
+    streams: HashMap<String, CancellationToken>,
+    /// History INVITEs whose media has not started yet.
+    history: HashMap<String, HistoryRequest>,
+    /// Playback control of running history streams.
+    controls: HashMap<String, mpsc::Sender<PlaybackCommand>>,
+    /// History streams that played to their end report here.
+    finished: mpsc::Sender<String>,
+    /// Snapshot sessions whose uploads are done, with their file ids.
+    snapshots_done: mpsc::Sender<(String, Vec<String>)>,
+}
+
 fn on_event(
     ev: DeviceEvent,
     stats: &Arc<SimStats>,
-    streams: &mut HashMap<String, CancellationToken>,
+    ctx: &mut MediaCtx,
     media: &MediaSockets,
     clip: &Arc<Clip>,
     audio: bool,
@@ -507,7 +576,7 @@ fn on_event(
             inc(&stats.streams_started);
             // A child token: shutdown of the camera also ends the stream.
             let stop = shutdown.child_token();
-            if let Some(old) = streams.insert(call_id.clone(), stop.clone()) {
+            if let Some(old) = ctx.streams.insert(call_id.clone(), stop.clone()) {
                 old.cancel();
             }
             // Register before the 200 OK is flushed, so a fast platform
@@ -526,17 +595,106 @@ fn on_event(
             let udp = media.udp.clone();
             let clip = clip.clone();
             let stats = stats.clone();
+            let history = ctx.history.remove(&call_id).map(|req| {
+                let (tx, rx) = mpsc::channel(16);
+                ctx.controls.insert(call_id.clone(), tx);
+                (req, rx, ctx.finished.clone())
+            });
+            let span = tracing::info_span!("sim_stream", %call_id, %dest, ssrc);
             let task = async move {
                 let Some(sink) = MediaSink::open(link, dest, &udp, waiter, &stats).await else {
                     return;
                 };
-                stream_clip(sink, ssrc, clip, audio, stop, stats).await;
+                match history {
+                    Some((req, control, finished)) => {
+                        if stream_history(sink, ssrc, clip, req, control, stop, stats).await {
+                            let _ = finished.send(call_id).await;
+                        }
+                    }
+                    None => stream_clip(sink, ssrc, clip, audio, stop, stats).await,
+                }
             };
-            let span = tracing::info_span!("sim_stream", %call_id, %dest, ssrc);
             tokio::spawn(task.instrument(span));
         }
+        DeviceEvent::HistoryRequested {
+            call_id,
+            download,
+            start,
+            end,
+            speed,
+        } => {
+            tracing::info!(%call_id, download, start, end, speed, "history INVITE");
+            ctx.history.insert(
+                call_id,
+                HistoryRequest {
+                    start,
+                    end,
+                    download,
+                    speed,
+                },
+            );
+        }
+        DeviceEvent::SnapshotRequested {
+            url,
+            session,
+            num,
+            interval,
+        } => {
+            inc(&stats.snapshot_requests);
+            tracing::info!(%url, %session, num, interval, "snapshot requested");
+            let done = ctx.snapshots_done.clone();
+            let stop = shutdown.child_token();
+            tokio::spawn(async move {
+                let files = upload_snapshots(
+                    url,
+                    session.clone(),
+                    num,
+                    Duration::from_secs(u64::from(interval)),
+                    stop,
+                )
+                .await;
+                let _ = done.send((session, files)).await;
+            });
+        }
+        DeviceEvent::BroadcastReceived { source, target } => {
+            // Count from here: audio may overtake our view of the 200 OK.
+            stats.talk.reset();
+            tracing::info!(%source, %target, "broadcast: calling the platform back");
+        }
+        DeviceEvent::TalkStarted { call_id } => {
+            tracing::info!(%call_id, "talk started");
+        }
+        DeviceEvent::TalkFailed { status } => tracing::warn!(?status, "talk INVITE failed"),
+        DeviceEvent::TalkEnded { call_id } => {
+            // Let the last packets, sent just before the BYE, arrive.
+            let talk = stats.talk.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let (packets, bad, discontinuities) = talk.summary();
+                tracing::info!(%call_id, packets, bad, discontinuities, "talk ended");
+            });
+        }
+        DeviceEvent::PlaybackControl { call_id, body } => {
+            inc(&stats.playback_controls);
+            if let Ok(mut kept) = stats.playback_bodies.lock()
+                && kept.len() < MAX_KEPT_BODIES
+            {
+                kept.push(body.clone());
+            }
+            match PlaybackCommand::parse(body.as_bytes()) {
+                Ok((cmd, cseq)) => {
+                    tracing::info!(%call_id, ?body, ?cmd, cseq, "playback control received");
+                    if let Some(tx) = ctx.controls.get(&call_id) {
+                        let _ = tx.try_send(cmd);
+                    }
+                }
+                Err(e) => tracing::warn!(%call_id, ?body, error = %e, "bad playback control"),
+            }
+        }
         DeviceEvent::StopMedia { call_id, reason } => {
-            if let Some(stop) = streams.remove(&call_id) {
+            ctx.controls.remove(&call_id);
+            ctx.history.remove(&call_id);
+            if let Some(stop) = ctx.streams.remove(&call_id) {
                 stop.cancel();
             }
             let reason = match reason {

@@ -75,6 +75,8 @@ pub struct DeviceConfig {
     pub local_addr: SocketAddr,
     /// Address and port RTP leaves from, written in the SDP answer.
     pub media_addr: SocketAddr,
+    /// Where the speaker listens for voice broadcast audio (§9.12).
+    pub audio_addr: SocketAddr,
     /// Registration lifetime asked for, seconds.
     pub register_expires: u32,
     /// Period of Keepalive MESSAGEs once registered.
@@ -136,6 +138,7 @@ impl DeviceConfig {
             password: Some("12345678".into()),
             local_addr,
             media_addr,
+            audio_addr: media_addr,
             register_expires: 3600,
             keepalive_interval: Duration::from_secs(60),
             register_retry: Duration::from_secs(5),
@@ -208,6 +211,46 @@ pub enum DeviceEvent {
         call_id: String,
         reason: StopReason,
     },
+    /// The INVITE asked for a recording (`s=Playback` / `s=Download`);
+    /// comes just before its [`DeviceEvent::StartMedia`]. `start`/`end`
+    /// are the offer's `t=` (Unix seconds), `speed` its `a=downloadspeed`.
+    HistoryRequested {
+        call_id: String,
+        download: bool,
+        start: u64,
+        end: u64,
+        speed: u32,
+    },
+    /// An INFO in a call (MANSRTSP playback control, §9.8), its body as
+    /// received; answered 200.
+    PlaybackControl {
+        call_id: String,
+        body: String,
+    },
+    /// GB/T 28181-2022 SnapShotConfig: upload `num` images to `url`.
+    SnapshotRequested {
+        url: String,
+        session: String,
+        num: u32,
+        interval: u32,
+    },
+    /// A `Broadcast` notify: we call `source` back for voice.
+    BroadcastReceived {
+        source: String,
+        target: String,
+    },
+    /// The platform accepted our talk INVITE (200, ACK sent): audio comes.
+    TalkStarted {
+        call_id: String,
+    },
+    /// The platform refused or never answered our talk INVITE.
+    TalkFailed {
+        status: Option<u16>,
+    },
+    /// The platform hung up the talk call (its BYE).
+    TalkEnded {
+        call_id: String,
+    },
     /// A new BYE; `known` is false when it matched no call (481 sent).
     ByeReceived {
         call_id: String,
@@ -255,7 +298,11 @@ enum RegState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TxKind {
-    Register { expires: u32 },
+    /// Our voice broadcast callback INVITE (§9.12).
+    TalkInvite,
+    Register {
+        expires: u32,
+    },
     Keepalive,
     Message,
     Bye,
@@ -341,6 +388,17 @@ struct Call {
     local_cseq: u32,
 }
 
+/// Our talk INVITE's dialog (we are the UAC here).
+#[derive(Debug)]
+struct TalkCall {
+    call_id: String,
+    /// Our From header with tag.
+    local_header: String,
+    /// Their To header, tag included once answered.
+    remote_header: String,
+    established: bool,
+}
+
 /// Small deterministic generator (SplitMix64) for tags, branches, Call-IDs
 /// and cnonces: they need uniqueness, not secrecy.
 #[derive(Debug, Clone)]
@@ -383,6 +441,8 @@ pub struct GbDevice {
     client_tx: Vec<ClientTx>,
     server_tx: VecDeque<ServerTx>,
     calls: Vec<Call>,
+    /// The voice broadcast call we placed, if any.
+    talk: Option<TalkCall>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<DeviceEvent>,
 }
@@ -412,6 +472,7 @@ impl GbDevice {
             client_tx: Vec::new(),
             server_tx: VecDeque::new(),
             calls: Vec::new(),
+            talk: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -459,6 +520,45 @@ impl GbDevice {
 
     pub fn is_registered(&self) -> bool {
         self.reg_state == RegState::Registered
+    }
+
+    /// The recording streamed on `call_id` reached its end: tell the
+    /// platform (A.2.5 MediaStatus, NotifyType 121); it then sends BYE.
+    pub fn media_finished(&mut self, now: Instant, call_id: &str) {
+        if !self.calls.iter().any(|c| c.call_id == call_id) {
+            return;
+        }
+        self.sn = self.sn.wrapping_add(1);
+        let body = crate::sim::gb_device_extra::media_status_body(self.sn, &self.cfg.channel_id);
+        self.send_message(now, TxKind::Message, body);
+    }
+
+    /// Snapshot uploads of `session` are done: `UploadSnapShotFinished`
+    /// listing the uploaded files.
+    pub fn snapshot_finished(&mut self, now: Instant, session: &str, files: &[String]) {
+        self.sn = self.sn.wrapping_add(1);
+        let mut list = String::new();
+        for f in files.iter().take(10) {
+            let _ = write!(
+                list,
+                "<SnapShotFileID>{}</SnapShotFileID>\r\n",
+                xml_escape(f)
+            );
+        }
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n\
+             <Notify>\r\n\
+             <CmdType>UploadSnapShotFinished</CmdType>\r\n\
+             <SN>{sn}</SN>\r\n\
+             <DeviceID>{ch}</DeviceID>\r\n\
+             <SessionID>{session}</SessionID>\r\n\
+             <SnapShotList>\r\n{list}</SnapShotList>\r\n\
+             </Notify>\r\n",
+            sn = self.sn,
+            ch = self.cfg.channel_id,
+            session = xml_escape(session),
+        );
+        self.send_message(now, TxKind::Message, gb2312(&xml));
     }
 
     /// Calls currently streaming.
@@ -799,8 +899,13 @@ impl GbDevice {
             ("Query", "Catalog") => Some(self.catalog_body(&sn)),
             ("Query", "DeviceInfo") => Some(self.device_info_body(&sn, &target)),
             ("Query", "DeviceStatus") => Some(self.device_status_body(&sn, &target)),
-            // §9.7: the simulated camera keeps no recordings.
-            ("Query", "RecordInfo") => Some(self.record_info_body(&sn, &target)),
+            // §9.7: one recording per hour of the queried window.
+            ("Query", "RecordInfo") => Some(crate::sim::gb_device_extra::record_list_body(
+                &sn,
+                &target,
+                xml_value(&text, "StartTime"),
+                xml_value(&text, "EndTime"),
+            )),
             // §9.3.2: PTZ commands are not answered; other controls are.
             ("Control", "DeviceControl") if xml_value(&text, "PTZCmd").is_none() => {
                 Some(self.result_body("DeviceControl", &sn, &target))
@@ -810,6 +915,39 @@ impl GbDevice {
                 let valid = crate::gb28181::ptz::PtzFrame::parse(&word).is_ok();
                 self.events
                     .push_back(DeviceEvent::PtzReceived { word, valid });
+                None
+            }
+            ("Control", "DeviceConfig") => {
+                if let (Some(url), Some(session)) =
+                    (xml_value(&text, "UploadURL"), xml_value(&text, "SessionID"))
+                {
+                    let num = xml_value(&text, "SnapNum")
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .unwrap_or(1)
+                        .clamp(1, 10);
+                    let interval = xml_value(&text, "Interval")
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .unwrap_or(1)
+                        .clamp(1, 60);
+                    self.events.push_back(DeviceEvent::SnapshotRequested {
+                        url: url.chars().take(512).collect(),
+                        session: sanitize(session),
+                        num,
+                        interval,
+                    });
+                }
+                Some(self.result_body("DeviceConfig", &sn, &target))
+            }
+            ("Notify", "Broadcast") => {
+                let source = sanitize(xml_value(&text, "SourceID").unwrap_or_default());
+                let target = sanitize(xml_value(&text, "TargetID").unwrap_or(&self.cfg.channel_id));
+                self.events.push_back(DeviceEvent::BroadcastReceived {
+                    source: source.clone(),
+                    target: target.clone(),
+                });
+                let answer = self.result_body("Broadcast", &sn, &target);
+                self.send_message(now, TxKind::Message, answer);
+                self.send_talk_invite(now, &source, &target);
                 None
             }
             ("Query", "PresetQuery") => {
@@ -904,22 +1042,6 @@ impl GbDevice {
         gb2312(&xml)
     }
 
-    fn record_info_body(&self, sn: &str, target: &str) -> Vec<u8> {
-        gb2312(&format!(
-            "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n\
-             <Response>\r\n\
-             <CmdType>RecordInfo</CmdType>\r\n\
-             <SN>{sn}</SN>\r\n\
-             <DeviceID>{target}</DeviceID>\r\n\
-             <Name>{name}</Name>\r\n\
-             <SumNum>0</SumNum>\r\n\
-             <RecordList Num=\"0\">\r\n\
-             </RecordList>\r\n\
-             </Response>\r\n",
-            name = xml_escape(&self.cfg.channel_name),
-        ))
-    }
-
     fn result_body(&self, cmd: &str, sn: &str, target: &str) -> Vec<u8> {
         gb2312(&format!(
             "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n\
@@ -930,6 +1052,195 @@ impl GbDevice {
              <Result>OK</Result>\r\n\
              </Response>\r\n"
         ))
+    }
+
+    // ---- catalog subscription (§9.7.1) ----------------------------------
+
+    /// Answer a catalog SUBSCRIBE with one NOTIFY in its dialog carrying a
+    /// fixed script of changes, so a platform's handling of every event
+    /// can be checked: a second channel (`…98`) is added OFF, turned ON,
+    /// the main channel goes OFF, a third (`…99`) is added and deleted, and
+    /// the second is renamed `Gate 2` by UPDATE.
+    fn send_catalog_changes(&mut self, now: Instant, sub: &SipMessage, our_tag: &str) {
+        let base = self
+            .cfg
+            .channel_id
+            .get(..18)
+            .unwrap_or("340200000013100000");
+        let (ch1, ch2, ch3) = (
+            self.cfg.channel_id.clone(),
+            format!("{base}98"),
+            format!("{base}99"),
+        );
+        let item = |id: &str, event: &str, extra: &str| {
+            format!(
+                "<Item>\r\n<DeviceID>{id}</DeviceID>\r\n{extra}<Event>{event}</Event>\r\n</Item>\r\n"
+            )
+        };
+        let items = [
+            item(
+                &ch2,
+                "ADD",
+                "<Name>Gate</Name>\r\n<ParentID>{dev}</ParentID>\r\n<Status>OFF</Status>\r\n",
+            ),
+            item(&ch2, "ON", ""),
+            item(&ch1, "OFF", ""),
+            item(&ch3, "ADD", "<Name>Temp</Name>\r\n<Status>ON</Status>\r\n"),
+            item(&ch3, "DEL", ""),
+            item(
+                &ch2,
+                "UPDATE",
+                "<Name>Gate 2</Name>\r\n<Status>ON</Status>\r\n",
+            ),
+        ]
+        .concat()
+        .replace("{dev}", &self.cfg.device_id);
+        self.sn = self.sn.wrapping_add(1);
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n\
+             <Notify>\r\n\
+             <CmdType>Catalog</CmdType>\r\n\
+             <SN>{sn}</SN>\r\n\
+             <DeviceID>{dev}</DeviceID>\r\n\
+             <SumNum>6</SumNum>\r\n\
+             <DeviceList Num=\"6\">\r\n{items}</DeviceList>\r\n\
+             </Notify>\r\n",
+            sn = self.sn,
+            dev = self.cfg.device_id,
+        );
+        let branch = self.branch();
+        let to = sub.header("From").unwrap_or_default();
+        let from = format!("{};tag={our_tag}", sub.header("To").unwrap_or_default());
+        let target = sub
+            .header_uri("Contact")
+            .or_else(|| sub.header_uri("From"))
+            .unwrap_or_default()
+            .to_owned();
+        let mut s = String::with_capacity(600);
+        let _ = write!(
+            s,
+            "NOTIFY {target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};rport;branch={branch}\r\n\
+             From: {from}\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 NOTIFY\r\n\
+             Event: Catalog\r\n\
+             Subscription-State: active\r\n\
+             Max-Forwards: 70\r\n\
+             User-Agent: {ua}\r\n",
+            local = self.cfg.local_addr,
+            call_id = sub.call_id().unwrap_or_default(),
+            ua = self.cfg.user_agent,
+        );
+        let payload = sip::finish(s, Some((MANSCDP, &gb2312(&body))));
+        self.start_client_tx(now, branch, TxKind::Message, payload);
+    }
+
+    // ---- voice broadcast (§9.12) ---------------------------------------
+
+    /// Call `source` (the platform) back with our audio receive offer.
+    fn send_talk_invite(&mut self, now: Instant, source: &str, target: &str) {
+        if self.talk.is_some() {
+            return;
+        }
+        let branch = self.branch();
+        let tag = self.rng.token();
+        let call_id = format!("{}@{}", self.rng.token(), self.cfg.local_addr.ip());
+        let audio = self.cfg.audio_addr;
+        let family = if audio.is_ipv6() { "IP6" } else { "IP4" };
+        let ssrc = format!("0{:09}", self.rng.next() % 1_000_000_000);
+        let sdp = format!(
+            "v=0\r\n\
+             o={target} 0 0 IN {family} {ip}\r\n\
+             s=Play\r\n\
+             c=IN {family} {ip}\r\n\
+             t=0 0\r\n\
+             m=audio {port} RTP/AVP 8 96\r\n\
+             a=recvonly\r\n\
+             a=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:96 PS/90000\r\n\
+             y={ssrc}\r\n\
+             f=v/////a/1/8/1\r\n",
+            ip = audio.ip(),
+            port = audio.port(),
+        );
+        let local_header = format!("<sip:{target}@{}>;tag={tag}", self.cfg.realm);
+        let remote_header = format!("<sip:{source}@{}>", self.cfg.realm);
+        let mut s = String::with_capacity(600);
+        let _ = write!(
+            s,
+            "INVITE sip:{source}@{realm} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};rport;branch={branch}\r\n\
+             From: {local_header}\r\n\
+             To: {remote_header}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:{target}@{local}>\r\n\
+             Subject: {source}:{ssrc},{target}:0\r\n\
+             Max-Forwards: 70\r\n\
+             User-Agent: {ua}\r\n",
+            realm = self.cfg.realm,
+            local = self.cfg.local_addr,
+            ua = self.cfg.user_agent,
+        );
+        let payload = sip::finish(s, Some(("application/sdp", sdp.as_bytes())));
+        self.start_client_tx(now, branch, TxKind::TalkInvite, payload);
+        self.talk = Some(TalkCall {
+            call_id,
+            local_header,
+            remote_header,
+            established: false,
+        });
+    }
+
+    /// The final answer to our talk INVITE: ACK it either way (RFC 3261
+    /// §17.1.1.3 for non-2xx, §13.2.2.4 for 2xx).
+    fn on_talk_answer(&mut self, status: u16, msg: &SipMessage, branch: &str) {
+        let Some(talk) = self.talk.as_mut() else {
+            return;
+        };
+        let to = msg.header("To").unwrap_or_default().to_owned();
+        let ok = (200..300).contains(&status);
+        // A 2xx ACK is a new transaction; a non-2xx ACK reuses the branch.
+        let ack_branch = if ok {
+            format!("z9hG4bK{}", self.rng.token())
+        } else {
+            branch.to_owned()
+        };
+        let target = msg
+            .header_uri("Contact")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("sip:{}", self.cfg.server_addr));
+        let mut s = String::with_capacity(300);
+        let _ = write!(
+            s,
+            "ACK {target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};rport;branch={ack_branch}\r\n\
+             From: {from}\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 ACK\r\n\
+             Max-Forwards: 70\r\n",
+            local = self.cfg.local_addr,
+            from = talk.local_header,
+            call_id = talk.call_id,
+        );
+        self.transmits.push_back(Transmit {
+            dest: self.cfg.server_addr,
+            payload: Bytes::from(sip::finish(s, None)),
+        });
+        if ok {
+            talk.remote_header = to;
+            talk.established = true;
+            let call_id = talk.call_id.clone();
+            self.events.push_back(DeviceEvent::TalkStarted { call_id });
+        } else {
+            self.talk = None;
+            self.events.push_back(DeviceEvent::TalkFailed {
+                status: Some(status),
+            });
+        }
     }
 
     // ---- INVITE / ACK / BYE (§9.2) -------------------------------------
@@ -1045,6 +1356,19 @@ impl GbDevice {
             ack_deadline: now + TX_TIMEOUT,
             local_cseq: 0,
         });
+        if offer.session_name != "Play" {
+            let mut t = offer
+                .timing
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0));
+            self.events.push_back(DeviceEvent::HistoryRequested {
+                call_id: call_id.clone(),
+                download: offer.session_name == "Download",
+                start: t.next().unwrap_or(0),
+                end: t.next().unwrap_or(0),
+                speed: offer.download_speed.unwrap_or(1),
+            });
+        }
         self.events.push_back(DeviceEvent::StartMedia {
             call_id,
             dest: SocketAddr::new(offer.ip, offer.port),
@@ -1143,6 +1467,12 @@ impl GbDevice {
                 what: "Call-ID",
             })?
             .to_owned();
+        if self.talk.as_ref().is_some_and(|t| t.call_id == call_id) {
+            self.talk = None;
+            self.reply(now, from, msg, Reply::new(200, "OK"));
+            self.events.push_back(DeviceEvent::TalkEnded { call_id });
+            return Ok(());
+        }
         let known = self.calls.iter().position(|c| c.call_id == call_id);
         self.events.push_back(DeviceEvent::ByeReceived {
             call_id: call_id.clone(),
@@ -1265,6 +1595,13 @@ impl GbDevice {
                     .is_some_and(|id| self.calls.iter().any(|c| c.call_id == id));
                 if known {
                     self.reply(now, from, msg, Reply::new(200, "OK"));
+                    let body = msg.body_text();
+                    if !body.trim().is_empty() {
+                        self.events.push_back(DeviceEvent::PlaybackControl {
+                            call_id: msg.call_id().unwrap_or_default().to_owned(),
+                            body: body.chars().take(1024).collect(),
+                        });
+                    }
                 } else {
                     self.reply(
                         now,
@@ -1300,6 +1637,12 @@ impl GbDevice {
                         .header(format!("Expires: {expires}"))
                         .tag(&tag),
                 );
+                let catalog = msg
+                    .header("Event")
+                    .is_some_and(|e| e.trim().eq_ignore_ascii_case("Catalog"));
+                if catalog {
+                    self.send_catalog_changes(now, msg, &tag);
+                }
                 Ok(())
             }
             _ => {
@@ -1338,6 +1681,7 @@ impl GbDevice {
         }
         let tx = self.client_tx.remove(i);
         match tx.kind {
+            TxKind::TalkInvite => self.on_talk_answer(status, msg, &tx.branch),
             TxKind::Register { expires } => self.on_register_response(now, msg, status, expires),
             TxKind::Keepalive => {
                 if (200..300).contains(&status) {
@@ -1366,6 +1710,11 @@ impl GbDevice {
                 }
             }
             TxKind::Message | TxKind::Bye => {}
+            TxKind::TalkInvite => {
+                self.talk = None;
+                self.events
+                    .push_back(DeviceEvent::TalkFailed { status: None });
+            }
         }
     }
 
@@ -1467,6 +1816,8 @@ pub struct SdpOffer {
     pub session_name: String,
     /// `t=` line, echoed (playback offers carry the time range).
     pub timing: String,
+    /// `a=downloadspeed:N` of a Download offer.
+    pub download_speed: Option<u32>,
     /// For `TCP/RTP/AVP`: the platform's `a=setup:` role (`active`,
     /// `passive`; `passive` when absent, the GB default).
     pub tcp_setup: Option<String>,
@@ -1482,6 +1833,7 @@ impl SdpOffer {
         let mut ssrc = None;
         let mut session_name = "Play".to_owned();
         let mut timing = "0 0".to_owned();
+        let mut download_speed = None;
         let mut tcp_setup = None;
         for line in sdp.lines().take(256) {
             let line = line.trim_end();
@@ -1524,6 +1876,9 @@ impl SdpOffer {
                     }
                 }
                 "a" if in_video && tcp_setup.is_some() => {
+                    if let Some(v) = value.trim().strip_prefix("downloadspeed:") {
+                        download_speed = v.trim().parse::<u32>().ok().filter(|v| *v > 0);
+                    }
                     if let Some(role) = value.trim().strip_prefix("setup:") {
                         let role = role.trim().to_ascii_lowercase();
                         if role != "active" && role != "passive" {
@@ -1548,6 +1903,11 @@ impl SdpOffer {
                         session_name = v.to_owned();
                     }
                 }
+                "a" => {
+                    if let Some(v) = value.trim().strip_prefix("downloadspeed:") {
+                        download_speed = v.trim().parse::<u32>().ok().filter(|v| *v > 0);
+                    }
+                }
                 "t" => {
                     let v = value.trim();
                     if v.split_whitespace().count() == 2
@@ -1570,6 +1930,7 @@ impl SdpOffer {
             ssrc,
             session_name,
             timing,
+            download_speed,
             tcp_setup,
         })
     }

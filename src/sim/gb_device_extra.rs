@@ -43,3 +43,111 @@ pub fn basic_param_body(sn: &str, device_id: &str, heartbeat_secs: u64) -> Vec<u
     w.close("Response");
     encode_body(&w.finish())
 }
+
+/// Longest record list the simulated camera answers with (one per hour).
+pub const MAX_RECORDS: u64 = 48;
+
+/// A.2.6.6 RecordInfo answer: the simulated camera "recorded" every whole
+/// hour, so the list has one file per hour overlapping `[start, end)`
+/// (GB times), each named by its hour; a query without a window gets none.
+pub fn record_list_body(sn: &str, target: &str, start: Option<&str>, end: Option<&str>) -> Vec<u8> {
+    use crate::gb28181::gbtime;
+    let window = start
+        .and_then(gbtime::parse)
+        .zip(end.and_then(gbtime::parse))
+        .filter(|(s, e)| e > s);
+    let hours: Vec<u64> = match window {
+        Some((s, e)) => (s / 3600..e.div_ceil(3600))
+            .take(MAX_RECORDS as usize)
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut w = XmlWriter::new();
+    w.open("Response");
+    w.leaf("CmdType", "RecordInfo");
+    w.leaf("SN", sn);
+    w.leaf("DeviceID", target);
+    w.leaf("Name", "camgate simulated camera");
+    w.leaf("SumNum", &hours.len().to_string());
+    w.raw(&format!("<RecordList Num=\"{}\">\r\n", hours.len()));
+    for h in hours {
+        let (from, to) = (h * 3600, (h + 1) * 3600);
+        w.open("Item");
+        w.leaf("DeviceID", target);
+        w.leaf("Name", &format!("record-{h}"));
+        w.leaf("FilePath", &format!("/sim/{h}.ps"));
+        w.leaf("Address", "loopback");
+        w.leaf("StartTime", &gbtime::format(from));
+        w.leaf("EndTime", &gbtime::format(to));
+        w.leaf("Secrecy", "0");
+        w.leaf("Type", "time");
+        w.close("Item");
+    }
+    w.close("RecordList");
+    w.close("Response");
+    encode_body(&w.finish())
+}
+
+/// A.2.5 MediaStatus notify: the file being played back or downloaded on
+/// `channel` ended (NotifyType 121).
+pub fn media_status_body(sn: u32, channel: &str) -> Vec<u8> {
+    let mut w = XmlWriter::new();
+    w.open("Notify");
+    w.leaf("CmdType", "MediaStatus");
+    w.leaf("SN", &sn.to_string());
+    w.leaf("DeviceID", channel);
+    w.leaf("NotifyType", "121");
+    w.close("Notify");
+    encode_body(&w.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gb28181::manscdp::decode_tree;
+    use crate::gb28181::reports::{Report, classify};
+
+    #[test]
+    fn one_record_per_hour_of_the_window() {
+        let body = record_list_body(
+            "7",
+            "34020000001310000001",
+            Some("2024-05-01T08:30:00"),
+            Some("2024-05-01T11:00:00"),
+        );
+        let Ok(Some(Report::RecordInfo(page))) = classify(&decode_tree(&body).unwrap()) else {
+            panic!("{}", String::from_utf8_lossy(&body))
+        };
+        let times: Vec<_> = page
+            .items
+            .iter()
+            .map(|i| (i.start_time.as_str(), i.end_time.as_str()))
+            .collect();
+        assert_eq!(
+            times,
+            [
+                ("2024-05-01T08:00:00", "2024-05-01T09:00:00"),
+                ("2024-05-01T09:00:00", "2024-05-01T10:00:00"),
+                ("2024-05-01T10:00:00", "2024-05-01T11:00:00"),
+            ]
+        );
+        let none = record_list_body("8", "c", None, Some("2024-05-01T11:00:00"));
+        assert!(String::from_utf8_lossy(&none).contains("<SumNum>0</SumNum>"));
+    }
+
+    #[test]
+    fn media_status_is_end_of_file() {
+        let body = media_status_body(3, "34020000001310000001");
+        let Ok(Some(Report::MediaStatus {
+            device_id,
+            notify_type,
+        })) = classify(&decode_tree(&body).unwrap())
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (device_id.as_str(), notify_type.as_str()),
+            ("34020000001310000001", "121")
+        );
+    }
+}

@@ -24,8 +24,11 @@ pub mod g711;
 pub mod gb_camera;
 pub mod gb_device;
 pub mod gb_device_extra;
+pub mod history_stream;
 pub mod ps_mux;
 pub mod rtp;
 pub mod sip;
+pub mod snapshot_upload;
+pub mod talk_receive;
 
 pub use gb_camera::{SimCamera, SimCameraConfig, SimStats, run, spawn};

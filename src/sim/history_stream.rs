@@ -1,0 +1,249 @@
+//! The simulated camera's recordings (GB/T 28181-2016 §9.8 playback, §9.9
+//! download): every whole hour is one "file" whose content is the demo
+//! clip looped. A history INVITE for `[start, end)` streams that span of
+//! it as PS over RTP and then ends, honouring MANSRTSP control on the way.
+//!
+//! Timestamps: the PS PTS (and the RTP timestamp, its low 32 bits) of a
+//! frame is its position in its hourly file at 90 kHz, so the first frame
+//! of a playback from `start` carries `(start mod 3600) × 90000` and media
+//! covers exactly `end − start` seconds of PTS at any speed. That is what
+//! "the timestamps match the requested range" means here; the first PTS is
+//! logged (`playback first frame`) for tests to check.
+//!
+//! Pacing is one frame per `1/25 s ÷ scale` (download: `÷ downloadspeed`);
+//! `PAUSE` stops sending until `PLAY Range: npt=now-`; `PLAY Range:
+//! npt=N-` jumps to N seconds from the start of the range (always a
+//! keyframe: the clip has one every second).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::clip::{Clip, DEMO_FPS};
+use super::gb_camera::{MediaSink, SimStats};
+use super::ps_mux::PsMuxer;
+use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
+use crate::gb28181::mansrtsp::PlaybackCommand;
+
+/// Length of one recorded file.
+pub const FILE_SECS: u64 = 3600;
+/// Longest range served, so a hostile INVITE cannot make an endless stream.
+pub const MAX_RANGE_SECS: u64 = 24 * 3600;
+
+/// What a history INVITE asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRequest {
+    pub start: u64,
+    pub end: u64,
+    pub download: bool,
+    /// `a=downloadspeed` (1 for playback).
+    pub speed: u32,
+}
+
+/// Where a history stream stands; pure, so the pacing rules are testable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    /// Frames from the start of the range.
+    pub pos: u64,
+    pub total: u64,
+    /// Frames of the file before the range.
+    pub offset: u64,
+    pub scale: f32,
+    pub paused: bool,
+}
+
+impl Cursor {
+    pub fn new(req: &HistoryRequest) -> Self {
+        let fps = u64::from(DEMO_FPS);
+        let span = req.end.saturating_sub(req.start).min(MAX_RANGE_SECS);
+        Self {
+            pos: 0,
+            total: span * fps,
+            offset: (req.start % FILE_SECS) * fps,
+            scale: if req.download {
+                req.speed.max(1) as f32
+            } else {
+                1.0
+            },
+            paused: false,
+        }
+    }
+
+    pub fn apply(&mut self, cmd: PlaybackCommand) {
+        match cmd {
+            PlaybackCommand::Pause => self.paused = true,
+            PlaybackCommand::Resume => self.paused = false,
+            PlaybackCommand::Scale(s) if s > 0.0 => {
+                self.scale = s;
+                self.paused = false;
+            }
+            PlaybackCommand::Scale(_) => {}
+            PlaybackCommand::Seek(secs) => {
+                self.pos = (u64::from(secs) * u64::from(DEMO_FPS)).min(self.total);
+                self.paused = false;
+            }
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        self.pos >= self.total
+    }
+
+    /// 90 kHz PTS of the frame at `pos`: its place in the hourly file.
+    pub fn pts(&self) -> u64 {
+        (self.offset + self.pos) * u64::from(90_000 / DEMO_FPS)
+    }
+
+    /// Index in the looped clip of the frame at `pos`.
+    pub fn clip_index(&self, clip_len: usize) -> usize {
+        if clip_len == 0 {
+            return 0;
+        }
+        ((self.offset + self.pos) % clip_len as u64) as usize
+    }
+
+    pub fn frame_interval(&self) -> Duration {
+        let per_second = f64::from(DEMO_FPS) * f64::from(self.scale.clamp(0.25, 64.0));
+        Duration::from_nanos((1e9 / per_second).round() as u64)
+    }
+}
+
+/// Stream the range; returns true when it played to its end (the device
+/// then sends MediaStatus 121), false when stopped.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn stream_history(
+    mut sink: MediaSink,
+    ssrc: u32,
+    clip: Arc<Clip>,
+    req: HistoryRequest,
+    mut control: mpsc::Receiver<PlaybackCommand>,
+    stop: CancellationToken,
+    stats: Arc<SimStats>,
+) -> bool {
+    stats.active_streams.fetch_add(1, Ordering::Relaxed);
+    let mut cursor = Cursor::new(&req);
+    tracing::info!(
+        start = req.start,
+        end = req.end,
+        download = req.download,
+        speed = req.speed,
+        first_pts = cursor.pts(),
+        "playback first frame"
+    );
+    let muxer = PsMuxer::new();
+    let mut rtp = RtpPacketizer::new(ssrc, PAYLOAD_TYPE_PS, rand::random());
+    let mut ps = BytesMut::with_capacity(64 * 1024);
+    let mut framed = Vec::new();
+    let mut next = Instant::now();
+    let mut sent_keyframe = false;
+    let finished = loop {
+        if cursor.finished() {
+            break true;
+        }
+        if cursor.paused {
+            tokio::select! {
+                _ = stop.cancelled() => break false,
+                cmd = control.recv() => match cmd {
+                    Some(cmd) => {
+                        cursor.apply(cmd);
+                        next = Instant::now();
+                        sent_keyframe = false;
+                    }
+                    None => break false,
+                },
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break false,
+            cmd = control.recv() => {
+                match cmd {
+                    Some(cmd @ PlaybackCommand::Seek(_)) => {
+                        cursor.apply(cmd);
+                        sent_keyframe = false;
+                    }
+                    Some(cmd) => cursor.apply(cmd),
+                    None => break false,
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let Some(unit) = clip.units().get(cursor.clip_index(clip.len())) else {
+            break true;
+        };
+        // After a seek or resume, start at a keyframe so the viewer decodes.
+        if !sent_keyframe && !unit.keyframe {
+            cursor.pos += 1;
+            continue;
+        }
+        sent_keyframe = true;
+        ps.clear();
+        let pts = cursor.pts();
+        muxer.write_video(&unit.nals, pts, unit.keyframe, &mut ps);
+        for pkt in rtp.packetize(&ps, pts as u32) {
+            if let Ok(n) = sink.send(&pkt, &mut framed).await {
+                stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
+                stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+        cursor.pos += 1;
+        next += cursor.frame_interval();
+    };
+    stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+    tracing::info!(finished, frames = cursor.pos, "playback stopped");
+    finished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_follows_range_scale_pause_and_seek() {
+        // 08:00:30 to 08:00:40: 10 s, 30 s into the 08:00 file.
+        let start = 1_714_550_400 + 30;
+        let mut c = Cursor::new(&HistoryRequest {
+            start,
+            end: start + 10,
+            download: false,
+            speed: 1,
+        });
+        assert_eq!((c.pos, c.total, c.offset), (0, 250, 750));
+        assert_eq!(c.pts(), 30 * 90_000);
+        assert_eq!(c.clip_index(150), 0, "a keyframe: 750 = 5 × 150");
+        assert_eq!(c.frame_interval(), Duration::from_millis(40));
+        c.apply(PlaybackCommand::Pause);
+        assert!(c.paused);
+        c.apply(PlaybackCommand::Resume);
+        assert!(!c.paused);
+        c.apply(PlaybackCommand::Scale(2.0));
+        assert_eq!(c.frame_interval(), Duration::from_millis(20));
+        c.apply(PlaybackCommand::Seek(4));
+        assert_eq!(c.pos, 100);
+        assert_eq!(c.pts(), 34 * 90_000);
+        c.apply(PlaybackCommand::Seek(30));
+        assert!(c.finished(), "a seek past the end ends the stream");
+
+        let d = Cursor::new(&HistoryRequest {
+            start,
+            end: start + 10,
+            download: true,
+            speed: 4,
+        });
+        assert_eq!(d.frame_interval(), Duration::from_millis(10));
+        let huge = Cursor::new(&HistoryRequest {
+            start: 0,
+            end: u64::MAX,
+            download: false,
+            speed: 1,
+        });
+        assert_eq!(huge.total, MAX_RANGE_SECS * 25);
+    }
+}

@@ -1,0 +1,97 @@
+//! The simulated camera's speaker (GB/T 28181-2016 §9.12): receives the
+//! platform's voice broadcast RTP and checks it the way a device would
+//! need it — payload type 8 (PCMA), 160-byte payloads (20 ms at 8 kHz),
+//! sequence numbers +1 and timestamps +160 packet to packet.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+/// What the speaker heard; reset by [`TalkCounters::reset`] per call.
+#[derive(Debug, Default)]
+pub struct TalkCounters {
+    pub packets: AtomicU64,
+    /// Not PT 8, or not 160 bytes of payload, or not RTP at all.
+    pub bad_packets: AtomicU64,
+    /// Sequence not +1 or timestamp not +160 from the previous packet.
+    pub discontinuities: AtomicU64,
+}
+
+impl TalkCounters {
+    pub fn reset(&self) {
+        self.packets.store(0, Ordering::Relaxed);
+        self.bad_packets.store(0, Ordering::Relaxed);
+        self.discontinuities.store(0, Ordering::Relaxed);
+    }
+
+    pub fn summary(&self) -> (u64, u64, u64) {
+        (
+            self.packets.load(Ordering::Relaxed),
+            self.bad_packets.load(Ordering::Relaxed),
+            self.discontinuities.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// (payload type, seq, timestamp, payload length) of an RTP packet.
+pub fn rtp_fields(p: &[u8]) -> Option<(u8, u16, u32, usize)> {
+    if p.len() < 12 || p[0] >> 6 != 2 {
+        return None;
+    }
+    let csrcs = usize::from(p[0] & 0x0F) * 4;
+    let pt = p[1] & 0x7F;
+    let seq = u16::from_be_bytes([p[2], p[3]]);
+    let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+    let len = p.len().checked_sub(12 + csrcs)?;
+    Some((pt, seq, ts, len))
+}
+
+/// Count what arrives on `socket` until `stop`.
+pub async fn receive_talk(
+    socket: Arc<UdpSocket>,
+    counters: Arc<TalkCounters>,
+    stop: CancellationToken,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut last: Option<(u16, u32)> = None;
+    loop {
+        let n = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, _)) => n,
+                Err(_) => continue,
+            },
+        };
+        counters.packets.fetch_add(1, Ordering::Relaxed);
+        match rtp_fields(buf.get(..n).unwrap_or_default()) {
+            Some((8, seq, ts, 160)) => {
+                if let Some((s, t)) = last
+                    && (seq != s.wrapping_add(1) || ts != t.wrapping_add(160))
+                {
+                    counters.discontinuities.fetch_add(1, Ordering::Relaxed);
+                }
+                last = Some((seq, ts));
+            }
+            _ => {
+                counters.bad_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_header_fields() {
+        let mut p = vec![0x80, 0x88, 0, 5, 0, 0, 1, 0, 0, 0, 0, 1];
+        p.extend_from_slice(&[0xD5; 160]);
+        assert_eq!(rtp_fields(&p), Some((8, 5, 256, 160)));
+        assert_eq!(rtp_fields(&p[..11]), None);
+        p[0] = 0x40;
+        assert_eq!(rtp_fields(&p), None);
+    }
+}
