@@ -45,27 +45,6 @@ fn wait_log(what: &str, log: impl Fn() -> String, needle: &str) -> String {
     panic!("{what} never logged {needle:?}:\n{}", log());
 }
 
-/// GET returning status, headers and the raw body.
-fn http_get_bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
-    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head, resp[split + 4..].to_vec())
-}
-
 /// Status code of an RTSP DESCRIBE.
 fn rtsp_describe_status(port: u16, url: &str) -> u16 {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -155,7 +134,7 @@ fn snapshot_and_http_mjpeg_stream() {
     let rig = Rig::start_foscam(Options::default(), CAM, &[], "");
     rig.wait_foscam_state(CAM, "online");
     let (status, head, body) =
-        http_get_bytes(rig.ports.http, &format!("/snapshot/foscam/{CAM}.jpg"));
+        http_get_bytes(rig.ports.http, &format!("/snapshot/foscam/{CAM}.jpg")).unwrap();
     assert_eq!(status, 200, "{head}\n{}", rig.logs());
     assert!(
         head.to_ascii_lowercase()
@@ -164,7 +143,7 @@ fn snapshot_and_http_mjpeg_stream() {
     );
     assert_eq!(camgate::media::jpeg::dimensions(&body), Some((640, 360)));
 
-    let (status, _, _) = http_get_bytes(rig.ports.http, "/snapshot/foscam/nosuch.jpg");
+    let (status, _, _) = http_get_bytes(rig.ports.http, "/snapshot/foscam/nosuch.jpg").unwrap();
     assert_eq!(status, 404);
 
     // Read the multipart stream for a while: parts carry whole JPEGs.

@@ -401,126 +401,12 @@ pub fn wait_tcp(port: u16) {
     panic!("nothing listening on {port}");
 }
 
-/// Minimal HTTP/1.1 POST; returns status and body.
-pub fn http_post_body(
-    port: u16,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-) -> Option<(u16, String)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .ok()?;
-    s.write_all(body).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split(' ').nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
 pub fn metric_value(text: &str, prefix: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// Minimal HTTP/1.1 request with a body; returns status, the raw header
-/// block (lower-cased names) and body.
-pub fn http_exchange(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Option<(u16, String, String)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).ok()?;
-    // Read by Content-Length: some servers (chromedriver) say
-    // `Connection: close` and keep the socket open anyway.
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let text = String::from_utf8_lossy(&raw);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let head = head.to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if length.is_some_and(|n| body.len() >= n) {
-                let status = head.split(' ').nth(1)?.parse().ok()?;
-                return Some((status, head, body.to_owned()));
-            }
-        }
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            let text = String::from_utf8_lossy(&raw).into_owned();
-            let (head, body) = text.split_once("\r\n\r\n")?;
-            let status = head.split(' ').nth(1)?.parse().ok()?;
-            return Some((status, head.to_ascii_lowercase(), body.to_owned()));
-        }
-        raw.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Minimal HTTP/1.1 GET; returns status and body.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split(' ').nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// Minimal HTTP/1.1 request with a JSON body; returns status and body.
-pub fn http_send(port: u16, method: &str, path: &str, json: &str) -> Option<(u16, String)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-        json.len()
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split(' ').nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// Minimal HTTP/1.1 POST of a JSON body; returns status and body.
-pub fn http_post(port: u16, path: &str, json: &str) -> Option<(u16, String)> {
-    http_send(port, "POST", path, json)
 }
 
 /// Poll `f` every 100 ms until it returns `Some`, up to `limit`.
@@ -624,48 +510,6 @@ pub fn plain(text: &str) -> String {
     out
 }
 
-/// Minimal HTTP/1.1 GET of a binary body; returns status, headers, body.
-pub fn http_get_bytes(port: u16, path: &str) -> Option<(u16, String, Vec<u8>)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).ok()?;
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, head, resp[split + 4..].to_vec()))
-}
-
-/// Minimal HTTP/1.1 POST of a binary body; returns status and body.
-pub fn http_post_bytes(
-    port: u16,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-) -> Option<(u16, String)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .ok()?;
-    s.write_all(body).ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split(' ').nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
 /// Send `signal` (e.g. "HUP", "STOP") to a process.
 pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -748,30 +592,6 @@ pub fn free_ports(size: u16) -> u16 {
     port_block(size)
 }
 
-/// Minimal HTTP/1.1 request with an optional body; returns status and body.
-pub fn http_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: &str,
-) -> Option<(u16, String)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split(' ').nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
 impl Rig {
     /// Start the gateway with `extra_yaml` appended to the generated config.
     pub fn start_with_yaml(opts: Options, extra_yaml: &str) -> Self {
@@ -804,4 +624,154 @@ impl Rig {
         let log = self.dir.path().join(format!("{name}.log"));
         self.cameras.push(Proc::spawn(&all, log));
     }
+}
+
+/// A reply to [`http_call`]: status, header block with lower-cased names,
+/// raw body.
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh loopback connection. The body is read by
+/// Content-Length when there is one (some servers, chromedriver among them,
+/// keep the socket open despite `Connection: close`), else to EOF.
+pub fn http_call(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Option<HttpReply> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| raw.len() - split - 4 >= n) {
+                break;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some(HttpReply {
+        status,
+        head,
+        body: raw[split + 4..].to_vec(),
+    })
+}
+
+/// GET; status and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let r = http_call(port, "GET", path, &[], b"", Duration::from_secs(5))?;
+    Some((r.status, r.text()))
+}
+
+/// GET of a binary body; status, header block, body.
+pub fn http_get_bytes(port: u16, path: &str) -> Option<(u16, String, Vec<u8>)> {
+    let r = http_call(port, "GET", path, &[], b"", Duration::from_secs(15))?;
+    Some((r.status, r.head, r.body))
+}
+
+/// A request with a JSON body; status and body.
+pub fn http_send(port: u16, method: &str, path: &str, json: &str) -> Option<(u16, String)> {
+    http_request(port, method, path, "application/json", json)
+}
+
+/// POST of a JSON body; status and body.
+pub fn http_post(port: u16, path: &str, json: &str) -> Option<(u16, String)> {
+    http_send(port, "POST", path, json)
+}
+
+/// POST of a body of any type; status and body.
+pub fn http_post_body(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let headers = [("Content-Type", content_type)];
+    let r = http_call(port, "POST", path, &headers, body, Duration::from_secs(30))?;
+    Some((r.status, r.text()))
+}
+
+/// POST of a binary body; status and body.
+pub fn http_post_bytes(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    http_post_body(port, path, content_type, body)
+}
+
+/// A request with a typed text body; status and body.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    let headers = [("Content-Type", content_type)];
+    let r = http_call(
+        port,
+        method,
+        path,
+        &headers,
+        body.as_bytes(),
+        Duration::from_secs(20),
+    )?;
+    Some((r.status, r.text()))
+}
+
+/// A request with extra headers; status, header block, body.
+pub fn http_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String, String)> {
+    let r = http_call(
+        port,
+        method,
+        path,
+        headers,
+        body.as_bytes(),
+        Duration::from_secs(15),
+    )?;
+    let text = r.text();
+    Some((r.status, r.head, text))
 }
