@@ -119,6 +119,32 @@ pub async fn run_live(
         let cancel = sip_cancel.clone();
         tasks.spawn(async move { platform.run(incoming, cancel).await });
     }
+    // Foscam alarms join the GB28181 event feed (API, SSE, webhook): the
+    // southbound adapters stay unaware of each other, this is where they meet.
+    for camera in foscam.cameras() {
+        let mut alarms = camera.events.subscribe();
+        let platform = platform.clone();
+        let device = format!("foscam/{}", camera.config.name);
+        tasks.spawn(async move {
+            loop {
+                match alarms.recv().await {
+                    Ok(alarm) => platform.record_event(
+                        &device,
+                        crate::gb28181::events::EventKind::CameraAlarm {
+                            source: "foscam",
+                            alarm: serde_json::to_value(alarm.kind)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_else(|| format!("{:?}", alarm.kind)),
+                            area: (alarm.area != [0; 4]).then_some(alarm.area),
+                        },
+                    ),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
     let tokens = Arc::new(TokenStore::new(config.rtsp.auth.token_ttl()));
     tasks.spawn(crate::rtsp::server::serve(
         rtsp_listener,

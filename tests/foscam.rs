@@ -293,6 +293,19 @@ fn ptz_talk_and_alarms_reach_the_camera() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(rig.metric("camgate_foscam_alarms_total") >= 1.0);
+
+    // …and in the gateway-wide feed, next to GB28181 alarms.
+    let (_, feed) = http_get(http, "/api/v1/events").unwrap();
+    let feed: serde_json::Value = serde_json::from_str(&feed).unwrap();
+    let motion = feed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "camera_alarm" && e["alarm"] == "motion")
+        .unwrap_or_else(|| panic!("no motion alarm in the shared feed: {feed}"));
+    assert_eq!(motion["device_id"], format!("foscam/{CAM}"), "{motion}");
+    assert_eq!(motion["source"], "foscam");
+    assert_eq!(motion["area"], serde_json::json!([0, 0, 320, 180]));
 }
 
 #[test]

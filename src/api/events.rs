@@ -46,6 +46,7 @@ fn to_sse(e: &Event) -> SseEvent {
     let name = match e.kind {
         EventKind::Alarm(_) => "alarm",
         EventKind::MediaEnd { .. } => "media_end",
+        EventKind::CameraAlarm { .. } => "camera_alarm",
     };
     SseEvent::default()
         .id(e.seq.to_string())

@@ -20,9 +20,21 @@ pub struct AlarmEvent {
     pub area: [i16; 4],
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventLog {
     events: Mutex<VecDeque<AlarmEvent>>,
+    /// Live copy of every alarm, for the gateway-wide event feed; this
+    /// module does not know who listens.
+    live: tokio::sync::broadcast::Sender<AlarmEvent>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self {
+            events: Mutex::default(),
+            live: tokio::sync::broadcast::channel(64).0,
+        }
+    }
 }
 
 impl EventLog {
@@ -31,7 +43,14 @@ impl EventLog {
         if events.len() == MAX_EVENTS {
             events.pop_front();
         }
-        events.push_back(event);
+        events.push_back(event.clone());
+        // No listener is fine: the list above still has it.
+        let _ = self.live.send(event);
+    }
+
+    /// Alarms as they arrive.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AlarmEvent> {
+        self.live.subscribe()
     }
 
     /// Oldest first.

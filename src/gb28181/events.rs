@@ -33,6 +33,16 @@ pub enum EventKind {
     MediaEnd {
         channel: String,
     },
+    /// An alarm from a camera of another protocol (e.g. Foscam), so one
+    /// feed carries every camera's alarms.
+    CameraAlarm {
+        /// The protocol: `foscam`.
+        source: &'static str,
+        /// What the camera reported (`motion`, `stop`, `external_input`, …).
+        alarm: String,
+        /// Motion rectangle, when the camera reports one.
+        area: Option<[i16; 4]>,
+    },
 }
 
 pub struct EventRing {
