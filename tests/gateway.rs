@@ -261,58 +261,6 @@ fn unknown_device_or_channel_is_404() {
     }
 }
 
-fn sipp_register(
-    rig: &Rig,
-    transport: &str,
-    device: &str,
-    password: &str,
-    expect: u16,
-) -> std::process::Output {
-    let template = include_str!("sipp/register.xml");
-    let scenario = rig
-        .dir
-        .path()
-        .join(format!("register-{transport}-{expect}.xml"));
-    std::fs::write(
-        &scenario,
-        template.replace("FINAL_STATUS", &expect.to_string()),
-    )
-    .unwrap();
-    run_with_timeout(
-        Command::new("sipp").args([
-            "-sf",
-            scenario.to_str().unwrap(),
-            "-key",
-            "device",
-            device,
-            "-key",
-            "server",
-            "34020000002000000001",
-            "-key",
-            "domain",
-            "3402000000",
-            "-au",
-            device,
-            "-ap",
-            password,
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &rig.ports.spare.to_string(),
-            "-m",
-            "1",
-            "-t",
-            transport,
-            "-timeout",
-            "10s",
-            "-timeout_error",
-            "-nostdin",
-            &format!("127.0.0.1:{}", rig.ports.sip),
-        ]),
-        Duration::from_secs(20),
-    )
-}
-
 #[test]
 fn sipp_device_registers_with_right_password_and_is_refused_with_wrong() {
     if !have("sipp") {

@@ -531,10 +531,21 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// Register `device` with sipp's digest (`tests/sipp/register.xml`) and
-/// expect `expect` as the final answer; sipp exits 0 only if it came.
+/// Register `device` with sipp's digest (`tests/sipp/register.xml`) over
+/// UDP and expect `expect` as the final answer; sipp exits 0 only if it came.
 pub fn sipp_register_device(
     rig: &Rig,
+    device: &str,
+    password: &str,
+    expect: u16,
+) -> std::process::Output {
+    sipp_register(rig, "u1", device, password, expect)
+}
+
+/// The same over sipp transport `transport` (`u1` UDP, `t1` TCP).
+pub fn sipp_register(
+    rig: &Rig,
+    transport: &str,
     device: &str,
     password: &str,
     expect: u16,
@@ -543,7 +554,7 @@ pub fn sipp_register_device(
     let scenario = rig
         .dir
         .path()
-        .join(format!("register-{device}-{expect}.xml"));
+        .join(format!("register-{transport}-{device}-{expect}.xml"));
     std::fs::write(
         &scenario,
         template.replace("FINAL_STATUS", &expect.to_string()),
@@ -575,7 +586,7 @@ pub fn sipp_register_device(
             "-m",
             "1",
             "-t",
-            "u1",
+            transport,
             "-timeout",
             "10s",
             "-timeout_error",
@@ -594,26 +605,9 @@ pub fn free_ports(size: u16) -> u16 {
 
 impl Rig {
     /// Start the gateway with `extra_yaml` appended to the generated config.
-    pub fn start_with_yaml(opts: Options, extra_yaml: &str) -> Self {
-        let dir = tempdir::Dir::new();
-        let ports = Ports::new();
-        let config = write_config(dir.path(), &ports, &opts);
-        let mut text = std::fs::read_to_string(&config).expect("config");
-        text.push_str(extra_yaml);
-        std::fs::write(&config, text).expect("config");
-        let gateway = Proc::spawn(
-            &["--config", config.to_str().unwrap()],
-            dir.path().join("gateway.log"),
-        );
-        let rig = Self {
-            dir,
-            ports,
-            config,
-            gateway,
-            cameras: Vec::new(),
-        };
-        rig.wait_http();
-        rig
+    pub fn start_with_yaml(mut opts: Options, extra_yaml: &str) -> Self {
+        opts.extra_yaml.push_str(extra_yaml);
+        Self::start(opts)
     }
 
     /// Start another `camgate` subcommand (e.g. `sim-ctel`) as a camera
