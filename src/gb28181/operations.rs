@@ -219,47 +219,40 @@ impl GbPlatform {
     /// §9.7.2: SUBSCRIBE (`Event: presence`) with an Alarm query body, so
     /// the device NOTIFYs or MESSAGEs us its alarms.
     pub async fn subscribe_alarms(&self, device: &str) -> Result<(), QueryError> {
-        let sn = self.next_sn();
-        let xml = reports::alarm_query(sn, device, None);
-        let r = self
-            .send_to_device(
-                device,
-                Method::Subscribe,
-                "Application/MANSCDP+xml",
-                &xml,
-                &[
-                    ("Event", "presence".to_owned()),
-                    ("Expires", ALARM_SUBSCRIPTION_SECS.to_string()),
-                ],
-            )
-            .await;
-        match &r {
-            Ok(()) => info!(%device, "alarm subscription accepted"),
-            Err(e) => warn!(%device, "alarm subscription failed: {e}"),
-        }
-        r
+        let xml = reports::alarm_query(self.next_sn(), device, None);
+        self.subscribe(device, "presence", "alarm", &xml).await
     }
 
     /// §9.7.1: SUBSCRIBE (`Event: Catalog`) so the device NOTIFYs channel
     /// changes (ON/OFF/ADD/DEL/UPDATE).
     pub async fn subscribe_catalog(&self, device: &str) -> Result<(), QueryError> {
-        let sn = self.next_sn();
-        let xml = super::catalog_notify::subscribe_body(sn, device);
+        let xml = super::catalog_notify::subscribe_body(self.next_sn(), device);
+        self.subscribe(device, "Catalog", "catalog", &xml).await
+    }
+
+    /// One SUBSCRIBE with a MANSCDP body; `what` names it in the log.
+    async fn subscribe(
+        &self,
+        device: &str,
+        event: &str,
+        what: &str,
+        xml: &str,
+    ) -> Result<(), QueryError> {
         let r = self
             .send_to_device(
                 device,
                 Method::Subscribe,
                 "Application/MANSCDP+xml",
-                &xml,
+                xml,
                 &[
-                    ("Event", "Catalog".to_owned()),
+                    ("Event", event.to_owned()),
                     ("Expires", ALARM_SUBSCRIPTION_SECS.to_string()),
                 ],
             )
             .await;
         match &r {
-            Ok(()) => info!(%device, "catalog subscription accepted"),
-            Err(e) => warn!(%device, "catalog subscription failed: {e}"),
+            Ok(()) => info!(%device, what, "subscription accepted"),
+            Err(e) => warn!(%device, what, "subscription failed: {e}"),
         }
         r
     }
