@@ -65,6 +65,10 @@ enum Command {
         /// Add a G.711 A-law tone to the PS (stream id 0xC0, type 0x90).
         #[arg(long)]
         audio: bool,
+        /// Ask for talk (voice broadcast) audio over TCP: `passive` (we
+        /// listen, the gateway connects) or `active` (we connect).
+        #[arg(long, value_parser = ["passive", "active"])]
+        talk_tcp: Option<String>,
     },
     /// Run only a simulated China Telecom 手机看店 camera that registers at
     /// the gateway of the configuration (ids default to the first
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
                 answer_ssrc,
                 h265,
                 audio,
+                talk_tcp,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -201,6 +206,11 @@ fn main() -> ExitCode {
                 sim.tcp_media = !no_tcp;
                 sim.h265 = h265;
                 sim.audio = audio;
+                sim.talk_media = match talk_tcp.as_deref() {
+                    Some("passive") => camgate::sim::gb_device::TalkMedia::TcpListen,
+                    Some(_) => camgate::sim::gb_device::TalkMedia::TcpConnect,
+                    None => camgate::sim::gb_device::TalkMedia::Udp,
+                };
                 sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {
                     (true, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Hidden(s),
                     (true, None) => camgate::sim::gb_device::AnswerSsrc::Omit,

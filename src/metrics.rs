@@ -696,6 +696,7 @@ fn zero_known_series(m: &Metrics) {
             "bad_offer",
             "failed",
             "unexpected_invite",
+            "media_failed",
         ],
     );
     zero(&m.gb_snapshot_requests, "outcome", QUERY_OUTCOMES);

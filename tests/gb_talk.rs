@@ -63,3 +63,35 @@ fn uploaded_wav_reaches_the_camera_as_pcma_rtp() {
     let (status, _) = http_post_bytes(http, &path, "audio/wav", b"").unwrap();
     assert_eq!(status, 415);
 }
+
+/// The camera asks for the audio over TCP (`TCP/RTP/AVP`): with
+/// `a=setup:passive` it listens and the gateway connects; with
+/// `a=setup:active` it connects to the port in the gateway's answer. The
+/// same 50 RFC 4571-framed PCMA packets arrive either way.
+#[test]
+fn talk_over_tcp_both_directions() {
+    for (mode, transport) in [("passive", "tcp_active"), ("active", "tcp_passive")] {
+        let mut rig = Rig::start(Options::default());
+        rig.add_camera(DEVICE, CHANNEL, &["--talk-tcp", mode]);
+        rig.wait_channel(DEVICE, CHANNEL);
+        let path = format!("/api/v1/devices/{DEVICE}/channels/{CHANNEL}/talk");
+        let (status, body) =
+            http_post_bytes(rig.ports.http, &path, "audio/wav", &write_wav(&tone())).unwrap();
+        assert_eq!(status, 202, "{mode}: {body}\n{}", rig.logs());
+        let started = json(&body);
+        assert_eq!(started["transport"], transport, "{mode}: {started}");
+        assert_eq!(started["packets"], 50, "{mode}: {started}");
+
+        let ended = wait_for(Duration::from_secs(10), || {
+            plain(&rig.cameras[0].log_text())
+                .lines()
+                .find(|l| l.contains("talk ended"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("{mode}: talk never ended at the camera\n{}", rig.logs()));
+        assert!(ended.contains("packets=50"), "{mode}: {ended}");
+        assert!(ended.contains("bad=0"), "{mode}: {ended}");
+        assert!(ended.contains("discontinuities=0"), "{mode}: {ended}");
+        assert_eq!(rig.metric("camgate_gb_talk_packets_sent_total"), 50.0);
+    }
+}

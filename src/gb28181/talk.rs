@@ -5,7 +5,12 @@
 //! stream G.711 A-law over RTP — payload type 8, 20 ms per packet (160
 //! samples), timestamps +160 — then BYE. One session per channel.
 //!
-//! RTP over TCP (`TCP/RTP/AVP`, `a=setup`) is refused with 488 for now.
+//! The device may ask for the audio over TCP instead (`m=audio PORT
+//! TCP/RTP/AVP 8`, GB/T 28181-2016 Annex F): `a=setup:passive` means it
+//! listens at PORT and we connect, from the port we answer with;
+//! `a=setup:active` (or no `a=setup`, RFC 4145 §4's default for an offer)
+//! means it connects to the port we answer with. Each packet then goes
+//! out with RFC 4571's two-byte length in front.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +27,9 @@ use tracing::{Instrument, info, info_span, warn};
 use super::control::broadcast_notify;
 use super::exchanges::QueryError;
 use super::platform::{GbPlatform, lock};
-use super::sdp::{Direction, GbSdp, MediaKind, Payload, SessionName, Transport};
+use super::sdp::{Direction, GbSdp, MediaKind, Payload, SessionName, Setup, Transport};
+use crate::ingest::port_pool::{BoundPair, BoundTcp, PortError, PortHold, PortPool};
+use crate::ingest::tcp::{accept_device, connect_device};
 use crate::metrics::{self, label};
 use crate::sip::request::RequestFacts;
 
@@ -33,6 +40,8 @@ pub const PAYLOAD_TYPE_PCMA: u8 = 8;
 pub const SILENCE: u8 = 0xD5;
 /// How long the device has to call back after the Broadcast notify.
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TCP audio connection may take to come up after our 200 OK.
+pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TalkError {
@@ -67,6 +76,8 @@ pub struct TalkStarted {
     pub channel: String,
     /// Where the audio goes (the device's `c=` and `m=audio` port).
     pub destination: String,
+    /// `udp`, `tcp_active` (we connect) or `tcp_passive` (the device does).
+    pub transport: &'static str,
     pub ssrc: u32,
     pub packets: usize,
     pub duration_ms: u64,
@@ -96,34 +107,71 @@ pub fn rtp_packet(seq: u16, timestamp: u32, ssrc: u32, marker: bool, payload: &[
     p
 }
 
-/// Our answer: send-only PCMA from `ip:port`, echoing the device's SSRC.
-pub fn answer_sdp(server_id: &str, ip: &str, port: u16, ssrc: &str) -> String {
+/// How the audio reaches the device, from its offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TalkLink {
+    /// RTP/AVP datagrams to this address.
+    Udp(SocketAddr),
+    /// TCP/RTP/AVP, the device listens (`a=setup:passive`): we connect.
+    TcpConnect(SocketAddr),
+    /// TCP/RTP/AVP, the device connects (`a=setup:active`) from this host.
+    TcpAccept(IpAddr),
+}
+
+impl TalkLink {
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Self::Udp(_) => "udp",
+            Self::TcpConnect(_) => "tcp_active",
+            Self::TcpAccept(_) => "tcp_passive",
+        }
+    }
+}
+
+impl std::fmt::Display for TalkLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Udp(a) => write!(f, "udp:{a}"),
+            Self::TcpConnect(a) => write!(f, "tcp:{a}"),
+            Self::TcpAccept(ip) => write!(f, "tcp:{ip} (device connects)"),
+        }
+    }
+}
+
+/// Our answer: send-only PCMA from `ip:port`, echoing the device's SSRC;
+/// over TCP, the opposite `a=setup` role of the device's.
+pub fn answer_sdp(server_id: &str, ip: &str, port: u16, ssrc: &str, link: TalkLink) -> String {
     let mut sdp = GbSdp::live_offer(server_id, ip, port, ssrc);
     sdp.session_name = SessionName::Play;
-    let mut m = super::sdp::Media::new(
-        MediaKind::Audio,
-        port,
-        Transport::RtpAvp,
-        Direction::SendOnly,
-    );
+    let transport = match link {
+        TalkLink::Udp(_) => Transport::RtpAvp,
+        TalkLink::TcpConnect(_) | TalkLink::TcpAccept(_) => Transport::TcpRtpAvp,
+    };
+    let mut m = super::sdp::Media::new(MediaKind::Audio, port, transport, Direction::SendOnly);
     m.payloads = vec![Payload::new(PAYLOAD_TYPE_PCMA, "PCMA", 8000)];
+    match link {
+        TalkLink::Udp(_) => {}
+        TalkLink::TcpConnect(_) => {
+            m.setup = Some(Setup::Active);
+            m.connection_new = true;
+        }
+        TalkLink::TcpAccept(_) => {
+            m.setup = Some(Setup::Passive);
+            m.connection_new = true;
+        }
+    }
     sdp.media = vec![m];
     sdp.build()
 }
 
-/// Where the device listens, from its offer: UDP RTP with PCMA.
-fn destination(offer: &GbSdp) -> Result<SocketAddr, String> {
+/// Where and how the device wants the audio, from its offer: PCMA over
+/// RTP/AVP or TCP/RTP/AVP.
+fn destination(offer: &GbSdp) -> Result<TalkLink, String> {
     let audio = offer
         .media
         .iter()
         .find(|m| m.kind == MediaKind::Audio)
         .ok_or("no m=audio")?;
-    if audio.transport != Transport::RtpAvp {
-        return Err(format!(
-            "transport {} (only RTP/AVP)",
-            audio.transport.as_str()
-        ));
-    }
     if !audio.payloads.iter().any(|p| p.pt == PAYLOAD_TYPE_PCMA) {
         return Err("PCMA (payload type 8) not offered".into());
     }
@@ -134,10 +182,113 @@ fn destination(offer: &GbSdp) -> Result<SocketAddr, String> {
         .trim()
         .parse()
         .map_err(|_| "c= is not an IP address".to_owned())?;
-    if audio.port == 0 || ip.is_unspecified() {
-        return Err(format!("offer points at {ip}:{}", audio.port));
+    if ip.is_unspecified() {
+        return Err(format!("offer points at {ip}"));
     }
-    Ok(SocketAddr::new(ip, audio.port))
+    let device_listens = |port: u16| {
+        if port == 0 {
+            Err(format!("offer points at {ip}:0"))
+        } else {
+            Ok(SocketAddr::new(ip, port))
+        }
+    };
+    match (&audio.transport, audio.setup) {
+        (Transport::RtpAvp, _) => device_listens(audio.port).map(TalkLink::Udp),
+        (Transport::TcpRtpAvp, Some(Setup::Passive)) => {
+            device_listens(audio.port).map(TalkLink::TcpConnect)
+        }
+        // `actpass` leaves the choice to us: listening needs nothing
+        // from the device's port, which is often a placeholder.
+        (Transport::TcpRtpAvp, Some(Setup::Active | Setup::ActPass) | None) => {
+            Ok(TalkLink::TcpAccept(ip))
+        }
+        (Transport::Other(t), _) => Err(format!("transport {t} (only RTP/AVP or TCP/RTP/AVP)")),
+    }
+}
+
+/// The audio path once negotiated: a pool port (UDP pair or TCP socket)
+/// that lives as long as the talk.
+enum AudioPort {
+    Udp(BoundPair),
+    TcpListen(BoundTcp<tokio::net::TcpListener>),
+    TcpConnect(BoundTcp<tokio::net::TcpSocket>),
+}
+
+impl AudioPort {
+    async fn bind(pool: &PortPool, link: TalkLink) -> Result<Self, PortError> {
+        Ok(match link {
+            TalkLink::Udp(_) => Self::Udp(pool.bind_pair().await?),
+            TalkLink::TcpAccept(_) => Self::TcpListen(pool.bind_tcp_listener()?),
+            TalkLink::TcpConnect(_) => Self::TcpConnect(pool.bind_tcp_socket()?),
+        })
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Self::Udp(p) => p.port,
+            Self::TcpListen(t) => t.port,
+            Self::TcpConnect(t) => t.port,
+        }
+    }
+
+    /// Bring the path up (for TCP: the connection) and return the sender.
+    async fn open(self, link: TalkLink) -> Result<AudioSink, String> {
+        match (self, link) {
+            (Self::Udp(pair), TalkLink::Udp(dest)) => Ok(AudioSink::Udp { pair, dest }),
+            (Self::TcpListen(listener), TalkLink::TcpAccept(device_ip)) => {
+                let stream = accept_device(&listener.socket, Some(device_ip), TCP_CONNECT_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(AudioSink::Tcp {
+                    stream,
+                    _port: listener.split().1,
+                    framed: Vec::with_capacity(2 + 12 + SAMPLES_PER_PACKET),
+                })
+            }
+            (Self::TcpConnect(socket), TalkLink::TcpConnect(dest)) => {
+                let (socket, hold) = socket.split();
+                let stream = connect_device(socket, dest, TCP_CONNECT_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(AudioSink::Tcp {
+                    stream,
+                    _port: hold,
+                    framed: Vec::with_capacity(2 + 12 + SAMPLES_PER_PACKET),
+                })
+            }
+            _ => Err("audio port does not match the negotiated link".into()),
+        }
+    }
+}
+
+/// Sends RTP packets to the device.
+enum AudioSink {
+    Udp {
+        pair: BoundPair,
+        dest: SocketAddr,
+    },
+    Tcp {
+        stream: tokio::net::TcpStream,
+        /// Keeps our port leased until the talk ends.
+        _port: PortHold,
+        framed: Vec<u8>,
+    },
+}
+
+impl AudioSink {
+    async fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Udp { pair, dest } => pair.rtp.send_to(packet, *dest).await.map(drop),
+            Self::Tcp { stream, framed, .. } => {
+                use tokio::io::AsyncWriteExt;
+                framed.clear();
+                crate::ingest::rfc4571::frame(packet, framed).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "packet too large")
+                })?;
+                stream.write_all(framed).await
+            }
+        }
+    }
 }
 
 impl GbPlatform {
@@ -201,12 +352,14 @@ impl GbPlatform {
                 return Err(TalkError::BadOffer(e));
             }
         };
-        let (offer, dest) = offer;
-        let ports = self
-            .ports
-            .bind_pair()
-            .await
-            .map_err(|e| TalkError::Failed(format!("no RTP port: {e}")))?;
+        let (offer, link) = offer;
+        let port = match AudioPort::bind(&self.ports, link).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = invite.reply(StatusCode::NotAcceptableHere).await;
+                return Err(TalkError::Failed(format!("no RTP port: {e}")));
+            }
+        };
         let ssrc_text = offer
             .ssrc
             .clone()
@@ -214,7 +367,13 @@ impl GbPlatform {
             .unwrap_or_else(|| format!("{:010}", rand::random::<u32>() % 1_000_000_000));
         let ssrc = super::ssrc::Ssrc::parse(&ssrc_text).map_or(0, |s| s.value());
         let ip = self.config().advertised_ip().to_string();
-        let answer = answer_sdp(&self.config().sip.server_id, &ip, ports.port, &ssrc_text);
+        let answer = answer_sdp(
+            &self.config().sip.server_id,
+            &ip,
+            port.port(),
+            &ssrc_text,
+            link,
+        );
         let (state_tx, mut states) = self.sip.dialogs.new_dialog_state_channel();
         let contact = rsipstack::sip::Uri::try_from(
             format!(
@@ -250,7 +409,8 @@ impl GbPlatform {
         let started = TalkStarted {
             device: device.to_owned(),
             channel: channel.to_owned(),
-            destination: dest.to_string(),
+            destination: link.to_string(),
+            transport: link.transport(),
             ssrc,
             packets,
             duration_ms: (alaw.len() as u64 * 1000) / 8000,
@@ -259,20 +419,32 @@ impl GbPlatform {
             .gb_talk_sessions
             .get_or_create(&label("outcome", "ok"))
             .inc();
-        info!(%device, %channel, %dest, packets, "talk accepted");
+        info!(%device, %channel, %link, packets, "talk accepted");
         let this = self.clone();
         let channel = channel.to_owned();
         let span = info_span!("talk", device = %device, channel = %channel);
         tokio::spawn(
             async move {
-                let socket = ports.rtp;
+                let mut sink = match port.open(link).await {
+                    Ok(sink) => Some(sink),
+                    Err(e) => {
+                        metrics::get()
+                            .gb_talk_sessions
+                            .get_or_create(&label("outcome", "media_failed"))
+                            .inc();
+                        warn!(%link, "talk audio connection failed: {e}");
+                        None
+                    }
+                };
                 let mut tick = tokio::time::interval(Duration::from_millis(20));
                 let mut seq: u16 = rand::random();
                 let mut ts: u32 = rand::random();
                 let mut sent = 0usize;
                 let mut hung_up = false;
                 let mut chunks = alaw.chunks(SAMPLES_PER_PACKET).enumerate().peekable();
-                while let Some((i, chunk)) = chunks.peek().copied() {
+                while let Some(out) = sink.as_mut()
+                    && let Some((i, chunk)) = chunks.peek().copied()
+                {
                     tokio::select! {
                         _ = tick.tick() => {}
                         s = states.recv() => {
@@ -286,9 +458,17 @@ impl GbPlatform {
                     }
                     chunks.next();
                     let pkt = rtp_packet(seq, ts, ssrc, i == 0, chunk);
-                    if socket.send_to(&pkt, dest).await.is_ok() {
-                        sent += 1;
-                        metrics::get().gb_talk_packets_sent.inc();
+                    match out.send(&pkt).await {
+                        Ok(()) => {
+                            sent += 1;
+                            metrics::get().gb_talk_packets_sent.inc();
+                        }
+                        // A closed TCP connection will not come back.
+                        Err(e) if matches!(out, AudioSink::Tcp { .. }) => {
+                            warn!("talk audio connection lost: {e}");
+                            break;
+                        }
+                        Err(_) => {}
                     }
                     seq = seq.wrapping_add(1);
                     ts = ts.wrapping_add(SAMPLES_PER_PACKET as u32);
@@ -299,7 +479,7 @@ impl GbPlatform {
                 }
                 this.sip.dialogs.remove_dialog(&dialog.id());
                 lock(&this.talks.by_channel).remove(&channel);
-                drop(ports.rtcp);
+                drop(sink);
             }
             .instrument(span),
         );
@@ -350,20 +530,46 @@ mod tests {
         let offer = GbSdp::parse(OFFER).unwrap();
         assert_eq!(
             destination(&offer),
-            Ok("192.168.1.64:15060".parse().unwrap())
+            Ok(TalkLink::Udp("192.168.1.64:15060".parse().unwrap()))
         );
         let tcp = OFFER.replace("RTP/AVP 8 96", "TCP/RTP/AVP 8 96");
-        assert!(destination(&GbSdp::parse(&tcp).unwrap()).is_err());
+        let device = "192.168.1.64".parse().unwrap();
+        // No a=setup: the offerer is active (RFC 4145 §4).
+        assert_eq!(
+            destination(&GbSdp::parse(&tcp).unwrap()),
+            Ok(TalkLink::TcpAccept(device))
+        );
+        let listens = tcp.replace("a=recvonly", "a=recvonly\r\na=setup:passive");
+        assert_eq!(
+            destination(&GbSdp::parse(&listens).unwrap()),
+            Ok(TalkLink::TcpConnect(SocketAddr::new(device, 15060)))
+        );
+        let other = OFFER.replace("RTP/AVP 8 96", "RTP/SAVP 8 96");
+        assert!(destination(&GbSdp::parse(&other).unwrap()).is_err());
         let no_pcma = OFFER.replace("RTP/AVP 8 96", "RTP/AVP 96");
         assert!(destination(&GbSdp::parse(&no_pcma).unwrap()).is_err());
 
-        let answer = answer_sdp("34020000002000000001", "10.0.0.1", 30002, "0100000001");
+        let udp = TalkLink::Udp("192.168.1.64:15060".parse().unwrap());
+        let answer = answer_sdp("34020000002000000001", "10.0.0.1", 30002, "0100000001", udp);
         let a = GbSdp::parse(&answer).unwrap();
         let m = &a.media[0];
         assert_eq!((m.kind.clone(), m.port), (MediaKind::Audio, 30002));
         assert_eq!(m.direction, Direction::SendOnly);
         assert_eq!(m.payloads[0].pt, 8);
+        assert_eq!((m.transport.clone(), m.setup), (Transport::RtpAvp, None));
         assert_eq!(a.ssrc.as_deref(), Some("0100000001"));
+
+        // Over TCP we take the role the device left: it listens, we connect.
+        let connect = TalkLink::TcpConnect("192.168.1.64:15060".parse().unwrap());
+        let a = GbSdp::parse(&answer_sdp("s", "10.0.0.1", 30002, "0100000001", connect)).unwrap();
+        let m = &a.media[0];
+        assert_eq!(
+            (m.transport.clone(), m.setup, m.connection_new),
+            (Transport::TcpRtpAvp, Some(Setup::Active), true)
+        );
+        let accept = TalkLink::TcpAccept("192.168.1.64".parse().unwrap());
+        let a = GbSdp::parse(&answer_sdp("s", "10.0.0.1", 30002, "0100000001", accept)).unwrap();
+        assert_eq!(a.media[0].setup, Some(Setup::Passive));
     }
 
     #[test]

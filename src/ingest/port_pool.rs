@@ -153,6 +153,24 @@ pub struct BoundTcp<T> {
     _lease: PortLease,
 }
 
+/// Keeps a pool port leased after its socket has been taken apart (a
+/// [`BoundTcp`] socket turned into a connected stream).
+pub struct PortHold {
+    _lease: PortLease,
+}
+
+impl<T> BoundTcp<T> {
+    /// The socket, and the lease that keeps its port out of the pool.
+    pub fn split(self) -> (T, PortHold) {
+        (
+            self.socket,
+            PortHold {
+                _lease: self._lease,
+            },
+        )
+    }
+}
+
 impl PortPool {
     /// Bind `f(addr)` on the next pool port it succeeds on.
     fn bind_tcp_with<T>(

@@ -25,13 +25,13 @@ use tracing::Instrument as _;
 
 use super::clip::{Clip, DEMO_FPS};
 use super::gb_device::{
-    AnswerSsrc, DeviceConfig, DeviceError, DeviceEvent, GbDevice, MediaLink, StopReason,
+    AnswerSsrc, DeviceConfig, DeviceError, DeviceEvent, GbDevice, MediaLink, StopReason, TalkMedia,
 };
 use super::history_stream::{HistoryRequest, stream_history};
 use super::ps_mux::PsMuxer;
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
 use super::snapshot_upload::upload_snapshots;
-use super::talk_receive::{TalkCounters, receive_talk};
+use super::talk_receive::{TalkCounters, accept_talk_tcp, receive_talk, receive_talk_tcp};
 use crate::config::Config;
 use crate::gb28181::mansrtsp::PlaybackCommand;
 use tokio::sync::mpsc;
@@ -72,6 +72,8 @@ pub struct SimCameraConfig {
     pub h265: bool,
     /// Add a G.711 A-law tone (PS stream id 0xC0, stream type 0x90).
     pub audio: bool,
+    /// How the talk callback INVITE asks for audio (UDP, or TCP either way).
+    pub talk_media: TalkMedia,
     /// Counters shared with whoever started the camera.
     pub stats: Arc<SimStats>,
 }
@@ -99,6 +101,7 @@ impl SimCameraConfig {
             answer_ssrc: AnswerSsrc::Offered,
             h265: false,
             audio: false,
+            talk_media: TalkMedia::Udp,
             stats: Arc::default(),
         }
     }
@@ -237,6 +240,17 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         config.stats.talk.clone(),
         shutdown.child_token(),
     ));
+    if config.talk_media == TalkMedia::TcpListen {
+        // The same port number as the UDP speaker, which the offer names.
+        let listener = TcpListener::bind(audio_local)
+            .await
+            .with_context(|| format!("sim camera: bind talk TCP listener {audio_local}"))?;
+        tokio::spawn(accept_talk_tcp(
+            listener,
+            config.stats.talk.clone(),
+            shutdown.child_token(),
+        ));
+    }
     let tcp_listener = if config.tcp_media {
         Some(
             TcpListener::bind(SocketAddr::new(config.bind.ip(), 0))
@@ -279,6 +293,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     dc.tcp_media_port = tcp_port;
     dc.answer_ssrc = config.answer_ssrc;
     dc.audio_addr = SocketAddr::new(ip, audio_local.port());
+    dc.talk_media = config.talk_media;
     let mut device = GbDevice::new(dc, rand::random());
     let waiters: Waiters = Arc::default();
     if let Some(listener) = tcp_listener {
@@ -661,8 +676,22 @@ fn on_event(
             stats.talk.reset();
             tracing::info!(%source, %target, "broadcast: calling the platform back");
         }
-        DeviceEvent::TalkStarted { call_id } => {
-            tracing::info!(%call_id, "talk started");
+        DeviceEvent::TalkStarted {
+            call_id,
+            connect_to,
+        } => {
+            tracing::info!(%call_id, ?connect_to, "talk started");
+            if let Some(addr) = connect_to {
+                let talk = stats.talk.clone();
+                tokio::spawn(async move {
+                    match TcpStream::connect(addr).await {
+                        Ok(stream) => {
+                            receive_talk_tcp(stream, talk, CancellationToken::new()).await;
+                        }
+                        Err(e) => tracing::warn!(%addr, "talk TCP connect failed: {e}"),
+                    }
+                });
+            }
         }
         DeviceEvent::TalkFailed { status } => tracing::warn!(?status, "talk INVITE failed"),
         DeviceEvent::TalkEnded { call_id } => {

@@ -93,6 +93,23 @@ pub struct DeviceConfig {
     pub tcp_media_port: Option<u16>,
     /// What `y=` the 200 OK carries.
     pub answer_ssrc: AnswerSsrc,
+    /// How our talk INVITE asks for the platform's audio.
+    pub talk_media: TalkMedia,
+}
+
+/// The transport a talk callback INVITE offers (GB/T 28181-2016 §9.12,
+/// Annex F).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TalkMedia {
+    /// `RTP/AVP` to `audio_addr`.
+    #[default]
+    Udp,
+    /// `TCP/RTP/AVP` with `a=setup:passive`: the platform connects to
+    /// `audio_addr`'s port over TCP.
+    TcpListen,
+    /// `TCP/RTP/AVP` with `a=setup:active`: we connect to the address in
+    /// the platform's answer.
+    TcpConnect,
 }
 
 /// The `y=` of our answer: devices differ (GB/T 28181-2016 §9.2.2 asks
@@ -147,6 +164,7 @@ impl DeviceConfig {
             firmware: env!("CARGO_PKG_VERSION").into(),
             tcp_media_port: None,
             answer_ssrc: AnswerSsrc::Offered,
+            talk_media: TalkMedia::Udp,
         }
     }
 }
@@ -242,6 +260,9 @@ pub enum DeviceEvent {
     /// The platform accepted our talk INVITE (200, ACK sent): audio comes.
     TalkStarted {
         call_id: String,
+        /// With [`TalkMedia::TcpConnect`]: where the platform's answer
+        /// says to connect.
+        connect_to: Option<SocketAddr>,
     },
     /// The platform refused or never answered our talk INVITE.
     TalkFailed {
@@ -1150,20 +1171,30 @@ impl GbDevice {
         let audio = self.cfg.audio_addr;
         let family = if audio.is_ipv6() { "IP6" } else { "IP4" };
         let ssrc = format!("0{:09}", self.rng.next() % 1_000_000_000);
+        let (proto, setup, port) = match self.cfg.talk_media {
+            TalkMedia::Udp => ("RTP/AVP", "", audio.port()),
+            TalkMedia::TcpListen => (
+                "TCP/RTP/AVP",
+                "a=setup:passive\r\na=connection:new\r\n",
+                audio.port(),
+            ),
+            // The discard port: we open the connection, nothing listens.
+            TalkMedia::TcpConnect => ("TCP/RTP/AVP", "a=setup:active\r\na=connection:new\r\n", 9),
+        };
         let sdp = format!(
             "v=0\r\n\
              o={target} 0 0 IN {family} {ip}\r\n\
              s=Play\r\n\
              c=IN {family} {ip}\r\n\
              t=0 0\r\n\
-             m=audio {port} RTP/AVP 8 96\r\n\
+             m=audio {port} {proto} 8 96\r\n\
              a=recvonly\r\n\
+             {setup}\
              a=rtpmap:8 PCMA/8000\r\n\
              a=rtpmap:96 PS/90000\r\n\
              y={ssrc}\r\n\
              f=v/////a/1/8/1\r\n",
             ip = audio.ip(),
-            port = audio.port(),
         );
         let local_header = format!("<sip:{target}@{}>;tag={tag}", self.cfg.realm);
         let remote_header = format!("<sip:{source}@{}>", self.cfg.realm);
@@ -1234,7 +1265,14 @@ impl GbDevice {
             talk.remote_header = to;
             talk.established = true;
             let call_id = talk.call_id.clone();
-            self.events.push_back(DeviceEvent::TalkStarted { call_id });
+            let connect_to = match self.cfg.talk_media {
+                TalkMedia::TcpConnect => answer_audio_addr(&msg.body_text()),
+                TalkMedia::Udp | TalkMedia::TcpListen => None,
+            };
+            self.events.push_back(DeviceEvent::TalkStarted {
+                call_id,
+                connect_to,
+            });
         } else {
             self.talk = None;
             self.events.push_back(DeviceEvent::TalkFailed {
@@ -1934,6 +1972,30 @@ impl SdpOffer {
             tcp_setup,
         })
     }
+}
+
+/// Where a talk answer's `m=audio` listens: its `c=` (media level, else
+/// session level) and port.
+fn answer_audio_addr(sdp: &str) -> Option<SocketAddr> {
+    let mut ip: Option<std::net::IpAddr> = None;
+    let mut port = None;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(c) = line.strip_prefix("c=") {
+            // Session-level c= comes first; a media-level one overrides it.
+            ip = c
+                .split_whitespace()
+                .nth(2)
+                .and_then(|a| a.parse().ok())
+                .or(ip);
+        } else if let Some(m) = line.strip_prefix("m=audio ") {
+            port = m
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok());
+        }
+    }
+    Some(SocketAddr::new(ip?, port.filter(|p| *p != 0)?))
 }
 
 /// Name of the root element (skipping the declaration and comments).

@@ -1,13 +1,17 @@
 //! The simulated camera's speaker (GB/T 28181-2016 §9.12): receives the
 //! platform's voice broadcast RTP and checks it the way a device would
 //! need it — payload type 8 (PCMA), 160-byte payloads (20 ms at 8 kHz),
-//! sequence numbers +1 and timestamps +160 packet to packet.
+//! sequence numbers +1 and timestamps +160 packet to packet — over UDP,
+//! or over TCP with RFC 4571 framing (GB/T 28181-2016 Annex F).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::net::UdpSocket;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
+
+use crate::ingest::rfc4571::Rfc4571Decoder;
 
 /// What the speaker heard; reset by [`TalkCounters::reset`] per call.
 #[derive(Debug, Default)]
@@ -48,6 +52,31 @@ pub fn rtp_fields(p: &[u8]) -> Option<(u8, u16, u32, usize)> {
     Some((pt, seq, ts, len))
 }
 
+/// Checks one talk stream packet by packet.
+#[derive(Default)]
+struct Speaker {
+    last: Option<(u16, u32)>,
+}
+
+impl Speaker {
+    fn hear(&mut self, counters: &TalkCounters, packet: &[u8]) {
+        counters.packets.fetch_add(1, Ordering::Relaxed);
+        match rtp_fields(packet) {
+            Some((8, seq, ts, 160)) => {
+                if let Some((s, t)) = self.last
+                    && (seq != s.wrapping_add(1) || ts != t.wrapping_add(160))
+                {
+                    counters.discontinuities.fetch_add(1, Ordering::Relaxed);
+                }
+                self.last = Some((seq, ts));
+            }
+            _ => {
+                counters.bad_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Count what arrives on `socket` until `stop`.
 pub async fn receive_talk(
     socket: Arc<UdpSocket>,
@@ -55,7 +84,7 @@ pub async fn receive_talk(
     stop: CancellationToken,
 ) {
     let mut buf = vec![0u8; 2048];
-    let mut last: Option<(u16, u32)> = None;
+    let mut speaker = Speaker::default();
     loop {
         let n = tokio::select! {
             _ = stop.cancelled() => return,
@@ -64,20 +93,60 @@ pub async fn receive_talk(
                 Err(_) => continue,
             },
         };
-        counters.packets.fetch_add(1, Ordering::Relaxed);
-        match rtp_fields(buf.get(..n).unwrap_or_default()) {
-            Some((8, seq, ts, 160)) => {
-                if let Some((s, t)) = last
-                    && (seq != s.wrapping_add(1) || ts != t.wrapping_add(160))
-                {
-                    counters.discontinuities.fetch_add(1, Ordering::Relaxed);
+        speaker.hear(&counters, buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// Count the RFC 4571 frames arriving on one TCP connection until it
+/// closes or `stop`.
+pub async fn receive_talk_tcp(
+    mut stream: TcpStream,
+    counters: Arc<TalkCounters>,
+    stop: CancellationToken,
+) {
+    let mut framing = Rfc4571Decoder::default();
+    let mut speaker = Speaker::default();
+    loop {
+        let n = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = stream.read_buf(framing.read_buf()) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+        };
+        framing.filled(n);
+        loop {
+            match framing.next_frame() {
+                Ok(Some(packet)) => speaker.hear(&counters, &packet),
+                Ok(None) => break,
+                Err(e) if e.is_fatal() => return,
+                Err(_) => {
+                    counters.bad_packets.fetch_add(1, Ordering::Relaxed);
                 }
-                last = Some((seq, ts));
-            }
-            _ => {
-                counters.bad_packets.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Accept the platform's talk connections (we offered `a=setup:passive`).
+pub async fn accept_talk_tcp(
+    listener: TcpListener,
+    counters: Arc<TalkCounters>,
+    stop: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        tokio::spawn(receive_talk_tcp(
+            stream,
+            counters.clone(),
+            stop.child_token(),
+        ));
     }
 }
 
