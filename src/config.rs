@@ -190,6 +190,10 @@ pub struct GbConfig {
     /// SUBSCRIBE to each device's catalog changes (Event: Catalog) after
     /// it registers.
     pub subscribe_catalog: bool,
+    /// `Expires` of our alarm and catalog SUBSCRIBEs; each is renewed at
+    /// four fifths of it.
+    #[serde(with = "secs")]
+    pub subscription_expires: Duration,
 }
 
 impl Default for GbConfig {
@@ -205,6 +209,7 @@ impl Default for GbConfig {
             download_dir: "downloads".into(),
             max_downloads: 4,
             subscribe_catalog: false,
+            subscription_expires: Duration::from_secs(3600),
         }
     }
 }

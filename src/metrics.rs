@@ -62,6 +62,7 @@ pub struct Metrics {
     pub gb_snapshot_requests: Family<Label, Counter>,
     pub gb_snapshot_images: Family<Label, Counter>,
     pub gb_catalog_notifies: Family<Label, Counter>,
+    pub gb_subscriptions: Family<Label, Counter>,
     pub ready: Gauge,
     pub build_info: Family<Label, Gauge>,
     pub config_reloads: Family<Label, Counter>,
@@ -320,6 +321,11 @@ fn build() -> Metrics {
         gb_catalog_notifies: reg!(
             "camgate_gb_catalog_notifies",
             "Catalog NOTIFY items applied, by event (ON, OFF, ADD, DEL, UPDATE, other)",
+            Family::default()
+        ),
+        gb_subscriptions: reg!(
+            "camgate_gb_subscriptions",
+            "Alarm and catalog SUBSCRIBEs to devices, by outcome (subscribed, renewed, failed)",
             Family::default()
         ),
         ready: reg!(
@@ -709,6 +715,11 @@ fn zero_known_series(m: &Metrics) {
         &m.gb_catalog_notifies,
         "event",
         &["ON", "OFF", "ADD", "DEL", "UPDATE", "other"],
+    );
+    zero(
+        &m.gb_subscriptions,
+        "outcome",
+        &["subscribed", "renewed", "failed"],
     );
     zero(&m.rtsp_sessions_by_transport, "transport", &["tcp", "udp"]);
     zero(&m.rtsp_client_rtcp, "type", &["report", "bye"]);

@@ -58,3 +58,34 @@ fn notify_events_update_the_channel_list() {
         );
     }
 }
+
+/// Subscriptions are renewed before they lapse: with a 2 s lifetime both
+/// the alarm and the catalog SUBSCRIBE go out again every ~1.6 s, and
+/// the device answers each catalog renewal with its NOTIFY again (so the
+/// renewals reached it).
+#[test]
+fn subscriptions_are_renewed_before_they_expire() {
+    let mut rig = Rig::start(Options {
+        extra_yaml: "gb:\n  subscribe_catalog: true\n  subscription_expires: 2\n".into(),
+        ..Options::default()
+    });
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let renewed = "camgate_gb_subscriptions_total{outcome=\"renewed\"}";
+    // Two kinds, renewed at least twice each.
+    wait_for(Duration::from_secs(15), || {
+        (rig.metric(renewed) >= 4.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("renewals: {}\n{}", rig.metric(renewed), rig.logs()));
+    assert_eq!(
+        rig.metric("camgate_gb_subscriptions_total{outcome=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(
+        rig.metric("camgate_gb_subscriptions_total{outcome=\"subscribed\"}"),
+        2.0
+    );
+    // One NOTIFY (one DEL) per catalog SUBSCRIBE the device received.
+    let dels = rig.metric("camgate_gb_catalog_notifies_total{event=\"DEL\"}");
+    assert!(dels >= 3.0, "catalog NOTIFYs after renewals: {dels}");
+}

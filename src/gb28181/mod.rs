@@ -21,5 +21,6 @@ pub mod reports;
 pub mod sdp;
 pub mod snapshot;
 pub mod ssrc;
+pub mod subscriptions;
 pub mod talk;
 pub mod webhook;

@@ -14,10 +14,8 @@ use super::exchanges::QueryError;
 use super::manscdp::{self, CatalogItem, QueryKind};
 use super::platform::{GbPlatform, lock};
 use super::reports::{self, BasicParam, DeviceStatus, Preset, RecordItem, Report};
+use super::subscriptions::SubscriptionKind;
 use crate::metrics::{self, label};
-
-/// How long an alarm subscription lasts before the device drops it.
-const ALARM_SUBSCRIPTION_SECS: u32 = 3600;
 
 fn count(outcome: Result<(), &QueryError>) {
     let kind = match outcome {
@@ -220,24 +218,46 @@ impl GbPlatform {
     /// the device NOTIFYs or MESSAGEs us its alarms.
     pub async fn subscribe_alarms(&self, device: &str) -> Result<(), QueryError> {
         let xml = reports::alarm_query(self.next_sn(), device, None);
-        self.subscribe(device, "presence", "alarm", &xml).await
+        self.subscribe(device, SubscriptionKind::Alarm, "presence", &xml)
+            .await
     }
 
     /// §9.7.1: SUBSCRIBE (`Event: Catalog`) so the device NOTIFYs channel
     /// changes (ON/OFF/ADD/DEL/UPDATE).
     pub async fn subscribe_catalog(&self, device: &str) -> Result<(), QueryError> {
         let xml = super::catalog_notify::subscribe_body(self.next_sn(), device);
-        self.subscribe(device, "Catalog", "catalog", &xml).await
+        self.subscribe(device, SubscriptionKind::Catalog, "Catalog", &xml)
+            .await
     }
 
-    /// One SUBSCRIBE with a MANSCDP body; `what` names it in the log.
+    /// Subscribe again (the renewal schedule says it is due).
+    pub(crate) async fn renew_subscription(
+        &self,
+        device: &str,
+        kind: SubscriptionKind,
+    ) -> Result<(), QueryError> {
+        match kind {
+            SubscriptionKind::Alarm => self.subscribe_alarms(device).await,
+            SubscriptionKind::Catalog => self.subscribe_catalog(device).await,
+        }
+    }
+
+    /// One SUBSCRIBE with a MANSCDP body, tracked for renewal.
     async fn subscribe(
         &self,
         device: &str,
+        kind: SubscriptionKind,
         event: &str,
-        what: &str,
         xml: &str,
     ) -> Result<(), QueryError> {
+        let what = kind.as_str();
+        let lifetime = self.config().gb.subscription_expires;
+        let renewal = {
+            let mut subs = lock(&self.subscriptions);
+            let known = subs.is_tracked(device, kind);
+            subs.started(device, kind, Instant::now());
+            known
+        };
         let r = self
             .send_to_device(
                 device,
@@ -246,14 +266,26 @@ impl GbPlatform {
                 xml,
                 &[
                     ("Event", event.to_owned()),
-                    ("Expires", ALARM_SUBSCRIPTION_SECS.to_string()),
+                    ("Expires", lifetime.as_secs().max(1).to_string()),
                 ],
             )
             .await;
-        match &r {
-            Ok(()) => info!(%device, what, "subscription accepted"),
-            Err(e) => warn!(%device, what, "subscription failed: {e}"),
-        }
+        let outcome = match &r {
+            Ok(()) => {
+                lock(&self.subscriptions).accepted(device, kind, Instant::now(), lifetime);
+                info!(%device, what, renewal, "subscription accepted");
+                if renewal { "renewed" } else { "subscribed" }
+            }
+            Err(e) => {
+                lock(&self.subscriptions).failed(device, kind, Instant::now());
+                warn!(%device, what, renewal, "subscription failed: {e}");
+                "failed"
+            }
+        };
+        metrics::get()
+            .gb_subscriptions
+            .get_or_create(&label("outcome", outcome))
+            .inc();
         r
     }
 

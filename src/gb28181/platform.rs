@@ -61,6 +61,7 @@ pub struct GbPlatform {
     /// (end of recording, snapshot uploads): playback and snapshot jobs.
     pub(crate) report_tx: tokio::sync::broadcast::Sender<(String, Report)>,
     last_catalog_refresh: Mutex<Option<Instant>>,
+    pub(crate) subscriptions: Mutex<super::subscriptions::Subscriptions>,
     pub(crate) downloads: super::download::DownloadJobs,
     pub(crate) snapshots: Mutex<super::snapshot::SnapshotStore>,
     pub(crate) talks: super::talk::TalkSessions,
@@ -110,6 +111,7 @@ impl GbPlatform {
             event_tx: tokio::sync::broadcast::channel(256).0,
             report_tx: tokio::sync::broadcast::channel(64).0,
             last_catalog_refresh: Mutex::new(None),
+            subscriptions: Mutex::default(),
             downloads: Default::default(),
             snapshots: Default::default(),
             talks: Default::default(),
@@ -155,6 +157,7 @@ impl GbPlatform {
     fn tick(self: Arc<Self>, now: Instant) {
         lock(&self.exchanges).expire(now);
         self.maybe_refresh_catalogs(now);
+        self.renew_subscriptions(now);
         let (events, registered, online) = {
             let mut reg = lock(&self.registry);
             let events = reg.tick(now);
@@ -166,7 +169,10 @@ impl GbPlatform {
                     warn!(device = %id, "device offline: keepalives stopped")
                 }
                 RegistryEvent::Online(id) => info!(device = %id, "device online"),
-                RegistryEvent::Expired(id) => info!(device = %id, "registration expired"),
+                RegistryEvent::Expired(id) => {
+                    lock(&self.subscriptions).forget(&id);
+                    info!(device = %id, "registration expired")
+                }
             }
         }
         metrics::get().devices_registered.set(registered as i64);
@@ -306,6 +312,7 @@ impl GbPlatform {
                 tx.reply(StatusCode::BadRequest).await
             }
             RegisterDecision::Unregister => {
+                lock(&self.subscriptions).forget(&device_id);
                 let known = lock(&self.registry).unregister(&device_id);
                 info!(known, "device unregistered");
                 tx.reply_with(StatusCode::OK, vec![Header::Expires(0.into())], None)
@@ -625,6 +632,18 @@ impl GbPlatform {
         self.spawn_initial_queries(facts.from_user.clone());
     }
 
+    /// SUBSCRIBE again before a subscription lapses (§9.7).
+    fn renew_subscriptions(self: &Arc<Self>, now: Instant) {
+        let due = lock(&self.subscriptions).due(now);
+        for (device, kind) in due {
+            let this = self.clone();
+            tokio::spawn(async move {
+                // Outcome logged and counted by the subscribe itself.
+                let _ = this.renew_subscription(&device, kind).await;
+            });
+        }
+    }
+
     fn maybe_refresh_catalogs(self: &Arc<Self>, now: Instant) {
         let every = self.config().gb.catalog_refresh;
         if every.is_zero() {
@@ -782,6 +801,7 @@ impl GbPlatform {
     }
 
     pub(crate) fn forget_device(&self, id: &str) -> bool {
+        lock(&self.subscriptions).forget(id);
         lock(&self.registry).unregister(id)
     }
 
