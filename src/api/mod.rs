@@ -45,6 +45,8 @@ pub struct ApiState {
     pub ctel: Option<Arc<crate::ctel::platform::CtelPlatform>>,
     pub foscam: Arc<crate::foscam::FoscamSources>,
     pub webrtc: crate::webrtc::WebRtc,
+    /// WHEP access control: the RTSP path rules and token store.
+    pub whep_auth: Arc<crate::webrtc::whep_auth::WhepAuth>,
 }
 
 pub fn router(state: ApiState) -> Router {

@@ -17,12 +17,14 @@
 //! - [`peer`]: one browser (sans-IO wrapper over `str0m::Rtc`)
 //! - [`session`]: the tokio task driving a peer
 //! - [`annexb`]: frames as the one buffer str0m wants, shared per stream
+//! - [`whep_auth`]: who may open a session (the RTSP path rules)
 
 pub mod annexb;
 pub mod codec;
 pub mod peer;
 mod session;
 pub mod udp;
+pub mod whep_auth;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
