@@ -125,7 +125,7 @@ async function refreshStats() {
   const el = $("stats");
   if (!pc) { el.textContent = ""; return; }
   const stats = await pc.getStats();
-  let frames = 0, packets = 0, audioPackets = 0, codec = "";
+  let frames = 0, packets = 0, audioPackets = 0, codec = "", audioCodec = "";
   stats.forEach((s) => {
     if (s.type === "inbound-rtp" && s.kind === "video") {
       frames = s.framesDecoded || 0;
@@ -133,13 +133,18 @@ async function refreshStats() {
       const c = stats.get(s.codecId);
       if (c) codec = `${c.mimeType} ${c.sdpFmtpLine || ""}`;
     }
-    if (s.type === "inbound-rtp" && s.kind === "audio") audioPackets = s.packetsReceived || 0;
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      audioPackets = s.packetsReceived || 0;
+      const c = stats.get(s.codecId);
+      if (c) audioCodec = c.mimeType;
+    }
   });
   const v = $("video");
   el.dataset.framesDecoded = frames;
   el.dataset.videoWidth = v.videoWidth;
   el.dataset.audioPackets = audioPackets;
-  el.textContent = `${v.videoWidth}×${v.videoHeight} · ${frames} frames decoded · ${packets} video packets · ${audioPackets} audio packets · ${codec}`;
+  el.dataset.audioCodec = audioCodec;
+  el.textContent = `${v.videoWidth}×${v.videoHeight} · ${frames} frames decoded · ${packets} video packets · ${audioPackets} audio packets ${audioCodec} · ${codec}`;
   document.title = `camgate frames=${frames} width=${v.videoWidth}`;
 }
 
