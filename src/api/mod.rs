@@ -31,6 +31,7 @@ mod gb_talk;
 mod openapi;
 mod streams;
 mod tokens;
+mod webrtc_playback;
 mod whep;
 
 /// What every handler can reach.
@@ -67,6 +68,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(ctel::routes())
         .merge(foscam::routes())
         .merge(whep::routes())
+        .merge(webrtc_playback::routes())
         .merge(console::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)

@@ -278,6 +278,11 @@ impl WebRtc {
         c
     }
 
+    /// The stream session `id` plays, if there is such a session.
+    pub fn stream_of(&self, id: &str) -> Option<StreamKey> {
+        self.resources().get(id).map(|r| r.key.clone())
+    }
+
     /// End the session `id` (WHEP DELETE); false when there is none.
     pub fn stop(&self, id: &str) -> bool {
         match self.resources().get(id) {
