@@ -23,6 +23,7 @@ pub mod annexb;
 pub mod codec;
 pub mod peer;
 mod session;
+pub mod talk_audio;
 pub mod udp;
 pub mod whep_auth;
 
