@@ -413,6 +413,75 @@ async function playbackCommand(body) {
   }
 }
 
+// ---- talk: the microphone to the selected channel's speaker ----
+
+async function toggleTalk() {
+  if (state.talk) { stopTalk("stopped"); return; }
+  if (!state.selected) { $("talk-note").textContent = "select a channel first"; return; }
+  const { device, channel } = state.selected;
+  const talk = { pc: null, stream: null, resource: null };
+  state.talk = talk;
+  $("talk").classList.add("active");
+  $("talk-note").textContent = "asking for the microphone…";
+  try {
+    // Noise suppression and gain control would reshape what the camera
+    // plays; echo cancellation stays (the console may play its audio).
+    talk.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false },
+    });
+    const pc = new RTCPeerConnection();
+    talk.pc = pc;
+    for (const track of talk.stream.getAudioTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [talk.stream] });
+    pc.onconnectionstatechange = () => {
+      if (state.talk === talk) $("talk-note").textContent = `talking to ${channel}: ${pc.connectionState}`;
+      if (pc.connectionState === "failed" || pc.connectionState === "closed") stopTalk(pc.connectionState);
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitIceGathering(pc);
+    $("talk-note").textContent = "calling the camera…";
+    const r = await fetch(`/api/v1/devices/${device}/channels/${channel}/talk/webrtc`, {
+      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
+    });
+    if (state.talk !== talk) {
+      if (r.status === 201) fetch(r.headers.get("Location"), { method: "DELETE" }).catch(() => {});
+      return;
+    }
+    if (r.status !== 201) {
+      let msg = `${r.status}`;
+      try { msg += ` ${(await r.json()).error}`; } catch (_) {}
+      stopTalk(`talk refused: ${msg}`);
+      return;
+    }
+    talk.resource = r.headers.get("Location");
+    await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
+  } catch (e) {
+    if (state.talk === talk) stopTalk(`talk: ${e.message || e}`);
+  }
+}
+
+function stopTalk(why) {
+  const talk = state.talk;
+  if (!talk) return;
+  state.talk = null;
+  if (talk.resource) fetch(talk.resource, { method: "DELETE" }).catch(() => {});
+  if (talk.pc) talk.pc.close();
+  if (talk.stream) talk.stream.getTracks().forEach((t) => t.stop());
+  $("talk").classList.remove("active");
+  $("talk-note").textContent = why;
+}
+
+async function talkStats() {
+  const talk = state.talk;
+  if (!talk || !talk.pc) return;
+  const stats = await talk.pc.getStats();
+  stats.forEach((s) => {
+    if (s.type === "outbound-rtp" && s.kind === "audio") $("talk-note").dataset.packetsSent = s.packetsSent || 0;
+  });
+}
+
+$("talk").onclick = toggleTalk;
+setInterval(talkStats, 500);
+
 $("pb-pause").onclick = () => playbackCommand({ action: state.playback && state.playback.paused ? "resume" : "pause" });
 $("pb-speed").onchange = () => playbackCommand({ action: "scale", scale: Number($("pb-speed").value) });
 $("seek").onchange = () => playbackCommand({ action: "seek", seconds: Number($("seek").value) });
@@ -425,7 +494,7 @@ $("preset-set").onclick = () => presetCommand("set", Number($("preset-new").valu
 }
 
 $("stop").onclick = stop;
-window.camgate = { play, stop, state, select, searchRecords, playbackCommand, presetCommand };
+window.camgate = { play, stop, state, select, searchRecords, playbackCommand, presetCommand, toggleTalk, stopTalk };
 refreshDevices();
 refreshStreams();
 connectEvents();

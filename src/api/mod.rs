@@ -28,6 +28,7 @@ mod gb_downloads;
 mod gb_queries;
 mod gb_snapshots;
 mod gb_talk;
+mod gb_talk_webrtc;
 mod openapi;
 mod streams;
 mod tokens;
@@ -63,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(gb_downloads::routes())
         .merge(gb_snapshots::routes())
         .merge(gb_talk::routes())
+        .merge(gb_talk_webrtc::routes())
         .merge(openapi::routes())
         .merge(tokens::routes())
         .merge(ctel::routes())

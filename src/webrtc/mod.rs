@@ -18,11 +18,13 @@
 //! - [`session`]: the tokio task driving a peer
 //! - [`annexb`]: frames as the one buffer str0m wants, shared per stream
 //! - [`whep_auth`]: who may open a session (the RTSP path rules)
+//! - [`talk`], [`talk_audio`]: the browser's microphone to a device's speaker
 
 pub mod annexb;
 pub mod codec;
 pub mod peer;
 mod session;
+pub mod talk;
 pub mod talk_audio;
 pub mod udp;
 pub mod whep_auth;
@@ -118,6 +120,8 @@ struct Inner {
     resources: Mutex<HashMap<String, Resource>>,
     /// One gathered-frame cache per stream, shared by its peers.
     caches: Mutex<HashMap<StreamKey, Weak<FrameCache>>>,
+    /// Browser talk sessions ([`talk`]) by id.
+    talks: Mutex<HashMap<String, CancellationToken>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -160,6 +164,7 @@ impl WebRtc {
                 locals,
                 resources: Mutex::new(HashMap::new()),
                 caches: Mutex::new(HashMap::new()),
+                talks: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 shutdown,
             }),
