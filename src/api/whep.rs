@@ -127,7 +127,7 @@ async fn offer(
     let Some(key) = StreamKey::from_path_and_query(&path, query.as_deref()) else {
         return error(StatusCode::NOT_FOUND, format!("no stream at /whep/{path}"));
     };
-    if let Err(refused) = authorize(&s, &key, &headers, query.as_deref()) {
+    if let Some(refused) = refuse(&s, &key, &headers, query.as_deref()) {
         return refused;
     }
     match s.webrtc.play(&s.streams, key, &body).await {
@@ -143,13 +143,13 @@ async fn offer(
 }
 
 /// Apply the RTSP path rules to a WHEP offer (see
-/// [`crate::webrtc::whep_auth`]): `Err` is the 401/403 to send.
-fn authorize(
+/// [`crate::webrtc::whep_auth`]): the 401/403 to send, if refused.
+fn refuse(
     s: &ApiState,
     key: &StreamKey,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<(), Response> {
+) -> Option<Response> {
     let creds = WhepCredentials {
         authorization: headers
             .get(header::AUTHORIZATION)
@@ -157,7 +157,7 @@ fn authorize(
         query_token: hashtoken(query),
     };
     let Err(e) = s.whep_auth.check(key, creds, std::time::Instant::now()) else {
-        return Ok(());
+        return None;
     };
     let outcome = if e.is_forbidden() {
         "forbidden"
@@ -170,7 +170,7 @@ fn authorize(
         .inc();
     tracing::warn!(stream = %key, kind = e.kind(), "WHEP offer refused: {e}");
     if e.is_forbidden() {
-        return Err(error(StatusCode::FORBIDDEN, e.to_string()));
+        return Some(error(StatusCode::FORBIDDEN, e.to_string()));
     }
     let mut resp = error(StatusCode::UNAUTHORIZED, e.to_string());
     for challenge in s.whep_auth.challenges(key, &e) {
@@ -178,7 +178,7 @@ fn authorize(
             resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
         }
     }
-    Err(resp)
+    Some(resp)
 }
 
 async fn delete_session(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
