@@ -850,11 +850,7 @@ fn zero_known_series(m: &Metrics) {
             "too_many",
         ],
     );
-    zero(
-        &m.webrtc_talk_errors,
-        "kind",
-        &["opus_decode", "decoder_panic", "late"],
-    );
+    zero(&m.webrtc_talk_errors, "kind", &["opus_decode", "late"]);
     zero(
         &m.webrtc_sessions_ended,
         "reason",

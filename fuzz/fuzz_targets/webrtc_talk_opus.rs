@@ -1,9 +1,8 @@
 #![no_main]
 //! Browser talk audio on arbitrary bytes: each input is split into Opus
 //! packets (a length byte before each) fed to one decoder, with a gap
-//! concealed now and then. Must never panic past `TalkAudio` (a decoder
-//! panic is caught and reported as an error), and every packet out is
-//! 20 ms of A-law.
+//! concealed now and then. Must never panic (libopus refuses what breaks
+//! RFC 6716 framing), and every packet out is 20 ms of A-law.
 use camgate::gb28181::talk::SAMPLES_PER_PACKET;
 use camgate::webrtc::talk_audio::TalkAudio;
 use libfuzzer_sys::fuzz_target;

@@ -5,6 +5,10 @@
 //! stream G.711 A-law over RTP — payload type 8, 20 ms per packet (160
 //! samples), timestamps +160 — then BYE. One session per channel.
 //!
+//! The audio is a [`TalkFeed`]: an uploaded clip paced at 20 ms per
+//! packet, or live packets (a browser's microphone, `crate::webrtc::talk`)
+//! sent as they come until their sender goes.
+//!
 //! RTP over TCP (`TCP/RTP/AVP`, `a=setup`) is refused with 488 for now.
 
 use std::collections::HashMap;
