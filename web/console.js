@@ -422,6 +422,7 @@ async function toggleTalk() {
   const talk = { pc: null, stream: null, resource: null };
   state.talk = talk;
   $("talk").classList.add("active");
+  $("talk").textContent = "stop talking";
   $("talk-note").textContent = "asking for the microphone…";
   try {
     // Noise suppression and gain control would reshape what the camera
@@ -467,6 +468,7 @@ function stopTalk(why) {
   if (talk.pc) talk.pc.close();
   if (talk.stream) talk.stream.getTracks().forEach((t) => t.stop());
   $("talk").classList.remove("active");
+  $("talk").textContent = "talk";
   $("talk-note").textContent = why;
 }
 
