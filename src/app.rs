@@ -146,16 +146,14 @@ pub async fn run_live(
         });
     }
     let tokens = Arc::new(TokenStore::new(config.rtsp.auth.token_ttl()));
+    let rtsp_auth = Arc::new(Authenticator::new(config.rtsp.auth.clone(), tokens.clone()));
     tasks.spawn(crate::rtsp::server::serve(
         rtsp_listener,
         streams.clone(),
         RtspServerConfig {
             session_timeout: config.rtsp.session_timeout,
             udp_bind_ip: config.media.rtp_bind,
-            auth: Some(Arc::new(Authenticator::new(
-                config.rtsp.auth.clone(),
-                tokens.clone(),
-            ))),
+            auth: Some(rtsp_auth.clone()),
             max_viewers: config.rtsp.max_viewers,
             stall_timeout: config.rtsp.stall_timeout,
             send_buffer: config.rtsp.send_buffer,
@@ -172,6 +170,10 @@ pub async fn run_live(
             ctel: ctel.clone(),
             foscam: foscam.clone(),
             webrtc: webrtc.clone(),
+            whep_auth: Arc::new(crate::webrtc::whep_auth::WhepAuth::new(
+                rtsp_auth.clone(),
+                &config.rtsp.auth,
+            )),
         };
         let cancel = http_cancel.clone();
         tasks.spawn(async move {

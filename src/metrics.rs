@@ -103,6 +103,10 @@ pub struct Metrics {
     pub webrtc_bytes_sent: Counter,
     pub webrtc_frames_sent: Counter,
     pub webrtc_keyframe_requests: Counter,
+    pub webrtc_playback_commands: Family<Label, Counter>,
+    pub webrtc_talk_sessions: Family<Label, Counter>,
+    pub webrtc_talk_packets: Counter,
+    pub webrtc_talk_errors: Family<Label, Counter>,
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -528,6 +532,26 @@ fn build() -> Metrics {
             "PLI/FIR key frame requests from browsers",
             Counter::default()
         ),
+        webrtc_playback_commands: reg!(
+            "camgate_webrtc_playback_commands",
+            "Trick-play requests for WebRTC viewers of recordings, by outcome",
+            Family::default()
+        ),
+        webrtc_talk_sessions: reg!(
+            "camgate_webrtc_talk_sessions",
+            "Browser microphone talk offers, by outcome",
+            Family::default()
+        ),
+        webrtc_talk_packets: reg!(
+            "camgate_webrtc_talk_packets",
+            "Opus packets from browser microphones decoded for talk",
+            Counter::default()
+        ),
+        webrtc_talk_errors: reg!(
+            "camgate_webrtc_talk_errors",
+            "Browser talk media dropped, by kind",
+            Family::default()
+        ),
         registry: r,
     }
 }
@@ -817,8 +841,28 @@ fn zero_known_series(m: &Metrics) {
             "not_described",
             "start_failed",
             "too_many",
+            "unauthorized",
+            "forbidden",
         ],
     );
+    zero(
+        &m.webrtc_playback_commands,
+        "outcome",
+        &["ok", "bad_request", "no_session", "live", "device_error"],
+    );
+    zero(
+        &m.webrtc_talk_sessions,
+        "outcome",
+        &[
+            "ok",
+            "bad_offer",
+            "no_opus",
+            "busy",
+            "device_error",
+            "too_many",
+        ],
+    );
+    zero(&m.webrtc_talk_errors, "kind", &["opus_decode", "late"]);
     zero(
         &m.webrtc_sessions_ended,
         "reason",

@@ -390,6 +390,16 @@ impl Streams {
         entry
     }
 
+    /// Trick-play control of `key` when it is a running playback (what
+    /// [`Viewer::playback`] gives a viewer, for callers holding only the
+    /// key, e.g. the API driving a WebRTC viewer's recording).
+    pub fn playback(&self, key: &StreamKey) -> Option<Arc<dyn PlaybackControl>> {
+        self.inner
+            .providers
+            .get(key.scheme())
+            .and_then(|p| p.playback(key))
+    }
+
     pub fn list(&self) -> Vec<StreamSummary> {
         let table = self.inner.lock_table();
         let mut rows: Vec<StreamSummary> = table

@@ -193,3 +193,56 @@ fn garbage_offer_is_a_400_and_the_stream_is_released() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The console's audio stats: (inbound audio packetsReceived, its codec's
+/// mimeType).
+fn audio_stats(b: &Browser) -> (u64, String) {
+    let v = b.eval(
+        "const s = document.getElementById('stats').dataset; \
+         return [Number(s.audioPackets || 0), s.audioCodec || ''];",
+    );
+    (
+        v[0].as_u64().unwrap_or(0),
+        v[1].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn chromium_receives_the_cameras_g711_audio() {
+    if !have("chromium") || !have("chromedriver") {
+        return;
+    }
+    let mut rig = Rig::start(Options::default());
+    // G.711 A-law in the camera's PS, beside the video.
+    rig.add_camera(DEVICE, CHANNEL, &["--audio"]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let browser = Browser::start(rig.ports.spare, rig.dir.path().join("chromedriver.log"));
+    browser.goto(&format!(
+        "http://127.0.0.1:{}/#play=gb/{DEVICE}/{CHANNEL}",
+        rig.ports.http
+    ));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (first, codec) = loop {
+        let (packets, codec) = audio_stats(&browser);
+        if packets >= 25 {
+            break (packets, codec);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{packets} audio packets after 15 s\n{}",
+            rig.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(codec, "audio/PCMA", "negotiated audio codec");
+    std::thread::sleep(Duration::from_secs(1));
+    let (later, _) = audio_stats(&browser);
+    // 20–40 ms packets: a second brings 25–50 more; at least 10 is
+    // "still flowing" with room for a slow machine.
+    assert!(
+        later >= first + 10,
+        "audio stalled: {first} then {later} packets a second later"
+    );
+    let (frames, _, _) = stats(&browser);
+    assert!(frames > 0, "video plays beside the audio");
+}

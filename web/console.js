@@ -4,7 +4,16 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { pc: null, resource: null, playing: null };
+const state = {
+  pc: null, resource: null, playing: null,
+  // The channel the side panels (presets, recordings, talk) act on.
+  selected: null,
+  // WHEP session id (from its Location), for playback control.
+  session: null,
+  // A recording being played: range (Unix s) and where it stands.
+  playback: null,
+  talk: null,
+};
 
 async function getJson(path) {
   const r = await fetch(path);
@@ -42,7 +51,7 @@ async function refreshDevices() {
         cl.append(c.name || c.id);
         cl.title = c.id;
         if (state.playing === path) cl.classList.add("playing");
-        cl.onclick = () => play(path);
+        cl.onclick = () => { select(d.id, c.id); play(path); };
         channels.append(cl);
       }
     }).catch(() => {});
@@ -52,9 +61,14 @@ async function refreshDevices() {
 async function refreshStreams() {
   try {
     const streams = await getJson("/api/v1/streams");
+    const webrtc = {};
+    try {
+      for (const w of await getJson("/api/v1/webrtc/sessions")) webrtc[w.stream] = (webrtc[w.stream] || 0) + 1;
+    } catch (_) { /* the column stays empty */ }
     $("streams").innerHTML = streams.map((s) =>
-      `<tr><td>${s.key}</td><td>${s.state}</td><td>${s.viewers}</td><td>${Math.round(s.bitrate_bps / 1000)}</td></tr>`
-    ).join("") || '<tr><td class="note" colspan="4">none</td></tr>';
+      `<tr data-key="${s.key}"><td>${s.key}</td><td>${s.state}</td><td class="viewers">${s.viewers}</td>` +
+      `<td class="webrtc">${webrtc[s.key] || 0}</td><td>${Math.round(s.bitrate_bps / 1000)}</td></tr>`
+    ).join("") || '<tr><td class="note" colspan="5">none</td></tr>';
   } catch (_) { /* the table keeps its last contents */ }
 }
 
@@ -72,7 +86,10 @@ function waitIceGathering(pc) {
 async function stop() {
   if (state.resource) fetch(state.resource, { method: "DELETE" }).catch(() => {});
   if (state.pc) state.pc.close();
-  state.pc = null; state.resource = null; state.playing = null;
+  state.pc = null; state.resource = null; state.playing = null; state.session = null;
+  state.playback = null;
+  $("playback").hidden = true;
+  document.querySelectorAll("#timeline .record.playing").forEach((e) => e.classList.remove("playing"));
   $("video").srcObject = null;
   $("stop").hidden = true;
   $("now-playing").textContent = "stopped";
@@ -102,11 +119,14 @@ async function startPlaying(path) {
   pc.onconnectionstatechange = () => { $("now-playing").textContent = `${path}: ${pc.connectionState}`; };
   await pc.setLocalDescription(await pc.createOffer());
   await waitIceGathering(pc);
-  const r = await fetch(`/whep/${path}`, {
-    method: "POST",
-    headers: { "Content-Type": "application/sdp" },
-    body: pc.localDescription.sdp,
-  });
+  const r = await whepPost(`/whep/${path}`, path, pc.localDescription.sdp);
+  // Another play (or stop) began while this offer was out: this one is
+  // stale, and its session is given back at once.
+  if (state.pc !== pc) {
+    pc.close();
+    if (r.status === 201) fetch(new URL(r.headers.get("Location"), location.href), { method: "DELETE" }).catch(() => {});
+    return;
+  }
   if (r.status !== 201) {
     let msg = `${r.status}`;
     try { msg += ` ${(await r.json()).error}`; } catch (_) {}
@@ -114,8 +134,29 @@ async function startPlaying(path) {
     return;
   }
   state.resource = new URL(r.headers.get("Location"), location.href).toString();
+  state.session = state.resource.split("/").pop();
   await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
   $("stop").hidden = false;
+  const range = path.match(/\/playback\/(\d+)-(\d+)$/);
+  if (range) showPlayback(Number(range[1]), Number(range[2]));
+}
+
+// POST an SDP offer; when the path wants a one-time token (401 with a
+// Bearer challenge), mint one for the stream and try once more.
+async function whepPost(url, path, sdp) {
+  const post = (headers) => fetch(url, {
+    method: "POST", headers: { "Content-Type": "application/sdp", ...headers }, body: sdp,
+  });
+  const r = await post({});
+  const challenge = r.headers.get("WWW-Authenticate") || "";
+  if (r.status !== 401 || !/bearer/i.test(challenge)) return r;
+  const t = await fetch("/api/v1/tokens", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ path: `/${path}` }),
+  });
+  if (!t.ok) return r;
+  const { token } = await t.json();
+  return post({ Authorization: `Bearer ${token}` });
 }
 
 // Stats shown under the video and mirrored in the page title and
@@ -125,7 +166,7 @@ async function refreshStats() {
   const el = $("stats");
   if (!pc) { el.textContent = ""; return; }
   const stats = await pc.getStats();
-  let frames = 0, packets = 0, audioPackets = 0, codec = "";
+  let frames = 0, packets = 0, audioPackets = 0, codec = "", audioCodec = "";
   stats.forEach((s) => {
     if (s.type === "inbound-rtp" && s.kind === "video") {
       frames = s.framesDecoded || 0;
@@ -133,19 +174,25 @@ async function refreshStats() {
       const c = stats.get(s.codecId);
       if (c) codec = `${c.mimeType} ${c.sdpFmtpLine || ""}`;
     }
-    if (s.type === "inbound-rtp" && s.kind === "audio") audioPackets = s.packetsReceived || 0;
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      audioPackets = s.packetsReceived || 0;
+      const c = stats.get(s.codecId);
+      if (c) audioCodec = c.mimeType;
+    }
   });
   const v = $("video");
   el.dataset.framesDecoded = frames;
   el.dataset.videoWidth = v.videoWidth;
   el.dataset.audioPackets = audioPackets;
-  el.textContent = `${v.videoWidth}×${v.videoHeight} · ${frames} frames decoded · ${packets} video packets · ${audioPackets} audio packets · ${codec}`;
+  el.dataset.audioCodec = audioCodec;
+  el.textContent = `${v.videoWidth}×${v.videoHeight} · ${frames} frames decoded · ${packets} video packets · ${audioPackets} audio packets ${audioCodec} · ${codec}`;
   document.title = `camgate frames=${frames} width=${v.videoWidth}`;
+  showPosition();
 }
 
 function ptzCommand(action) {
-  if (!state.playing) { $("ptz-note").textContent = "play a channel first"; return; }
-  const [, device, channel] = state.playing.split("/");
+  if (!state.selected) { $("ptz-note").textContent = "select a channel first"; return; }
+  const { device, channel } = state.selected;
   const speed = Number($("ptz-speed").value);
   fetch(`/api/v1/devices/${device}/channels/${channel}/ptz`, {
     method: "POST",
@@ -184,8 +231,272 @@ function connectEvents() {
   }).catch(() => { $("events").textContent = "event feed not available"; });
 }
 
+// ---- the selected channel: presets, recordings ----
+
+function channelApi(suffix) {
+  const { device, channel } = state.selected;
+  return `/api/v1/devices/${device}/channels/${channel}/${suffix}`;
+}
+
+function select(device, channel) {
+  const same = state.selected && state.selected.device === device && state.selected.channel === channel;
+  state.selected = { device, channel };
+  if (same) return;
+  loadPresets();
+  $("timeline").textContent = "";
+  $("rec-note").textContent = "";
+}
+
+async function loadPresets() {
+  const el = $("presets");
+  if (!state.selected) return;
+  el.innerHTML = '<li class="note">loading…</li>';
+  let answer;
+  try {
+    answer = await getJson(channelApi("presets"));
+  } catch (e) {
+    el.innerHTML = `<li class="note">presets: ${e.message}</li>`;
+    return;
+  }
+  el.textContent = "";
+  if (answer.presets.length === 0) el.innerHTML = '<li class="note">no presets</li>';
+  for (const p of answer.presets) {
+    const li = document.createElement("li");
+    li.dataset.preset = p.id;
+    const name = document.createElement("span");
+    name.textContent = `${p.id} ${p.name || ""}`;
+    li.append(name);
+    for (const action of ["call", "set", "delete"]) {
+      const b = document.createElement("button");
+      b.textContent = action;
+      b.dataset.action = action;
+      b.onclick = () => presetCommand(action, Number(p.id));
+      li.append(b);
+    }
+    el.append(li);
+  }
+}
+
+async function presetCommand(action, preset) {
+  if (!state.selected) { $("preset-note").textContent = "select a channel first"; return; }
+  if (!(preset >= 1 && preset <= 255)) { $("preset-note").textContent = "presets are 1–255"; return; }
+  try {
+    const r = await fetch(channelApi("presets"), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ action, preset }),
+    });
+    const body = await r.json();
+    $("preset-note").textContent = r.ok ? `${action} ${preset}: ${body.ptz_cmd}` : `${action} ${preset}: ${body.error || r.status}`;
+    $("preset-note").dataset.last = r.ok ? `${action} ${preset}` : "";
+    if (r.ok && action !== "call") loadPresets();
+  } catch (e) {
+    $("preset-note").textContent = e.message;
+  }
+}
+
+// `datetime-local` gives `YYYY-MM-DDTHH:MM[:SS]`; the API wants seconds.
+function gbTime(value) {
+  return value.length === 16 ? `${value}:00` : value.slice(0, 19);
+}
+// Device times are read as UTC by the gateway; so are they here.
+const unix = (gb) => Date.parse(`${gb}Z`) / 1000;
+const gbOf = (secs) => new Date(secs * 1000).toISOString().slice(0, 19);
+
+async function searchRecords() {
+  if (!state.selected) { $("rec-note").textContent = "select a channel first"; return; }
+  const start = gbTime($("rec-start").value), end = gbTime($("rec-end").value);
+  const from = unix(start), to = unix(end);
+  if (!(to > from)) { $("rec-note").textContent = "the end must be after the start"; return; }
+  $("rec-note").textContent = "searching…";
+  let answer;
+  try {
+    answer = await getJson(`${channelApi("records")}?start=${start}&end=${end}`);
+  } catch (e) {
+    $("rec-note").textContent = `search: ${e.message}`;
+    return;
+  }
+  const timeline = $("timeline");
+  timeline.textContent = "";
+  timeline.dataset.start = from;
+  timeline.dataset.end = to;
+  $("axis-start").textContent = start.replace("T", " ");
+  $("axis-end").textContent = end.replace("T", " ");
+  for (const rec of answer.records) {
+    const rs = unix(rec.start_time), re = unix(rec.end_time);
+    if (!(re > rs)) continue;
+    const left = Math.max(rs, from), right = Math.min(re, to);
+    if (right <= left) continue;
+    const bar = document.createElement("div");
+    bar.className = "record";
+    bar.dataset.start = rec.start_time;
+    bar.dataset.end = rec.end_time;
+    bar.style.left = `${((left - from) / (to - from)) * 100}%`;
+    bar.style.width = `${((right - left) / (to - from)) * 100}%`;
+    bar.title = `${rec.name || "record"} ${rec.start_time} – ${rec.end_time}`;
+    // Play from the time clicked to the end of this recording.
+    bar.onclick = (ev) => {
+      ev.stopPropagation();
+      const box = bar.getBoundingClientRect();
+      const frac = Math.min(Math.max((ev.clientX - box.left) / (box.width || 1), 0), 1);
+      const at = Math.floor(left + frac * (right - left));
+      document.querySelectorAll("#timeline .record").forEach((e) => e.classList.toggle("playing", e === bar));
+      playRange(at, re);
+    };
+    timeline.append(bar);
+  }
+  $("rec-note").textContent = `${answer.records.length} recording(s)${answer.partial ? " (partial list)" : ""}`;
+}
+
+function playRange(from, to) {
+  const { device, channel } = state.selected;
+  play(`gb/${device}/${channel}/playback/${from}-${to}`);
+}
+
+// ---- trick play of a recording over the WHEP session ----
+
+function showPlayback(from, to) {
+  state.playback = { from, to, pos: 0, since: performance.now(), scale: 1, paused: false };
+  $("playback").hidden = false;
+  $("seek").max = to - from;
+  $("seek").value = 0;
+  $("pb-speed").value = "1";
+  $("pb-pause").textContent = "pause";
+  $("pb-note").textContent = "";
+}
+
+function position() {
+  const pb = state.playback;
+  if (!pb) return 0;
+  const run = pb.paused ? 0 : ((performance.now() - pb.since) / 1000) * pb.scale;
+  return Math.min(pb.pos + run, pb.to - pb.from);
+}
+
+function showPosition() {
+  const pb = state.playback;
+  if (!pb) return;
+  const at = position();
+  if (document.activeElement !== $("seek")) $("seek").value = Math.floor(at);
+  $("pb-pos").textContent = `${gbOf(pb.from + at).replace("T", " ")} (${pb.scale}×${pb.paused ? ", paused" : ""})`;
+  $("playback").dataset.position = Math.floor(at);
+}
+
+async function playbackCommand(body) {
+  if (!state.session || !state.playback) return false;
+  try {
+    const r = await fetch(`/api/v1/webrtc/sessions/${state.session}/playback`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!r.ok) {
+      let msg = `${r.status}`;
+      try { msg += ` ${(await r.json()).error}`; } catch (_) {}
+      $("pb-note").textContent = `${body.action}: ${msg}`;
+      return false;
+    }
+    $("pb-note").textContent = "";
+    // Rebase the position estimate at the moment of the change.
+    const pb = state.playback;
+    pb.pos = position();
+    pb.since = performance.now();
+    if (body.action === "pause") pb.paused = true;
+    if (body.action === "resume") pb.paused = false;
+    if (body.action === "scale") { pb.scale = body.scale; pb.paused = false; }
+    if (body.action === "seek") { pb.pos = body.seconds; pb.paused = false; }
+    $("pb-pause").textContent = pb.paused ? "resume" : "pause";
+    showPosition();
+    return true;
+  } catch (e) {
+    $("pb-note").textContent = e.message;
+    return false;
+  }
+}
+
+// ---- talk: the microphone to the selected channel's speaker ----
+
+async function toggleTalk() {
+  if (state.talk) { stopTalk("stopped"); return; }
+  if (!state.selected) { $("talk-note").textContent = "select a channel first"; return; }
+  const { device, channel } = state.selected;
+  const talk = { pc: null, stream: null, resource: null };
+  state.talk = talk;
+  $("talk").classList.add("active");
+  $("talk").textContent = "stop talking";
+  $("talk-note").textContent = "asking for the microphone…";
+  try {
+    // Noise suppression and gain control would reshape what the camera
+    // plays; echo cancellation stays (the console may play its audio).
+    talk.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false },
+    });
+    const pc = new RTCPeerConnection();
+    talk.pc = pc;
+    for (const track of talk.stream.getAudioTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [talk.stream] });
+    pc.onconnectionstatechange = () => {
+      if (state.talk === talk) $("talk-note").textContent = `talking to ${channel}: ${pc.connectionState}`;
+      if (pc.connectionState === "failed" || pc.connectionState === "closed") stopTalk(pc.connectionState);
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitIceGathering(pc);
+    $("talk-note").textContent = "calling the camera…";
+    const r = await fetch(`/api/v1/devices/${device}/channels/${channel}/talk/webrtc`, {
+      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
+    });
+    if (state.talk !== talk) {
+      if (r.status === 201) fetch(r.headers.get("Location"), { method: "DELETE" }).catch(() => {});
+      return;
+    }
+    if (r.status !== 201) {
+      let msg = `${r.status}`;
+      try { msg += ` ${(await r.json()).error}`; } catch (_) {}
+      stopTalk(`talk refused: ${msg}`);
+      return;
+    }
+    talk.resource = r.headers.get("Location");
+    await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
+  } catch (e) {
+    if (state.talk === talk) stopTalk(`talk: ${e.message || e}`);
+  }
+}
+
+function stopTalk(why) {
+  const talk = state.talk;
+  if (!talk) return;
+  state.talk = null;
+  if (talk.resource) fetch(talk.resource, { method: "DELETE" }).catch(() => {});
+  if (talk.pc) talk.pc.close();
+  if (talk.stream) talk.stream.getTracks().forEach((t) => t.stop());
+  $("talk").classList.remove("active");
+  $("talk").textContent = "talk";
+  $("talk-note").textContent = why;
+}
+
+async function talkStats() {
+  const talk = state.talk;
+  if (!talk || !talk.pc) return;
+  const stats = await talk.pc.getStats();
+  stats.forEach((s) => {
+    if (s.type === "outbound-rtp" && s.kind === "audio") $("talk-note").dataset.packetsSent = s.packetsSent || 0;
+  });
+}
+
+$("talk").onclick = toggleTalk;
+setInterval(talkStats, 500);
+
+$("pb-pause").onclick = () => playbackCommand({ action: state.playback && state.playback.paused ? "resume" : "pause" });
+$("pb-speed").onchange = () => playbackCommand({ action: "scale", scale: Number($("pb-speed").value) });
+$("seek").onchange = () => playbackCommand({ action: "seek", seconds: Number($("seek").value) });
+$("rec-search").onclick = searchRecords;
+$("preset-set").onclick = () => presetCommand("set", Number($("preset-new").value));
+{
+  const now = Math.floor(Date.now() / 1000);
+  $("rec-start").value = gbOf(now - 86400);
+  $("rec-end").value = gbOf(now);
+}
+
 $("stop").onclick = stop;
-window.camgate = { play, stop, state };
+window.camgate = { play, stop, state, select, searchRecords, playbackCommand, presetCommand, toggleTalk, stopTalk };
 refreshDevices();
 refreshStreams();
 connectEvents();
@@ -194,4 +505,8 @@ setInterval(refreshStreams, 3000);
 setInterval(refreshStats, 500);
 // `#play=gb/{device}/{channel}` opens a stream at once (bookmarks, tests).
 const hash = new URLSearchParams(location.hash.slice(1));
-if (hash.get("play")) play(hash.get("play"));
+if (hash.get("play")) {
+  const [scheme, device, channel] = hash.get("play").split("/");
+  if (scheme === "gb" && device && channel) select(device, channel);
+  play(hash.get("play"));
+}

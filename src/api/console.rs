@@ -1,5 +1,8 @@
 //! The built-in web console at `/`: devices and channels, click to play
-//! over WHEP, a PTZ pad, live streams and the event feed.
+//! over WHEP, a PTZ pad, presets (PresetQuery; call/set/delete), recording
+//! search on a timeline with playback over WHEP (speed, seek, pause through
+//! `POST /api/v1/webrtc/sessions/{id}/playback`), talk from the browser's
+//! microphone, live streams with their viewers, and the event feed.
 //!
 //! One HTML file and one script, no build step, embedded in the binary
 //! (`web/`). Controls whose API is absent (PTZ, events) degrade to a note.

@@ -28,9 +28,11 @@ mod gb_downloads;
 mod gb_queries;
 mod gb_snapshots;
 mod gb_talk;
+mod gb_talk_webrtc;
 mod openapi;
 mod streams;
 mod tokens;
+mod webrtc_playback;
 mod whep;
 
 /// What every handler can reach.
@@ -45,6 +47,8 @@ pub struct ApiState {
     pub ctel: Option<Arc<crate::ctel::platform::CtelPlatform>>,
     pub foscam: Arc<crate::foscam::FoscamSources>,
     pub webrtc: crate::webrtc::WebRtc,
+    /// WHEP access control: the RTSP path rules and token store.
+    pub whep_auth: Arc<crate::webrtc::whep_auth::WhepAuth>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -60,11 +64,13 @@ pub fn router(state: ApiState) -> Router {
         .merge(gb_downloads::routes())
         .merge(gb_snapshots::routes())
         .merge(gb_talk::routes())
+        .merge(gb_talk_webrtc::routes())
         .merge(openapi::routes())
         .merge(tokens::routes())
         .merge(ctel::routes())
         .merge(foscam::routes())
         .merge(whep::routes())
+        .merge(webrtc_playback::routes())
         .merge(console::routes())
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)

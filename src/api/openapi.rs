@@ -91,6 +91,9 @@ pub const OPERATIONS: &[Op] = &[
     op("put", "/api/v1/ctel/devices/{id}/video", "Set China Telecom video settings (SET_CHANNEL_REQ-shaped)", JSON, 200),
     op("get", "/api/v1/ctel/devices/{id}/records", "China Telecom recordings (?channel=&start=YYYYMMDDHHMM&end=&page=)", None, 200),
     op("get", "/api/v1/ctel/events", "Exceptions China Telecom devices reported", None, 200),
+    op("post", "/api/v1/devices/{id}/channels/{ch}/talk/webrtc", "Talk from a browser: SDP offer sending Opus → 201, SDP answer, Location of the session", Some("application/sdp"), 201),
+    op("delete", "/api/v1/talk/webrtc/{session}", "End a browser talk session", None, 200),
+    op("post", "/api/v1/webrtc/sessions/{id}/playback", "Trick play of a WebRTC viewer's recording: {action: pause|resume|scale|seek, scale: 0.25–8, seconds}", JSON, 200),
 ];
 
 pub fn routes() -> Router<ApiState> {

@@ -5,19 +5,28 @@
 //! resource answers 405 (§4.3 allows that). CORS is open so the console —
 //! or any page — can play from another origin.
 //!
+//! The POST obeys `rtsp.auth` (see [`crate::webrtc::whep_auth`]): a
+//! protected path wants `Authorization: Bearer <one-time token>` and
+//! answers 401 with `WWW-Authenticate` without it. The resource URL holds
+//! the session's unguessable id, which is what authorises DELETE.
+//! `?start=…&end=…` on the path plays a recording, as on RTSP.
+//!
 //! Also `GET /api/v1/webrtc/sessions`: the live WHEP sessions.
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::{ApiState, error};
+use crate::metrics::{self, label};
+use crate::rtsp::auth::hashtoken;
 use crate::streams::{StartError, StreamKey};
 use crate::webrtc::WhepError;
 use crate::webrtc::peer::PeerError;
+use crate::webrtc::whep_auth::WhepCredentials;
 
 /// SDP offers from browsers are a few kilobytes.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -49,7 +58,7 @@ async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Resp
     );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
+        HeaderValue::from_static("Location, ETag, Link, Accept-Patch, WWW-Authenticate"),
     );
     resp
 }
@@ -101,6 +110,7 @@ fn status_of(e: &WhepError) -> StatusCode {
 async fn offer(
     State(s): State<ApiState>,
     Path(path): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: String,
 ) -> Response {
@@ -114,9 +124,12 @@ async fn offer(
             "a WHEP offer must be Content-Type: application/sdp",
         );
     }
-    let Some(key) = StreamKey::from_path(&path) else {
+    let Some(key) = StreamKey::from_path_and_query(&path, query.as_deref()) else {
         return error(StatusCode::NOT_FOUND, format!("no stream at /whep/{path}"));
     };
+    if let Some(refused) = refuse(&s, &key, &headers, query.as_deref()) {
+        return refused;
+    }
     match s.webrtc.play(&s.streams, key, &body).await {
         Ok(session) => Response::builder()
             .status(StatusCode::CREATED)
@@ -127,6 +140,45 @@ async fn offer(
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
         Err(e) => error(status_of(&e), e.to_string()),
     }
+}
+
+/// Apply the RTSP path rules to a WHEP offer (see
+/// [`crate::webrtc::whep_auth`]): the 401/403 to send, if refused.
+fn refuse(
+    s: &ApiState,
+    key: &StreamKey,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Option<Response> {
+    let creds = WhepCredentials {
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        query_token: hashtoken(query),
+    };
+    let Err(e) = s.whep_auth.check(key, creds, std::time::Instant::now()) else {
+        return None;
+    };
+    let outcome = if e.is_forbidden() {
+        "forbidden"
+    } else {
+        "unauthorized"
+    };
+    metrics::get()
+        .webrtc_sessions
+        .get_or_create(&label("outcome", outcome))
+        .inc();
+    tracing::warn!(stream = %key, kind = e.kind(), "WHEP offer refused: {e}");
+    if e.is_forbidden() {
+        return Some(error(StatusCode::FORBIDDEN, e.to_string()));
+    }
+    let mut resp = error(StatusCode::UNAUTHORIZED, e.to_string());
+    for challenge in s.whep_auth.challenges(key, &e) {
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    Some(resp)
 }
 
 async fn delete_session(State(s): State<ApiState>, Path(id): Path<String>) -> Response {

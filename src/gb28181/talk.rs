@@ -5,6 +5,10 @@
 //! stream G.711 A-law over RTP — payload type 8, 20 ms per packet (160
 //! samples), timestamps +160 — then BYE. One session per channel.
 //!
+//! The audio is a [`TalkFeed`]: an uploaded clip paced at 20 ms per
+//! packet, or live packets (a browser's microphone, `crate::webrtc::talk`)
+//! sent as they come until their sender goes.
+//!
 //! The device may ask for the audio over TCP instead (`m=audio PORT
 //! TCP/RTP/AVP 8`, GB/T 28181-2016 Annex F): `a=setup:passive` means it
 //! listens at PORT and we connect, from the port we answer with;
@@ -291,6 +295,68 @@ impl AudioSink {
     }
 }
 
+/// Where a talk session's A-law comes from.
+pub enum TalkFeed {
+    /// A whole clip, paced out at one packet per 20 ms.
+    Clip(Vec<u8>),
+    /// Live audio (a browser's microphone): each item is one packet of
+    /// [`SAMPLES_PER_PACKET`] A-law bytes, sent as it arrives; the talk
+    /// ends when the sender is dropped.
+    Live(tokio::sync::mpsc::Receiver<Vec<u8>>),
+}
+
+/// The packets of a [`TalkFeed`] in sending order and pace.
+struct Packets {
+    feed: TalkFeed,
+    at: usize,
+    tick: tokio::time::Interval,
+}
+
+impl Packets {
+    fn new(feed: TalkFeed) -> Self {
+        let feed = match feed {
+            // Every packet is a whole 20 ms: pad the tail with A-law silence.
+            TalkFeed::Clip(mut alaw) => {
+                let padded = alaw.len().div_ceil(SAMPLES_PER_PACKET) * SAMPLES_PER_PACKET;
+                alaw.resize(padded, SILENCE);
+                TalkFeed::Clip(alaw)
+            }
+            live => live,
+        };
+        Self {
+            feed,
+            at: 0,
+            tick: tokio::time::interval(Duration::from_millis(20)),
+        }
+    }
+
+    /// Packets a clip will take (0 for live audio).
+    fn clip_packets(&self) -> usize {
+        match &self.feed {
+            TalkFeed::Clip(alaw) => alaw.len() / SAMPLES_PER_PACKET,
+            TalkFeed::Live(_) => 0,
+        }
+    }
+
+    /// The next packet's payload, or `None` at the end. Cancel-safe: a
+    /// clip only advances once its tick has passed.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        match &mut self.feed {
+            TalkFeed::Clip(alaw) => {
+                let chunk = alaw.get(self.at..self.at + SAMPLES_PER_PACKET)?.to_vec();
+                self.tick.tick().await;
+                self.at += SAMPLES_PER_PACKET;
+                Some(chunk)
+            }
+            TalkFeed::Live(rx) => {
+                let mut packet = rx.recv().await?;
+                packet.resize(SAMPLES_PER_PACKET, SILENCE);
+                Some(packet)
+            }
+        }
+    }
+}
+
 impl GbPlatform {
     /// Ask `channel` to call back, then play `alaw` to it. Returns once the
     /// device accepted; the audio goes on in the background.
@@ -300,7 +366,17 @@ impl GbPlatform {
         channel: &str,
         alaw: Vec<u8>,
     ) -> Result<TalkStarted, TalkError> {
-        let outcome = self.talk_inner(device, channel, alaw).await;
+        self.talk_feed(device, channel, TalkFeed::Clip(alaw)).await
+    }
+
+    /// [`talk`](Self::talk) from any [`TalkFeed`], e.g. live audio.
+    pub async fn talk_feed(
+        self: &Arc<Self>,
+        device: &str,
+        channel: &str,
+        feed: TalkFeed,
+    ) -> Result<TalkStarted, TalkError> {
+        let outcome = self.talk_inner(device, channel, feed).await;
         if let Err(e) = &outcome {
             // A busy channel's entry is the running session's, not ours.
             if !matches!(e, TalkError::Busy(_)) {
@@ -319,7 +395,7 @@ impl GbPlatform {
         self: &Arc<Self>,
         device: &str,
         channel: &str,
-        alaw: Vec<u8>,
+        feed: TalkFeed,
     ) -> Result<TalkStarted, TalkError> {
         let (tx, rx) = oneshot::channel();
         {
@@ -401,11 +477,8 @@ impl GbPlatform {
                 let _ = handler.handle(&mut invite).await;
             });
         }
-        // Every packet is a whole 20 ms: pad the tail with A-law silence.
-        let mut alaw = alaw;
-        let padded = alaw.len().div_ceil(SAMPLES_PER_PACKET) * SAMPLES_PER_PACKET;
-        alaw.resize(padded, SILENCE);
-        let packets = alaw.len() / SAMPLES_PER_PACKET;
+        let mut feed = Packets::new(feed);
+        let packets = feed.clip_packets();
         let started = TalkStarted {
             device: device.to_owned(),
             channel: channel.to_owned(),
@@ -413,7 +486,7 @@ impl GbPlatform {
             transport: link.transport(),
             ssrc,
             packets,
-            duration_ms: (alaw.len() as u64 * 1000) / 8000,
+            duration_ms: (packets * SAMPLES_PER_PACKET) as u64 * 1000 / 8000,
         };
         metrics::get()
             .gb_talk_sessions
@@ -436,17 +509,17 @@ impl GbPlatform {
                         None
                     }
                 };
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
                 let mut seq: u16 = rand::random();
                 let mut ts: u32 = rand::random();
                 let mut sent = 0usize;
                 let mut hung_up = false;
-                let mut chunks = alaw.chunks(SAMPLES_PER_PACKET).enumerate().peekable();
-                while let Some(out) = sink.as_mut()
-                    && let Some((i, chunk)) = chunks.peek().copied()
-                {
-                    tokio::select! {
-                        _ = tick.tick() => {}
+                let mut first = true;
+                while let Some(out) = sink.as_mut() {
+                    let chunk = tokio::select! {
+                        chunk = feed.next() => match chunk {
+                            Some(c) => c,
+                            None => break,
+                        },
                         s = states.recv() => {
                             if matches!(s, None | Some(DialogState::Terminated(..))) {
                                 hung_up = true;
@@ -455,9 +528,9 @@ impl GbPlatform {
                             // Other dialog states (ACK arrived) do not pace.
                             continue;
                         }
-                    }
-                    chunks.next();
-                    let pkt = rtp_packet(seq, ts, ssrc, i == 0, chunk);
+                    };
+                    let pkt = rtp_packet(seq, ts, ssrc, first, &chunk);
+                    first = false;
                     match out.send(&pkt).await {
                         Ok(()) => {
                             sent += 1;

@@ -700,7 +700,8 @@ fn on_event(
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let (packets, bad, discontinuities) = talk.summary();
-                tracing::info!(%call_id, packets, bad, discontinuities, "talk ended");
+                let loud = talk.loud();
+                tracing::info!(%call_id, packets, bad, discontinuities, loud, "talk ended");
             });
         }
         DeviceEvent::PlaybackControl { call_id, body } => {

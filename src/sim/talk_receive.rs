@@ -21,6 +21,25 @@ pub struct TalkCounters {
     pub bad_packets: AtomicU64,
     /// Sequence not +1 or timestamp not +160 from the previous packet.
     pub discontinuities: AtomicU64,
+    /// Good packets that carry sound, not silence (see [`is_loud`]).
+    pub loud_packets: AtomicU64,
+}
+
+/// Mean absolute sample above which a 20 ms A-law packet counts as sound:
+/// about -42 dBFS, well above the A-law silence code (0xD5 decodes to 8)
+/// and the low noise of a quiet microphone.
+pub const LOUD_MEAN_ABS: u32 = 256;
+
+/// Whether an A-law payload carries sound rather than silence.
+pub fn is_loud(alaw: &[u8]) -> bool {
+    if alaw.is_empty() {
+        return false;
+    }
+    let sum: u32 = alaw
+        .iter()
+        .map(|b| u32::from(crate::media::audio::g711::decode_sample(*b).unsigned_abs()))
+        .sum();
+    sum / alaw.len() as u32 > LOUD_MEAN_ABS
 }
 
 impl TalkCounters {
@@ -28,6 +47,11 @@ impl TalkCounters {
         self.packets.store(0, Ordering::Relaxed);
         self.bad_packets.store(0, Ordering::Relaxed);
         self.discontinuities.store(0, Ordering::Relaxed);
+        self.loud_packets.store(0, Ordering::Relaxed);
+    }
+
+    pub fn loud(&self) -> u64 {
+        self.loud_packets.load(Ordering::Relaxed)
     }
 
     pub fn summary(&self) -> (u64, u64, u64) {
@@ -69,6 +93,9 @@ impl Speaker {
                     counters.discontinuities.fetch_add(1, Ordering::Relaxed);
                 }
                 self.last = Some((seq, ts));
+                if packet.get(12..).is_some_and(is_loud) {
+                    counters.loud_packets.fetch_add(1, Ordering::Relaxed);
+                }
             }
             _ => {
                 counters.bad_packets.fetch_add(1, Ordering::Relaxed);
@@ -162,5 +189,17 @@ mod tests {
         assert_eq!(rtp_fields(&p[..11]), None);
         p[0] = 0x40;
         assert_eq!(rtp_fields(&p), None);
+    }
+
+    #[test]
+    fn silence_is_not_loud_and_a_tone_is() {
+        assert!(!is_loud(&[0xD5; 160]));
+        assert!(!is_loud(&[]));
+        let tone: Vec<i16> = (0..160)
+            .map(|i| ((i as f64 * 0.35).sin() * 3000.0) as i16)
+            .collect();
+        assert!(is_loud(&crate::media::audio::g711::encode(&tone)));
+        let whisper: Vec<i16> = tone.iter().map(|s| s / 40).collect();
+        assert!(!is_loud(&crate::media::audio::g711::encode(&whisper)));
     }
 }

@@ -17,12 +17,17 @@
 //! - [`peer`]: one browser (sans-IO wrapper over `str0m::Rtc`)
 //! - [`session`]: the tokio task driving a peer
 //! - [`annexb`]: frames as the one buffer str0m wants, shared per stream
+//! - [`whep_auth`]: who may open a session (the RTSP path rules)
+//! - [`talk`], [`talk_audio`]: the browser's microphone to a device's speaker
 
 pub mod annexb;
 pub mod codec;
 pub mod peer;
 mod session;
+pub mod talk;
+pub mod talk_audio;
 pub mod udp;
+pub mod whep_auth;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -115,6 +120,8 @@ struct Inner {
     resources: Mutex<HashMap<String, Resource>>,
     /// One gathered-frame cache per stream, shared by its peers.
     caches: Mutex<HashMap<StreamKey, Weak<FrameCache>>>,
+    /// Browser talk sessions ([`talk`]) by id.
+    talks: Mutex<HashMap<String, CancellationToken>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -157,6 +164,7 @@ impl WebRtc {
                 locals,
                 resources: Mutex::new(HashMap::new()),
                 caches: Mutex::new(HashMap::new()),
+                talks: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 shutdown,
             }),
@@ -274,6 +282,11 @@ impl WebRtc {
         let c = Arc::new(FrameCache::default());
         caches.insert(key.clone(), Arc::downgrade(&c));
         c
+    }
+
+    /// The stream session `id` plays, if there is such a session.
+    pub fn stream_of(&self, id: &str) -> Option<StreamKey> {
+        self.resources().get(id).map(|r| r.key.clone())
     }
 
     /// End the session `id` (WHEP DELETE); false when there is none.

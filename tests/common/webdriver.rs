@@ -32,6 +32,12 @@ impl Browser {
     /// Start chromedriver on `port` and open a headless Chromium with the
     /// flags a CI container needs.
     pub fn start(port: u16, log: std::path::PathBuf) -> Self {
+        Self::start_with_args(port, log, &[])
+    }
+
+    /// [`start`](Self::start) with more Chromium flags (e.g. a fake
+    /// microphone: `--use-fake-device-for-media-stream`).
+    pub fn start_with_args(port: u16, log: std::path::PathBuf, extra: &[&str]) -> Self {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -41,15 +47,24 @@ impl Browser {
             .expect("spawn chromedriver");
         let driver = Proc { child, log };
         let profile = tempdir::Dir::new();
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--autoplay-policy=no-user-gesture-required",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra.iter().map(|a| a.to_string()));
         let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run",
-                format!("--user-data-dir={}", profile.path().display()),
-                "--autoplay-policy=no-user-gesture-required",
-            ]
+            "args": args,
         }}}});
         let deadline = Instant::now() + Duration::from_secs(20);
         let session = loop {
