@@ -65,6 +65,10 @@ enum Command {
         /// Add a G.711 A-law tone to the PS (stream id 0xC0, type 0x90).
         #[arg(long)]
         audio: bool,
+        /// Add AAC audio from this ADTS file (looped; PS stream type 0x0F)
+        /// instead of the G.711 tone.
+        #[arg(long)]
+        aac: Option<PathBuf>,
     },
     /// Run only a simulated China Telecom 手机看店 camera that registers at
     /// the gateway of the configuration (ids default to the first
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
                 answer_ssrc,
                 h265,
                 audio,
+                aac,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -201,6 +206,13 @@ fn main() -> ExitCode {
                 sim.tcp_media = !no_tcp;
                 sim.h265 = h265;
                 sim.audio = audio;
+                if let Some(path) = aac {
+                    let data = std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    let track = camgate::sim::aac_track::AacTrack::from_adts(data.into())
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    sim.aac = Some(std::sync::Arc::new(track));
+                }
                 sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {
                     (true, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Hidden(s),
                     (true, None) => camgate::sim::gb_device::AnswerSsrc::Omit,
