@@ -23,9 +23,8 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -141,42 +140,6 @@ const AAC: Codec = Codec {
     retina: "mpeg4-generic",
     rate: 16_000.0 / 1024.0,
 };
-
-/// Run a tool with a time limit, draining its output as it comes (verbose
-/// GStreamer fills a pipe long before it exits).
-fn run_draining(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tool");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            _ if Instant::now() > deadline => {
-                let _ = child.kill();
-                break child.wait().expect("wait for tool");
-            }
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
-}
 
 /// What one cell saw.
 type Cell = Result<String, String>;

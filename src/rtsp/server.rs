@@ -327,6 +327,10 @@ async fn run_connection(
     let mut control: Option<Arc<dyn PlaybackControl>> = None;
     let mut play_at: Option<Instant> = None;
     let mut sub: Option<Subscription> = None;
+    // A paused recording's place in its stream (see Event::HoldMedia).
+    let mut held: Option<Subscription> = None;
+    // The next subscription skips what was published before it.
+    let mut fresh = false;
     let mut opening: Option<OpenFuture> = None;
     let mut udp: [Option<UdpPair>; 2] = [None, None];
     let mut started_at: Option<Instant> = None;
@@ -419,9 +423,27 @@ async fn run_connection(
                 }
                 Event::StartMedia => {
                     play_at = Some(Instant::now());
-                    sub = viewer.as_ref().map(Viewer::subscribe);
+                    sub = match held.take() {
+                        Some(h) => Some(h),
+                        None if fresh => viewer
+                            .as_ref()
+                            .map(|v| v.hub().subscribe_from_next_keyframe()),
+                        None => viewer.as_ref().map(Viewer::subscribe),
+                    };
+                    fresh = false;
+                    if let Some(v) = &viewer {
+                        conn.anchor_recording(v.hub().first_video_pts(), Instant::now());
+                    }
                 }
                 Event::StopMedia => sub = None,
+                Event::HoldMedia => held = sub.take(),
+                Event::Flush => {
+                    held = None;
+                    match (&mut sub, &viewer) {
+                        (Some(s), Some(v)) => *s = v.hub().subscribe_from_next_keyframe(),
+                        _ => fresh = true,
+                    }
+                }
                 Event::SessionEnded {
                     id,
                     key,
@@ -431,6 +453,7 @@ async fn run_connection(
                     let secs = started_at.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
                     info!(%peer, stream = %key, session = %id, reason = reason.as_str(), packets, duration_s = secs, "RTSP session ended");
                     sub = None;
+                    held = None;
                     viewer = None;
                     slot = None;
                     control = None;
@@ -438,6 +461,7 @@ async fn run_connection(
                 }
                 Event::ReleaseStream => {
                     sub = None;
+                    held = None;
                     viewer = None;
                     slot = None;
                     control = None;

@@ -320,10 +320,13 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     device.start(Instant::now().into_std());
 
     loop {
-        flush(&sip, &mut device).await;
+        // Events first: a playback control reaches its stream before the
+        // INFO's 200 leaves, so the platform never sees "done" before the
+        // stream has turned (a seek's stale frames would follow the 200).
         while let Some(ev) = device.poll_event() {
             on_event(ev, &stats, &mut ctx, &media, &clip, &audio, &shutdown);
         }
+        flush(&sip, &mut device).await;
         let timer = device.poll_timeout().map(Instant::from_std);
         tokio::select! {
             _ = shutdown.cancelled() => break,
