@@ -42,11 +42,11 @@ use rtsp_types::{
 use tracing::{debug, warn};
 
 use super::auth::{AuthError, Authenticator, Presented, hashtoken};
-use super::packetize::{DEFAULT_MTU, Fragment, Head, RtpHeader};
+use super::packetize::{DEFAULT_MTU, Fragment, Head, Packetizer, Payload, RtpHeader};
 use super::receiver_report;
 use super::rtcp::{self, MediaClock, SR_INTERVAL, SenderReport};
 use super::sdp::{self, TrackDesc};
-use crate::media::frame::{Chunks, Frame, StreamInfo};
+use crate::media::frame::{Codec, Frame, StreamInfo};
 use crate::metrics::{self, label};
 use crate::streams::{PlaybackCommand, StartError, StreamKey};
 
@@ -181,7 +181,7 @@ pub enum Dest {
 pub struct Transmit {
     pub dest: Dest,
     pub head: Head,
-    pub payload: Chunks,
+    pub payload: Payload,
 }
 
 impl Transmit {
@@ -480,7 +480,6 @@ pub struct Connection {
     rng: SmallRng,
     /// Query options of the request waiting on [`Event::OpenStream`].
     open_options: crate::streams::SourceOptions,
-    fragments: Vec<Fragment>,
     /// Digest nonce of this connection.
     nonce: String,
     /// The stream this connection has been let into (credentials are
@@ -637,7 +636,6 @@ impl Connection {
             last_activity: now,
             closing: false,
             rng: SmallRng::seed_from_u64(seed),
-            fragments: Vec::new(),
             nonce: String::new(),
             authorized: None,
             playback: false,
@@ -1524,6 +1522,27 @@ impl Connection {
     /// for [`Connection::take_transmits`]. Frames of a codec the session
     /// did not set up are dropped.
     pub fn push_frame(&mut self, frame: &Frame, now: Instant) {
+        let Some((packetizer, mtu)) = self.track_packetizer(frame.codec) else {
+            return;
+        };
+        let mut fragments = Vec::new();
+        packetizer.packetize(frame, mtu, &mut fragments);
+        self.push_fragments(frame, fragments.into(), now);
+    }
+
+    /// How the playing session packetizes `codec` (payload format and
+    /// MTU), for a packetization shared between viewers; `None` when the
+    /// session would drop such frames.
+    pub fn track_packetizer(&self, codec: Codec) -> Option<(Packetizer, usize)> {
+        let s = self.session.as_ref().filter(|s| s.playing)?;
+        let t = s.tracks.iter().find(|t| t.desc.codec == codec)?;
+        Some((t.desc.packetizer, self.config.mtu))
+    }
+
+    /// [`Connection::push_frame`] with the frame already packetized by
+    /// [`Connection::track_packetizer`]'s format: only this session's RTP
+    /// headers are written here.
+    pub fn push_fragments(&mut self, frame: &Frame, fragments: Arc<[Fragment]>, now: Instant) {
         let Some(s) = self.session.as_mut().filter(|s| s.playing) else {
             return;
         };
@@ -1538,11 +1557,8 @@ impl Connection {
         if s.recording.is_some() {
             s.position = s.npt_base + rel as f64 / f64::from(t.desc.clock_rate.max(1));
         }
-        self.fragments.clear();
-        t.desc
-            .packetizer
-            .packetize(frame, self.config.mtu, &mut self.fragments);
-        for f in self.fragments.drain(..) {
+        self.out.reserve(fragments.len());
+        for (i, f) in fragments.iter().enumerate() {
             let len = 12 + f.len();
             let (dest, mut head) = t.transmit_for(false, len);
             t.rtp
@@ -1553,7 +1569,7 @@ impl Connection {
             self.out.push(Transmit {
                 dest,
                 head,
-                payload: f.payload,
+                payload: Payload::Shared(fragments.clone(), i),
             });
         }
         if !s.first_media_sent && t.packets > 0 {

@@ -1,7 +1,7 @@
 //! Request → response tables for the sans-IO connection.
 
 use super::*;
-use crate::media::frame::{AudioParams, Codec, VideoParams};
+use crate::media::frame::{AudioParams, Chunks, Codec, VideoParams};
 
 const BASE: &str = "rtsp://127.0.0.1:8554/gb/dev/ch";
 
