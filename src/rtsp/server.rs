@@ -638,3 +638,50 @@ async fn run_connection(
     let _ = stream.shutdown().await;
     debug!("RTSP connection closed");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtsp::packetize::Head;
+    use bytes::Bytes;
+
+    /// A TCP transmit with the 4-byte interleaved framing or no head.
+    fn tcp(framed: bool, payload: &'static [u8]) -> Transmit {
+        Transmit {
+            dest: Dest::Tcp,
+            head: if framed {
+                Head::interleaved(0, payload.len() as u16)
+            } else {
+                Head::default()
+            },
+            payload: Bytes::from_static(payload).into(),
+        }
+    }
+
+    fn gathered(slices: &[IoSlice<'_>]) -> Vec<u8> {
+        slices.iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn slices_resume_after_a_partial_write() {
+        let udp = Transmit {
+            dest: Dest::Udp {
+                track: 0,
+                rtcp: false,
+            },
+            head: Head::default(),
+            payload: Bytes::from_static(b"not on tcp").into(),
+        };
+        let batch = [tcp(true, b"abcdef"), udp, tcp(false, b"XYZ")];
+        let (all, total) = tcp_slices(&batch, 0);
+        assert_eq!(total, 4 + 6 + 3);
+        let whole = gathered(&all);
+        assert_eq!(&whole[4..], b"abcdefXYZ");
+        for skip in 0..=total {
+            let (rest, t) = tcp_slices(&batch, skip);
+            assert_eq!(t, total);
+            assert_eq!(gathered(&rest), whole[skip..], "skip {skip}");
+            assert!(rest.iter().all(|s| !s.is_empty()));
+        }
+    }
+}
