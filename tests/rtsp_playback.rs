@@ -159,6 +159,44 @@ fn playback_shows_its_length_and_the_position_played() {
         .unwrap_or_else(|_| panic!("no duration: {out:?}\n{}", rig.logs()));
     assert!((duration - 120.0).abs() < 0.001, "duration {duration}");
 
+    // GStreamer reads the same line: its segment spans the 120 s.
+    if have("gst-launch-1.0") {
+        let out = run_draining(
+            Command::new("gst-launch-1.0").args([
+                "-v",
+                "rtspsrc",
+                &format!("location={}", playback_url(&rig, "08:04:00", "08:06:00")),
+                "protocols=tcp",
+                "!",
+                "rtph264depay",
+                "!",
+                "fakesink",
+                "silent=false",
+                "num-buffers=5",
+            ]),
+            Duration::from_secs(40),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |line: &str, name: &str| -> Option<u64> {
+            line.split(&format!("{name}=(guint64)"))
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        let segment = text
+            .lines()
+            .find(|l| l.contains("type: segment"))
+            .unwrap_or_else(|| panic!("no segment event: {text}"));
+        let (start, stop) = (field(segment, "start"), field(segment, "stop"));
+        assert_eq!(
+            stop.zip(start).map(|(b, a)| b - a),
+            Some(120_000_000_000),
+            "{segment}"
+        );
+    }
+
     // From the start: timestamps are positions from 0.
     let from_start = probe_packets(&rig, &playback_url(&rig, "08:10:00", "08:12:00"), "%+1");
     let pairs = assert_positions(&from_start);
