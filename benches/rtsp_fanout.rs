@@ -10,6 +10,11 @@
 //! prints, per level, the viewers' received rate, the CPU time the
 //! process spent per viewer-second, and the highest passing level.
 //!
+//! On a loaded shared host the level where viewers fall behind is set by
+//! the CPU the process gets, not by what it spends: compare the CPU per
+//! viewer-second between runs, and profile with `perf record -g` (most of
+//! the time is the kernel's two copies per byte over loopback).
+//!
 //! `cargo bench --bench rtsp_fanout` runs levels 100–1500 (override with
 //! `CAMGATE_FANOUT_LEVELS=200,400`); under `cargo test` it runs one tiny
 //! level as a smoke check.

@@ -69,6 +69,10 @@ enum Command {
         /// listen, the gateway connects) or `active` (we connect).
         #[arg(long, value_parser = ["passive", "active"])]
         talk_tcp: Option<String>,
+        /// Add AAC audio from this ADTS file (looped; PS stream type 0x0F)
+        /// instead of the G.711 tone.
+        #[arg(long)]
+        aac: Option<PathBuf>,
     },
     /// Run only a simulated China Telecom 手机看店 camera that registers at
     /// the gateway of the configuration (ids default to the first
@@ -193,6 +197,7 @@ fn main() -> ExitCode {
                 h265,
                 audio,
                 talk_tcp,
+                aac,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -211,6 +216,13 @@ fn main() -> ExitCode {
                     Some(_) => camgate::sim::gb_device::TalkMedia::TcpConnect,
                     None => camgate::sim::gb_device::TalkMedia::Udp,
                 };
+                if let Some(path) = aac {
+                    let data = std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    let track = camgate::sim::aac_track::AacTrack::from_adts(data.into())
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    sim.aac = Some(std::sync::Arc::new(track));
+                }
                 sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {
                     (true, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Hidden(s),
                     (true, None) => camgate::sim::gb_device::AnswerSsrc::Omit,

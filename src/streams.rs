@@ -603,6 +603,19 @@ async fn watch_viewers(
     }
 }
 
+/// The recorded span a playback key names.
+impl StreamKey {
+    /// `(start, end)` in Unix seconds when the key names a recording
+    /// (`…/playback/{start}-{end}`, see [`StreamKey::from_path_and_query`]).
+    pub fn playback_range(&self) -> Option<crate::gb28181::playback::PlaybackRange> {
+        let mut rev = self.0.rsplit('/');
+        let range = rev.next()?;
+        (rev.next()? == "playback")
+            .then(|| crate::gb28181::playback::range_of_key_segment(range))
+            .flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,7 +720,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(k.as_str(), "gb/a/b/playback/1714550400-1714551000");
+        let r = k.playback_range().unwrap();
+        assert_eq!((r.start, r.end), (1_714_550_400, 1_714_551_000));
         let live = StreamKey::from_path_and_query("/gb/a/b", Some("token=x")).unwrap();
         assert_eq!(live.as_str(), "gb/a/b");
+        assert_eq!(live.playback_range(), None);
+        assert_eq!(
+            StreamKey::from_path("/x/1-2").unwrap().playback_range(),
+            None
+        );
     }
 }

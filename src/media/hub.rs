@@ -61,6 +61,9 @@ struct State {
     window_start: Instant,
     window_bytes: u64,
     first_frame_at: Option<Instant>,
+    /// Presentation time of the first video frame, for egress that maps
+    /// a recording's timestamps to positions in it.
+    first_video_pts: Option<i64>,
 }
 
 pub struct Hub {
@@ -88,6 +91,7 @@ impl Hub {
                 window_start: Instant::now(),
                 window_bytes: 0,
                 first_frame_at: None,
+                first_video_pts: None,
             }),
             info,
             stats: HubStats::default(),
@@ -118,6 +122,9 @@ impl Hub {
             self.stats.bitrate_bps.store(bps, Ordering::Relaxed);
             st.window_start = now;
             st.window_bytes = 0;
+        }
+        if st.first_video_pts.is_none() && frame.kind() == MediaKind::Video {
+            st.first_video_pts = Some(frame.pts);
         }
         if self.config.gop_cache {
             let is_video = frame.kind() == MediaKind::Video;
@@ -180,6 +187,25 @@ impl Hub {
             backlog: st.gop.clone().into(),
             receiver,
             awaiting_keyframe: st.gop.is_empty(),
+            has_video: st.has_video,
+            skipped: 0,
+        }
+    }
+
+    /// The pts of the first video frame published, if one was.
+    pub fn first_video_pts(&self) -> Option<i64> {
+        self.lock().first_video_pts
+    }
+
+    /// A viewer that skips the GOP cache and whatever is already queued:
+    /// it starts at the next keyframe published from now on. For a jump in
+    /// a recording, where everything published before it is stale.
+    pub fn subscribe_from_next_keyframe(&self) -> Subscription {
+        let st = self.lock();
+        Subscription {
+            backlog: Default::default(),
+            receiver: st.sender.as_ref().map(|s| s.subscribe()),
+            awaiting_keyframe: true,
             has_video: st.has_video,
             skipped: 0,
         }
@@ -309,6 +335,18 @@ mod tests {
         assert_eq!(first.pts, 36000, "skips the lost GOP");
         assert!(sub.skipped() >= 7, "skipped {}", sub.skipped());
         assert_eq!(sub.recv().await.unwrap().pts, 39600);
+    }
+
+    #[tokio::test]
+    async fn fresh_viewer_skips_the_cache_and_waits_for_a_keyframe() {
+        let hub = Hub::new(HubConfig::default());
+        hub.publish(video(3600, true));
+        hub.publish(video(7200, false));
+        let mut sub = hub.subscribe_from_next_keyframe();
+        hub.publish(video(10800, false));
+        hub.publish(video(14400, true));
+        assert_eq!(sub.recv().await.unwrap().pts, 14400);
+        assert_eq!(hub.first_video_pts(), Some(3600));
     }
 
     #[tokio::test]

@@ -7,8 +7,10 @@
 //! - [`packetize`]: RTP payload formats (RFC 6184 H.264, RFC 7798 H.265,
 //!   RFC 3551 G.711) writing headers only, payload by vectored I/O.
 //! - [`rtcp`]: sender reports and the shared A/V clock mapping.
+//! - [`fragment_cache`]: each frame packetized once for all its viewers.
 
 pub mod auth;
+pub mod fragment_cache;
 pub mod packetize;
 pub mod receiver_report;
 pub mod rtcp;

@@ -103,6 +103,24 @@ impl Anchor {
 }
 
 impl MediaClock {
+    /// A clock whose origin is presentation time `pts` (in `clock` units)
+    /// at local time `now`, instead of the first frame observed.
+    pub fn anchored(pts: i64, clock: u32, now: Instant) -> Self {
+        Self {
+            anchor: Some(Anchor {
+                at: now,
+                pts,
+                clock: clock.max(1),
+                lead_secs: 0.0,
+            }),
+        }
+    }
+
+    /// Whether the origin is set.
+    pub fn is_anchored(&self) -> bool {
+        self.anchor.is_some()
+    }
+
     /// Media time of a frame relative to the session origin, in `clock`
     /// units (which is what its RTP timestamp adds to the track's base).
     pub fn observe(&mut self, pts: i64, clock: u32, now: Instant) -> i64 {

@@ -96,14 +96,35 @@ pub fn render(
     session_id: u64,
     name: &str,
 ) -> String {
+    render_with_range(info, tracks, origin, session_id, name, None)
+}
+
+/// [`render`] for a stream of known length: a recording of `duration`
+/// seconds gets `a=range:npt=0-{duration}` (RFC 2326 §C.1.5; ffmpeg makes
+/// it the format's duration, GStreamer and live555 the seekable span);
+/// `None` is a live stream, `npt=0-`.
+pub fn render_with_range(
+    info: &StreamInfo,
+    tracks: &[TrackDesc],
+    origin: IpAddr,
+    session_id: u64,
+    name: &str,
+    duration: Option<f64>,
+) -> String {
     let ip_kind = if origin.is_ipv4() { "IP4" } else { "IP6" };
     let mut s = String::with_capacity(512);
     // Writing into a String cannot fail; the results are ignored below.
     let _ = write!(
         s,
-        "v=0\r\no=- {session_id} 1 IN {ip_kind} {origin}\r\ns={name}\r\nc=IN {ip_kind} {any}\r\nt=0 0\r\na=tool:camgate\r\na=control:*\r\na=range:npt=0-\r\n",
+        "v=0\r\no=- {session_id} 1 IN {ip_kind} {origin}\r\ns={name}\r\nc=IN {ip_kind} {any}\r\nt=0 0\r\na=tool:camgate\r\na=control:*\r\n",
         any = if origin.is_ipv4() { "0.0.0.0" } else { "::" },
     );
+    match duration {
+        Some(d) => {
+            let _ = write!(s, "a=range:npt=0-{d:.3}\r\n");
+        }
+        None => s.push_str("a=range:npt=0-\r\n"),
+    }
     for t in tracks {
         match t.kind() {
             MediaKind::Video => {
@@ -325,6 +346,24 @@ mod tests {
             "{sdp}"
         );
         assert!(sdp.contains("m=audio 0 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"));
+    }
+
+    #[test]
+    fn recordings_announce_their_length() {
+        let info = h264_info(false);
+        let t = tracks(&info);
+        let sdp = render_with_range(
+            &info,
+            &t,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            1,
+            "x",
+            Some(120.0),
+        );
+        assert!(
+            sdp.contains("a=control:*\r\na=range:npt=0-120.000\r\nm=video"),
+            "{sdp}"
+        );
     }
 
     #[test]

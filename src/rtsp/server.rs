@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::auth::Authenticator;
+use super::fragment_cache::FragmentCache;
 use super::session::{Connection, Dest, Event, RequestError, SessionConfig, Transmit};
 use crate::media::frame::StreamInfo;
 use crate::media::hub::Subscription;
@@ -105,6 +106,7 @@ pub async fn serve(
 ) {
     let tasks = TaskTracker::new();
     let count = ViewerCount::default();
+    let fragments = Arc::new(FragmentCache::default());
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -132,6 +134,7 @@ pub async fn serve(
                         streams.clone(),
                         config.clone(),
                         count.clone(),
+                        fragments.clone(),
                         shutdown.clone(),
                     )
                     .instrument(span),
@@ -228,36 +231,66 @@ async fn opened(opening: &mut Option<OpenFuture>) -> Result<(Viewer, StreamInfo)
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
+/// Most slices one `writev` takes (Linux `UIO_MAXIOV`).
+const MAX_IOV: usize = 1024;
+
+/// The TCP bytes of a batch as slices (headers and payload side by side,
+/// no gathering copy), from byte `skip` on; and their total length.
+fn tcp_slices(batch: &[Transmit], skip: usize) -> (Vec<IoSlice<'_>>, usize) {
+    let mut slices = Vec::with_capacity(batch.len() * 3);
+    let mut total = 0;
+    let mut skip = skip;
+    for t in batch.iter().filter(|t| t.dest == Dest::Tcp) {
+        let parts =
+            std::iter::once(t.head.as_slice()).chain(t.payload.parts().iter().map(|p| &p[..]));
+        for bytes in parts {
+            total += bytes.len();
+            if skip >= bytes.len() {
+                skip -= bytes.len();
+            } else {
+                slices.push(IoSlice::new(&bytes[skip..]));
+                skip = 0;
+            }
+        }
     }
+    (slices, total)
 }
 
-/// Write all TCP transmits of a batch with vectored writes (headers and
-/// payload slices side by side, no gathering copy).
-async fn write_tcp(stream: &mut TcpStream, batch: &[Transmit]) -> io::Result<usize> {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 3);
-    let mut total = 0;
-    for t in batch.iter().filter(|t| t.dest == Dest::Tcp) {
-        if !t.head.is_empty() {
-            slices.push(IoSlice::new(t.head.as_slice()));
+/// Write what the socket takes of a batch's TCP bytes without waiting
+/// (the common case: the kernel buffer has room for a frame), so no
+/// timer is armed for a write that never blocks. Returns bytes written.
+fn try_write_tcp(stream: &TcpStream, batch: &[Transmit]) -> io::Result<(usize, usize)> {
+    let (mut slices, total) = tcp_slices(batch, 0);
+    let mut bufs = &mut slices[..];
+    let mut written = 0;
+    while !bufs.is_empty() {
+        let n = bufs.len().min(MAX_IOV);
+        match stream.try_write_vectored(&bufs[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
         }
-        for p in t.payload.parts() {
-            slices.push(IoSlice::new(p));
-        }
-        total += t.len();
     }
+    Ok((written, total))
+}
+
+/// Write the TCP bytes of a batch from byte `skip` on, waiting for room.
+async fn write_tcp(stream: &mut TcpStream, batch: &[Transmit], skip: usize) -> io::Result<()> {
+    let (mut slices, _) = tcp_slices(batch, skip);
     let mut bufs = &mut slices[..];
     while !bufs.is_empty() {
-        let n = stream.write_vectored(bufs).await?;
+        let n = bufs.len().min(MAX_IOV);
+        let n = stream.write_vectored(&bufs[..n]).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
         IoSlice::advance_slices(&mut bufs, n);
     }
-    Ok(total)
+    Ok(())
 }
 
 /// Send the UDP transmits of a batch. `send_to` takes one buffer, so each
@@ -286,7 +319,11 @@ async fn send_udp(udp: &[Option<UdpPair>; 2], batch: &[Transmit], scratch: &mut 
         };
         // A lost datagram is UDP's normal failure; the client's RTCP (or
         // its absence) decides whether the session lives on.
-        if socket.send_to(scratch, to).await.is_ok() {
+        let result = match socket.try_send_to(scratch, to) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(scratch, to).await,
+            other => other,
+        };
+        if result.is_ok() {
             sent += scratch.len();
         }
     }
@@ -302,6 +339,7 @@ async fn run_connection(
     streams: Streams,
     config: RtspServerConfig,
     count: ViewerCount,
+    fragments: Arc<FragmentCache>,
     shutdown: CancellationToken,
 ) {
     let local_ip = stream
@@ -327,6 +365,10 @@ async fn run_connection(
     let mut control: Option<Arc<dyn PlaybackControl>> = None;
     let mut play_at: Option<Instant> = None;
     let mut sub: Option<Subscription> = None;
+    // A paused recording's place in its stream (see Event::HoldMedia).
+    let mut held: Option<Subscription> = None;
+    // The next subscription skips what was published before it.
+    let mut fresh = false;
     let mut opening: Option<OpenFuture> = None;
     let mut udp: [Option<UdpPair>; 2] = [None, None];
     let mut started_at: Option<Instant> = None;
@@ -335,6 +377,13 @@ async fn run_connection(
     let mut batch: Vec<Transmit> = Vec::new();
     let mut scratch: Vec<u8> = Vec::with_capacity(1500);
     let mut close = false;
+    // Registered once: a fresh `cancelled()` per loop turn would take the
+    // token's lock (shared by every connection) twice per frame.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut armed_for: Option<Instant> = None;
     debug!("RTSP connection opened");
 
     loop {
@@ -419,9 +468,27 @@ async fn run_connection(
                 }
                 Event::StartMedia => {
                     play_at = Some(Instant::now());
-                    sub = viewer.as_ref().map(Viewer::subscribe);
+                    sub = match held.take() {
+                        Some(h) => Some(h),
+                        None if fresh => viewer
+                            .as_ref()
+                            .map(|v| v.hub().subscribe_from_next_keyframe()),
+                        None => viewer.as_ref().map(Viewer::subscribe),
+                    };
+                    fresh = false;
+                    if let Some(v) = &viewer {
+                        conn.anchor_recording(v.hub().first_video_pts(), Instant::now());
+                    }
                 }
                 Event::StopMedia => sub = None,
+                Event::HoldMedia => held = sub.take(),
+                Event::Flush => {
+                    held = None;
+                    match (&mut sub, &viewer) {
+                        (Some(s), Some(v)) => *s = v.hub().subscribe_from_next_keyframe(),
+                        _ => fresh = true,
+                    }
+                }
                 Event::SessionEnded {
                     id,
                     key,
@@ -431,6 +498,7 @@ async fn run_connection(
                     let secs = started_at.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
                     info!(%peer, stream = %key, session = %id, reason = reason.as_str(), packets, duration_s = secs, "RTSP session ended");
                     sub = None;
+                    held = None;
                     viewer = None;
                     slot = None;
                     control = None;
@@ -438,6 +506,7 @@ async fn run_connection(
                 }
                 Event::ReleaseStream => {
                     sub = None;
+                    held = None;
                     viewer = None;
                     slot = None;
                     control = None;
@@ -447,14 +516,25 @@ async fn run_connection(
         }
         conn.take_transmits(&mut batch);
         if !batch.is_empty() {
-            let write = async {
-                let tcp = write_tcp(&mut stream, &batch).await?;
-                let udp_sent = send_udp(&udp, &batch, &mut scratch).await;
-                io::Result::Ok(tcp + udp_sent)
-            };
-            let result = tokio::select! {
-                r = tokio::time::timeout(write_timeout, write) => r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-                _ = shutdown.cancelled() => Err(io::ErrorKind::Interrupted.into()),
+            let result = match try_write_tcp(&stream, &batch) {
+                Ok((written, total)) => {
+                    let write = async {
+                        if written < total {
+                            write_tcp(&mut stream, &batch, written).await?;
+                        }
+                        let udp_sent = send_udp(&udp, &batch, &mut scratch).await;
+                        io::Result::Ok(total + udp_sent)
+                    };
+                    if written == total && !batch.iter().any(|t| t.dest != Dest::Tcp) {
+                        Ok(total)
+                    } else {
+                        tokio::select! {
+                            r = tokio::time::timeout(write_timeout, write) => r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+                            _ = &mut cancelled => Err(io::ErrorKind::Interrupted.into()),
+                        }
+                    }
+                }
+                Err(e) => Err(e),
             };
             batch.clear();
             match result {
@@ -480,9 +560,18 @@ async fn run_connection(
             break;
         }
 
+        // One timer for the connection, moved only when the core's
+        // deadline moves: arming a fresh one per frame costs a timer-wheel
+        // insert and removal for every frame of every viewer.
         let deadline = conn.poll_timeout();
+        if deadline != armed_for {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d.into());
+            }
+            armed_for = deadline;
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = &mut cancelled => break,
             r = stream.read_buf(&mut rbuf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
@@ -506,10 +595,18 @@ async fn run_connection(
                 }
             }
             f = next_frame(&mut sub) => match f {
-                Ok(frame) => conn.push_frame(&frame, Instant::now()),
+                Ok(frame) => {
+                    if let Some((packetizer, mtu)) = conn.track_packetizer(frame.codec) {
+                        let shared = fragments.fragments(&frame, packetizer, mtu);
+                        conn.push_fragments(&frame, shared, Instant::now());
+                    }
+                }
                 Err(_) => conn.stream_ended(),
             },
-            _ = sleep_until(deadline) => conn.handle_timeout(Instant::now(), SystemTime::now()),
+            _ = &mut timer, if armed_for.is_some() => {
+                armed_for = None;
+                conn.handle_timeout(Instant::now(), SystemTime::now());
+            }
             (from, len, rtcp) = udp_activity(&udp, &mut udp_buf) => {
                 // Only the client's own address counts as a sign of life.
                 if from.ip() == peer.ip() {
@@ -540,4 +637,51 @@ async fn run_connection(
     drop(slot);
     let _ = stream.shutdown().await;
     debug!("RTSP connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtsp::packetize::Head;
+    use bytes::Bytes;
+
+    /// A TCP transmit with the 4-byte interleaved framing or no head.
+    fn tcp(framed: bool, payload: &'static [u8]) -> Transmit {
+        Transmit {
+            dest: Dest::Tcp,
+            head: if framed {
+                Head::interleaved(0, payload.len() as u16)
+            } else {
+                Head::default()
+            },
+            payload: Bytes::from_static(payload).into(),
+        }
+    }
+
+    fn gathered(slices: &[IoSlice<'_>]) -> Vec<u8> {
+        slices.iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn slices_resume_after_a_partial_write() {
+        let udp = Transmit {
+            dest: Dest::Udp {
+                track: 0,
+                rtcp: false,
+            },
+            head: Head::default(),
+            payload: Bytes::from_static(b"not on tcp").into(),
+        };
+        let batch = [tcp(true, b"abcdef"), udp, tcp(false, b"XYZ")];
+        let (all, total) = tcp_slices(&batch, 0);
+        assert_eq!(total, 4 + 6 + 3);
+        let whole = gathered(&all);
+        assert_eq!(&whole[4..], b"abcdefXYZ");
+        for skip in 0..=total {
+            let (rest, t) = tcp_slices(&batch, skip);
+            assert_eq!(t, total);
+            assert_eq!(gathered(&rest), whole[skip..], "skip {skip}");
+            assert!(rest.iter().all(|s| !s.is_empty()));
+        }
+    }
 }

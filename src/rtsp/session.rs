@@ -11,6 +11,17 @@
 //! waits for the driver (a stream start, a port bind), later requests stay
 //! buffered.
 //!
+//! Recordings (playback keys, or any stream whose source takes trick-play
+//! commands) run on their own play time (§3.6, §C.1.5): DESCRIBE gives
+//! `a=range:npt=0-LENGTH` and a `Media-Range` with the absolute times
+//! (RFC 7826 §18.30), PLAY answers the position actually played in
+//! `Range` (§12.29) with an `RTP-Info` (§12.33) whose `rtptime` maps it,
+//! and every RTP timestamp is `base + position × clock`. ffmpeg adds the
+//! `Range` start to its timestamps; GStreamer makes it the segment start;
+//! RTSP 1.0 clients ignore `Media-Range`. A seek re-anchors the timeline
+//! at its target and tells the driver to drop what is already queued
+//! ([`Event::Flush`]); a pause holds the viewer's place in the stream.
+//!
 //! One connection carries at most one session (§12.37). Sessions over
 //! TCP-interleaved transport live as long as the connection; others expire
 //! after `session_timeout` without a request or client RTCP (§12.37).
@@ -31,11 +42,11 @@ use rtsp_types::{
 use tracing::{debug, warn};
 
 use super::auth::{AuthError, Authenticator, Presented, hashtoken};
-use super::packetize::{DEFAULT_MTU, Fragment, Head, RtpHeader};
+use super::packetize::{DEFAULT_MTU, Fragment, Head, Packetizer, Payload, RtpHeader};
 use super::receiver_report;
 use super::rtcp::{self, MediaClock, SR_INTERVAL, SenderReport};
 use super::sdp::{self, TrackDesc};
-use crate::media::frame::{Chunks, Frame, StreamInfo};
+use crate::media::frame::{Codec, Frame, StreamInfo};
 use crate::metrics::{self, label};
 use crate::streams::{PlaybackCommand, StartError, StreamKey};
 
@@ -128,6 +139,14 @@ pub enum Event {
     StartMedia,
     /// Stop pulling frames (PAUSE, TEARDOWN).
     StopMedia,
+    /// Stop pulling frames but keep the place in the stream (PAUSE of a
+    /// recording: its source pauses too, and a later [`Event::StartMedia`]
+    /// continues with the very next frame).
+    HoldMedia,
+    /// Whatever the viewer has not been given yet is stale (a jump in a
+    /// recording): from now on pull only frames published after this
+    /// point, starting at a keyframe.
+    Flush,
     /// The session is gone: drop the viewer and the UDP sockets.
     SessionEnded {
         id: String,
@@ -162,7 +181,7 @@ pub enum Dest {
 pub struct Transmit {
     pub dest: Dest,
     pub head: Head,
-    pub payload: Chunks,
+    pub payload: Payload,
 }
 
 impl Transmit {
@@ -355,9 +374,89 @@ struct Session {
     first_media_sent: bool,
     /// Lower transport of the first track, for the per-transport gauge.
     transport: TransportKind,
+    /// The recording this session plays (`None`: a live stream).
+    recording: Option<Recording>,
+    /// Position (npt seconds) that the clock's origin stands for: 0 for a
+    /// live stream and at the start of a recording, the target after a
+    /// seek (RFC 2326 §3.6).
+    npt_base: f64,
+    /// Position of the latest frame sent, for the `Range` of a resume.
+    position: f64,
+    /// PLAY was answered at least once.
+    started: bool,
+}
+
+/// A recorded stream: its span when the key names one (for `a=range`,
+/// `Range` and `Media-Range`); positions are tracked either way.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Recording {
+    span: Option<Span>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Span {
+    /// Unix seconds of the recording's start (as the key names it).
+    start: u64,
+    /// Seconds of media.
+    duration: f64,
+}
+
+impl Recording {
+    /// A stream is a recording when its key names a span or its source
+    /// takes trick-play commands.
+    fn of(key: &StreamKey, controllable: bool) -> Option<Self> {
+        let span = Span::of(key);
+        (span.is_some() || controllable).then_some(Self { span })
+    }
+
+    /// `npt=POS-END` (§3.6), END when the length is known.
+    fn range_from(&self, position: f64) -> String {
+        match self.span {
+            Some(s) => format!("npt={position:.3}-{:.3}", s.duration),
+            None => format!("npt={position:.3}-"),
+        }
+    }
+}
+
+impl Span {
+    fn of(key: &StreamKey) -> Option<Self> {
+        let r = key.playback_range()?;
+        Some(Self {
+            start: r.start,
+            duration: (r.end - r.start) as f64,
+        })
+    }
+
+    /// `Media-Range` (RFC 7826 §18.30): the whole recording as play time
+    /// and as the absolute times the device recorded it at (GB28181 times
+    /// carry no zone; camgate reads them as UTC, see `gbtime`).
+    fn media_range(&self) -> String {
+        let clock = |secs: u64| {
+            let t = crate::gb28181::gbtime::format(secs).replace(['-', ':'], "");
+            format!("{t}Z")
+        };
+        format!(
+            "npt=0.000-{:.3}, clock={}-{}",
+            self.duration,
+            clock(self.start),
+            clock(self.start + self.duration as u64)
+        )
+    }
+}
+
+/// `secs` of media in RTP clock ticks (modulo 2^32, as RTP timestamps go).
+fn npt_ticks(secs: f64, clock_rate: u32) -> u32 {
+    (secs.max(0.0) * f64::from(clock_rate)).round() as u64 as u32
 }
 
 impl Session {
+    /// RTP timestamp of a track at `rel` clock ticks from the clock origin.
+    fn rtp_time(&self, t: &TrackState, rel: i64) -> u32 {
+        t.base
+            .wrapping_add(npt_ticks(self.npt_base, t.desc.clock_rate))
+            .wrapping_add(rel as u32)
+    }
+
     fn interleaved_only(&self) -> bool {
         self.tracks
             .iter()
@@ -381,7 +480,6 @@ pub struct Connection {
     rng: SmallRng,
     /// Query options of the request waiting on [`Event::OpenStream`].
     open_options: crate::streams::SourceOptions,
-    fragments: Vec<Fragment>,
     /// Digest nonce of this connection.
     nonce: String,
     /// The stream this connection has been let into (credentials are
@@ -538,7 +636,6 @@ impl Connection {
             last_activity: now,
             closing: false,
             rng: SmallRng::seed_from_u64(seed),
-            fragments: Vec::new(),
             nonce: String::new(),
             authorized: None,
             playback: false,
@@ -917,13 +1014,23 @@ impl Connection {
         if d.tracks.is_empty() {
             return Err(RequestError::UnsupportedMedia);
         }
-        let sdp = sdp::render(&d.info, &d.tracks, self.local_ip, origin_id, d.key.as_str());
-        Ok(Handled::Reply(
-            self.ok()
-                .header(headers::CONTENT_TYPE, "application/sdp")
-                .header(headers::CONTENT_BASE, target.base),
-            sdp.into_bytes(),
-        ))
+        let recording = Span::of(&d.key);
+        let sdp = sdp::render_with_range(
+            &d.info,
+            &d.tracks,
+            self.local_ip,
+            origin_id,
+            d.key.as_str(),
+            recording.map(|r| r.duration),
+        );
+        let mut reply = self
+            .ok()
+            .header(headers::CONTENT_TYPE, "application/sdp")
+            .header(headers::CONTENT_BASE, target.base);
+        if let Some(r) = recording {
+            reply = reply.header(headers::MEDIA_RANGE, r.media_range());
+        }
+        Ok(Handled::Reply(reply, sdp.into_bytes()))
     }
 
     fn setup(&mut self, req: &Request<Vec<u8>>) -> Result<Handled, RequestError> {
@@ -1004,6 +1111,10 @@ impl Connection {
                 paused: false,
                 first_media_sent: false,
                 transport: kind,
+                recording: Recording::of(&target.key, self.playback),
+                npt_base: 0.0,
+                position: 0.0,
+                started: false,
             });
         }
         let ssrc = self.rng.next_u32();
@@ -1049,7 +1160,7 @@ impl Connection {
     }
 
     fn play(&mut self, req: &Request<Vec<u8>>, now: Instant) -> Result<Handled, RequestError> {
-        let playback = self.playback;
+        let controllable = self.playback;
         let session = self.session.as_mut().ok_or(RequestError::SessionNotFound)?;
         if session.tracks.is_empty() {
             return Err(RequestError::MethodNotValid("PLAY before SETUP"));
@@ -1065,12 +1176,30 @@ impl Connection {
                     .ok_or(RequestError::BadRequest("bad Scale"))?,
             ),
         };
+        let Some(recording) = session.recording else {
+            if scale.is_some_and(|s| s != 1.0) {
+                // RFC 2326 §11.3.8 names exactly this case: the request
+                // header is understood but the (live) resource cannot
+                // honour it.
+                return Err(RequestError::HeaderNotValid("Scale on a live stream"));
+            }
+            // A live stream ignores Range: every client sends `npt=0-` or
+            // `now-` and the only position is now.
+            return Ok(self.play_live(now));
+        };
+        // A recording is played from where the request says, in the whole
+        // seconds MANSRTSP can seek to (GB/T 28181-2016 Annex B); `npt=0-`
+        // on the first PLAY is where it starts anyway.
         let seek = req
             .header(&headers::RANGE)
             .and_then(|v| npt_start(v.as_str()))
+            .map(|start| {
+                let end = recording.span.map_or(f64::MAX, |s| s.duration);
+                start.floor().min(end)
+            })
             .filter(|start| *start > 0.0);
         let mut commands = Vec::new();
-        if playback {
+        if controllable {
             if let Some(at) = seek {
                 commands.push(PlaybackCommand::Seek(at));
             }
@@ -1080,42 +1209,103 @@ impl Connection {
             if session.paused && seek.is_none() {
                 commands.push(PlaybackCommand::Resume);
             }
-        } else if scale.is_some_and(|s| s != 1.0) {
-            // RFC 2326 §11.3.8 names exactly this case: the request header
-            // is understood but the (live) resource cannot honour it.
-            return Err(RequestError::HeaderNotValid("Scale on a live stream"));
         }
-        // A live stream ignores Range: every client sends `npt=0-` or
-        // `now-` and the only position is now.
+        let position = match seek.filter(|_| controllable) {
+            Some(at) => {
+                // The next frame the source sends is the one at `at`.
+                session.clock = MediaClock::default();
+                session.npt_base = at;
+                session.position = at;
+                at
+            }
+            None if session.started => session.position,
+            None => 0.0,
+        };
         session.paused = false;
+        session.started = true;
         self.events
             .extend(commands.into_iter().map(Event::Playback));
-        let mut infos = Vec::with_capacity(session.tracks.len());
-        for t in &session.tracks {
-            // Before the first frame the origin maps to `base`; on resume,
-            // to where the shared clock says the stream is now.
-            let rel = session
-                .clock
-                .media_time_at(t.desc.clock_rate, now)
-                .unwrap_or(0);
-            let rtptime = t.base.wrapping_add(rel as u32);
-            infos.push(format!(
-                "url={}trackID={};seq={};rtptime={}",
-                session.base_url, t.desc.id, t.rtp.seq, rtptime
-            ));
+        if seek.is_some() && controllable {
+            self.events.push_back(Event::Flush);
         }
+        let infos: Vec<String> = session
+            .tracks
+            .iter()
+            .map(|t| {
+                let rtptime = t.base.wrapping_add(npt_ticks(position, t.desc.clock_rate));
+                format!(
+                    "url={}trackID={};seq={};rtptime={}",
+                    session.base_url, t.desc.id, t.rtp.seq, rtptime
+                )
+            })
+            .collect();
         if !session.playing {
             session.playing = true;
             self.events.push_back(Event::StartMedia);
         }
+        // §12.29: the range actually played, so clients place the first
+        // frame at `position` (ffmpeg adds it to every timestamp).
         let mut reply = self
             .ok()
-            .header(headers::RANGE, "npt=0.000-")
+            .header(headers::RANGE, recording.range_from(position))
             .header(headers::RTP_INFO, infos.join(","));
-        if let Some(scale) = scale.filter(|_| playback) {
+        if let Some(span) = recording.span {
+            reply = reply.header(headers::MEDIA_RANGE, span.media_range());
+        }
+        if let Some(scale) = scale.filter(|_| controllable) {
             reply = reply.header(headers::SCALE, format!("{scale}"));
         }
         Ok(Handled::Reply(reply, Vec::new()))
+    }
+
+    fn play_live(&mut self, now: Instant) -> Handled {
+        let mut infos = Vec::new();
+        if let Some(session) = self.session.as_mut() {
+            session.paused = false;
+            session.started = true;
+            for t in &session.tracks {
+                // Before the first frame the origin maps to `base`; on
+                // resume, to where the shared clock says the stream is now.
+                let rel = session
+                    .clock
+                    .media_time_at(t.desc.clock_rate, now)
+                    .unwrap_or(0);
+                infos.push(format!(
+                    "url={}trackID={};seq={};rtptime={}",
+                    session.base_url,
+                    t.desc.id,
+                    t.rtp.seq,
+                    session.rtp_time(t, rel)
+                ));
+            }
+            if !session.playing {
+                session.playing = true;
+                self.events.push_back(Event::StartMedia);
+            }
+        }
+        Handled::Reply(
+            self.ok()
+                .header(headers::RANGE, "npt=0.000-")
+                .header(headers::RTP_INFO, infos.join(",")),
+            Vec::new(),
+        )
+    }
+
+    /// The stream's first video frame had presentation time `pts` (90 kHz):
+    /// a recording that did not start with this viewer maps it to position
+    /// 0, so a viewer joining late sees the positions the first one sees.
+    /// Call after [`Event::StartMedia`], before pushing frames.
+    pub fn anchor_recording(&mut self, first_video_pts: Option<i64>, now: Instant) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if let Some(pts) = first_video_pts
+            && s.recording.is_some()
+            && s.npt_base == 0.0
+            && !s.clock.is_anchored()
+        {
+            s.clock = MediaClock::anchored(pts, 90_000, now);
+        }
     }
 
     fn pause(&mut self) -> Result<Handled, RequestError> {
@@ -1123,14 +1313,26 @@ impl Connection {
         let session = self.session.as_mut().ok_or(RequestError::SessionNotFound)?;
         if session.playing {
             session.playing = false;
-            self.events.push_back(Event::StopMedia);
+            if session.recording.is_some() {
+                self.events.push_back(Event::HoldMedia);
+            } else {
+                self.events.push_back(Event::StopMedia);
+            }
             if playback {
                 session.paused = true;
                 self.events
                     .push_back(Event::Playback(PlaybackCommand::Pause));
             }
         }
-        Ok(Handled::Reply(self.ok(), Vec::new()))
+        let mut reply = self.ok();
+        if let Some(r) = self
+            .session
+            .as_ref()
+            .and_then(|s| s.recording.map(|r| r.range_from(s.position)))
+        {
+            reply = reply.header(headers::RANGE, r);
+        }
+        Ok(Handled::Reply(reply, Vec::new()))
     }
 
     fn teardown(&mut self) -> Result<Handled, RequestError> {
@@ -1294,10 +1496,14 @@ impl Connection {
             }
             t.next_sr = Some(now + SR_INTERVAL);
             let rel = s.clock.media_time_at(t.desc.clock_rate, now).unwrap_or(0);
+            let rtp_time = t
+                .base
+                .wrapping_add(npt_ticks(s.npt_base, t.desc.clock_rate))
+                .wrapping_add(rel as u32);
             let sr = SenderReport {
                 ssrc: t.rtp.ssrc,
                 ntp,
-                rtp_time: t.base.wrapping_add(rel as u32),
+                rtp_time,
                 packets: t.packets,
                 octets: t.octets,
             };
@@ -1316,6 +1522,27 @@ impl Connection {
     /// for [`Connection::take_transmits`]. Frames of a codec the session
     /// did not set up are dropped.
     pub fn push_frame(&mut self, frame: &Frame, now: Instant) {
+        let Some((packetizer, mtu)) = self.track_packetizer(frame.codec) else {
+            return;
+        };
+        let mut fragments = Vec::new();
+        packetizer.packetize(frame, mtu, &mut fragments);
+        self.push_fragments(frame, fragments.into(), now);
+    }
+
+    /// How the playing session packetizes `codec` (payload format and
+    /// MTU), for a packetization shared between viewers; `None` when the
+    /// session would drop such frames.
+    pub fn track_packetizer(&self, codec: Codec) -> Option<(Packetizer, usize)> {
+        let s = self.session.as_ref().filter(|s| s.playing)?;
+        let t = s.tracks.iter().find(|t| t.desc.codec == codec)?;
+        Some((t.desc.packetizer, self.config.mtu))
+    }
+
+    /// [`Connection::push_frame`] with the frame already packetized by
+    /// [`Connection::track_packetizer`]'s format: only this session's RTP
+    /// headers are written here.
+    pub fn push_fragments(&mut self, frame: &Frame, fragments: Arc<[Fragment]>, now: Instant) {
         let Some(s) = self.session.as_mut().filter(|s| s.playing) else {
             return;
         };
@@ -1323,12 +1550,15 @@ impl Connection {
             return;
         };
         let rel = s.clock.observe(frame.pts, t.desc.clock_rate, now);
-        let ts = t.base.wrapping_add(rel as u32);
-        self.fragments.clear();
-        t.desc
-            .packetizer
-            .packetize(frame, self.config.mtu, &mut self.fragments);
-        for f in self.fragments.drain(..) {
+        let ts = t
+            .base
+            .wrapping_add(npt_ticks(s.npt_base, t.desc.clock_rate))
+            .wrapping_add(rel as u32);
+        if s.recording.is_some() {
+            s.position = s.npt_base + rel as f64 / f64::from(t.desc.clock_rate.max(1));
+        }
+        self.out.reserve(fragments.len());
+        for (i, f) in fragments.iter().enumerate() {
             let len = 12 + f.len();
             let (dest, mut head) = t.transmit_for(false, len);
             t.rtp
@@ -1339,7 +1569,7 @@ impl Connection {
             self.out.push(Transmit {
                 dest,
                 head,
-                payload: f.payload,
+                payload: Payload::Shared(fragments.clone(), i),
             });
         }
         if !s.first_media_sent && t.packets > 0 {

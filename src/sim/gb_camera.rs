@@ -74,6 +74,8 @@ pub struct SimCameraConfig {
     pub audio: bool,
     /// How the talk callback INVITE asks for audio (UDP, or TCP either way).
     pub talk_media: TalkMedia,
+    /// Add this AAC track instead of the G.711 tone (PS stream type 0x0F).
+    pub aac: Option<Arc<super::aac_track::AacTrack>>,
     /// Counters shared with whoever started the camera.
     pub stats: Arc<SimStats>,
 }
@@ -102,6 +104,7 @@ impl SimCameraConfig {
             h265: false,
             audio: false,
             talk_media: TalkMedia::Udp,
+            aac: None,
             stats: Arc::default(),
         }
     }
@@ -315,7 +318,10 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     } else {
         Clip::demo()
     });
-    let audio = config.audio;
+    let audio = Audio {
+        g711: config.audio,
+        aac: config.aac.clone(),
+    };
     let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
     let (snapshots_tx, mut snapshots_rx) = mpsc::channel::<(String, Vec<String>)>(16);
     let mut ctx = MediaCtx {
@@ -329,10 +335,13 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     device.start(Instant::now().into_std());
 
     loop {
-        flush(&sip, &mut device).await;
+        // Events first: a playback control reaches its stream before the
+        // INFO's 200 leaves, so the platform never sees "done" before the
+        // stream has turned (a seek's stale frames would follow the 200).
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut ctx, &media, &clip, audio, &shutdown);
+            on_event(ev, &stats, &mut ctx, &media, &clip, &audio, &shutdown);
         }
+        flush(&sip, &mut device).await;
         let timer = device.poll_timeout().map(Instant::from_std);
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -370,7 +379,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     loop {
         flush(&sip, &mut device).await;
         while let Some(ev) = device.poll_event() {
-            on_event(ev, &stats, &mut ctx, &media, &clip, audio, &shutdown);
+            on_event(ev, &stats, &mut ctx, &media, &clip, &audio, &shutdown);
         }
         if device.is_quiet() || Instant::now() >= deadline {
             break;
@@ -541,7 +550,7 @@ fn on_event(
     ctx: &mut MediaCtx,
     media: &MediaSockets,
     clip: &Arc<Clip>,
-    audio: bool,
+    audio: &Audio,
     shutdown: &CancellationToken,
 ) {
     let inc = |c: &AtomicU64| {
@@ -609,6 +618,7 @@ fn on_event(
             });
             let udp = media.udp.clone();
             let clip = clip.clone();
+            let audio = audio.clone();
             let stats = stats.clone();
             let history = ctx.history.remove(&call_id).map(|req| {
                 let (tx, rx) = mpsc::channel(16);
@@ -737,13 +747,22 @@ fn on_event(
     }
 }
 
+/// The audio a live stream carries besides the video.
+#[derive(Clone, Debug, Default)]
+struct Audio {
+    /// A G.711 A-law tone, 20 ms frames.
+    g711: bool,
+    /// AAC frames from a file (wins over `g711`).
+    aac: Option<Arc<super::aac_track::AacTrack>>,
+}
+
 /// Send the clip as PS over RTP to `dest`, one access unit per frame
 /// interval, looping with continuing timestamps until `stop`.
 async fn stream_clip(
     mut sink: MediaSink,
     ssrc: u32,
     clip: Arc<Clip>,
-    audio: bool,
+    audio: Audio,
     stop: CancellationToken,
     stats: Arc<SimStats>,
 ) {
@@ -754,9 +773,15 @@ async fn stream_clip(
     if clip.is_h265() {
         muxer = muxer.with_h265();
     }
-    if audio {
+    let aac = audio.aac.clone().filter(|a| !a.frames.is_empty());
+    if aac.is_some() {
+        muxer = muxer.with_aac();
+    } else if audio.g711 {
         muxer = muxer.with_audio();
     }
+    let g711 = audio.g711 && aac.is_none();
+    // AAC frames sent so far; frame n is due at `start + ticks(n)`.
+    let mut aac_sent = 0u64;
     let mut tone = super::g711::ToneSource::default();
     // Audio frames of 20 ms per video frame interval.
     let audio_per_frame = (1000 / DEMO_FPS / 20) as u64;
@@ -764,6 +789,7 @@ async fn stream_clip(
     // A random start, as RFC 3550 §5.1 asks of RTP timestamps; the PS
     // clock follows it so receivers can use either.
     let mut pts: u64 = u64::from(rand::random::<u32>() >> 1);
+    let aac_start = pts;
     let mut ps = BytesMut::with_capacity(64 * 1024);
     let mut tick = tokio::time::interval(Duration::from_secs(1) / DEMO_FPS);
     // Burst keeps the average rate after a stall, like an encoder's output.
@@ -778,9 +804,19 @@ async fn stream_clip(
             }
             ps.clear();
             muxer.write_video(&unit.nals, pts, unit.keyframe, &mut ps);
-            if audio {
+            if g711 {
                 for k in 0..audio_per_frame {
                     muxer.write_audio(&tone.next_frame(), pts + k * 1800, &mut ps);
+                }
+            }
+            if let Some(aac) = &aac {
+                // Every AAC frame that starts before the next video frame.
+                while aac_start + aac.ticks(aac_sent) < pts + frame_ticks {
+                    let n = aac.frames.len() as u64;
+                    if let Some(f) = aac.frames.get((aac_sent % n) as usize) {
+                        muxer.write_audio(f, aac_start + aac.ticks(aac_sent), &mut ps);
+                    }
+                    aac_sent += 1;
                 }
             }
             for pkt in rtp.packetize(&ps, pts as u32) {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -107,10 +107,57 @@ impl Cursor {
         ((self.offset + self.pos) % clip_len as u64) as usize
     }
 
+    /// Position of the frame at `pos` from the start of the range, in ms.
+    pub fn position_ms(&self) -> u64 {
+        self.pos * 1000 / u64::from(DEMO_FPS)
+    }
+
     pub fn frame_interval(&self) -> Duration {
         let per_second = f64::from(DEMO_FPS) * f64::from(self.scale.clamp(0.25, 64.0));
         Duration::from_nanos((1e9 / per_second).round() as u64)
     }
+}
+
+/// UUID of the position marker (ISO/IEC 11578 form, no zero bytes so no
+/// emulation prevention is ever needed).
+pub const POSITION_MARKER_UUID: [u8; 16] = [
+    0x63, 0x61, 0x6d, 0x67, 0x61, 0x74, 0x65, 0x2d, 0x6e, 0x70, 0x74, 0x2d, 0x6d, 0x61, 0x72, 0x6b,
+];
+
+/// Text of a position marker: the frame's place in the recording.
+pub fn position_marker_text(position_ms: u64) -> String {
+    format!("NPT_MS={position_ms:010};")
+}
+
+/// The access unit with a user-data-unregistered SEI (H.264 §D.1.6, H.265
+/// §D.2.7) in front of its first slice that carries the frame's position
+/// from the start of the range, so tests can tell which frames a viewer
+/// got after a seek. Decoders ignore it.
+pub fn with_position_marker(nals: &[Bytes], position_ms: u64, h265: bool) -> Vec<Bytes> {
+    let text = position_marker_text(position_ms);
+    let mut sei = Vec::with_capacity(24 + text.len());
+    if h265 {
+        // PREFIX_SEI_NUT (39), layer 0, temporal id 1.
+        sei.extend_from_slice(&[39 << 1, 1]);
+    } else {
+        sei.push(0x06);
+    }
+    sei.push(5); // user_data_unregistered
+    sei.push((POSITION_MARKER_UUID.len() + text.len()) as u8);
+    sei.extend_from_slice(&POSITION_MARKER_UUID);
+    sei.extend_from_slice(text.as_bytes());
+    sei.push(0x80); // rbsp_trailing_bits
+    let is_vcl = |n: &Bytes| match n.first() {
+        Some(b) if h265 => (b >> 1) & 0x3f < 32,
+        Some(b) => matches!(b & 0x1f, 1..=5),
+        None => false,
+    };
+    let at = nals.iter().position(is_vcl).unwrap_or(nals.len());
+    let mut out = Vec::with_capacity(nals.len() + 1);
+    out.extend_from_slice(&nals[..at]);
+    out.push(Bytes::from(sei));
+    out.extend_from_slice(&nals[at..]);
+    out
 }
 
 /// Stream the range; returns true when it played to its end (the device
@@ -185,7 +232,8 @@ pub(crate) async fn stream_history(
         sent_keyframe = true;
         ps.clear();
         let pts = cursor.pts();
-        muxer.write_video(&unit.nals, pts, unit.keyframe, &mut ps);
+        let nals = with_position_marker(&unit.nals, cursor.position_ms(), clip.is_h265());
+        muxer.write_video(&nals, pts, unit.keyframe, &mut ps);
         for pkt in rtp.packetize(&ps, pts as u32) {
             if let Ok(n) = sink.send(&pkt, &mut framed).await {
                 stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
@@ -245,5 +293,22 @@ mod tests {
             speed: 1,
         });
         assert_eq!(huge.total, MAX_RANGE_SECS * 25);
+    }
+
+    #[test]
+    fn position_marker_goes_before_the_first_slice() {
+        let nals = [
+            Bytes::from_static(&[0x09, 0xf0]),
+            Bytes::from_static(&[0x67, 1]),
+            Bytes::from_static(&[0x65, 2]),
+        ];
+        let out = with_position_marker(&nals, 20_040, false);
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[3], nals[2]);
+        let sei = &out[2];
+        assert_eq!(&sei[..3], &[0x06, 5, 16 + 18]);
+        assert_eq!(&sei[3..19], &POSITION_MARKER_UUID);
+        assert_eq!(&sei[19..37], b"NPT_MS=0000020040;");
+        assert_eq!(sei[37], 0x80);
     }
 }

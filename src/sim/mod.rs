@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aac_track;
 pub mod clip;
 pub mod ctel_camera;
 pub mod ctel_rtsp;

@@ -29,6 +29,9 @@ pub const STREAM_ID_AUDIO: u8 = 0xC0;
 pub const STREAM_TYPE_H264: u8 = 0x1B;
 /// stream_type GB/T 28181-2016 Annex C assigns to G.711 A-law.
 pub const STREAM_TYPE_G711A: u8 = 0x90;
+/// stream_type of AAC in ADTS (ISO/IEC 13818-1 Table 2-34; GB/T 28181
+/// Annex C uses the same value).
+pub const STREAM_TYPE_AAC: u8 = 0x0F;
 /// stream_type of H.265 video (ISO/IEC 13818-1 Table 2-34).
 pub const STREAM_TYPE_H265: u8 = 0x24;
 /// Largest PES payload written; keeps PES_packet_length (16 bits) in range
@@ -48,6 +51,7 @@ pub struct PsMuxer {
     mux_rate: u32,
     audio: bool,
     video_type: u8,
+    audio_type: u8,
 }
 
 impl Default for PsMuxer {
@@ -63,6 +67,7 @@ impl PsMuxer {
             mux_rate: DEFAULT_MUX_RATE,
             audio: false,
             video_type: STREAM_TYPE_H264,
+            audio_type: STREAM_TYPE_G711A,
         }
     }
 
@@ -70,6 +75,14 @@ impl PsMuxer {
     /// [`PsMuxer::write_audio`] frames are identifiable.
     pub fn with_audio(mut self) -> Self {
         self.audio = true;
+        self
+    }
+
+    /// Announce an AAC (ADTS) stream instead of G.711: frames given to
+    /// [`PsMuxer::write_audio`] are then whole ADTS frames.
+    pub fn with_aac(mut self) -> Self {
+        self.audio = true;
+        self.audio_type = STREAM_TYPE_AAC;
         self
     }
 
@@ -181,7 +194,7 @@ impl PsMuxer {
     fn write_psm(&self, out: &mut BytesMut) {
         let all = [
             (self.video_type, STREAM_ID_VIDEO),
-            (STREAM_TYPE_G711A, STREAM_ID_AUDIO),
+            (self.audio_type, STREAM_ID_AUDIO),
         ];
         let entries: &[(u8, u8)] = if self.audio { &all } else { &all[..1] };
         let es_map_length = 4 * entries.len() as u16;

@@ -14,6 +14,10 @@ pub mod h264;
 pub mod h265;
 pub mod jpeg;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+
 use crate::media::frame::{Chunks, Codec, Frame};
 
 /// Default RTP payload budget per packet: fits a 1500-byte Ethernet MTU
@@ -62,8 +66,58 @@ impl Fragment {
     }
 }
 
+/// The payload slices of one packet to send: owned, or fragment `index`
+/// of a frame's fragments that every viewer of the frame shares (see
+/// [`crate::rtsp::fragment_cache`]), so a viewer's packet costs a
+/// reference count, not a copy of the slice list.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    Chunks(Chunks),
+    Shared(Arc<[Fragment]>, usize),
+}
+
+impl Payload {
+    pub fn parts(&self) -> &[Bytes] {
+        match self {
+            Self::Chunks(c) => c.parts(),
+            Self::Shared(f, i) => f.get(*i).map_or(&[], |f| f.payload.parts()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Chunks(c) => c.len(),
+            Self::Shared(f, i) => f.get(*i).map_or(0, |f| f.payload.len()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes gathered (tests and diagnostics only).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts()
+            .iter()
+            .flat_map(|p| p.iter().copied())
+            .collect()
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(b: Bytes) -> Self {
+        Self::Chunks(b.into())
+    }
+}
+
+impl From<Chunks> for Payload {
+    fn from(c: Chunks) -> Self {
+        Self::Chunks(c)
+    }
+}
+
 /// Codec-specific payload format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Packetizer {
     H264,
     H265,

@@ -1,7 +1,7 @@
 //! Request → response tables for the sans-IO connection.
 
 use super::*;
-use crate::media::frame::{AudioParams, Codec, VideoParams};
+use crate::media::frame::{AudioParams, Chunks, Codec, VideoParams};
 
 const BASE: &str = "rtsp://127.0.0.1:8554/gb/dev/ch";
 
@@ -733,4 +733,102 @@ fn stream_end_closes_the_session() {
             Event::Close
         ]
     ));
+}
+
+/// RTP timestamps of the video packets queued so far.
+fn video_timestamps(c: &mut Connection) -> Vec<u32> {
+    let mut out = Vec::new();
+    c.take_transmits(&mut out);
+    out.iter()
+        .filter(|t| t.head.as_slice().get(..2) == Some(b"$\x00"))
+        .map(|t| {
+            let h = t.head.as_slice();
+            u32::from_be_bytes([h[8], h[9], h[10], h[11]])
+        })
+        .collect()
+}
+
+fn rtptime_of(r: &Response<Vec<u8>>) -> u32 {
+    header(r, "RTP-Info")
+        .split(';')
+        .find_map(|p| p.strip_prefix("rtptime="))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// A recording's RTP timeline is its play time: the origin at npt 0,
+/// a seek re-anchored at its target, a resume where the pause left off.
+#[test]
+fn recording_timestamps_follow_the_position_played() {
+    const REC: &str = "rtsp://127.0.0.1:8554/gb/dev/ch/playback/1714550400-1714550520";
+    let mut c = new_conn();
+    c.set_playback(true);
+    c.receive(
+        request(
+            "SETUP",
+            &format!("{REC}/trackID=0"),
+            1,
+            &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
+        )
+        .as_bytes(),
+        t0(),
+    );
+    events(&mut c);
+    c.stream_opened(Ok(info(false)), t0());
+    let id = session_id(&responses(&mut c)[0]);
+    let session = format!("Session: {id}");
+    events(&mut c);
+
+    let play = exchange(
+        &mut c,
+        &request("PLAY", REC, 2, &[&session, "Range: npt=0-"]),
+    );
+    assert_eq!(header(&play, "Range"), "npt=0.000-120.000");
+    assert_eq!(
+        header(&play, "Media-Range"),
+        "npt=0.000-120.000, clock=20240501T080000Z-20240501T080200Z"
+    );
+    let origin = rtptime_of(&play);
+    assert_eq!(events(&mut c), [Event::StartMedia]);
+    // The stream began (pts 5 s) before this viewer's first frame (6 s).
+    c.anchor_recording(Some(450_000), t0());
+    c.push_frame(&idr_frame(540_000, 100), t0());
+    let ts = video_timestamps(&mut c);
+    assert!(
+        ts.iter().all(|t| *t == origin.wrapping_add(90_000)),
+        "{ts:?}"
+    );
+    assert_eq!(events(&mut c), [Event::FirstMedia]);
+
+    let pause = exchange(&mut c, &request("PAUSE", REC, 3, &[&session]));
+    assert_eq!(header(&pause, "Range"), "npt=1.000-120.000");
+    assert_eq!(
+        events(&mut c),
+        [Event::HoldMedia, Event::Playback(PlaybackCommand::Pause)]
+    );
+    let resume = exchange(&mut c, &request("PLAY", REC, 4, &[&session]));
+    assert_eq!(header(&resume, "Range"), "npt=1.000-120.000");
+    assert_eq!(rtptime_of(&resume), origin.wrapping_add(90_000));
+    assert_eq!(
+        events(&mut c),
+        [Event::Playback(PlaybackCommand::Resume), Event::StartMedia]
+    );
+
+    // A seek: the next frame, whatever its pts, is the one at 30 s.
+    let seek = exchange(
+        &mut c,
+        &request("PLAY", REC, 5, &[&session, "Range: npt=30.9-"]),
+    );
+    assert_eq!(header(&seek, "Range"), "npt=30.000-120.000");
+    assert_eq!(rtptime_of(&seek), origin.wrapping_add(30 * 90_000));
+    assert_eq!(
+        events(&mut c),
+        [Event::Playback(PlaybackCommand::Seek(30.0)), Event::Flush]
+    );
+    c.push_frame(&idr_frame(77_000, 100), t0());
+    c.push_frame(&idr_frame(80_600, 100), t0());
+    let ts = video_timestamps(&mut c);
+    let at_30 = origin.wrapping_add(30 * 90_000);
+    assert_eq!(ts.first(), Some(&at_30));
+    assert_eq!(ts.last(), Some(&at_30.wrapping_add(3600)));
 }
