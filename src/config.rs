@@ -362,8 +362,8 @@ pub struct TranscodeSection {
     pub enabled: bool,
     /// FFmpeg binary that decodes H.265 (one child process per stream).
     pub ffmpeg: PathBuf,
-    /// Most streams transcoded at once (each takes about a core at 1080p);
-    /// more get 503.
+    /// Most streams transcoded at once (a 25 fps 720p one takes about a
+    /// fifth of a core); more get 503.
     pub max_streams: usize,
     /// Target H.264 bit rate, kbit/s; 0 = by picture size and frame rate.
     pub bitrate_kbps: u32,

@@ -256,3 +256,60 @@ fn chromium_plays_a_foscam_mjpeg_camera_transcoded() {
 fn free_port() -> u16 {
     common::webdriver::free_port()
 }
+
+#[test]
+fn without_a_decoder_h265_is_refused_with_501_and_counted() {
+    let mut rig = Rig::start(Options {
+        extra_yaml: "transcode:\n  ffmpeg: /nonexistent/ffmpeg\n".into(),
+        ..Options::default()
+    });
+    rig.add_camera(DEVICE, CHANNEL, &["--h265"]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let (status, _, body) = http_exchange(
+        rig.ports.http,
+        "POST",
+        &format!("/whep/gb/{DEVICE}/{CHANNEL}"),
+        &[("Content-Type", "application/sdp")],
+        "v=0\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 501, "{body}");
+    assert!(body.contains("/nonexistent/ffmpeg"), "{body}");
+    assert_eq!(
+        rig.metric(r#"camgate_transcode_errors_total{kind="decoder_start"}"#),
+        1.0
+    );
+    assert_eq!(
+        rig.metric(r#"camgate_webrtc_sessions_total{outcome="transcode_failed"}"#),
+        1.0
+    );
+    assert_eq!(rig.metric("camgate_transcodes_active"), 0.0);
+}
+
+#[test]
+fn transcoding_can_be_switched_off() {
+    let rig = Rig::start_foscam(
+        Options {
+            extra_yaml: "transcode:\n  enabled: false\n".into(),
+            ..Options::default()
+        },
+        "door",
+        &[],
+        "",
+    );
+    rig.wait_foscam_state("door", "online");
+    let (status, _, body) = http_exchange(
+        rig.ports.http,
+        "POST",
+        "/whep/foscam/door",
+        &[("Content-Type", "application/sdp")],
+        "v=0\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 501, "{body}");
+    assert!(body.contains("transcode.enabled"), "{body}");
+    assert_eq!(
+        rig.metric(r#"camgate_webrtc_sessions_total{outcome="source_codec"}"#),
+        1.0
+    );
+}

@@ -25,6 +25,7 @@ use super::pipeline::{KeyframeRequester, Output, Pushed, Transcoder};
 use super::{TranscodeConfig, TranscodeError, codec_label};
 use crate::media::frame::{Codec, Frame, MediaKind, StreamInfo, VideoParams};
 use crate::media::hub::{Hub, HubConfig, Subscription};
+use crate::metrics::{self, label};
 use crate::streams::StreamKey;
 
 /// How far behind the source a transcode may fall before it skips ahead,
@@ -97,6 +98,22 @@ impl Transcodes {
     /// first; `None` when the source's video goes to browsers as it is.
     /// Must be called within a tokio runtime.
     pub fn join(
+        &self,
+        key: &StreamKey,
+        source: &Arc<Hub>,
+        info: &StreamInfo,
+    ) -> Result<Option<Arc<SharedTranscode>>, TranscodeError> {
+        let joined = self.try_join(key, source, info);
+        if let Err(e) = &joined {
+            metrics::get()
+                .transcode_errors
+                .get_or_create(&label("kind", e.kind()))
+                .inc();
+        }
+        joined
+    }
+
+    fn try_join(
         &self,
         key: &StreamKey,
         source: &Arc<Hub>,
