@@ -401,7 +401,8 @@ impl TranscodeSection {
                 max_height: self.max_height,
             },
             encoder: crate::transcode::EncoderSettings {
-                bitrate_bps: (self.bitrate_kbps > 0).then(|| self.bitrate_kbps.saturating_mul(1000)),
+                bitrate_bps: (self.bitrate_kbps > 0)
+                    .then(|| self.bitrate_kbps.saturating_mul(1000)),
                 keyframe_interval: (self.keyframe_interval.as_secs_f64() * 90_000.0) as i64,
             },
         }

@@ -914,7 +914,11 @@ fn zero_known_series(m: &Metrics) {
         zero(&m.transcode_frames_dropped, "codec", &[codec]);
         zero(&m.transcode_cpu_seconds, "codec", &[codec]);
     }
-    zero(&m.transcode_errors, "kind", crate::transcode::TranscodeError::KINDS);
+    zero(
+        &m.transcode_errors,
+        "kind",
+        crate::transcode::TranscodeError::KINDS,
+    );
     zero(
         &m.webrtc_sessions,
         "outcome",

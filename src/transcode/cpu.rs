@@ -91,7 +91,8 @@ mod tests {
 
     #[test]
     fn stat_fields_after_a_hostile_command_name() {
-        let line = "4242 (ff mpeg) x)) S 1 4242 4242 0 -1 4194560 1085 0 0 0 250 75 0 0 20 0 1 0 3 0 0";
+        let line =
+            "4242 (ff mpeg) x)) S 1 4242 4242 0 -1 4194560 1085 0 0 0 250 75 0 0 20 0 1 0 3 0 0";
         assert_eq!(parse_stat(line), Some(3.25));
         assert_eq!(parse_stat("4242 (x) S 1 2"), None);
         assert_eq!(parse_stat("no parens at all"), None);

@@ -175,7 +175,9 @@ impl H264Encoder {
         for l in 0..out.num_layers() {
             let Some(layer) = out.layer(l) else { continue };
             for n in 0..layer.nal_count() {
-                let Some(nal) = layer.nal_unit(n) else { continue };
+                let Some(nal) = layer.nal_unit(n) else {
+                    continue;
+                };
                 let body = strip_start_code(nal);
                 if !body.is_empty() {
                     spans.push((self.bitstream.len(), body.len()));
@@ -284,7 +286,11 @@ mod tests {
     }
 
     fn nal_types(f: &Frame) -> Vec<u8> {
-        f.units.iter().filter_map(|u| u.get(0)).map(|h| h & 0x1f).collect()
+        f.units
+            .iter()
+            .filter_map(|u| u.get(0))
+            .map(|h| h & 0x1f)
+            .collect()
     }
 
     #[test]
@@ -317,7 +323,10 @@ mod tests {
             if i == 60 || i == 62 {
                 e.request_keyframe();
             }
-            let f = e.encode(&picture(160, 96, i as usize), pts).unwrap().unwrap();
+            let f = e
+                .encode(&picture(160, 96, i as usize), pts)
+                .unwrap()
+                .unwrap();
             assert_eq!(f.pts, pts);
             if f.keyframe {
                 idr_at.push(i);
@@ -332,7 +341,12 @@ mod tests {
     fn size_change_restarts_with_an_idr_of_the_new_size() {
         let mut e = H264Encoder::new(EncoderSettings::default());
         assert!(e.encode(&picture(160, 96, 0), 0).unwrap().unwrap().keyframe);
-        assert!(!e.encode(&picture(160, 96, 1), 3600).unwrap().unwrap().keyframe);
+        assert!(
+            !e.encode(&picture(160, 96, 1), 3600)
+                .unwrap()
+                .unwrap()
+                .keyframe
+        );
         let f = e.encode(&picture(320, 192, 2), 7200).unwrap().unwrap();
         assert!(f.keyframe);
         assert_eq!((e.params().width, e.params().height), (320, 192));

@@ -197,7 +197,14 @@ mod tests {
             return;
         }
         let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-f", "lavfi", "-i", "color=c=0x3060a0:s=66x34"])
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "color=c=0x3060a0:s=66x34",
+            ])
             .args(["-frames:v", "1", "-pix_fmt", "yuvj422p", "-f", "mjpeg", "-"])
             .output()
             .unwrap();
@@ -219,7 +226,9 @@ mod tests {
         let mut j = vec![0xff, 0xd8];
         j.extend_from_slice(&[0xff, 0xdb, 0x00, 67, 0x00]);
         j.extend([1u8; 64]);
-        j.extend_from_slice(&[0xff, 0xc0, 0x00, 11, 8, 0x00, 0x08, 0x00, 0x08, 1, 1, 0x11, 0]);
+        j.extend_from_slice(&[
+            0xff, 0xc0, 0x00, 11, 8, 0x00, 0x08, 0x00, 0x08, 1, 1, 0x11, 0,
+        ]);
         for class in [0x00, 0x10] {
             let mut counts = [0u8; 16];
             counts[0] = 1;

@@ -47,7 +47,9 @@ impl Picture {
     /// rounded up, as YUV4MPEG2 and libavcodec lay out odd sizes).
     pub fn buffer_len(width: usize, height: usize) -> Option<usize> {
         let chroma = width.div_ceil(2).checked_mul(height.div_ceil(2))?;
-        width.checked_mul(height)?.checked_add(chroma.checked_mul(2)?)
+        width
+            .checked_mul(height)?
+            .checked_add(chroma.checked_mul(2)?)
     }
 
     /// Wrap a contiguous I420 buffer of a `source_width` x `source_height`

@@ -134,7 +134,9 @@ impl Transcoder {
         match codec {
             Codec::Mjpeg => {
                 let decoder = MjpegDecoder::new(config.limits);
-                spawn("transcode-mjpeg", move || mjpeg_thread(queue, decoder, stage))?;
+                spawn("transcode-mjpeg", move || {
+                    mjpeg_thread(queue, decoder, stage)
+                })?;
             }
             _ => start_hevc(config, queue, stage, &control)?,
         }
@@ -562,7 +564,11 @@ fn hevc_reader(
         for picture in pictures.drain(..) {
             let pts = {
                 let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                let smallest = p.iter().enumerate().min_by_key(|(_, v)| **v).map(|(i, _)| i);
+                let smallest = p
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, v)| **v)
+                    .map(|(i, _)| i);
                 smallest.map(|i| p.swap_remove(i))
             };
             // A picture with no pending access unit cannot happen with a
@@ -619,7 +625,7 @@ mod tests {
     use std::time::Duration;
 
     enum Out {
-        Frame(Frame),
+        Frame(Box<Frame>),
         Failed(TranscodeError),
     }
 
@@ -627,7 +633,7 @@ mod tests {
 
     impl Output for Collect {
         fn frame(&mut self, frame: Frame, _: &VideoParams) {
-            let _ = self.0.send(Out::Frame(frame));
+            let _ = self.0.send(Out::Frame(Box::new(frame)));
         }
         fn failed(&mut self, error: TranscodeError) {
             let _ = self.0.send(Out::Failed(error));
@@ -659,7 +665,7 @@ mod tests {
         let mut frames = Vec::new();
         while frames.len() < count {
             match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(Out::Frame(f)) => frames.push(f),
+                Ok(Out::Frame(f)) => frames.push(*f),
                 Ok(Out::Failed(e)) => panic!("transcode failed: {e}"),
                 Err(e) => panic!("after {} frames: {e}", frames.len()),
             }
@@ -705,7 +711,10 @@ mod tests {
             push(&mut t, jpeg_frame(j.clone(), i as i64 * 9000));
             // One undecodable JPEG in the middle costs only itself.
             if i == 5 {
-                push(&mut t, jpeg_frame(Bytes::from_static(b"\xff\xd8garbage"), 46_000));
+                push(
+                    &mut t,
+                    jpeg_frame(Bytes::from_static(b"\xff\xd8garbage"), 46_000),
+                );
             }
         }
         let frames = collect(&rx, jpegs.len());
@@ -738,7 +747,7 @@ mod tests {
         assert_eq!(decode_h264(&frames), ((640, 360), clip.len()));
         // Stopping is not a failure.
         drop(t);
-        assert!(matches!(rx.recv_timeout(Duration::from_secs(2)), Err(_)));
+        assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
     }
 
     fn hevc_frame(unit: &crate::sim::clip::AccessUnit, pts: i64) -> Arc<Frame> {
@@ -771,10 +780,14 @@ mod tests {
             ..TranscodeConfig::default()
         };
         let (tx, _rx) = mpsc::channel();
-        let e = Transcoder::start(Codec::H265, &missing, Collect(tx)).err().unwrap();
+        let e = Transcoder::start(Codec::H265, &missing, Collect(tx))
+            .err()
+            .unwrap();
         assert_eq!(e.kind(), "decoder_start");
         let (tx, _rx) = mpsc::channel();
-        let e = Transcoder::start(Codec::Mpeg4, &missing, Collect(tx)).err().unwrap();
+        let e = Transcoder::start(Codec::Mpeg4, &missing, Collect(tx))
+            .err()
+            .unwrap();
         assert_eq!(e.kind(), "unsupported");
     }
 
@@ -794,6 +807,9 @@ mod tests {
         };
         let mut out = Vec::new();
         hevc_annex_b(&frame, &mut out);
-        assert_eq!(out, [0, 0, 0, 1, 0x02, 0x01, 0xaa, 0, 0, 0, 1, 0x46, 0x01, 0x50]);
+        assert_eq!(
+            out,
+            [0, 0, 0, 1, 0x02, 0x01, 0xaa, 0, 0, 0, 1, 0x46, 0x01, 0x50]
+        );
     }
 }

@@ -182,13 +182,7 @@ impl SharedTranscode {
         info!(stream = %key, codec = codec_label(codec), "transcode for browsers started");
         let span = info_span!("transcode", stream = %key, codec = codec_label(codec));
         tokio::spawn(
-            feed(
-                source.subscribe(),
-                transcoder,
-                hub.clone(),
-                cancel.clone(),
-            )
-            .instrument(span),
+            feed(source.subscribe(), transcoder, hub.clone(), cancel.clone()).instrument(span),
         );
         Ok(Arc::new(Self {
             key: key.clone(),

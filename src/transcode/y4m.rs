@@ -105,8 +105,8 @@ impl Y4mParser {
                         let planes = std::mem::take(&mut self.buffer);
                         // The length was computed for this size, so this
                         // only fails on sizes the header check refused.
-                        let picture =
-                            Picture::from_i420(w, h, planes).map_err(|_| Y4mError::TooSmall(w, h))?;
+                        let picture = Picture::from_i420(w, h, planes)
+                            .map_err(|_| Y4mError::TooSmall(w, h))?;
                         out.push(picture);
                         self.state = State::FrameLine;
                     }
@@ -153,7 +153,8 @@ impl Y4mParser {
         if width < 2 || height < 2 {
             return Err(Y4mError::TooSmall(width, height));
         }
-        self.frame_len = Picture::buffer_len(width, height).ok_or(Y4mError::TooLarge(width, height))?;
+        self.frame_len =
+            Picture::buffer_len(width, height).ok_or(Y4mError::TooLarge(width, height))?;
         self.size = Some((width, height));
         self.state = State::FrameLine;
         Ok(())
@@ -227,16 +228,30 @@ mod tests {
             (b"RIFF....\n", Y4mError::Magic),
             (b"YUV4MPEG2 H2\n", Y4mError::Missing("W")),
             (b"YUV4MPEG2 W4 Hx\n", Y4mError::BadParameter("Hx".into())),
-            (b"YUV4MPEG2 W4 H2 C444\n", Y4mError::ColorSpace("C444".into())),
-            (b"YUV4MPEG2 W4 H2 C420p10\n", Y4mError::ColorSpace("C420p10".into())),
-            (b"YUV4MPEG2 W100000 H100000\n", Y4mError::TooLarge(100_000, 100_000)),
+            (
+                b"YUV4MPEG2 W4 H2 C444\n",
+                Y4mError::ColorSpace("C444".into()),
+            ),
+            (
+                b"YUV4MPEG2 W4 H2 C420p10\n",
+                Y4mError::ColorSpace("C420p10".into()),
+            ),
+            (
+                b"YUV4MPEG2 W100000 H100000\n",
+                Y4mError::TooLarge(100_000, 100_000),
+            ),
             (b"YUV4MPEG2 W1 H1\n", Y4mError::TooSmall(1, 1)),
             (b"YUV4MPEG2 W4 H2\nFRAMX\n", Y4mError::NoFrame),
         ];
         for (input, want) in cases {
             let mut out = Vec::new();
             let got = Y4mParser::new(limits()).push(input, &mut out);
-            assert_eq!(got.as_ref(), Err(want), "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                got.as_ref(),
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
         let endless = vec![b'Y'; 5000];
         assert_eq!(

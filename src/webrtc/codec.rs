@@ -187,8 +187,8 @@ mod tests {
         assert_eq!((c.pt, c.exact), (104, true));
         // Not offered: the usual ranking decides.
         let no_cb = [offer(102, 0x42001f, 1), offer(106, 0x4d001f, 1)];
-        let c = choose_h264_preferring(Some(CONSTRAINED_BASELINE_31), Some(0x42c01f), &no_cb)
-            .unwrap();
+        let c =
+            choose_h264_preferring(Some(CONSTRAINED_BASELINE_31), Some(0x42c01f), &no_cb).unwrap();
         assert_eq!(c.pt, 102);
     }
 }
