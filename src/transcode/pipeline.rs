@@ -37,7 +37,7 @@ use super::h264_encoder::H264Encoder;
 use super::mjpeg::MjpegDecoder;
 use super::picture::Picture;
 use super::y4m::Y4mParser;
-use super::{TranscodeConfig, codec_label};
+use super::{PictureLimits, TranscodeConfig, codec_label};
 use crate::media::frame::{Codec, Frame, VideoParams};
 use crate::media::h265;
 use crate::metrics::{self, label};
@@ -221,7 +221,15 @@ impl Drop for Transcoder {
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), TranscodeError> {
     std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(f)
+        .spawn(move || {
+            // Per-frame work is already guarded; this is the last line, so
+            // a bug elsewhere on the thread is logged and counted too.
+            if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+                let e = TranscodeError::Panic(panic_message(p.as_ref()));
+                count_error(&e);
+                warn!(error = %e, "transcode thread ended");
+            }
+        })
         .map(drop)
         .map_err(|e| TranscodeError::Thread(e.to_string()))
 }
@@ -380,7 +388,7 @@ fn start_hevc(
     control: &Arc<Control>,
 ) -> Result<(), TranscodeError> {
     let mut child = Command::new(&config.ffmpeg)
-        .args(decoder_args())
+        .args(decoder_args(config.limits))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -433,15 +441,22 @@ fn start_hevc(
 /// YUV4MPEG2 on stdout, one picture per decoded frame, with as little
 /// buffering as it allows: no probing beyond the first packet, one
 /// decoding thread (frame threads would each hold a frame back), and no
-/// frame-rate conversion.
-pub fn decoder_args() -> &'static [&'static str] {
-    &[
+/// frame-rate conversion. `-max_pixels` makes the decoder itself refuse a
+/// bitstream that claims a picture over the limits before allocating it.
+pub fn decoder_args(limits: PictureLimits) -> Vec<String> {
+    let max_pixels = limits
+        .max_width
+        .saturating_mul(limits.max_height)
+        .min(i32::MAX as usize);
+    let args = [
         "-hide_banner",
         "-nostdin",
         "-loglevel",
         "error",
         "-threads",
         "1",
+        "-max_pixels",
+        &max_pixels.to_string(),
         "-probesize",
         "32",
         "-analyzeduration",
@@ -459,7 +474,8 @@ pub fn decoder_args() -> &'static [&'static str] {
         "-f",
         "yuv4mpegpipe",
         "pipe:1",
-    ]
+    ];
+    args.iter().map(|a| (*a).to_owned()).collect()
 }
 
 /// Annex B of one H.265 access unit, delimiter last (see the module doc).
