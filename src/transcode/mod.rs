@@ -27,14 +27,16 @@
 //! | --- | --- | --- |
 //! | build | +96 CPU-s (bindgen, clang-sys; 3 min 17 s wall under load) | nothing |
 //! | build packages | libavcodec-dev, libavformat-dev, libclang (~300 MB) | none |
-//! | runtime | libavcodec59 (+ its codec libraries) | the `ffmpeg` package |
+//! | runtime packages (Debian, installed size) | libavcodec59 and its codec libraries, ~245 MB | `ffmpeg`, ~780 MB (optional in the image) |
 //! | 720p HEVC decode, one thread | ~330 fps | ~330 fps, +1 ms of pipe copy per picture |
 //! | a decoder crash on a hostile bitstream | takes the gateway down | ends one transcode |
 //!
 //! Camera bitstreams are untrusted input and libavcodec's HEVC decoder has
-//! a long CVE history, so process isolation decides it; the cost is a pipe
-//! copy the measurements show to be noise, and `ffmpeg` is already what
-//! the MP4 download jobs run. Without `ffmpeg` installed, H.265 sources
+//! a long CVE history, so process isolation decides it, together with a
+//! build that stays free of bindgen and -dev packages. The costs: a pipe
+//! copy the measurements show to be noise, and a bigger runtime install
+//! (`ffmpeg` is what the MP4 download jobs run anyway; the container image
+//! can leave it out, see `deploy/Dockerfile`). Without `ffmpeg` installed, H.265 sources
 //! answer WHEP with 501 as before; MJPEG needs nothing external.
 //!
 //! Everything fed by a camera is bounded and fallible: picture sizes are
