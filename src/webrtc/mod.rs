@@ -87,7 +87,7 @@ pub enum WhepError {
     #[error("too many WebRTC viewers ({0})")]
     TooMany(usize),
     #[error(transparent)]
-    Transcode(#[from] crate::transcode::TranscodeError),
+    Transcode(#[from] TranscodeError),
 }
 
 impl WhepError {
