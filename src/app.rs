@@ -285,6 +285,7 @@ fn webrtc_config(config: &Config) -> crate::webrtc::WebRtcConfig {
         nat_1to1_ips: w.nat_1to1_ips.clone(),
         connect_timeout: w.connect_timeout,
         max_peers: w.max_peers,
+        transcode: config.transcode.to_transcode_config(),
         ..crate::webrtc::WebRtcConfig::default()
     }
 }

@@ -35,6 +35,8 @@ pub struct Config {
     /// Foscam MJPEG cameras (MO_O / MO_V protocol), served as `foscam/{name}`.
     pub foscam: Vec<FoscamCameraConfig>,
     pub webrtc: WebRtcSection,
+    /// H.265 and MJPEG sources transcoded to H.264 for WebRTC viewers.
+    pub transcode: TranscodeSection,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -356,6 +358,93 @@ impl Default for WebRtcSection {
     }
 }
 
+/// Transcoding for browsers: H.265 and MJPEG sources become H.264
+/// Constrained Baseline for WebRTC viewers (RTSP viewers keep the original).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeSection {
+    /// Off: such sources answer WHEP with 501.
+    pub enabled: bool,
+    /// FFmpeg binary that decodes H.265 (one child process per stream).
+    pub ffmpeg: PathBuf,
+    /// Most streams transcoded at once (a 25 fps 720p one takes about a
+    /// fifth of a core); more get 503.
+    pub max_streams: usize,
+    /// Target H.264 bit rate, kbit/s; 0 = by picture size and frame rate.
+    pub bitrate_kbps: u32,
+    /// Longest time between H.264 IDR frames, seconds.
+    #[serde(with = "secs")]
+    pub keyframe_interval: Duration,
+    /// Largest source picture transcoded (OpenH264 stops at 3840x2160).
+    pub max_width: usize,
+    pub max_height: usize,
+}
+
+impl Default for TranscodeSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ffmpeg: PathBuf::from("ffmpeg"),
+            max_streams: 4,
+            bitrate_kbps: 0,
+            keyframe_interval: Duration::from_secs(2),
+            max_width: 3840,
+            max_height: 2160,
+        }
+    }
+}
+
+impl TranscodeSection {
+    /// The transcoder's settings.
+    pub fn to_transcode_config(&self) -> crate::transcode::TranscodeConfig {
+        crate::transcode::TranscodeConfig {
+            enabled: self.enabled,
+            ffmpeg: self.ffmpeg.clone(),
+            max_streams: self.max_streams,
+            limits: crate::transcode::PictureLimits {
+                max_width: self.max_width,
+                max_height: self.max_height,
+            },
+            encoder: crate::transcode::EncoderSettings {
+                bitrate_bps: (self.bitrate_kbps > 0)
+                    .then(|| self.bitrate_kbps.saturating_mul(1000)),
+                keyframe_interval: (self.keyframe_interval.as_secs_f64() * 90_000.0) as i64,
+            },
+        }
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            message,
+        };
+        let seconds = self.keyframe_interval.as_secs_f64();
+        if !(0.5..=60.0).contains(&seconds) {
+            return Err(invalid(
+                "transcode.keyframe_interval",
+                format!("{seconds} s is outside 0.5 to 60"),
+            ));
+        }
+        if !(16..=3840).contains(&self.max_width) || !(16..=3840).contains(&self.max_height) {
+            return Err(invalid(
+                "transcode.max_width",
+                format!(
+                    "{}x{} is outside 16 to 3840 per side (transcode.max_width, max_height)",
+                    self.max_width, self.max_height
+                ),
+            ));
+        }
+        if self.bitrate_kbps > 50_000 {
+            return Err(invalid(
+                "transcode.bitrate_kbps",
+                format!("{} is more than 50000", self.bitrate_kbps),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A configuration that failed to load, with the place it failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -557,6 +646,7 @@ impl Config {
             ));
         }
         self.validate_foscam(origin)?;
+        self.transcode.validate(origin)?;
         Ok(())
     }
 
@@ -758,5 +848,32 @@ mod tests {
         assert_eq!(c.shutdown_grace.0, Duration::from_millis(2500));
         assert!(c.metrics.per_device_labels);
         assert_eq!(Config::embedded().shutdown_grace.0, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn transcode_section_defaults_and_limits() {
+        let c = Config::embedded();
+        let t = c.transcode.to_transcode_config();
+        assert!(t.enabled);
+        assert_eq!(t.max_streams, 4);
+        assert_eq!(t.encoder.bitrate_bps, None);
+        assert_eq!(t.encoder.keyframe_interval, 180_000);
+        let c = Config::from_yaml(
+            "transcode:\n  bitrate_kbps: 1500\n  keyframe_interval: 1\n  ffmpeg: /opt/ff\n",
+            "t",
+        )
+        .unwrap();
+        let t = c.transcode.to_transcode_config();
+        assert_eq!(t.encoder.bitrate_bps, Some(1_500_000));
+        assert_eq!(t.encoder.keyframe_interval, 90_000);
+        assert_eq!(t.ffmpeg, PathBuf::from("/opt/ff"));
+        let err = Config::from_yaml("transcode:\n  max_width: 8000\n", "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transcode.max_width"), "{err}");
+        let err = Config::from_yaml("transcode:\n  keyframe_interval: 0\n", "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transcode.keyframe_interval"), "{err}");
     }
 }

@@ -23,4 +23,5 @@ pub mod sim;
 pub mod sip;
 pub mod streams;
 pub mod testdata;
+pub mod transcode;
 pub mod webrtc;

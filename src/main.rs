@@ -117,6 +117,9 @@ enum Command {
         /// Send a motion alarm every this many seconds.
         #[arg(long)]
         alarm_every: Option<f64>,
+        /// Video frames per second (1 to 60).
+        #[arg(long, default_value_t = camgate::sim::foscam_camera::DEMO_FPS)]
+        fps: u64,
     },
 }
 
@@ -279,6 +282,7 @@ fn main() -> ExitCode {
                 refuse_too_many,
                 no_audio,
                 alarm_every,
+                fps,
             }) => {
                 let sim = camgate::sim::foscam_camera::SimFoscamConfig {
                     listen,
@@ -289,6 +293,7 @@ fn main() -> ExitCode {
                     alarm_every: alarm_every
                         .filter(|s| s.is_finite() && *s > 0.0)
                         .map(std::time::Duration::from_secs_f64),
+                    fps,
                     ..Default::default()
                 };
                 camgate::sim::foscam_camera::run(sim, shutdown).await

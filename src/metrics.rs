@@ -107,6 +107,13 @@ pub struct Metrics {
     pub webrtc_talk_sessions: Family<Label, Counter>,
     pub webrtc_talk_packets: Counter,
     pub webrtc_talk_errors: Family<Label, Counter>,
+    pub transcodes_active: Gauge,
+    pub transcode_starts: Family<Label, Counter>,
+    pub transcode_frames_in: Family<Label, Counter>,
+    pub transcode_frames_out: Family<Label, Counter>,
+    pub transcode_frames_dropped: Family<Label, Counter>,
+    pub transcode_cpu_seconds: Family<Label, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub transcode_errors: Family<Label, Counter>,
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -550,6 +557,39 @@ fn build() -> Metrics {
         webrtc_talk_errors: reg!(
             "camgate_webrtc_talk_errors",
             "Browser talk media dropped, by kind",
+        transcodes_active: reg!(
+            "camgate_transcodes_active",
+            "Streams being transcoded to H.264 for WebRTC viewers",
+            Gauge::default()
+        ),
+        transcode_starts: reg!(
+            "camgate_transcode_starts",
+            "Transcodes started, by source codec (h265, mjpeg)",
+            Family::default()
+        ),
+        transcode_frames_in: reg!(
+            "camgate_transcode_frames_in",
+            "Source frames taken in by transcoders, by source codec",
+            Family::default()
+        ),
+        transcode_frames_out: reg!(
+            "camgate_transcode_frames_out",
+            "H.264 frames produced by transcoders, by source codec",
+            Family::default()
+        ),
+        transcode_frames_dropped: reg!(
+            "camgate_transcode_frames_dropped",
+            "Source frames a busy transcoder skipped (it resumes at the next key frame), by source codec",
+            Family::default()
+        ),
+        transcode_cpu_seconds: reg!(
+            "camgate_transcode_cpu_seconds",
+            "CPU seconds spent decoding and encoding, decoder processes included, by source codec",
+            Family::default()
+        ),
+        transcode_errors: reg!(
+            "camgate_transcode_errors",
+            "Transcode failures, by kind (jpeg_decode, hevc_decode, decoder_exit, encode, ...)",
             Family::default()
         ),
         registry: r,
@@ -920,5 +960,22 @@ fn zero_known_series(m: &Metrics) {
             "frame_too_long",
             "frame_too_short",
         ],
+    );
+    for codec in crate::transcode::SOURCE_CODECS {
+        zero(&m.transcode_starts, "codec", &[codec]);
+        zero(&m.transcode_frames_in, "codec", &[codec]);
+        zero(&m.transcode_frames_out, "codec", &[codec]);
+        zero(&m.transcode_frames_dropped, "codec", &[codec]);
+        zero(&m.transcode_cpu_seconds, "codec", &[codec]);
+    }
+    zero(
+        &m.transcode_errors,
+        "kind",
+        crate::transcode::TranscodeError::KINDS,
+    );
+    zero(
+        &m.webrtc_sessions,
+        "outcome",
+        &["too_many_transcodes", "transcode_failed"],
     );
 }

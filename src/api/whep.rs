@@ -24,6 +24,7 @@ use super::{ApiState, error};
 use crate::metrics::{self, label};
 use crate::rtsp::auth::hashtoken;
 use crate::streams::{StartError, StreamKey};
+use crate::transcode::TranscodeError;
 use crate::webrtc::WhepError;
 use crate::webrtc::peer::PeerError;
 use crate::webrtc::whep_auth::WhepCredentials;
@@ -104,6 +105,21 @@ fn status_of(e: &WhepError) -> StatusCode {
         WhepError::Peer(PeerError::SourceCodec(_)) => StatusCode::NOT_IMPLEMENTED,
         WhepError::Peer(_) => StatusCode::INTERNAL_SERVER_ERROR,
         WhepError::TooMany(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WhepError::Transcode(e) => transcode_status(e),
+    }
+}
+
+/// A transcode that cannot run here (disabled, no ffmpeg) is 501 like any
+/// codec the gateway cannot serve; one the camera's stream broke is the
+/// upstream's fault.
+fn transcode_status(e: &TranscodeError) -> StatusCode {
+    match e {
+        TranscodeError::Disabled
+        | TranscodeError::Unsupported(_)
+        | TranscodeError::DecoderStart { .. } => StatusCode::NOT_IMPLEMENTED,
+        TranscodeError::TooMany(_) | TranscodeError::Thread(_) => StatusCode::SERVICE_UNAVAILABLE,
+        TranscodeError::NoOutput(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -58,6 +58,12 @@ impl Clip {
         Self::cut(DEMO_H265, true)
     }
 
+    /// [`from_static`](Self::from_static) for an H.265 stream (cut at
+    /// type-35 AUDs).
+    pub fn from_static_h265(stream: &'static [u8]) -> Self {
+        Self::cut(stream, true)
+    }
+
     /// Whether the clip is H.265 (else H.264).
     pub fn is_h265(&self) -> bool {
         self.h265

@@ -6,7 +6,7 @@
 //! Verify before anything else, start requests hand out the data-connection
 //! id the media connection must log in with (a wrong id is closed), and
 //! both sides send Keep_Alive every minute. Video is the JPEGs of
-//! `assets/demo.mjpeg` at 10 fps; audio is a 1 kHz tone as IMA ADPCM;
+//! `assets/demo.mjpeg` at 10 fps (or `fps`); audio is a 1 kHz tone as IMA ADPCM;
 //! alarms come on a timer; talk data is decoded and summarised in the log.
 //! Refusals (too many connections, wrong user or password) are
 //! configurable so the gateway's handling of them can be tested.
@@ -50,6 +50,8 @@ pub struct SimFoscamConfig {
     /// second) this often.
     pub alarm_every: Option<Duration>,
     pub keepalive: Duration,
+    /// Video frames per second (the clip loops).
+    pub fps: u64,
 }
 
 impl Default for SimFoscamConfig {
@@ -62,6 +64,7 @@ impl Default for SimFoscamConfig {
             audio: true,
             alarm_every: None,
             keepalive: crate::foscam::client::KEEPALIVE_INTERVAL,
+            fps: DEMO_FPS,
         }
     }
 }
@@ -161,7 +164,7 @@ async fn connection(
     if buf.starts_with(Channel::Operation.magic()) {
         operation(stream, buf, config, sessions).await
     } else if buf.starts_with(Channel::Media.magic()) {
-        media(stream, buf, sessions, jpegs).await
+        media(stream, buf, sessions, jpegs, config.fps).await
     } else {
         Err("neither MO_O nor MO_V".into())
     }
@@ -403,6 +406,7 @@ async fn media(
     mut buf: BytesMut,
     sessions: &Sessions,
     jpegs: &[Bytes],
+    fps: u64,
 ) -> Result<(), String> {
     let mut decoder = FrameDecoder::new(Channel::Media);
     let login = tokio::time::timeout(
@@ -421,7 +425,7 @@ async fn media(
     }
     info!(id, "media connection logged in");
     let started = Instant::now();
-    let mut video = tokio::time::interval(Duration::from_millis(1000 / DEMO_FPS));
+    let mut video = tokio::time::interval(Duration::from_secs(1) / fps.clamp(1, 60) as u32);
     let mut audio = tokio::time::interval(AUDIO_PERIOD);
     let mut encoder = AdpcmState::new();
     let mut tone_pos = 0usize;

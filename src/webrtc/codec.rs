@@ -78,6 +78,36 @@ pub fn choose_h264(source_plid: Option<u32>, offered: &[OfferedH264]) -> Option<
         })
 }
 
+/// `profile-level-id` of Constrained Baseline level 3.1, the H.264 every
+/// WebRTC browser offers (RFC 7742 §6.2) and the one camgate's own
+/// encoder output is sent as.
+pub const CONSTRAINED_BASELINE_31: u32 = 0x42e01f;
+
+/// [`choose_h264`], except that an offered payload type whose
+/// `profile-level-id` is exactly `preferred` (with packetization-mode=1)
+/// wins outright: for streams camgate encodes itself, where the profile is
+/// known to fit.
+pub fn choose_h264_preferring(
+    preferred: Option<u32>,
+    source_plid: Option<u32>,
+    offered: &[OfferedH264],
+) -> Option<H264Choice> {
+    let exact = preferred.and_then(|plid| {
+        offered
+            .iter()
+            .filter(|o| o.profile_level_id == Some(plid) && o.packetization_mode == Some(1))
+            .min_by_key(|o| o.pt)
+    });
+    match exact {
+        Some(o) => Some(H264Choice {
+            pt: o.pt,
+            profile_level_id: o.profile_level_id,
+            exact: true,
+        }),
+        None => choose_h264(source_plid, offered),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +177,18 @@ mod tests {
     fn unknown_source_profile_takes_the_most_capable() {
         let c = choose_h264(None, &chromium()).unwrap();
         assert_eq!((c.pt, c.exact), (106, false));
+    }
+
+    #[test]
+    fn transcoded_output_goes_out_as_constrained_baseline() {
+        // OpenH264's SPS says 42c01f; plain choose_h264 would take 42001f.
+        let c = choose_h264_preferring(Some(CONSTRAINED_BASELINE_31), Some(0x42c01f), &chromium())
+            .unwrap();
+        assert_eq!((c.pt, c.exact), (104, true));
+        // Not offered: the usual ranking decides.
+        let no_cb = [offer(102, 0x42001f, 1), offer(106, 0x4d001f, 1)];
+        let c =
+            choose_h264_preferring(Some(CONSTRAINED_BASELINE_31), Some(0x42c01f), &no_cb).unwrap();
+        assert_eq!(c.pt, 102);
     }
 }

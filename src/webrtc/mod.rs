@@ -11,7 +11,9 @@
 //!
 //! Media is passed through: H.264 from the camera goes to the browser as
 //! it came (see [`codec`] for profile negotiation), G.711 likewise when the
-//! browser accepts it. Other codecs are refused until a transcoder exists.
+//! browser accepts it. H.265 and MJPEG sources are transcoded to H.264
+//! Constrained Baseline, one transcode per stream shared by its browsers
+//! ([`crate::transcode`]); other video codecs are refused.
 //!
 //! - [`udp`]: the shared port and datagram routing by ICE ufrag / address
 //! - [`peer`]: one browser (sans-IO wrapper over `str0m::Rtc`)
@@ -41,6 +43,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::metrics::{self, label};
 use crate::streams::{StartError, StreamKey, Streams};
+use crate::transcode::{TranscodeError, Transcodes};
 use annexb::FrameCache;
 use peer::{LocalAddr, Peer, PeerError};
 use udp::UdpMux;
@@ -59,6 +62,8 @@ pub struct WebRtcConfig {
     pub max_peers: usize,
     /// How long a WHEP POST waits for the source to reveal its codec.
     pub describe_timeout: Duration,
+    /// Transcoding of H.265 and MJPEG sources for browsers.
+    pub transcode: crate::transcode::TranscodeConfig,
 }
 
 impl Default for WebRtcConfig {
@@ -70,6 +75,7 @@ impl Default for WebRtcConfig {
             connect_timeout: Duration::from_secs(15),
             max_peers: 2000,
             describe_timeout: Duration::from_secs(5),
+            transcode: crate::transcode::TranscodeConfig::default(),
         }
     }
 }
@@ -85,6 +91,8 @@ pub enum WhepError {
     Peer(#[from] PeerError),
     #[error("too many WebRTC viewers ({0})")]
     TooMany(usize),
+    #[error(transparent)]
+    Transcode(#[from] TranscodeError),
 }
 
 impl WhepError {
@@ -96,6 +104,11 @@ impl WhepError {
             WhepError::NotDescribed => "not_described",
             WhepError::Peer(e) => e.kind(),
             WhepError::TooMany(_) => "too_many",
+            WhepError::Transcode(e) => match e {
+                TranscodeError::Disabled | TranscodeError::Unsupported(_) => "source_codec",
+                TranscodeError::TooMany(_) => "too_many_transcodes",
+                _ => "transcode_failed",
+            },
         }
     }
 }
@@ -122,6 +135,8 @@ struct Inner {
     caches: Mutex<HashMap<StreamKey, Weak<FrameCache>>>,
     /// Browser talk sessions ([`talk`]) by id.
     talks: Mutex<HashMap<String, CancellationToken>>,
+    /// H.265 and MJPEG streams being transcoded for browsers.
+    transcodes: Transcodes,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -157,6 +172,7 @@ impl WebRtc {
             })
             .collect();
         tokio::spawn(mux.clone().run(shutdown.clone()));
+        let transcodes = Transcodes::new(config.transcode.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -165,6 +181,7 @@ impl WebRtc {
                 resources: Mutex::new(HashMap::new()),
                 caches: Mutex::new(HashMap::new()),
                 talks: Mutex::new(HashMap::new()),
+                transcodes,
                 tasks: TaskTracker::new(),
                 shutdown,
             }),
@@ -242,7 +259,18 @@ impl WebRtc {
         if info.video.is_none() {
             return Err(WhepError::NotDescribed);
         }
-        let (peer, answer) = Peer::accept(offer, &info, &self.inner.locals, Instant::now())?;
+        // H.265 and MJPEG reach browsers through the stream's transcode,
+        // whose output is what the peer is set up for.
+        let transcode = self.inner.transcodes.join(&key, viewer.hub(), &info)?;
+        let (info, preferred) = match &transcode {
+            Some(t) => (
+                t.wait_ready(self.inner.config.describe_timeout).await?,
+                Some(codec::CONSTRAINED_BASELINE_31),
+            ),
+            None => (info, None),
+        };
+        let (peer, answer) =
+            Peer::accept_preferring(offer, &info, &self.inner.locals, Instant::now(), preferred)?;
         let id = format!("{:032x}", rand::random::<u128>());
         let (inbox_tx, inbox) = mpsc::channel(INBOX_DATAGRAMS);
         self.inner.mux.register(peer.ufrag(), inbox_tx);
@@ -264,6 +292,7 @@ impl WebRtc {
             inbox,
             mux: self.inner.mux.clone(),
             cache: self.cache_for(&key),
+            transcode,
             cancel,
             connect_timeout: self.inner.config.connect_timeout,
             owner: self.clone(),

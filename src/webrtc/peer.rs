@@ -17,7 +17,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tracing::{debug, info, warn};
 
-use super::codec::{H264Choice, OfferedH264, choose_h264, profile_level_id};
+use super::codec::{H264Choice, OfferedH264, choose_h264_preferring, profile_level_id};
 use crate::media::frame::{Codec, Frame, StreamInfo};
 
 /// Why a peer could not be set up or had to end.
@@ -114,6 +114,8 @@ pub struct Peer {
     locals: Vec<LocalAddr>,
     ufrag: String,
     source_plid: Option<u32>,
+    /// A `profile-level-id` to send under whenever offered.
+    preferred_plid: Option<u32>,
     video: Option<Track>,
     video_choice: Option<H264Choice>,
     audio: Option<(Track, Codec)>,
@@ -142,6 +144,19 @@ impl Peer {
         info: &StreamInfo,
         locals: &[LocalAddr],
         now: Instant,
+    ) -> Result<(Peer, String), PeerError> {
+        Self::accept_preferring(offer, info, locals, now, None)
+    }
+
+    /// [`accept`](Self::accept), sending the video under the payload type
+    /// whose `profile-level-id` is `preferred` when the browser offers it
+    /// (see [`choose_h264_preferring`]).
+    pub fn accept_preferring(
+        offer: &str,
+        info: &StreamInfo,
+        locals: &[LocalAddr],
+        now: Instant,
+        preferred: Option<u32>,
     ) -> Result<(Peer, String), PeerError> {
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| PeerError::BadOffer(e.to_string()))?;
@@ -189,6 +204,7 @@ impl Peer {
             source_plid: params
                 .and_then(|p| p.sps.as_deref())
                 .and_then(profile_level_id),
+            preferred_plid: preferred,
             video: None,
             video_choice: None,
             audio: None,
@@ -355,7 +371,8 @@ impl Peer {
                 packetization_mode: p.spec().format.packetization_mode,
             })
             .collect();
-        let Some(choice) = choose_h264(self.source_plid, &offered) else {
+        let Some(choice) = choose_h264_preferring(self.preferred_plid, self.source_plid, &offered)
+        else {
             warn!(?offered, "browser offered no usable H.264");
             return;
         };

@@ -21,6 +21,7 @@ use crate::media::frame::Frame;
 use crate::media::hub::{StreamEnded, Subscription};
 use crate::metrics::{self, label};
 use crate::streams::Viewer;
+use crate::transcode::SharedTranscode;
 
 pub(super) struct Session {
     pub id: String,
@@ -29,6 +30,9 @@ pub(super) struct Session {
     pub inbox: mpsc::Receiver<Datagram>,
     pub mux: Arc<UdpMux>,
     pub cache: Arc<FrameCache>,
+    /// The stream's transcode when its video is not H.264: frames come
+    /// from it instead of the source.
+    pub transcode: Option<Arc<SharedTranscode>>,
     pub cancel: CancellationToken,
     pub connect_timeout: Duration,
     pub owner: WebRtc,
@@ -174,10 +178,16 @@ impl Session {
                     info!(id = %self.id, stream = %self.viewer.key(), pt = ?self.peer.video_choice().map(|c| c.pt), "WebRTC viewer connected");
                     // Subscribing now, not earlier: str0m drops media written
                     // before DTLS is up, and the GOP cache gives a key frame.
-                    *sub = Some(self.viewer.subscribe());
+                    *sub = Some(match &self.transcode {
+                        Some(t) => t.subscribe(),
+                        None => self.viewer.subscribe(),
+                    });
                 }
                 Ok(PeerOutput::KeyframeRequested) => {
                     metrics::get().webrtc_keyframe_requests.inc();
+                    if let Some(t) = &self.transcode {
+                        t.request_keyframe();
+                    }
                 }
                 Ok(PeerOutput::Closed) => break Ok(None),
                 Ok(PeerOutput::Wait(t)) => break Ok(Some(t)),
