@@ -557,6 +557,8 @@ fn build() -> Metrics {
         webrtc_talk_errors: reg!(
             "camgate_webrtc_talk_errors",
             "Browser talk media dropped, by kind",
+            Family::default()
+        ),
         transcodes_active: reg!(
             "camgate_transcodes_active",
             "Streams being transcoded to H.264 for WebRTC viewers",
