@@ -15,7 +15,7 @@
 //! viewer-second between runs, and profile with `perf record -g` (most of
 //! the time is the kernel's two copies per byte over loopback).
 //!
-//! `cargo bench --bench rtsp_fanout` runs levels 100–1500 (override with
+//! `cargo bench --bench rtsp_fanout` runs levels 100–2000 (override with
 //! `CAMGATE_FANOUT_LEVELS=200,400`); under `cargo test` it runs one tiny
 //! level as a smoke check.
 
@@ -131,7 +131,7 @@ fn main() {
         std::env::var("CAMGATE_FANOUT_LEVELS")
             .ok()
             .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-            .unwrap_or_else(|| vec![100, 250, 500, 750, 1000, 1250, 1500])
+            .unwrap_or_else(|| vec![100, 250, 500, 750, 1000, 1250, 1500, 1750, 2000])
     } else {
         vec![5]
     };
