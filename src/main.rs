@@ -146,7 +146,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Probe { file }) = &cli.command {
-        return match std::fs::File::open(file).and_then(camgate::media::probe::probe_reader) {
+        return match camgate::media::probe::probe_file(file) {
             Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS

@@ -111,49 +111,53 @@ impl<T: Copy> AnnexBSplitter<T> {
     }
 
     /// Feed one piece; every NAL unit completed by it goes to `emit`.
+    ///
+    /// Start codes are found by looking for their `01` byte with `memchr`
+    /// and only then counting the zeros before it: in coded slice data a
+    /// `01` byte is rare, so the scan runs at memory speed instead of
+    /// visiting every byte.
     pub fn push(&mut self, data: &Bytes, mut emit: impl FnMut(SplitNal<T>)) {
         let bytes: &[u8] = data;
-        let mut zeros = self.zeros;
         let mut nal_start = 0usize;
-        let mut i = 0usize;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if b > 1 {
-                zeros = 0;
-                // A start code needs two zeros before a one; if the byte two
-                // ahead is neither 0 nor 1, none can end before it.
-                if let Some(&b2) = bytes.get(i + 2)
-                    && b2 > 1
-                {
-                    i += 3;
-                    continue;
-                }
-            } else if b == 0 {
-                zeros += 1;
-            } else {
-                if zeros >= 2 {
-                    if self.in_nal {
-                        let here = i - nal_start;
-                        let in_piece = zeros.min(here);
-                        self.cur.push(data.slice(nal_start..i - in_piece));
-                        let carried = zeros - in_piece;
-                        let keep = self.cur.len().saturating_sub(carried);
-                        self.cur.truncate(keep);
-                        self.emit_current(&mut emit);
-                    }
-                    self.in_nal = true;
-                    self.started += 1;
-                    self.cur_tag = self.next_tag.take();
-                    nal_start = i + 1;
-                }
-                zeros = 0;
+        let mut from = 0usize;
+        while let Some(off) = bytes.get(from..).and_then(|rest| memchr::memchr(1, rest)) {
+            let i = from + off;
+            from = i + 1;
+            let zeros = zero_run_before(bytes, i, self.zeros);
+            if zeros < 2 {
+                continue;
             }
-            i += 1;
+            if self.in_nal {
+                let here = i - nal_start;
+                let in_piece = zeros.min(here);
+                self.cur.push(data.slice(nal_start..i - in_piece));
+                let carried = zeros - in_piece;
+                let keep = self.cur.len().saturating_sub(carried);
+                self.cur.truncate(keep);
+                self.emit_current(&mut emit);
+            }
+            self.in_nal = true;
+            self.started += 1;
+            self.cur_tag = self.next_tag.take();
+            nal_start = i + 1;
         }
         if self.in_nal && nal_start < bytes.len() {
             self.cur.push(data.slice(nal_start..));
         }
-        self.zeros = zeros;
+        // Zeros at the end may open a start code finishing in the next
+        // piece; only those after the last start code count.
+        let tail = bytes
+            .get(nal_start..)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .take_while(|b| **b == 0)
+            .count();
+        self.zeros = if nal_start == 0 && tail == bytes.len() {
+            self.zeros + tail
+        } else {
+            tail
+        };
     }
 
     fn emit_current(&mut self, emit: &mut impl FnMut(SplitNal<T>)) {
@@ -204,6 +208,15 @@ impl<T: Copy> AnnexBSplitter<T> {
         let n = self.cur.copy_prefix(head);
         Some((self.started.wrapping_sub(1), n, self.cur_tag))
     }
+}
+
+/// Zero bytes immediately before `bytes[at]`; when the run reaches the
+/// start of the piece, the `carried` zeros that ended the previous piece
+/// continue it.
+fn zero_run_before(bytes: &[u8], at: usize, carried: usize) -> usize {
+    let before = bytes.get(..at).unwrap_or_default();
+    let run = before.iter().rev().take_while(|b| **b == 0).count();
+    if run == before.len() { run + carried } else { run }
 }
 
 /// Split an Annex B byte stream held in `data` into NAL units.
@@ -297,11 +310,27 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
     })
 }
 
+/// Every byte value, so that a one-byte `Bytes` is a static slice.
+static BYTE_VALUES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// A one-byte `Bytes` holding `b`, without allocating.
+fn one_byte(b: u8) -> Bytes {
+    let i = usize::from(b);
+    Bytes::from_static(BYTE_VALUES.get(i..=i).unwrap_or_default())
+}
+
 /// RFC 6184 depacketizer (packetization-mode 0 and 1): RTP payloads in,
 /// NAL units out. FU-A fragments become one [`Chunks`] of the fragments'
-/// payload slices; only the reconstructed one-byte NAL header is new, which
-/// is why each FU-A unit costs a one-byte allocation, counted by the caller
-/// as copied.
+/// payload slices; only the reconstructed one-byte NAL header is new (a
+/// static byte, not an allocation), counted by the caller as copied.
 #[derive(Debug, Default)]
 pub struct H264Depacketizer {
     fu: Option<Chunks>,
@@ -355,7 +384,7 @@ impl H264Depacketizer {
                 let body = payload.slice(2..);
                 if start {
                     let mut c = Chunks::new();
-                    c.push(Bytes::copy_from_slice(&[(h & 0xe0) | (fu_header & 0x1f)]));
+                    c.push(one_byte((h & 0xe0) | (fu_header & 0x1f)));
                     c.push(body);
                     self.fu = Some(c);
                 } else if let Some(c) = self.fu.as_mut() {
