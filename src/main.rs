@@ -65,6 +65,14 @@ enum Command {
         /// Add a G.711 A-law tone to the PS (stream id 0xC0, type 0x90).
         #[arg(long)]
         audio: bool,
+        /// Run this many cameras; camera i adds i to the device and
+        /// channel ids (and to a fixed SIP port).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Tag every frame with an SEI naming the device, so viewers can
+        /// check whose frames they received.
+        #[arg(long)]
+        mark_frames: bool,
     },
     /// Run only a simulated China Telecom 手机看店 camera that registers at
     /// the gateway of the configuration (ids default to the first
@@ -188,6 +196,8 @@ fn main() -> ExitCode {
                 answer_ssrc,
                 h265,
                 audio,
+                count,
+                mark_frames,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -207,7 +217,13 @@ fn main() -> ExitCode {
                     (false, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Own(s),
                     (false, None) => camgate::sim::gb_device::AnswerSsrc::Offered,
                 };
-                camgate::sim::run(sim, shutdown).await
+                sim.mark_frames = mark_frames;
+                if count > 1 {
+                    let password_for = |id: &str| config.password_for(id).map(str::to_owned);
+                    camgate::sim::gb_camera::run_many(sim, count, password_for, shutdown).await
+                } else {
+                    camgate::sim::run(sim, shutdown).await
+                }
             }
             Some(Command::SimCtel {
                 register_url,

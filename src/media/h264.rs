@@ -112,25 +112,35 @@ impl<T: Copy> AnnexBSplitter<T> {
 
     /// Feed one piece; every NAL unit completed by it goes to `emit`.
     ///
-    /// Start codes are found by looking for their `01` byte with `memchr`
-    /// and only then counting the zeros before it: in coded slice data a
-    /// `01` byte is rare, so the scan runs at memory speed instead of
-    /// visiting every byte.
+    /// Start codes inside the piece are found with a SIMD substring search
+    /// (in coded slice data `00 00 01` never occurs, and the search skips
+    /// over it at memory speed); only one that begins in the zeros that
+    /// ended the previous piece needs a look of its own.
     pub fn push(&mut self, data: &Bytes, mut emit: impl FnMut(SplitNal<T>)) {
         let bytes: &[u8] = data;
         let mut nal_start = 0usize;
         let mut from = 0usize;
-        while let Some(off) = bytes.get(from..).and_then(|rest| memchr::memchr(1, rest)) {
-            let i = from + off;
-            from = i + 1;
-            let zeros = zero_run_before(bytes, i, self.zeros);
-            if zeros < 2 {
-                continue;
-            }
+        // The `01` of a start code whose zeros began in the previous piece.
+        let mut straddling = match bytes {
+            [1, ..] if self.zeros >= 2 => Some(0),
+            [0, 1, ..] if self.zeros >= 1 => Some(1),
+            _ => None,
+        };
+        loop {
+            let one = match straddling.take() {
+                Some(one) => one,
+                None => match bytes.get(from..).and_then(|rest| START_CODE.find(rest)) {
+                    Some(at) => from + at + 2,
+                    None => break,
+                },
+            };
+            from = one + 1;
+            // Two or more: a zero_byte before a start code belongs to it.
+            let zeros = zero_run_before(bytes, one, self.zeros);
             if self.in_nal {
-                let here = i - nal_start;
+                let here = one - nal_start;
                 let in_piece = zeros.min(here);
-                self.cur.push(data.slice(nal_start..i - in_piece));
+                self.cur.push(data.slice(nal_start..one - in_piece));
                 let carried = zeros - in_piece;
                 let keep = self.cur.len().saturating_sub(carried);
                 self.cur.truncate(keep);
@@ -139,7 +149,7 @@ impl<T: Copy> AnnexBSplitter<T> {
             self.in_nal = true;
             self.started += 1;
             self.cur_tag = self.next_tag.take();
-            nal_start = i + 1;
+            nal_start = one + 1;
         }
         if self.in_nal && nal_start < bytes.len() {
             self.cur.push(data.slice(nal_start..));
@@ -210,13 +220,22 @@ impl<T: Copy> AnnexBSplitter<T> {
     }
 }
 
+/// The three-byte start code prefix (H.264 §B.1.1), searched for with a
+/// vectorised finder built once.
+static START_CODE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(&[0, 0, 1]));
+
 /// Zero bytes immediately before `bytes[at]`; when the run reaches the
 /// start of the piece, the `carried` zeros that ended the previous piece
 /// continue it.
 fn zero_run_before(bytes: &[u8], at: usize, carried: usize) -> usize {
     let before = bytes.get(..at).unwrap_or_default();
     let run = before.iter().rev().take_while(|b| **b == 0).count();
-    if run == before.len() { run + carried } else { run }
+    if run == before.len() {
+        run + carried
+    } else {
+        run
+    }
 }
 
 /// Split an Annex B byte stream held in `data` into NAL units.
