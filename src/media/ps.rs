@@ -8,8 +8,10 @@
 //! gathered: every NAL unit or audio frame is a [`Chunks`] of slices of the
 //! pushed buffers. Only headers that straddle two pushes, and parameter sets
 //! kept for [`StreamInfo`], are copied, and those copies are counted in
-//! [`PsStats::bytes_copied`]. Internal buffers are reused, so steady-state
-//! pushing does not allocate beyond what `Chunks` needs to grow.
+//! [`PsStats::bytes_copied`]. Internal buffers are reused and `Chunks` part
+//! lists are recycled from dropped frames, so steady-state pushing does not
+//! allocate (only an access unit of more than four NAL units spills its
+//! unit list to the heap).
 //!
 //! Video access units are delimited by PTS (a PES whose PTS differs from the
 //! unit being assembled starts a new one; PES without PTS continue it), by
