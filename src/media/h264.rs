@@ -457,6 +457,62 @@ mod tests {
         assert_eq!(split_pieces(&bytes), want);
     }
 
+    /// Whole-buffer reference: units between start codes, zeros before a
+    /// start code (and at the end) trimmed, empty ones and the bytes before
+    /// the first start code dropped.
+    fn reference_split(data: &[u8]) -> Vec<Vec<u8>> {
+        let ones: Vec<usize> = (2..data.len())
+            .filter(|&i| data[i] == 1 && data[i - 1] == 0 && data[i - 2] == 0)
+            .collect();
+        let mut out = Vec::new();
+        for (k, &one) in ones.iter().enumerate() {
+            let end = ones.get(k + 1).copied().unwrap_or(data.len());
+            let mut unit = &data[one + 1..end];
+            while let [rest @ .., 0] = unit {
+                unit = rest;
+            }
+            if !unit.is_empty() {
+                out.push(unit.to_vec());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn streaming_split_matches_whole_buffer_split_on_noisy_input() {
+        // Streams dense in zeros and ones, so start codes of every length,
+        // runs of zeros and near misses are common; cut at random places.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..2000 {
+            let len = (next() % 200) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|_| match next() % 8 {
+                    0..=3 => 0,
+                    4 | 5 => 1,
+                    _ => (next() % 256) as u8,
+                })
+                .collect();
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            while at < data.len() {
+                let end = (at + 1 + (next() % 9) as usize).min(data.len());
+                pieces.push(&data[at..end]);
+                at = end;
+            }
+            assert_eq!(
+                split_pieces(&pieces),
+                reference_split(&data),
+                "round {round}: {data:?}"
+            );
+        }
+    }
+
     #[test]
     fn split_annex_b_on_chunks_is_zero_copy() {
         let buf = Bytes::from_static(&[0, 0, 1, 0x41, 5, 6, 7, 0, 0, 1, 0x41, 8]);
