@@ -217,12 +217,11 @@ struct BlockPool {
 impl BlockPool {
     /// A block of `size` bytes to read into: a returned one if any is free.
     fn take(&mut self, size: usize) -> BytesMut {
-        if let Some(i) = self.lent.iter().position(Bytes::is_unique) {
-            if let Ok(block) = self.lent.swap_remove(i).try_into_mut()
-                && block.len() == size
-            {
-                return block;
-            }
+        if let Some(i) = self.lent.iter().position(Bytes::is_unique)
+            && let Ok(block) = self.lent.swap_remove(i).try_into_mut()
+            && block.len() == size
+        {
+            return block;
         }
         BytesMut::zeroed(size)
     }

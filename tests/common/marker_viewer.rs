@@ -100,10 +100,8 @@ fn watch(
         if Instant::now() > deadline {
             return Err(format!("only {} of {want} marked frames in time", seen.own));
         }
-        if let Some((channel, body)) = next_message(&mut reader)? {
-            if channel == 0 {
-                look_at_packet(body, marker, seen);
-            }
+        if let Some((0, body)) = next_message(&mut reader)? {
+            look_at_packet(body, marker, seen);
         }
     }
     seen.connection = Some(stream);
