@@ -67,7 +67,7 @@ enum Command {
         audio: bool,
         /// Run this many cameras; camera i adds i to the device and
         /// channel ids (and to a fixed SIP port).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         count: u32,
         /// Tag every frame with an SEI naming the device, so viewers can
         /// check whose frames they received.

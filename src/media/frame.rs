@@ -63,8 +63,8 @@ impl Codec {
 /// Two inline slots cover the common case (a unit inside one packet, or split
 /// across two) without a heap allocation. A unit spanning more packets (an
 /// IDR slice over dozens of RTP packets) needs a heap list; those lists are
-/// recycled through [`SPARE_PART_LISTS`] when a `Chunks` is dropped, so a
-/// stream in steady state does not allocate for them.
+/// recycled through a pool shared by all threads when a `Chunks` is
+/// dropped, so a stream in steady state does not allocate for them.
 #[derive(Default, PartialEq, Eq)]
 pub struct Chunks {
     parts: SmallVec<[Bytes; 2]>,
