@@ -73,6 +73,14 @@ enum Command {
         /// instead of the G.711 tone.
         #[arg(long)]
         aac: Option<PathBuf>,
+        /// Run this many cameras; camera i adds i to the device and
+        /// channel ids (and to a fixed SIP port).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        count: u32,
+        /// Tag every frame with an SEI naming the device, so viewers can
+        /// check whose frames they received.
+        #[arg(long)]
+        mark_frames: bool,
     },
     /// Run only a simulated China Telecom 手机看店 camera that registers at
     /// the gateway of the configuration (ids default to the first
@@ -157,7 +165,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::Probe { file }) = &cli.command {
-        return match std::fs::File::open(file).and_then(camgate::media::probe::probe_reader) {
+        return match camgate::media::probe::probe_file(file) {
             Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS
@@ -201,6 +209,8 @@ fn main() -> ExitCode {
                 audio,
                 talk_tcp,
                 aac,
+                count,
+                mark_frames,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -232,7 +242,13 @@ fn main() -> ExitCode {
                     (false, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Own(s),
                     (false, None) => camgate::sim::gb_device::AnswerSsrc::Offered,
                 };
-                camgate::sim::run(sim, shutdown).await
+                sim.mark_frames = mark_frames;
+                if count > 1 {
+                    let password_for = |id: &str| config.password_for(id).map(str::to_owned);
+                    camgate::sim::gb_camera::run_many(sim, count, password_for, shutdown).await
+                } else {
+                    camgate::sim::run(sim, shutdown).await
+                }
             }
             Some(Command::SimCtel {
                 register_url,

@@ -332,3 +332,96 @@ fn g711a_in_ps_is_offered_as_pcma() {
         .unwrap();
     assert_eq!(audio["sample_rate"], "8000", "{probe}");
 }
+
+/// The shared-port acceptance check through the whole gateway: fifty
+/// simulated GB28181 cameras (one process, distinct device ids, every
+/// frame tagged with an SEI naming its device) register with a gateway
+/// whose streams all use the one shared UDP port; fifty RTSP viewers, one
+/// per camera, play at once. Every viewer must get frames carrying its own
+/// camera's tag and none of another's, and the shared port must see no
+/// packet of an unknown SSRC while they all play.
+#[test]
+fn udp_shared_port_50_cameras_50_viewers_no_crosstalk() {
+    use common::marker_viewer::count_markers;
+
+    const CAMERAS: u32 = 50;
+    const FRAMES: u32 = 10;
+    let mut rig = Rig::start(Options {
+        transport: "udp_shared",
+        ssrc_policy: "strict",
+        // Nothing may stop while the metrics are read at the end.
+        idle_timeout: 60.0,
+        invite_timeout: 10.0,
+        ..Options::default()
+    });
+    let count = CAMERAS.to_string();
+    rig.add_camera(DEVICE, CHANNEL, &["--count", &count, "--mark-frames"]);
+    let nth = |id: &str, i: u32| {
+        let v: u128 = id.parse().unwrap();
+        format!("{:0>20}", v + u128::from(i))
+    };
+    let cameras: Vec<(String, String)> = (0..CAMERAS)
+        .map(|i| (nth(DEVICE, i), nth(CHANNEL, i)))
+        .collect();
+    for (device, channel) in &cameras {
+        rig.wait_channel(device, channel);
+    }
+    let viewers: Vec<_> = cameras
+        .iter()
+        .map(|(device, channel)| {
+            let (port, url, device) = (rig.ports.rtsp, rig.url(device, channel), device.clone());
+            std::thread::spawn(move || {
+                count_markers(port, &url, &device, FRAMES, Duration::from_secs(40))
+            })
+        })
+        .collect();
+    let seen: Vec<_> = viewers.into_iter().map(|v| v.join().unwrap()).collect();
+    // Read while every viewer is still connected, so every stream is live.
+    let metrics = rig.metrics();
+    for ((device, _), s) in cameras.iter().zip(&seen) {
+        let others: std::collections::BTreeSet<&String> = s.foreign.iter().collect();
+        assert!(
+            others.is_empty(),
+            "viewer of {device} got {} frames of {others:?}",
+            s.foreign.len()
+        );
+        assert!(
+            s.error.is_none() && s.own >= FRAMES,
+            "viewer of {device}: {} own frames in {} packets, {:?}\n{}",
+            s.own,
+            s.packets,
+            s.error,
+            rig.logs()
+        );
+    }
+    let started = metric_value(
+        &metrics,
+        "camgate_media_streams_total{transport=\"udp_shared\"}",
+    );
+    assert!(started >= f64::from(CAMERAS), "{started} streams started");
+    let routed = metric_value(
+        &metrics,
+        "camgate_shared_port_packets_total{outcome=\"routed\"}",
+    );
+    assert!(
+        routed >= f64::from(CAMERAS * FRAMES),
+        "shared port routed {routed}"
+    );
+    let unknown = metric_value(
+        &metrics,
+        "camgate_shared_port_packets_total{outcome=\"unknown_ssrc\"}",
+    );
+    let log = rig.gateway.log_text();
+    let dropped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("unknown SSRC"))
+        .take(10)
+        .collect();
+    assert_eq!(
+        unknown,
+        0.0,
+        "packets of unknown SSRC on the shared port:\n{}",
+        dropped.join("\n")
+    );
+    drop(seen);
+}

@@ -375,6 +375,19 @@ pub(crate) async fn start_session(
         dest: route.addr,
         transport: route.transport,
     };
+    // A shared-port stream is routed by the offered SSRC before the INVITE
+    // goes out: a device may send its first packets before its 200 OK has
+    // been processed here, and those must not be dropped as unknown.
+    let early = match &ingress {
+        Ingress::Shared(port) => match port.subscribe(ssrc.value()) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                platform.release_ssrc(ssrc);
+                return Err(StartError::Failed(e.to_string()));
+            }
+        },
+        _ => None,
+    };
     info!(port = ingress.port(), ssrc = ssrc.as_str(), %transport, "sending INVITE");
     let sent_at = Instant::now();
     let call = match invite(&platform.sip, request, config.sip.invite_timeout).await {
@@ -426,18 +439,25 @@ pub(crate) async fn start_session(
             }
         }
     };
+    // Packets already routed by the offered SSRC show that the device
+    // uses it, whatever its answer left out.
+    let offered_in_use = early.as_ref().is_some_and(|s| !s.rx.is_empty());
     let expect_ssrc = match (answer.ssrc, config.media.ssrc_policy) {
         (Some(s), _) => Some(s),
         (None, SsrcPolicy::Strict) => Some(ssrc.value()),
+        (None, SsrcPolicy::Learn) if offered_in_use => Some(ssrc.value()),
         (None, SsrcPolicy::Learn) => None,
     };
     info!(ssrc = ?expect_ssrc, device_media = ?answer.ip.zip(answer.port), "device accepted INVITE");
     // Shared-port streams register now, so their first packets are routed.
     let ingress = match ingress {
         Ingress::Shared(port) => {
-            let stream = match expect_ssrc {
-                Some(s) => port.subscribe(s),
-                None => Ok(port.subscribe_learning(answer.ip.unwrap_or(route.addr.ip()))),
+            // The early route is kept when it is the right one; otherwise
+            // the new one is made before the early one goes (on return).
+            let stream = match (expect_ssrc, early) {
+                (Some(s), Some(early)) if s == ssrc.value() => Ok(early),
+                (Some(s), _) => port.subscribe(s),
+                (None, _) => Ok(port.subscribe_learning(answer.ip.unwrap_or(route.addr.ip()))),
             };
             match stream {
                 Ok(stream) => Prepared::Ready(PacketSource::Shared(stream)),

@@ -4,6 +4,8 @@
 //! unit, one audio frame, one JPEG) is a [`Chunks`] list of `Bytes` slices
 //! that point into the receive buffers the ingest path filled.
 
+use std::sync::Mutex;
+
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
@@ -59,11 +61,80 @@ impl Codec {
 /// A payload made of one or more `Bytes` slices, logically contiguous.
 ///
 /// Two inline slots cover the common case (a unit inside one packet, or split
-/// across two) without a heap allocation.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// across two) without a heap allocation. A unit spanning more packets (an
+/// IDR slice over dozens of RTP packets) needs a heap list; those lists are
+/// recycled through a pool shared by all threads when a `Chunks` is
+/// dropped, so a stream in steady state does not allocate for them.
+#[derive(Default, PartialEq, Eq)]
 pub struct Chunks {
     parts: SmallVec<[Bytes; 2]>,
     len: usize,
+}
+
+/// Emptied heap part lists of dropped [`Chunks`], shared by all threads
+/// (frames are assembled on a receive task and dropped by viewers' tasks).
+/// Only `try_lock`ed: under contention a list is allocated or freed as
+/// usual rather than waited for.
+static SPARE_PART_LISTS: Mutex<Vec<Vec<Bytes>>> = Mutex::new(Vec::new());
+/// Lists kept; beyond that, dropped lists are freed.
+const MAX_SPARE_LISTS: usize = 256;
+/// Capacity (in parts) above which a list is freed rather than kept: 1024
+/// packets is a 1.4 MB NAL unit.
+const MAX_SPARE_CAPACITY: usize = 1024;
+/// Capacity of a list allocated when no spare is available; enough for an
+/// IDR slice of ~20 KB in 1400-byte packets without regrowing.
+const FRESH_CAPACITY: usize = 16;
+
+/// An empty heap list for at least `min` parts: a recycled one if any.
+fn spare_part_list(min: usize) -> Vec<Bytes> {
+    let spare = SPARE_PART_LISTS
+        .try_lock()
+        .ok()
+        .and_then(|mut lists| lists.pop());
+    match spare {
+        Some(mut v) => {
+            v.reserve(min);
+            v
+        }
+        None => Vec::with_capacity(min.max(FRESH_CAPACITY)),
+    }
+}
+
+fn recycle_part_list(mut v: Vec<Bytes>) {
+    if v.capacity() > MAX_SPARE_CAPACITY {
+        return;
+    }
+    // Release the slices (and so the receive buffers) before parking it.
+    v.clear();
+    if let Ok(mut lists) = SPARE_PART_LISTS.try_lock()
+        && lists.len() < MAX_SPARE_LISTS
+    {
+        lists.push(v);
+    }
+}
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        if self.parts.spilled() {
+            recycle_part_list(std::mem::take(&mut self.parts).into_vec());
+        }
+    }
+}
+
+impl Clone for Chunks {
+    fn clone(&self) -> Self {
+        let parts = if self.parts.spilled() {
+            let mut v = spare_part_list(self.parts.len());
+            v.extend(self.parts.iter().cloned());
+            SmallVec::from_vec(v)
+        } else {
+            self.parts.clone()
+        };
+        Self {
+            parts,
+            len: self.len,
+        }
+    }
 }
 
 impl std::fmt::Debug for Chunks {
@@ -83,6 +154,11 @@ impl Chunks {
     pub fn push(&mut self, part: Bytes) {
         if part.is_empty() {
             return;
+        }
+        if !self.parts.spilled() && self.parts.len() == self.parts.inline_size() {
+            let mut v = spare_part_list(self.parts.len() + 1);
+            v.extend(self.parts.drain(..));
+            self.parts = SmallVec::from_vec(v);
         }
         self.len += part.len();
         self.parts.push(part);
@@ -297,6 +373,29 @@ mod tests {
         let mut head = [0u8; 4];
         assert_eq!(c.copy_prefix(&mut head), 4);
         assert_eq!(&head, b"abcd");
+    }
+
+    #[test]
+    fn long_part_lists_survive_recycling() {
+        let buf = Bytes::from((0..=255u8).collect::<Vec<u8>>());
+        for round in 0..3 {
+            let mut c = Chunks::new();
+            for i in 0..40 {
+                c.push(buf.slice(i * 5..i * 5 + 5));
+            }
+            assert_eq!(c.parts().len(), 40, "round {round}");
+            let copy = c.clone();
+            drop(c);
+            assert_eq!(copy.len(), 200);
+            assert_eq!(copy.to_vec(), buf[..200]);
+            assert_eq!(copy.slice(3, 13).to_vec(), buf[3..13]);
+        }
+        // A recycled list starts empty: nothing of an earlier unit leaks in.
+        let mut c = Chunks::new();
+        for i in 0..3 {
+            c.push(buf.slice(i..i + 1));
+        }
+        assert_eq!(c.to_vec(), [0, 1, 2]);
     }
 
     #[test]

@@ -111,49 +111,63 @@ impl<T: Copy> AnnexBSplitter<T> {
     }
 
     /// Feed one piece; every NAL unit completed by it goes to `emit`.
+    ///
+    /// Start codes inside the piece are found with a SIMD substring search
+    /// (in coded slice data `00 00 01` never occurs, and the search skips
+    /// over it at memory speed); only one that begins in the zeros that
+    /// ended the previous piece needs a look of its own.
     pub fn push(&mut self, data: &Bytes, mut emit: impl FnMut(SplitNal<T>)) {
         let bytes: &[u8] = data;
-        let mut zeros = self.zeros;
         let mut nal_start = 0usize;
-        let mut i = 0usize;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if b > 1 {
-                zeros = 0;
-                // A start code needs two zeros before a one; if the byte two
-                // ahead is neither 0 nor 1, none can end before it.
-                if let Some(&b2) = bytes.get(i + 2)
-                    && b2 > 1
-                {
-                    i += 3;
-                    continue;
-                }
-            } else if b == 0 {
-                zeros += 1;
-            } else {
-                if zeros >= 2 {
-                    if self.in_nal {
-                        let here = i - nal_start;
-                        let in_piece = zeros.min(here);
-                        self.cur.push(data.slice(nal_start..i - in_piece));
-                        let carried = zeros - in_piece;
-                        let keep = self.cur.len().saturating_sub(carried);
-                        self.cur.truncate(keep);
-                        self.emit_current(&mut emit);
-                    }
-                    self.in_nal = true;
-                    self.started += 1;
-                    self.cur_tag = self.next_tag.take();
-                    nal_start = i + 1;
-                }
-                zeros = 0;
+        let mut from = 0usize;
+        // The `01` of a start code whose zeros began in the previous piece.
+        let mut straddling = match bytes {
+            [1, ..] if self.zeros >= 2 => Some(0),
+            [0, 1, ..] if self.zeros >= 1 => Some(1),
+            _ => None,
+        };
+        loop {
+            let one = match straddling.take() {
+                Some(one) => one,
+                None => match bytes.get(from..).and_then(|rest| START_CODE.find(rest)) {
+                    Some(at) => from + at + 2,
+                    None => break,
+                },
+            };
+            from = one + 1;
+            // Two or more: a zero_byte before a start code belongs to it.
+            let zeros = zero_run_before(bytes, one, self.zeros);
+            if self.in_nal {
+                let here = one - nal_start;
+                let in_piece = zeros.min(here);
+                self.cur.push(data.slice(nal_start..one - in_piece));
+                let carried = zeros - in_piece;
+                let keep = self.cur.len().saturating_sub(carried);
+                self.cur.truncate(keep);
+                self.emit_current(&mut emit);
             }
-            i += 1;
+            self.in_nal = true;
+            self.started += 1;
+            self.cur_tag = self.next_tag.take();
+            nal_start = one + 1;
         }
         if self.in_nal && nal_start < bytes.len() {
             self.cur.push(data.slice(nal_start..));
         }
-        self.zeros = zeros;
+        // Zeros at the end may open a start code finishing in the next
+        // piece; only those after the last start code count.
+        let tail = bytes
+            .get(nal_start..)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .take_while(|b| **b == 0)
+            .count();
+        self.zeros = if nal_start == 0 && tail == bytes.len() {
+            self.zeros + tail
+        } else {
+            tail
+        };
     }
 
     fn emit_current(&mut self, emit: &mut impl FnMut(SplitNal<T>)) {
@@ -203,6 +217,24 @@ impl<T: Copy> AnnexBSplitter<T> {
         }
         let n = self.cur.copy_prefix(head);
         Some((self.started.wrapping_sub(1), n, self.cur_tag))
+    }
+}
+
+/// The three-byte start code prefix (H.264 §B.1.1), searched for with a
+/// vectorised finder built once.
+static START_CODE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(&[0, 0, 1]));
+
+/// Zero bytes immediately before `bytes[at]`; when the run reaches the
+/// start of the piece, the `carried` zeros that ended the previous piece
+/// continue it.
+fn zero_run_before(bytes: &[u8], at: usize, carried: usize) -> usize {
+    let before = bytes.get(..at).unwrap_or_default();
+    let run = before.iter().rev().take_while(|b| **b == 0).count();
+    if run == before.len() {
+        run + carried
+    } else {
+        run
     }
 }
 
@@ -297,11 +329,27 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
     })
 }
 
+/// Every byte value, so that a one-byte `Bytes` is a static slice.
+static BYTE_VALUES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// A one-byte `Bytes` holding `b`, without allocating.
+fn one_byte(b: u8) -> Bytes {
+    let i = usize::from(b);
+    Bytes::from_static(BYTE_VALUES.get(i..=i).unwrap_or_default())
+}
+
 /// RFC 6184 depacketizer (packetization-mode 0 and 1): RTP payloads in,
 /// NAL units out. FU-A fragments become one [`Chunks`] of the fragments'
-/// payload slices; only the reconstructed one-byte NAL header is new, which
-/// is why each FU-A unit costs a one-byte allocation, counted by the caller
-/// as copied.
+/// payload slices; only the reconstructed one-byte NAL header is new (a
+/// static byte, not an allocation), counted by the caller as copied.
 #[derive(Debug, Default)]
 pub struct H264Depacketizer {
     fu: Option<Chunks>,
@@ -355,7 +403,7 @@ impl H264Depacketizer {
                 let body = payload.slice(2..);
                 if start {
                     let mut c = Chunks::new();
-                    c.push(Bytes::copy_from_slice(&[(h & 0xe0) | (fu_header & 0x1f)]));
+                    c.push(one_byte((h & 0xe0) | (fu_header & 0x1f)));
                     c.push(body);
                     self.fu = Some(c);
                 } else if let Some(c) = self.fu.as_mut() {
@@ -407,6 +455,62 @@ mod tests {
         // One byte at a time.
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(split_pieces(&bytes), want);
+    }
+
+    /// Whole-buffer reference: units between start codes, zeros before a
+    /// start code (and at the end) trimmed, empty ones and the bytes before
+    /// the first start code dropped.
+    fn reference_split(data: &[u8]) -> Vec<Vec<u8>> {
+        let ones: Vec<usize> = (2..data.len())
+            .filter(|&i| data[i] == 1 && data[i - 1] == 0 && data[i - 2] == 0)
+            .collect();
+        let mut out = Vec::new();
+        for (k, &one) in ones.iter().enumerate() {
+            let end = ones.get(k + 1).copied().unwrap_or(data.len());
+            let mut unit = &data[one + 1..end];
+            while let [rest @ .., 0] = unit {
+                unit = rest;
+            }
+            if !unit.is_empty() {
+                out.push(unit.to_vec());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn streaming_split_matches_whole_buffer_split_on_noisy_input() {
+        // Streams dense in zeros and ones, so start codes of every length,
+        // runs of zeros and near misses are common; cut at random places.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..2000 {
+            let len = (next() % 200) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|_| match next() % 8 {
+                    0..=3 => 0,
+                    4 | 5 => 1,
+                    _ => (next() % 256) as u8,
+                })
+                .collect();
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            while at < data.len() {
+                let end = (at + 1 + (next() % 9) as usize).min(data.len());
+                pieces.push(&data[at..end]);
+                at = end;
+            }
+            assert_eq!(
+                split_pieces(&pieces),
+                reference_split(&data),
+                "round {round}: {data:?}"
+            );
+        }
     }
 
     #[test]

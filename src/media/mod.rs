@@ -7,6 +7,7 @@ pub mod h265;
 pub mod hub;
 pub mod jitter;
 pub mod jpeg;
+pub mod mapped_file;
 pub mod probe;
 pub mod ps;
 pub mod rtcp_rr;

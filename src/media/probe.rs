@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::frame::{Codec, StreamInfo};
 use super::ps::{PsDemuxer, PsEvent};
@@ -95,13 +95,17 @@ struct Tally {
     report: ProbeReport,
     since_key: Option<u64>,
     last_video_pts: Option<i64>,
-    intervals: std::collections::HashMap<i64, u64>,
+    /// (PTS step, times seen); a handful of distinct steps in practice,
+    /// so a list beats hashing every frame.
+    intervals: Vec<(i64, u64)>,
 }
 
 impl Tally {
     fn events(&mut self, events: &mut Vec<PsEvent>) {
         let r = &mut self.report;
-        for ev in events.drain(..) {
+        // By reference, then cleared: a frame is hundreds of bytes, and
+        // moving each one out costs more than the counting here.
+        for ev in events.iter() {
             match ev {
                 PsEvent::Frame(f) if f.codec.kind() == super::frame::MediaKind::Video => {
                     r.video_frames += 1;
@@ -125,8 +129,11 @@ impl Tally {
                         } else {
                             r.jumps += 1;
                         }
-                        if self.intervals.len() < 64 {
-                            *self.intervals.entry(step).or_default() += 1;
+                        let intervals = &mut self.intervals;
+                        if let Some((_, n)) = intervals.iter_mut().find(|(s, _)| *s == step) {
+                            *n += 1;
+                        } else if intervals.len() < 64 {
+                            intervals.push((step, 1));
                         }
                     }
                     self.last_video_pts = Some(f.pts);
@@ -134,10 +141,11 @@ impl Tally {
                     r.last_pts = Some(r.last_pts.map_or(f.pts, |p| p.max(f.pts)));
                 }
                 PsEvent::Frame(_) => r.audio_frames += 1,
-                PsEvent::Info(info) => r.info = info,
+                PsEvent::Info(info) => r.info = info.clone(),
                 PsEvent::Error(_) => {}
             }
         }
+        events.clear();
     }
 
     fn finish(mut self, demux: &PsDemuxer) -> ProbeReport {
@@ -148,7 +156,7 @@ impl Tally {
         self.report.frame_interval = self
             .intervals
             .iter()
-            .max_by_key(|(_, n)| **n)
+            .max_by_key(|(_, n)| *n)
             .map(|(i, _)| *i);
         if self.report.info.video.is_none() && self.report.info.audio.is_none() {
             self.report.info = demux.info().clone();
@@ -158,37 +166,37 @@ impl Tally {
 }
 
 /// Analyse a capture read from `input`. A program stream is read in
-/// blocks whose memory is reused once their frames are gone, so a large
-/// file is never held whole; RTP layouts are read whole (a raw dump is cut
-/// by looking ahead for the next header).
+/// blocks that are recycled once no frame holds a slice of them (so a
+/// large file is never held whole, and no fresh memory has to be zeroed
+/// for each read); RTP layouts are read whole (a raw dump is cut by
+/// looking ahead for the next header).
 pub fn probe_reader(mut input: impl std::io::Read) -> std::io::Result<ProbeReport> {
     const BLOCK: usize = 1 << 20;
-    let mut buf = bytes::BytesMut::with_capacity(BLOCK);
-    fill(&mut input, &mut buf, 64 * 1024)?;
-    let head = buf.split().freeze();
-    if !matches!(Layout::detect(&head), Some(Layout::Ps) | None) {
-        let mut rest = Vec::new();
-        input.read_to_end(&mut rest)?;
-        let mut all = bytes::BytesMut::from(&head[..]);
-        all.extend_from_slice(&rest);
-        return Ok(probe(all.freeze()));
-    }
+    let mut head = BytesMut::zeroed(64 * 1024);
+    let n = fill(&mut input, &mut head)?;
+    head.truncate(n);
+    let head = head.freeze();
     let layout = Layout::detect(&head);
+    if !matches!(layout, Some(Layout::Ps) | None) {
+        let mut all = Vec::from(&head[..]);
+        input.read_to_end(&mut all)?;
+        return Ok(probe(Bytes::from(all)));
+    }
     let mut demux = PsDemuxer::new();
     let mut tally = Tally::default();
     let mut events = Vec::with_capacity(64);
     let mut bytes = head.len() as u64;
     demux.push(head, &mut events);
     tally.events(&mut events);
+    let mut blocks = BlockPool::default();
     loop {
-        // Reclaims the block in place when no frame holds a slice of it.
-        buf.reserve(BLOCK);
-        let n = fill(&mut input, &mut buf, BLOCK)?;
+        let mut block = blocks.take(BLOCK);
+        let n = fill(&mut input, &mut block)?;
         if n == 0 {
             break;
         }
         bytes += n as u64;
-        demux.push(buf.split().freeze(), &mut events);
+        demux.push(blocks.lend(block, n), &mut events);
         tally.events(&mut events);
     }
     demux.flush(&mut events);
@@ -199,28 +207,56 @@ pub fn probe_reader(mut input: impl std::io::Read) -> std::io::Result<ProbeRepor
     Ok(report)
 }
 
-/// Read until `want` bytes were appended to `buf` or the input ends.
-fn fill(
-    input: &mut impl std::io::Read,
-    buf: &mut bytes::BytesMut,
-    want: usize,
-) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + want, 0);
+/// Read blocks handed to the demuxer, kept so that each can be written
+/// again once the demuxer and its frames have let go of every slice.
+#[derive(Default)]
+struct BlockPool {
+    lent: Vec<Bytes>,
+}
+
+impl BlockPool {
+    /// A block of `size` bytes to read into: a returned one if any is free.
+    fn take(&mut self, size: usize) -> BytesMut {
+        if let Some(i) = self.lent.iter().position(Bytes::is_unique)
+            && let Ok(block) = self.lent.swap_remove(i).try_into_mut()
+            && block.len() == size
+        {
+            return block;
+        }
+        BytesMut::zeroed(size)
+    }
+
+    /// The first `filled` bytes of `block`, to give away.
+    fn lend(&mut self, block: BytesMut, filled: usize) -> Bytes {
+        let block = block.freeze();
+        let data = block.slice(..filled.min(block.len()));
+        self.lent.push(block);
+        data
+    }
+}
+
+/// Fill `buf` from `input` (short only at the end of input); returns how
+/// many bytes were read.
+fn fill(input: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
-    while got < want {
-        match input.read(&mut buf[start + got..]) {
+    while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
+        match input.read(rest) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                buf.truncate(start + got);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
-    buf.truncate(start + got);
     Ok(got)
+}
+
+/// Analyse the capture in the file at `path`: mapped into memory when it
+/// can be (no copy out of the page cache), read in blocks otherwise.
+pub fn probe_file(path: &std::path::Path) -> std::io::Result<ProbeReport> {
+    match super::mapped_file::map(path) {
+        Ok(data) => Ok(probe(data)),
+        Err(_) => probe_reader(std::fs::File::open(path)?),
+    }
 }
 
 /// Analyse a whole capture.
@@ -290,7 +326,7 @@ fn probe_rtp(packets: impl Iterator<Item = Bytes>, framing_errors: u64) -> Probe
         r.frame_interval = tally
             .intervals
             .iter()
-            .max_by_key(|(_, n)| **n)
+            .max_by_key(|(_, n)| *n)
             .map(|(i, _)| *i);
         if r.info.video.is_none() && r.info.audio.is_none() {
             r.info = rx.info().clone();
@@ -486,6 +522,8 @@ mod tests {
             (1347, 54, 3_279_260)
         );
         assert_eq!(streamed.to_string(), r.to_string());
+        let mapped = probe_file(&ps).unwrap();
+        assert_eq!(mapped.to_string(), r.to_string());
         // Two copies back to back: twice the duration, not a PTS difference.
         let two = [std::fs::read(&ps).unwrap(), std::fs::read(&ps).unwrap()].concat();
         let r2 = probe(Bytes::from(two));

@@ -8,8 +8,10 @@
 //! gathered: every NAL unit or audio frame is a [`Chunks`] of slices of the
 //! pushed buffers. Only headers that straddle two pushes, and parameter sets
 //! kept for [`StreamInfo`], are copied, and those copies are counted in
-//! [`PsStats::bytes_copied`]. Internal buffers are reused, so steady-state
-//! pushing does not allocate beyond what `Chunks` needs to grow.
+//! [`PsStats::bytes_copied`]. Internal buffers are reused and `Chunks` part
+//! lists are recycled from dropped frames, so steady-state pushing does not
+//! allocate (only an access unit of more than four NAL units spills its
+//! unit list to the heap).
 //!
 //! Video access units are delimited by PTS (a PES whose PTS differs from the
 //! unit being assembled starts a new one; PES without PTS continue it), by
@@ -316,19 +318,18 @@ fn read_ts(b: &[u8]) -> Option<u64> {
 }
 
 /// Offset of the first `00 00 01 X` with `pred(X)` lying wholly in `buf`.
+/// Looks for the `01` byte with `memchr` (rare in coded data), then checks
+/// its neighbours.
 fn find_start_code(buf: &[u8], pred: impl Fn(u8) -> bool) -> Option<usize> {
-    let mut i = 0;
-    while i + 3 < buf.len() {
-        let b2 = buf[i + 2];
-        if b2 > 1 {
-            // No start code can begin at i, i+1 or i+2.
-            i += 3;
-            continue;
+    let mut from = 2;
+    while let Some(off) = buf.get(from..).and_then(|rest| memchr::memchr(1, rest)) {
+        let one = from + off;
+        if let (Some(0), Some(0), Some(&x)) = (buf.get(one - 2), buf.get(one - 1), buf.get(one + 1))
+            && pred(x)
+        {
+            return Some(one - 2);
         }
-        if b2 == 1 && buf[i] == 0 && buf[i + 1] == 0 && pred(buf[i + 3]) {
-            return Some(i);
-        }
-        i += 1;
+        from = one + 1;
     }
     None
 }
@@ -549,7 +550,16 @@ impl PsDemuxer {
 
     // ---- input queue -------------------------------------------------
 
-    fn byte_at(&self, mut offset: usize) -> Option<u8> {
+    #[inline]
+    fn byte_at(&self, offset: usize) -> Option<u8> {
+        // Headers nearly always lie in the front buffer.
+        match self.queue.front().and_then(|f| f.get(offset)) {
+            Some(&b) => Some(b),
+            None => self.byte_at_slow(offset),
+        }
+    }
+
+    fn byte_at_slow(&self, mut offset: usize) -> Option<u8> {
         for b in &self.queue {
             if offset < b.len() {
                 return b.get(offset).copied();

@@ -89,6 +89,33 @@ impl Clip {
         Self { units, h265 }
     }
 
+    /// The same clip with `nal` (an SEI, say) in every access unit, after
+    /// the access unit delimiter if there is one: H.264 §7.4.1.2.3 wants
+    /// SEI before the first slice.
+    pub fn with_unit_in_every_frame(&self, nal: &Bytes) -> Self {
+        let aud = if self.h265 { NAL_H265_AUD } else { NAL_AUD };
+        let nal_type = |b: u8| if self.h265 { (b >> 1) & 0x3f } else { b & 0x1f };
+        let units = self
+            .units
+            .iter()
+            .map(|u| {
+                let mut nals = u.nals.clone();
+                let at = usize::from(
+                    nals.first().and_then(|n| n.first()).map(|b| nal_type(*b)) == Some(aud),
+                );
+                nals.insert(at, nal.clone());
+                AccessUnit {
+                    nals,
+                    keyframe: u.keyframe,
+                }
+            })
+            .collect();
+        Self {
+            units,
+            h265: self.h265,
+        }
+    }
+
     pub fn units(&self) -> &[AccessUnit] {
         &self.units
     }
@@ -190,6 +217,21 @@ mod tests {
                 let types: Vec<u8> = unit.nals.iter().map(|n| n[0] & 0x1f).collect();
                 assert!(types.contains(&7) && types.contains(&8), "{types:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_unit_goes_into_every_frame_after_the_delimiter() {
+        let clip = Clip::demo();
+        let sei = Bytes::from_static(&[6, 5, 1, 0xaa, 0x80]);
+        let marked = clip.with_unit_in_every_frame(&sei);
+        assert_eq!(marked.len(), clip.len());
+        for (m, u) in marked.units().iter().zip(clip.units()) {
+            assert_eq!(m.nals.len(), u.nals.len() + 1);
+            assert_eq!(m.nals[0], u.nals[0], "the AUD stays first");
+            assert_eq!(m.nals[1], sei);
+            assert_eq!(m.nals[2..], u.nals[1..]);
+            assert_eq!(m.keyframe, u.keyframe);
         }
     }
 

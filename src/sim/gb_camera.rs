@@ -78,6 +78,9 @@ pub struct SimCameraConfig {
     pub aac: Option<Arc<super::aac_track::AacTrack>>,
     /// Counters shared with whoever started the camera.
     pub stats: Arc<SimStats>,
+    /// Tag every frame with an SEI naming this device
+    /// ([`super::frame_marker`]), so viewers can check whose frames they got.
+    pub mark_frames: bool,
 }
 
 impl SimCameraConfig {
@@ -106,6 +109,7 @@ impl SimCameraConfig {
             talk_media: TalkMedia::Udp,
             aac: None,
             stats: Arc::default(),
+            mark_frames: false,
         }
     }
 
@@ -128,6 +132,58 @@ impl SimCameraConfig {
         c.bind = SocketAddr::new(server_ip, config.demo.sip_port);
         c
     }
+}
+
+/// `count` cameras in one process, for load and isolation tests: camera
+/// `i` takes the device and channel ids of `base` plus `i` (as 20-digit
+/// numbers) and, when `base` binds a fixed SIP port, that port plus `i`.
+/// `password_for` gives each device's password. Returns when all stop;
+/// the first error, if any.
+pub async fn run_many(
+    base: SimCameraConfig,
+    count: u32,
+    password_for: impl Fn(&str) -> Option<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut cameras = Vec::new();
+    for i in 0..count {
+        let mut c = base.clone();
+        c.device_id = nth_id(&base.device_id, i)?;
+        c.channel_id = nth_id(&base.channel_id, i)?;
+        c.password = password_for(&c.device_id);
+        if c.bind.port() != 0 {
+            let port = u16::try_from(u32::from(c.bind.port()) + i)
+                .context("sim cameras: SIP ports run past 65535")?;
+            c.bind.set_port(port);
+        }
+        c.stats = Arc::default();
+        cameras.push(spawn(c, shutdown.clone()));
+    }
+    let mut first_error = None;
+    for camera in cameras {
+        let result = match camera.task.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("sim camera task: {e}")),
+        };
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// `id` plus `n`, as a decimal number of the same width (GB/T 28181 ids
+/// are 20 digits: more than a u64 holds).
+fn nth_id(id: &str, n: u32) -> anyhow::Result<String> {
+    let v: u128 = id
+        .parse()
+        .with_context(|| format!("sim cameras: device id {id:?} is not a number"))?;
+    let next = (v + u128::from(n)).to_string();
+    anyhow::ensure!(
+        next.len() <= id.len(),
+        "sim cameras: {id} + {n} overflows its digits"
+    );
+    Ok(format!("{next:0>width$}", width = id.len()))
 }
 
 /// Counters for tests and the demo ("exactly one INVITE, one BYE").
@@ -313,11 +369,16 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     };
     tracing::info!(sip = %sip_local, media = %media_local, server = %config.server, "simulated camera starting");
 
-    let clip = Arc::new(if config.h265 {
+    let mut clip = if config.h265 {
         Clip::demo_h265()
     } else {
         Clip::demo()
-    });
+    };
+    if config.mark_frames {
+        let sei = super::frame_marker::marker_sei(&config.device_id, config.h265);
+        clip = clip.with_unit_in_every_frame(&sei);
+    }
+    let clip = Arc::new(clip);
     let audio = Audio {
         g711: config.audio,
         aac: config.aac.clone(),
@@ -890,5 +951,16 @@ mod tests {
         cfg.sip.password.clear();
         cfg.sip.device_passwords.clear();
         assert_eq!(SimCameraConfig::from_config(&cfg).password, None);
+    }
+
+    #[test]
+    fn nth_id_counts_in_decimal_and_keeps_the_width() {
+        assert_eq!(
+            nth_id("34020000001320000001", 49).unwrap(),
+            "34020000001320000050"
+        );
+        assert_eq!(nth_id("0099", 1).unwrap(), "0100");
+        assert!(nth_id("99", 1).is_err());
+        assert!(nth_id("camera-1", 1).is_err());
     }
 }

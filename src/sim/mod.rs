@@ -21,6 +21,7 @@ pub mod clip;
 pub mod ctel_camera;
 pub mod ctel_rtsp;
 pub mod foscam_camera;
+pub mod frame_marker;
 pub mod g711;
 pub mod gb_camera;
 pub mod gb_device;
