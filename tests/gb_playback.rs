@@ -20,6 +20,7 @@ use camgate::sip::stack::SipStack;
 use camgate::streams::{
     PlaybackCommand, PlaybackControl, SourceProvider, StreamKey, Streams, StreamsConfig,
 };
+use common::raw_rtsp::{RawRtsp, Reply};
 use common::*;
 use tokio_util::sync::CancellationToken;
 
@@ -243,82 +244,6 @@ async fn wait_for_async(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// A bare RTSP/1.0 client over TCP: enough to DESCRIBE, SETUP interleaved,
-/// PLAY with Range/Scale and PAUSE, skipping interleaved media.
-struct RtspClient {
-    stream: std::net::TcpStream,
-    cseq: u32,
-    session: Option<String>,
-}
-
-impl RtspClient {
-    fn connect(port: u16) -> Self {
-        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
-        Self {
-            stream,
-            cseq: 0,
-            session: None,
-        }
-    }
-
-    /// Send a request; returns the status and headers of its response.
-    fn request(&mut self, method: &str, url: &str, headers: &[&str]) -> (u16, String) {
-        use std::io::{Read, Write};
-        self.cseq += 1;
-        let mut req = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
-        if let Some(s) = &self.session {
-            req += &format!("Session: {s}\r\n");
-        }
-        for h in headers {
-            req += h;
-            req += "\r\n";
-        }
-        req += "\r\n";
-        self.stream.write_all(req.as_bytes()).unwrap();
-        let mut byte = [0u8; 1];
-        loop {
-            self.stream.read_exact(&mut byte).unwrap();
-            if byte[0] == b'$' {
-                // Interleaved frame: channel, 16-bit length, payload.
-                let mut head = [0u8; 3];
-                self.stream.read_exact(&mut head).unwrap();
-                let len = u16::from_be_bytes([head[1], head[2]]) as usize;
-                let mut skip = vec![0u8; len];
-                self.stream.read_exact(&mut skip).unwrap();
-                continue;
-            }
-            let mut text = vec![byte[0]];
-            while !text.ends_with(b"\r\n\r\n") {
-                self.stream.read_exact(&mut byte).unwrap();
-                text.push(byte[0]);
-            }
-            let text = String::from_utf8_lossy(&text).into_owned();
-            let length = text
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            let mut body = vec![0u8; length];
-            self.stream.read_exact(&mut body).unwrap();
-            if let Some(s) = text.lines().find_map(|l| l.strip_prefix("Session:")) {
-                self.session = Some(s.split(';').next().unwrap_or("").trim().to_owned());
-            }
-            let status = text
-                .split(' ')
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            return (status, text);
-        }
-    }
-}
-
 #[test]
 fn rtsp_pause_scale_and_seek_become_mansrtsp_info_at_the_camera() {
     let mut rig = Rig::start(Options::default());
@@ -329,8 +254,8 @@ fn rtsp_pause_scale_and_seek_become_mansrtsp_info_at_the_camera() {
         "{}?start=2024-05-01T08:00:00&end=2024-05-01T08:02:00",
         rig.url(DEVICE, CHANNEL)
     );
-    let mut c = RtspClient::connect(rig.ports.rtsp);
-    let (status, head) = c.request("DESCRIBE", &url, &["Accept: application/sdp"]);
+    let mut c = RawRtsp::connect(rig.ports.rtsp);
+    let Reply { status, head, .. } = c.request("DESCRIBE", &url, &["Accept: application/sdp"]);
     assert_eq!(status, 200, "{head}\n{}", rig.logs());
     let base = head
         .lines()
@@ -339,19 +264,19 @@ fn rtsp_pause_scale_and_seek_become_mansrtsp_info_at_the_camera() {
         .unwrap_or_else(|| format!("{url}/"));
     assert!(base.contains("/playback/"), "{base}");
     let track = format!("{base}trackID=0");
-    let (status, head) = c.request(
+    let Reply { status, head, .. } = c.request(
         "SETUP",
         &track,
         &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
     );
     assert_eq!(status, 200, "{head}");
-    assert_eq!(c.request("PLAY", &base, &["Range: npt=0-"]).0, 200);
+    assert_eq!(c.request("PLAY", &base, &["Range: npt=0-"]).status, 200);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(c.request("PAUSE", &base, &[]).0, 200);
-    let (status, head) = c.request("PLAY", &base, &["Scale: 2"]);
+    assert_eq!(c.request("PAUSE", &base, &[]).status, 200);
+    let Reply { status, head, .. } = c.request("PLAY", &base, &["Scale: 2"]);
     assert_eq!(status, 200, "{head}");
     assert!(head.contains("Scale: 2"), "{head}");
-    assert_eq!(c.request("PLAY", &base, &["Range: npt=30-"]).0, 200);
+    assert_eq!(c.request("PLAY", &base, &["Range: npt=30-"]).status, 200);
 
     let bodies = wait_for(Duration::from_secs(5), || {
         let log = plain(&rig.cameras[0].log_text());
@@ -374,5 +299,5 @@ fn rtsp_pause_scale_and_seek_become_mansrtsp_info_at_the_camera() {
             r"PLAY RTSP/1.0\r\nCSeq: 4\r\nRange: npt=30-\r\n",
         ]
     );
-    assert_eq!(c.request("TEARDOWN", &base, &[]).0, 200);
+    assert_eq!(c.request("TEARDOWN", &base, &[]).status, 200);
 }

@@ -12,6 +12,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::raw_rtsp::{RawRtsp, Reply, header};
 use common::*;
 
 /// One ffprobe packet: its presentation time and the camera's marker.
@@ -228,74 +229,6 @@ fn playback_shows_its_length_and_the_position_played() {
     );
 }
 
-/// A minimal RTSP client over TCP that reads the replies' headers.
-struct Raw {
-    stream: std::net::TcpStream,
-    cseq: u32,
-    session: Option<String>,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Self {
-        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
-        Self {
-            stream,
-            cseq: 0,
-            session: None,
-        }
-    }
-
-    /// Header block and body of the reply, skipping interleaved media.
-    fn request(&mut self, method: &str, url: &str, headers: &[&str]) -> (String, String) {
-        use std::io::{Read, Write};
-        self.cseq += 1;
-        let mut req = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
-        if let Some(s) = &self.session {
-            req += &format!("Session: {s}\r\n");
-        }
-        for h in headers {
-            req += h;
-            req += "\r\n";
-        }
-        req += "\r\n";
-        self.stream.write_all(req.as_bytes()).unwrap();
-        let mut byte = [0u8; 1];
-        loop {
-            self.stream.read_exact(&mut byte).unwrap();
-            if byte[0] == b'$' {
-                let mut head = [0u8; 3];
-                self.stream.read_exact(&mut head).unwrap();
-                let mut skip = vec![0u8; usize::from(u16::from_be_bytes([head[1], head[2]]))];
-                self.stream.read_exact(&mut skip).unwrap();
-                continue;
-            }
-            let mut text = vec![byte[0]];
-            while !text.ends_with(b"\r\n\r\n") {
-                self.stream.read_exact(&mut byte).unwrap();
-                text.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&text).into_owned();
-            let length = header(&head, "Content-Length").map_or(0, |v| v.parse().unwrap_or(0));
-            let mut body = vec![0u8; length];
-            self.stream.read_exact(&mut body).unwrap();
-            if let Some(s) = header(&head, "Session") {
-                self.session = Some(s.split(';').next().unwrap_or("").to_owned());
-            }
-            return (head, String::from_utf8_lossy(&body).into_owned());
-        }
-    }
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 /// The `rtptime` of track `id` in an RTP-Info header.
 fn rtptime(rtp_info: &str, id: u8) -> Option<u32> {
     rtp_info
@@ -313,8 +246,10 @@ fn describe_and_play_replies_carry_range_and_rtp_info() {
     rig.add_camera(DEVICE, CHANNEL, &[]);
     rig.wait_channel(DEVICE, CHANNEL);
     let url = playback_url(&rig, "09:00:00", "09:02:00");
-    let mut c = Raw::connect(rig.ports.rtsp);
-    let (head, sdp) = c.request("DESCRIBE", &url, &[]);
+    let mut c = RawRtsp::connect(rig.ports.rtsp);
+    let Reply {
+        head, body: sdp, ..
+    } = c.request("DESCRIBE", &url, &[]);
     assert!(head.starts_with("RTSP/1.0 200 "), "{head}\n{}", rig.logs());
     assert!(sdp.contains("a=range:npt=0-120.000\r\n"), "{sdp}");
     assert_eq!(
@@ -325,21 +260,21 @@ fn describe_and_play_replies_carry_range_and_rtp_info() {
     let base = header(&head, "Content-Base")
         .expect("Content-Base")
         .to_owned();
-    let (head, _) = c.request(
+    let Reply { head, .. } = c.request(
         "SETUP",
         &format!("{base}trackID=0"),
         &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
     );
     assert!(head.starts_with("RTSP/1.0 200 "), "{head}");
 
-    let (play, _) = c.request("PLAY", &base, &["Range: npt=0-"]);
+    let Reply { head: play, .. } = c.request("PLAY", &base, &["Range: npt=0-"]);
     assert_eq!(header(&play, "Range"), Some("npt=0.000-120.000"), "{play}");
     let origin = rtptime(header(&play, "RTP-Info").unwrap_or(""), 0).expect("rtptime");
     std::thread::sleep(Duration::from_millis(300));
 
     // A seek: the reply names the new position, and its rtptime is 30 s
     // of 90 kHz past the origin's: one timeline for the whole recording.
-    let (seek, _) = c.request("PLAY", &base, &["Range: npt=30.6-"]);
+    let Reply { head: seek, .. } = c.request("PLAY", &base, &["Range: npt=30.6-"]);
     assert_eq!(
         header(&seek, "Range"),
         Some("npt=30.000-120.000"),
@@ -349,14 +284,14 @@ fn describe_and_play_replies_carry_range_and_rtp_info() {
     assert_eq!(at_30.wrapping_sub(origin), 30 * 90_000, "{play}\n{seek}");
 
     // Pause and resume: the reply says where the stream stands.
-    let (pause, _) = c.request("PAUSE", &base, &[]);
+    let Reply { head: pause, .. } = c.request("PAUSE", &base, &[]);
     let paused_at: f64 = header(&pause, "Range")
         .and_then(|r| r.strip_prefix("npt="))
         .and_then(|r| r.split('-').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no Range in {pause}"));
     assert!((30.0..35.0).contains(&paused_at), "{pause}");
-    let (resume, _) = c.request("PLAY", &base, &[]);
+    let Reply { head: resume, .. } = c.request("PLAY", &base, &[]);
     assert_eq!(
         header(&resume, "Range"),
         Some(format!("npt={paused_at:.3}-120.000").as_str()),
@@ -368,8 +303,10 @@ fn describe_and_play_replies_carry_range_and_rtp_info() {
 
     // A live stream keeps npt=0- and still refuses Scale.
     let live = rig.url(DEVICE, CHANNEL);
-    let mut l = Raw::connect(rig.ports.rtsp);
-    let (head, sdp) = l.request("DESCRIBE", &live, &[]);
+    let mut l = RawRtsp::connect(rig.ports.rtsp);
+    let Reply {
+        head, body: sdp, ..
+    } = l.request("DESCRIBE", &live, &[]);
     assert!(sdp.contains("a=range:npt=0-\r\n"), "{sdp}");
     assert_eq!(header(&head, "Media-Range"), None);
     let base = header(&head, "Content-Base")
@@ -380,8 +317,8 @@ fn describe_and_play_replies_carry_range_and_rtp_info() {
         &format!("{base}trackID=0"),
         &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
     );
-    let (play, _) = l.request("PLAY", &base, &["Scale: 2"]);
+    let Reply { head: play, .. } = l.request("PLAY", &base, &["Scale: 2"]);
     assert!(play.starts_with("RTSP/1.0 456 "), "{play}");
-    let (play, _) = l.request("PLAY", &base, &[]);
+    let Reply { head: play, .. } = l.request("PLAY", &base, &[]);
     assert_eq!(header(&play, "Range"), Some("npt=0.000-"), "{play}");
 }

@@ -3,6 +3,7 @@
 
 pub mod marker_viewer;
 pub mod openmetrics;
+pub mod raw_rtsp;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
