@@ -9,77 +9,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use camgate::media::frame::{Frame, StreamInfo};
-use camgate::media::hub::Hub;
-use camgate::media::ps::{PsDemuxer, PsEvent};
-use camgate::streams::{
-    SourceHandle, SourceProvider, StartError, StartFuture, StreamKey, Streams, StreamsConfig,
-};
+use camgate::streams::{StreamKey, Streams, StreamsConfig};
 use camgate::webrtc::{WebRtc, WebRtcConfig};
+use common::capture_replay::{CAPTURE_KEY, CaptureReplay, demux};
 use common::have;
 use common::webdriver::{Browser, free_port};
 use tokio_util::sync::CancellationToken;
-
-const KEY: &str = "gb/34020000001320000001/34020000001310000001";
-
-/// Every frame of a PS file, and what the demuxer learnt about it.
-fn demux(path: &std::path::Path) -> (Vec<Frame>, StreamInfo) {
-    let data = Bytes::from(std::fs::read(path).expect("read capture"));
-    let mut demuxer = PsDemuxer::new();
-    let mut events = Vec::new();
-    for chunk in data.chunks(1400) {
-        demuxer.push(data.slice_ref(chunk), &mut events);
-    }
-    demuxer.flush(&mut events);
-    let frames = events
-        .into_iter()
-        .filter_map(|e| match e {
-            PsEvent::Frame(f) => Some(f),
-            _ => None,
-        })
-        .collect();
-    (frames, demuxer.info().clone())
-}
-
-/// Replays the capture at 25 fps, looping, as a camera would send it.
-struct Replay {
-    frames: Arc<Vec<Frame>>,
-    info: StreamInfo,
-}
-
-impl SourceProvider for Replay {
-    fn start<'a>(&'a self, key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a> {
-        Box::pin(async move {
-            if key.as_str() != KEY {
-                return Err(StartError::NotFound(key.to_string()));
-            }
-            hub.set_info(self.info.clone());
-            let frames = self.frames.clone();
-            let cancel = CancellationToken::new();
-            let stop = cancel.clone();
-            let task = tokio::spawn(async move {
-                let span =
-                    frames.last().map_or(0, |f| f.pts) - frames.first().map_or(0, |f| f.pts) + 3600;
-                let mut tick = tokio::time::interval(Duration::from_millis(40));
-                for lap in 0.. {
-                    for f in frames.iter() {
-                        tokio::select! {
-                            _ = stop.cancelled() => return "stopped".to_owned(),
-                            _ = tick.tick() => {}
-                        }
-                        let mut f = f.clone();
-                        f.pts += lap * span;
-                        f.dts += lap * span;
-                        hub.publish(f);
-                    }
-                }
-                unreachable!()
-            });
-            Ok(SourceHandle { cancel, task })
-        })
-    }
-}
 
 #[test]
 fn chromium_decodes_the_hikvision_main_profile_capture() {
@@ -105,7 +40,7 @@ fn chromium_decodes_the_hikvision_main_profile_capture() {
     let streams = rt.block_on(async {
         Streams::new(StreamsConfig::default()).with_provider(
             "gb",
-            Arc::new(Replay {
+            Arc::new(CaptureReplay {
                 frames: Arc::new(frames),
                 info: info.clone(),
             }),
@@ -137,7 +72,7 @@ fn chromium_decodes_the_hikvision_main_profile_capture() {
          pc.createOffer().then((o) => pc.setLocalDescription(o)).then(() => done(pc.localDescription.sdp));",
     );
     let offer = offer.as_str().expect("an SDP offer").to_owned();
-    let key = StreamKey::from_path(KEY).unwrap();
+    let key = StreamKey::from_path(CAPTURE_KEY).unwrap();
     let session = rt
         .block_on(webrtc.play(&streams, key, &offer))
         .expect("WHEP offer accepted");

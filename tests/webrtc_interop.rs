@@ -37,13 +37,9 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use camgate::media::frame::{Frame, StreamInfo};
-use camgate::media::hub::Hub;
-use camgate::media::ps::{PsDemuxer, PsEvent};
-use camgate::streams::{
-    SourceHandle, SourceProvider, StartError, StartFuture, StreamKey, Streams, StreamsConfig,
-};
+use camgate::streams::{StreamKey, Streams, StreamsConfig};
 use camgate::webrtc::{WebRtc, WebRtcConfig};
+use common::capture_replay::{CAPTURE_KEY, CaptureReplay, demux};
 use common::{CHANNEL, DEVICE, Options, Rig, http_exchange, http_get};
 use tokio_util::sync::CancellationToken;
 
@@ -499,48 +495,6 @@ fn webrtc_rs_whep_client_receives_the_demo_camera() {
     assert_eq!(status, 404, "a deleted resource is gone");
 }
 
-const CAPTURE_KEY: &str = "gb/34020000001320000001/34020000001310000001";
-
-/// The Hikvision capture, demuxed, replayed at 25 fps in a loop.
-struct CaptureReplay {
-    frames: Arc<Vec<Frame>>,
-    info: StreamInfo,
-}
-
-impl SourceProvider for CaptureReplay {
-    fn start<'a>(&'a self, key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a> {
-        Box::pin(async move {
-            if key.as_str() != CAPTURE_KEY {
-                return Err(StartError::NotFound(key.to_string()));
-            }
-            hub.set_info(self.info.clone());
-            let frames = self.frames.clone();
-            let cancel = CancellationToken::new();
-            let stop = cancel.clone();
-            let task = tokio::spawn(async move {
-                let lap_ticks =
-                    frames.last().map_or(0, |f| f.pts) - frames.first().map_or(0, |f| f.pts) + 3600;
-                let mut tick = tokio::time::interval(Duration::from_millis(40));
-                let mut lap = 0;
-                loop {
-                    for f in frames.iter() {
-                        tokio::select! {
-                            _ = stop.cancelled() => return "stopped".to_owned(),
-                            _ = tick.tick() => {}
-                        }
-                        let mut f = f.clone();
-                        f.pts += lap * lap_ticks;
-                        f.dts += lap * lap_ticks;
-                        hub.publish(f);
-                    }
-                    lap += 1;
-                }
-            });
-            Ok(SourceHandle { cancel, task })
-        })
-    }
-}
-
 /// Real camera H.264 (Hikvision, Main, 704x576) through the same engine
 /// the WHEP route uses, in-process; the offer and answer pass through the
 /// test, the media goes over loopback UDP to webrtc-rs.
@@ -550,21 +504,7 @@ fn webrtc_rs_receives_the_hikvision_capture() {
         eprintln!("SKIPPED: testdata hik_h264_704x576.ps not found");
         return;
     };
-    let data = Bytes::from(std::fs::read(&path).expect("read capture"));
-    let mut demuxer = PsDemuxer::new();
-    let mut events = Vec::new();
-    for chunk in data.chunks(1400) {
-        demuxer.push(data.slice_ref(chunk), &mut events);
-    }
-    demuxer.flush(&mut events);
-    let frames: Vec<Frame> = events
-        .into_iter()
-        .filter_map(|e| match e {
-            PsEvent::Frame(f) => Some(f),
-            _ => None,
-        })
-        .collect();
-    let info = demuxer.info().clone();
+    let (frames, info) = demux(&path);
     let (_, params) = info.video.clone().expect("capture has video");
     let source_sps = params.sps.clone().expect("capture has an SPS");
     assert_eq!(sps_size(&source_sps), (704, 576));

@@ -1,6 +1,7 @@
 //! Harness for tests that drive the real `camgate` binary over loopback.
 #![allow(dead_code)]
 
+pub mod capture_replay;
 pub mod marker_viewer;
 pub mod openmetrics;
 pub mod raw_rtsp;
