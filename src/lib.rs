@@ -14,6 +14,7 @@ pub mod ctel;
 pub mod foscam;
 pub mod gb28181;
 pub mod health;
+pub mod log_limit;
 pub mod ingest;
 pub mod media;
 pub mod metrics;

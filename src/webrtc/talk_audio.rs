@@ -4,13 +4,13 @@
 //!
 //! Opus decodes at any of its output rates (RFC 6716 §4.3.7: the decoder
 //! resamples internally), so packets are decoded straight to 8 kHz mono
-//! by libopus, the reference decoder (through the `opus` crate). Packets
+//! by the reference decoder: libopus translated to Rust (`unsafe-libopus`),
+//! so the build needs no system library and no CMake. Packets
 //! of 10–120 ms regroup into 160-sample packets; a lost packet is
 //! concealed (RFC 6716 §4.4) so the device hears no gap.
 //!
 //! Sans-IO: packets in, A-law packets out.
 
-use opus::{Channels, Decoder};
 
 use crate::gb28181::talk::SAMPLES_PER_PACKET;
 use crate::media::audio::g711;
@@ -30,7 +30,7 @@ pub enum TalkAudioError {
     #[error("Opus packet of {0} bytes is above {MAX_PACKET}")]
     TooLarge(usize),
     #[error("Opus packet not decodable: {0}")]
-    Decode(String),
+    Decode(&'static str),
 }
 
 impl TalkAudioError {
@@ -42,7 +42,7 @@ impl TalkAudioError {
 
 /// Opus → A-law, one talk session's worth of state.
 pub struct TalkAudio {
-    decoder: Decoder,
+    decoder: OpusDecoder,
     pcm: Vec<i16>,
     /// Decoded samples not yet a whole packet.
     pending: Vec<i16>,
@@ -61,7 +61,7 @@ impl Default for TalkAudio {
         Self {
             // 8 kHz mono is a rate and layout every decoder supports
             // (§4.3.7); failing here is a broken libopus, not bad input.
-            decoder: Decoder::new(RATE, Channels::Mono).expect("Opus decoder at 8 kHz mono"),
+            decoder: OpusDecoder::new_8khz_mono(),
             pcm: vec![0; MAX_SAMPLES],
             pending: Vec::with_capacity(MAX_SAMPLES + SAMPLES_PER_PACKET),
         }
@@ -77,7 +77,7 @@ impl TalkAudio {
         }
         // An empty packet would ask for concealment; that is `conceal`'s.
         if opus.is_empty() {
-            return Err(TalkAudioError::Decode("empty packet".into()));
+            return Err(TalkAudioError::Decode("empty packet"));
         }
         let n = self.decode(opus)?;
         self.emit(n, out);
@@ -103,9 +103,9 @@ impl TalkAudio {
         // libopus checks the packet against its own framing rules
         // (RFC 6716 §3.4) and answers OPUS_INVALID_PACKET otherwise.
         self.decoder
-            .decode(opus, &mut self.pcm, false)
+            .decode(opus, &mut self.pcm)
             .map(|n| n.min(MAX_SAMPLES))
-            .map_err(|e| TalkAudioError::Decode(e.to_string()))
+            .map_err(TalkAudioError::Decode)
     }
 
     fn emit(&mut self, decoded: usize, out: &mut Vec<Vec<u8>>) {
@@ -116,6 +116,58 @@ impl TalkAudio {
             out.push(g711::encode(packet));
         }
         self.pending.drain(..whole);
+    }
+}
+
+/// The reference decoder's state, owned. The translated C keeps its state
+/// behind a raw pointer; this is the one place that touches it.
+struct OpusDecoder(std::ptr::NonNull<unsafe_libopus::OpusDecoder>);
+
+// SAFETY: the decoder state is plain memory owned by this value alone; the
+// library keeps no thread-local or global state for it.
+unsafe impl Send for OpusDecoder {}
+
+impl OpusDecoder {
+    fn new_8khz_mono() -> Self {
+        let mut error = 0;
+        // SAFETY: valid rate and channel count; `error` outlives the call.
+        let state = unsafe { unsafe_libopus::opus_decoder_create(RATE as i32, 1, &mut error) };
+        // 8 kHz mono is a rate and layout every decoder supports (§4.3.7);
+        // a failure here is an allocation failure, not bad input.
+        Self(std::ptr::NonNull::new(state).expect("Opus decoder at 8 kHz mono"))
+    }
+
+    /// Decode one packet into `pcm` (an empty packet asks for concealment
+    /// of one frame, RFC 6716 §4.4). Returns the samples written.
+    fn decode(&mut self, packet: &[u8], pcm: &mut [i16]) -> Result<usize, &'static str> {
+        let data = if packet.is_empty() {
+            std::ptr::null()
+        } else {
+            packet.as_ptr()
+        };
+        let len = i32::try_from(packet.len()).map_err(|_| "packet too large")?;
+        let frame_size = i32::try_from(pcm.len()).map_err(|_| "buffer too large")?;
+        // SAFETY: the state is live and exclusively borrowed; `data` points
+        // at `len` readable bytes (or is null with len 0); `pcm` has room
+        // for `frame_size` mono samples, the most the decoder writes.
+        let n = unsafe {
+            unsafe_libopus::opus_decode(
+                self.0.as_ptr(),
+                data,
+                len,
+                pcm.as_mut_ptr(),
+                frame_size,
+                0,
+            )
+        };
+        usize::try_from(n).map_err(|_| unsafe_libopus::opus_strerror(n))
+    }
+}
+
+impl Drop for OpusDecoder {
+    fn drop(&mut self) {
+        // SAFETY: created by opus_decoder_create and destroyed once.
+        unsafe { unsafe_libopus::opus_decoder_destroy(self.0.as_ptr()) }
     }
 }
 
