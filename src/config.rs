@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config_secs as secs;
+
 /// A password file larger than this is not a password file.
 const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
 
@@ -716,22 +718,6 @@ impl Config {
     }
 }
 
-/// Durations as whole (or fractional) seconds in YAML.
-pub(crate) mod secs {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = f64::deserialize(d)?;
-        if !(0.0..=86_400.0 * 365.0).contains(&v) {
-            return Err(serde::de::Error::custom(format!(
-                "{v} is not a duration in seconds (0 to one year)"
-            )));
-        }
-        Ok(Duration::from_secs_f64(v))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -875,5 +861,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("transcode.keyframe_interval"), "{err}");
+    }
+
+    #[test]
+    fn ctel_section_parses_and_validates() {
+        let c = Config::from_yaml(
+            "ctel:\n  enabled: true\n  heartbeat_timeout: 5\n  devices:\n    - dev_id: \"81200000001\"\n      dev_key: k\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.ctel.enabled);
+        assert_eq!(c.ctel.heartbeat_timeout.as_secs(), 5);
+        assert_eq!(c.ctel.key_for("81200000001"), Some("k"));
+        assert_eq!(c.ctel.key_for("81200000002"), None);
+        let err = Config::from_yaml(
+            "ctel:\n  devices:\n    - dev_id: \"123\"\n      dev_key: k\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ctel.devices.dev_id"), "{err}");
+        let embedded = Config::embedded();
+        assert!(!embedded.ctel.enabled);
+        assert_eq!(embedded.ctel.listen.port(), 8588);
+        assert_eq!(embedded.ctel.heartbeat_timeout.as_secs(), 360);
     }
 }

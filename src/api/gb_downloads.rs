@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::{ApiState, error};
 use crate::gb28181::download::{DownloadError, DownloadFormat, JobInfo};
-use crate::gb28181::gbtime;
-use crate::gb28181::playback::PlaybackRange;
+use crate::media::datetime as gbtime;
+use crate::streams::recording::PlaybackRange;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()

@@ -21,7 +21,7 @@ use axum::routing::post;
 use serde::Deserialize;
 
 use super::{ApiState, error};
-use crate::gb28181::mansrtsp::SCALES;
+use crate::streams::recording::SCALES;
 use crate::metrics::{self, label};
 use crate::streams::{PlaybackCommand, StartError};
 

@@ -12,7 +12,7 @@
 //! Sans-IO: packets in, A-law packets out.
 
 
-use crate::gb28181::talk::SAMPLES_PER_PACKET;
+use crate::media::audio::g711::SAMPLES_PER_PACKET;
 use crate::media::audio::g711;
 
 /// Output rate: G.711's.
