@@ -153,6 +153,12 @@ pub struct RtspConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Origins whose pages may call `/api/…` from a browser (`"*"` = any);
+    /// empty = same-origin only. WHEP is open to every origin.
+    pub cors_origins: Vec<String>,
+    /// Answer `Access-Control-Request-Private-Network: true` preflights
+    /// (WHEP and the API) with `Access-Control-Allow-Private-Network: true`.
+    pub private_network_access: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,6 +320,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(ANY, 8080),
+            cors_origins: Vec::new(),
+            private_network_access: true,
         }
     }
 }

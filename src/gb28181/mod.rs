@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod catalog_notify;
 pub mod control;
+pub mod directory;
 pub mod download;
 pub mod events;
 pub mod exchanges;
