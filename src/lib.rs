@@ -17,6 +17,10 @@
 //!   (`api/gb_*.rs`, `api/foscam.rs`, `api/ctel.rs`, `api/events.rs`) and
 //!   the route wiring in `api/mod.rs`.
 //! - Adapters never import each other; [`app`] wires them together.
+//! - Within [`gb28181`], subsystems the platform holds take narrow handles
+//!   rather than the platform: snapshots are a store
+//!   ([`gb28181::snapshot::Snapshots`]), download jobs fetch through
+//!   [`gb28181::download::RecordingFetch`].
 //! - A concept two layers need lives in the lower one: stream keys and
 //!   recording ranges in [`streams`] ([`streams::recording`]), the
 //!   wall-clock time format in [`media::datetime`], the G.711 packet size
@@ -34,8 +38,8 @@ pub mod ctel;
 pub mod foscam;
 pub mod gb28181;
 pub mod health;
-pub mod log_limit;
 pub mod ingest;
+pub mod log_limit;
 pub mod media;
 pub mod metrics;
 #[cfg(test)]

@@ -34,6 +34,25 @@ const API_ADAPTER_ROUTES: [&str; 10] = [
     "api/gb_talk_webrtc.rs",
 ];
 
+/// GB28181 subsystems the platform holds that take narrow handles (a
+/// store, a [`crate::gb28181::download::RecordingFetch`]) instead of the
+/// whole platform: they may not name it, so the platform ↔ subsystem
+/// cycle cannot come back.
+const NARROW_GB_SUBSYSTEMS: [&str; 2] = ["gb28181/download.rs", "gb28181/snapshot.rs"];
+
+/// Lines of code (comments stripped) in `text` that name the GB28181
+/// platform, for a file that must not.
+pub fn names_the_platform(text: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let code = line.split("//").next().unwrap_or_default();
+            code.contains("GbPlatform") || code.contains("platform::")
+        })
+        .map(|(n, _)| n + 1)
+        .collect()
+}
+
 /// One forbidden import found.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Violation {
@@ -170,6 +189,13 @@ pub fn check_tree(src: &Path) -> (Vec<Violation>, usize) {
             .replace('\\', "/");
         let text = std::fs::read_to_string(path).unwrap_or_default();
         found.extend(check_source(&rel, &text));
+        if NARROW_GB_SUBSYSTEMS.contains(&rel.as_str()) {
+            found.extend(names_the_platform(&text).into_iter().map(|line| Violation {
+                file: rel.clone(),
+                line,
+                target: "gb28181::platform".to_owned(),
+            }));
+        }
     }
     (found.into_iter().collect(), files.len())
 }
@@ -202,6 +228,17 @@ mod tests {
         let v = check_source("streams.rs", text);
         let got: Vec<(usize, &str)> = v.iter().map(|v| (v.line, v.target.as_str())).collect();
         assert_eq!(got, [(2, "gb28181"), (3, "foscam"), (4, "ctel")]);
+    }
+
+    #[test]
+    fn narrow_subsystems_may_not_name_the_platform() {
+        assert_eq!(
+            names_the_platform(
+                "use super::platform::lock;\n// GbPlatform in prose\nfn f(p: &GbPlatform) {}\n"
+            ),
+            [1, 3]
+        );
+        assert!(names_the_platform("use super::history::start;\n").is_empty());
     }
 
     #[test]

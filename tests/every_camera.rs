@@ -136,8 +136,14 @@ fn demo_lists_three_cameras_of_three_protocols_with_play_urls() {
         assert_eq!(channels.len(), 1, "{device}");
         let c = &channels[0];
         assert_eq!(c["stream"], stream.as_str(), "{device}");
-        assert_eq!(c["play"]["rtsp"], format!("rtsp://127.0.0.1:{rtsp}/{stream}"));
-        assert_eq!(c["play"]["whep"], format!("http://127.0.0.1:{http}/whep/{stream}"));
+        assert_eq!(
+            c["play"]["rtsp"],
+            format!("rtsp://127.0.0.1:{rtsp}/{stream}")
+        );
+        assert_eq!(
+            c["play"]["whep"],
+            format!("http://127.0.0.1:{http}/whep/{stream}")
+        );
         assert_eq!(
             c["play"]["console"],
             format!("http://127.0.0.1:{http}/#play={stream}")
@@ -308,7 +314,12 @@ fn console_groups_every_camera_by_protocol_and_plays_each() {
                      r.querySelector('.progress > span').style.width] : null;",
         |v| v[0] == "done" || v[0] == "failed",
     );
-    assert_eq!(job, serde_json::json!(["done", 100, "100%"]), "{}", demo.logs());
+    assert_eq!(
+        job,
+        serde_json::json!(["done", 100, "100%"]),
+        "{}",
+        demo.logs()
+    );
 
     // The GB28181 camera playing, its download listed, for the screenshot.
     let gb = format!("gb/{DEVICE}/{CHANNEL}");
@@ -456,7 +467,9 @@ fn private_network_preflights_and_a_page_from_another_origin() {
         |v| v["error"].is_string() || v["devices"].is_array(),
     );
     assert!(
-        refused["error"].as_str().is_some_and(|e| e.contains("fetch")),
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("fetch")),
         "{refused}"
     );
     browser.set_permission("loopback-network", "granted");
@@ -471,6 +484,9 @@ fn private_network_preflights_and_a_page_from_another_origin() {
     );
     eprintln!("page from {origin}: {result}");
     assert_eq!(result["error"], Value::Null, "{result}");
-    assert_eq!(result["devices"], serde_json::json!(["gb28181", "foscam", "ctel"]));
+    assert_eq!(
+        result["devices"],
+        serde_json::json!(["gb28181", "foscam", "ctel"])
+    );
     assert_eq!(result["whep"], 201, "{result}");
 }

@@ -72,7 +72,10 @@ fn api_preflight(origin: &HeaderValue) -> Response {
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static("Content-Type, Authorization"),
             ),
-            (header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600")),
+            (
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            ),
             (header::VARY, HeaderValue::from_static("Origin")),
         ],
     )
@@ -132,7 +135,10 @@ mod tests {
 
     fn preflight_asking_pna() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://dash.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://dash.example"),
+        );
         h.insert(
             header::ACCESS_CONTROL_REQUEST_METHOD,
             HeaderValue::from_static("POST"),
@@ -150,7 +156,10 @@ mod tests {
             );
         }
         grant_private_network(policy, &preflight_asking_pna(), &mut resp);
-        resp.headers().get(ALLOW_PRIVATE_NETWORK).map(|v| v.as_bytes()) == Some(b"true")
+        resp.headers()
+            .get(ALLOW_PRIVATE_NETWORK)
+            .map(|v| v.as_bytes())
+            == Some(b"true")
     }
 
     #[test]

@@ -149,7 +149,10 @@ mod tests {
             play_urls("[::1]:8080", 554, "gb/a/b").rtsp,
             "rtsp://[::1]:554/gb/a/b"
         );
-        assert_eq!(play_urls("cam.local", 554, "x").rtsp, "rtsp://cam.local:554/x");
+        assert_eq!(
+            play_urls("cam.local", 554, "x").rtsp,
+            "rtsp://cam.local:554/x"
+        );
     }
 
     #[test]

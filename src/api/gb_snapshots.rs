@@ -109,7 +109,8 @@ async fn image(
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|n| *n >= 1);
     let found = n.and_then(|n| {
-        s.gb.snapshots.get(&session)
+        s.gb.snapshots
+            .get(&session)
             .and_then(|snap| snap.images.get(n - 1).cloned())
     });
     match found {

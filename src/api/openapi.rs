@@ -143,11 +143,18 @@ pub fn document() -> Value {
         entry[op.method] = operation;
     }
     for (path, schema) in [
-        ("/api/v1/devices", json!({ "type": "array", "items": { "$ref": "#/components/schemas/Device" } })),
-        ("/api/v1/devices/{id}", json!({ "$ref": "#/components/schemas/Device" })),
+        (
+            "/api/v1/devices",
+            json!({ "type": "array", "items": { "$ref": "#/components/schemas/Device" } }),
+        ),
+        (
+            "/api/v1/devices/{id}",
+            json!({ "$ref": "#/components/schemas/Device" }),
+        ),
     ] {
         if let Some(ok) = paths.get_mut(path) {
-            ok["get"]["responses"]["200"]["content"] = json!({ "application/json": { "schema": schema } });
+            ok["get"]["responses"]["200"]["content"] =
+                json!({ "application/json": { "schema": schema } });
         }
     }
     json!({
