@@ -15,6 +15,10 @@ const state = {
   talk: null,
 };
 
+// Text from devices and viewers (stream keys, errors) goes into HTML
+// only escaped.
+const esc = (v) => String(v).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
 async function getJson(path) {
   const r = await fetch(path);
   if (!r.ok) throw new Error(`${path}: ${r.status}`);
@@ -108,9 +112,9 @@ async function refreshStreams() {
     // gateway reports it.
     const age = (s) => (typeof s.last_frame_age_ms === "number" ? `${(s.last_frame_age_ms / 1000).toFixed(1)} s ago` : "—");
     $("streams").innerHTML = streams.map((s) =>
-      `<tr data-key="${s.key}"><td>${s.key}</td><td class="state">${s.state}</td><td class="viewers">${s.viewers}</td>` +
+      `<tr data-key="${esc(s.key)}"><td>${esc(s.key)}</td><td class="state">${esc(s.state)}</td><td class="viewers">${s.viewers}</td>` +
       `<td class="webrtc">${webrtc[s.key] || 0}</td><td class="kbps">${Math.round(s.bitrate_bps / 1000)}</td>` +
-      `<td class="frames">${s.frames ?? "—"}</td><td class="age">${age(s)}</td></tr>`
+      `<td class="frames">${esc(s.frames ?? "—")}</td><td class="age">${age(s)}</td></tr>`
     ).join("") || '<tr><td class="note" colspan="7">none</td></tr>';
   } catch (_) { /* the table keeps its last contents */ }
 }
@@ -422,11 +426,11 @@ async function refreshDownloads() {
   if (!Array.isArray(jobs)) jobs = jobs.downloads || [];
   body.innerHTML = jobs.map((j) => {
     const pct = Math.round(Math.min(Math.max(j.progress || 0, 0), 1) * 100);
-    return `<tr data-job="${j.id}" data-state="${j.state}" data-progress="${pct}"><td>${j.id}</td>` +
-      `<td>${gbOf(j.start).replace("T", " ")} – ${gbOf(j.end).slice(11)}</td><td>${j.state}${j.error ? `: ${j.error}` : ""}</td>` +
+    return `<tr data-job="${esc(j.id)}" data-state="${esc(j.state)}" data-progress="${pct}"><td>${esc(j.id)}</td>` +
+      `<td>${gbOf(j.start).replace("T", " ")} – ${gbOf(j.end).slice(11)}</td><td>${esc(j.state)}${j.error ? `: ${esc(j.error)}` : ""}</td>` +
       `<td><span class="progress"><span style="width:${pct}%"></span></span> ${pct}%</td>` +
       `<td>${fmtBytes(j.bytes || 0)}</td>` +
-      `<td>${j.state === "running" ? `<button data-cancel="${j.id}">cancel</button>` : ""}</td></tr>`;
+      `<td>${j.state === "running" ? `<button data-cancel="${esc(j.id)}">cancel</button>` : ""}</td></tr>`;
   }).join("") || '<tr><td class="note" colspan="6">none</td></tr>';
   body.querySelectorAll("button[data-cancel]").forEach((b) => {
     b.onclick = () => fetch(channelApi(`downloads/${b.dataset.cancel}`), { method: "DELETE" }).then(refreshDownloads);
