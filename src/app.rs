@@ -174,6 +174,15 @@ pub async fn run_live(
                 rtsp_auth.clone(),
                 &config.rtsp.auth,
             )),
+            directories: device_directories(&platform, &foscam, ctel.as_ref()),
+            ports: crate::api::Ports {
+                http: http_port,
+                rtsp: rtsp_port,
+            },
+            cors: Arc::new(crate::api::cors::CorsPolicy {
+                api_origins: config.http.cors_origins.clone(),
+                private_network_access: config.http.private_network_access,
+            }),
         };
         let cancel = http_cancel.clone();
         tasks.spawn(async move {
@@ -288,4 +297,18 @@ fn webrtc_config(config: &Config) -> crate::webrtc::WebRtcConfig {
         transcode: config.transcode.to_transcode_config(),
         ..crate::webrtc::WebRtcConfig::default()
     }
+}
+
+/// Each adapter's device list, in the order the API groups them.
+fn device_directories(
+    gb: &Arc<crate::gb28181::platform::GbPlatform>,
+    foscam: &Arc<FoscamSources>,
+    ctel: Option<&Arc<crate::ctel::platform::CtelPlatform>>,
+) -> Arc<[Arc<dyn crate::streams::directory::DeviceDirectory>]> {
+    let mut all: Vec<Arc<dyn crate::streams::directory::DeviceDirectory>> =
+        vec![gb.clone(), foscam.clone()];
+    if let Some(c) = ctel {
+        all.push(c.clone());
+    }
+    all.into()
 }

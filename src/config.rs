@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config_secs as secs;
+
 /// A password file larger than this is not a password file.
 const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
 
@@ -151,6 +153,12 @@ pub struct RtspConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Origins whose pages may call `/api/…` from a browser (`"*"` = any);
+    /// empty = same-origin only. WHEP is open to every origin.
+    pub cors_origins: Vec<String>,
+    /// Answer `Access-Control-Request-Private-Network: true` preflights
+    /// (WHEP and the API) with `Access-Control-Allow-Private-Network: true`.
+    pub private_network_access: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -312,6 +320,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(ANY, 8080),
+            cors_origins: Vec::new(),
+            private_network_access: true,
         }
     }
 }
@@ -716,22 +726,6 @@ impl Config {
     }
 }
 
-/// Durations as whole (or fractional) seconds in YAML.
-pub(crate) mod secs {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = f64::deserialize(d)?;
-        if !(0.0..=86_400.0 * 365.0).contains(&v) {
-            return Err(serde::de::Error::custom(format!(
-                "{v} is not a duration in seconds (0 to one year)"
-            )));
-        }
-        Ok(Duration::from_secs_f64(v))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -875,5 +869,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("transcode.keyframe_interval"), "{err}");
+    }
+
+    #[test]
+    fn ctel_section_parses_and_validates() {
+        let c = Config::from_yaml(
+            "ctel:\n  enabled: true\n  heartbeat_timeout: 5\n  devices:\n    - dev_id: \"81200000001\"\n      dev_key: k\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.ctel.enabled);
+        assert_eq!(c.ctel.heartbeat_timeout.as_secs(), 5);
+        assert_eq!(c.ctel.key_for("81200000001"), Some("k"));
+        assert_eq!(c.ctel.key_for("81200000002"), None);
+        let err = Config::from_yaml(
+            "ctel:\n  devices:\n    - dev_id: \"123\"\n      dev_key: k\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ctel.devices.dev_id"), "{err}");
+        let embedded = Config::embedded();
+        assert!(!embedded.ctel.enabled);
+        assert_eq!(embedded.ctel.listen.port(), 8588);
+        assert_eq!(embedded.ctel.heartbeat_timeout.as_secs(), 360);
     }
 }

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub rtsp_errors: Family<Label, Counter>,
     pub rtsp_bytes_sent: Counter,
     pub http_requests: Counter,
+    pub http_private_network_preflights: Counter,
     pub gb_events: Counter,
     pub gb_webhook_errors: Family<Label, Counter>,
     pub gb_queries: Family<Label, Counter>,
@@ -277,6 +278,11 @@ fn build() -> Metrics {
         http_requests: reg!(
             "camgate_http_requests",
             "HTTP API requests served",
+            Counter::default()
+        ),
+        http_private_network_preflights: reg!(
+            "camgate_http_private_network_preflights",
+            "Preflights answered with Access-Control-Allow-Private-Network",
             Counter::default()
         ),
         gb_events: reg!(

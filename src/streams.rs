@@ -7,6 +7,9 @@
 //! lock so that "last viewer left, remove the stream" and "a new viewer
 //! arrived" can never interleave badly.
 
+pub mod directory;
+pub mod recording;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -47,7 +50,7 @@ impl StreamKey {
     /// recording `{path}/playback/{start}-{end}` in Unix seconds, so
     /// viewers of one range share one source and never a live one.
     pub fn from_path_and_query(path: &str, query: Option<&str>) -> Option<Self> {
-        match query.and_then(crate::gb28181::playback::parse_range) {
+        match query.and_then(recording::parse_range) {
             Some(r) => Self::from_path(&format!(
                 "{}/playback/{}-{}",
                 path.trim_end_matches('/'),
@@ -607,11 +610,11 @@ async fn watch_viewers(
 impl StreamKey {
     /// `(start, end)` in Unix seconds when the key names a recording
     /// (`…/playback/{start}-{end}`, see [`StreamKey::from_path_and_query`]).
-    pub fn playback_range(&self) -> Option<crate::gb28181::playback::PlaybackRange> {
+    pub fn playback_range(&self) -> Option<recording::PlaybackRange> {
         let mut rev = self.0.rsplit('/');
         let range = rev.next()?;
         (rev.next()? == "playback")
-            .then(|| crate::gb28181::playback::range_of_key_segment(range))
+            .then(|| recording::range_of_key_segment(range))
             .flatten()
     }
 }

@@ -15,47 +15,90 @@ const state = {
   talk: null,
 };
 
+// Text from devices and viewers (stream keys, errors) goes into HTML
+// only escaped.
+const esc = (v) => String(v).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
 async function getJson(path) {
   const r = await fetch(path);
   if (!r.ok) throw new Error(`${path}: ${r.status}`);
   return r.json();
 }
 
+const PROTOCOLS = [
+  ["gb28181", "GB28181"],
+  ["foscam", "Foscam"],
+  ["ctel", "China Telecom"],
+];
+
+// Every camera of every protocol (GET /api/v1/devices), grouped by
+// protocol; a channel's click selects it (the side panels follow its
+// capabilities) and plays its stream over WHEP.
 async function refreshDevices() {
   let devices;
   try {
     devices = await getJson("/api/v1/devices");
   } catch (e) {
-    $("devices").innerHTML = `<li class="note">${e.message}</li>`;
+    $("devices").innerHTML = `<div class="note">${e.message}</div>`;
     return;
   }
-  const list = $("devices");
-  list.textContent = "";
-  if (devices.length === 0) list.innerHTML = '<li class="note">no device registered yet</li>';
-  for (const d of devices) {
-    const li = document.createElement("li");
-    li.className = "device";
-    li.innerHTML = `<span><i class="dot ${d.online ? "on" : ""}"></i></span>`;
-    li.querySelector("span").append(d.name || d.id);
-    li.title = `${d.id} ${d.manufacturer || ""} ${d.model || ""} via ${d.transport} ${d.address}`;
-    const channels = document.createElement("ul");
-    li.append(channels);
-    list.append(li);
-    getJson(`/api/v1/devices/${d.id}/channels`).then((chs) => {
-      for (const c of chs) {
+  state.devices = devices;
+  const root = $("devices");
+  root.textContent = "";
+  if (devices.length === 0) root.innerHTML = '<div class="note">no device registered yet</div>';
+  for (const [protocol, title] of PROTOCOLS) {
+    const mine = devices.filter((d) => d.protocol === protocol);
+    if (mine.length === 0) continue;
+    const section = document.createElement("section");
+    section.className = "protocol";
+    section.dataset.protocol = protocol;
+    section.innerHTML = `<h3>${title} <span class="count">(${mine.length})</span></h3>`;
+    const list = document.createElement("ul");
+    section.append(list);
+    root.append(section);
+    for (const d of mine) {
+      const li = document.createElement("li");
+      li.className = "device";
+      li.dataset.device = d.id;
+      li.innerHTML = `<span><i class="dot ${d.online ? "on" : ""}"></i></span>`;
+      li.querySelector("span").append(d.name || d.id);
+      li.title = `${d.id} ${d.manufacturer || ""} ${d.model || ""} ${d.transport ? `via ${d.transport} ` : ""}${d.address || ""}`;
+      const channels = document.createElement("ul");
+      li.append(channels);
+      list.append(li);
+      for (const c of d.channels) {
         const cl = document.createElement("li");
         cl.className = "channel";
-        const path = `gb/${d.id}/${c.id}`;
-        cl.dataset.path = path;
+        cl.dataset.path = c.stream;
+        cl.dataset.protocol = protocol;
         cl.innerHTML = `<i class="dot ${c.online ? "on" : ""}"></i>`;
         cl.append(c.name || c.id);
-        cl.title = c.id;
-        if (state.playing === path) cl.classList.add("playing");
-        cl.onclick = () => { select(d.id, c.id); play(path); };
+        const caps = Object.entries(c.capabilities).filter(([, on]) => on).map(([k]) => k);
+        const tag = document.createElement("span");
+        tag.className = "caps";
+        tag.textContent = caps.join(" ");
+        cl.append(tag);
+        cl.title = `${c.stream}\n${c.play.rtsp}`;
+        if (state.playing === c.stream) cl.classList.add("playing");
+        cl.onclick = () => { select(d, c); play(c.stream); };
         channels.append(cl);
       }
-    }).catch(() => {});
+    }
   }
+  const wanted = state.wantPlay;
+  if (wanted) {
+    state.wantPlay = null;
+    const found = channelOf(wanted);
+    if (found) select(found.device, found.channel);
+  }
+}
+
+// The device and channel whose live stream is `path`, if listed.
+function channelOf(path) {
+  for (const d of state.devices || []) {
+    for (const c of d.channels) if (c.stream === path) return { device: d, channel: c };
+  }
+  return null;
 }
 
 async function refreshStreams() {
@@ -65,10 +108,14 @@ async function refreshStreams() {
     try {
       for (const w of await getJson("/api/v1/webrtc/sessions")) webrtc[w.stream] = (webrtc[w.stream] || 0) + 1;
     } catch (_) { /* the column stays empty */ }
+    // `last_frame_age_ms` is newer than the other columns: shown when the
+    // gateway reports it.
+    const age = (s) => (typeof s.last_frame_age_ms === "number" ? `${(s.last_frame_age_ms / 1000).toFixed(1)} s ago` : "—");
     $("streams").innerHTML = streams.map((s) =>
-      `<tr data-key="${s.key}"><td>${s.key}</td><td>${s.state}</td><td class="viewers">${s.viewers}</td>` +
-      `<td class="webrtc">${webrtc[s.key] || 0}</td><td>${Math.round(s.bitrate_bps / 1000)}</td></tr>`
-    ).join("") || '<tr><td class="note" colspan="5">none</td></tr>';
+      `<tr data-key="${esc(s.key)}"><td>${esc(s.key)}</td><td class="state">${esc(s.state)}</td><td class="viewers">${s.viewers}</td>` +
+      `<td class="webrtc">${webrtc[s.key] || 0}</td><td class="kbps">${Math.round(s.bitrate_bps / 1000)}</td>` +
+      `<td class="frames">${esc(s.frames ?? "—")}</td><td class="age">${age(s)}</td></tr>`
+    ).join("") || '<tr><td class="note" colspan="7">none</td></tr>';
   } catch (_) { /* the table keeps its last contents */ }
 }
 
@@ -164,8 +211,10 @@ async function whepPost(url, path, sdp) {
 async function refreshStats() {
   const pc = state.pc;
   const el = $("stats");
-  if (!pc) { el.textContent = ""; return; }
+  if (!pc) { el.textContent = ""; el.dataset.framesDecoded = 0; el.dataset.stream = ""; return; }
   const stats = await pc.getStats();
+  // Another play began while the stats were gathered: they are stale.
+  if (state.pc !== pc) return;
   let frames = 0, packets = 0, audioPackets = 0, codec = "", audioCodec = "";
   stats.forEach((s) => {
     if (s.type === "inbound-rtp" && s.kind === "video") {
@@ -182,6 +231,7 @@ async function refreshStats() {
   });
   const v = $("video");
   el.dataset.framesDecoded = frames;
+  el.dataset.stream = state.playing || "";
   el.dataset.videoWidth = v.videoWidth;
   el.dataset.audioPackets = audioPackets;
   el.dataset.audioCodec = audioCodec;
@@ -190,18 +240,32 @@ async function refreshStats() {
   showPosition();
 }
 
+// The PTZ request of each protocol's own endpoint; null when the
+// protocol has no such move.
+const CTEL_DIRECTIONS = ["up", "down", "left", "right", "stop"];
+const FOSCAM_ACTIONS = ["up", "down", "left", "right", "up_left", "up_right", "down_left", "down_right", "stop"];
+function ptzRequest(sel, action, speed) {
+  const { protocol, device, channel } = sel;
+  if (protocol === "gb28181") return [`/api/v1/devices/${device}/channels/${channel}/ptz`, { action, speed }];
+  if (protocol === "foscam" && FOSCAM_ACTIONS.includes(action)) return [`/api/v1/foscam/${device}/ptz`, { action }];
+  if (protocol === "ctel" && CTEL_DIRECTIONS.includes(action)) return [`/api/v1/ctel/devices/${device}/ptz`, { channel: Number(channel), direction: action }];
+  return null;
+}
+
 function ptzCommand(action) {
   if (!state.selected) { $("ptz-note").textContent = "select a channel first"; return; }
-  const { device, channel } = state.selected;
-  const speed = Number($("ptz-speed").value);
-  fetch(`/api/v1/devices/${device}/channels/${channel}/ptz`, {
+  const req = ptzRequest(state.selected, action, Number($("ptz-speed").value));
+  if (!req) { $("ptz-note").textContent = `${action}: not in the ${state.selected.protocol} protocol`; return; }
+  const [url, body] = req;
+  fetch(url, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ action, speed }),
+    body: JSON.stringify(body),
   }).then((r) => {
     $("ptz-note").textContent = r.status === 404 || r.status === 405
       ? "PTZ is not available on this gateway"
       : (r.ok ? `${action}` : `PTZ ${action}: ${r.status}`);
+    $("ptz-note").dataset.last = r.ok ? `${state.selected.protocol} ${action}` : "";
   }).catch((e) => { $("ptz-note").textContent = e.message; });
 }
 
@@ -238,18 +302,54 @@ function channelApi(suffix) {
   return `/api/v1/devices/${device}/channels/${channel}/${suffix}`;
 }
 
-function select(device, channel) {
-  const same = state.selected && state.selected.device === device && state.selected.channel === channel;
-  state.selected = { device, channel };
+// Select a channel: the side panels show what its protocol and
+// capabilities allow (PTZ, presets, talk, recordings and downloads).
+function select(d, c) {
+  if (typeof d === "string") {
+    // select(deviceId, channelId): a GB28181 channel by ids, listed or not
+    // yet (scripts and bookmarks that predate the protocol groups).
+    const path = `gb/${d}/${c}`;
+    const found = channelOf(path);
+    if (found) return select(found.device, found.channel);
+    const all = { ptz: true, presets: true, talk: true, playback: true, snapshot: true, audio: true };
+    return select({ protocol: "gb28181", id: d }, { id: c, stream: path, capabilities: all });
+  }
+  const same = state.selected && state.selected.stream === c.stream;
+  state.selected = { protocol: d.protocol, device: d.id, channel: c.id, stream: c.stream, capabilities: c.capabilities };
+  const caps = c.capabilities;
+  const gb = d.protocol === "gb28181";
+  $("selected").textContent = `${d.protocol} ${d.name || d.id} / ${c.name || c.id}`;
+  $("selected").dataset.protocol = d.protocol;
+  $("ptz-panel").hidden = !caps.ptz;
+  $("presets-panel").hidden = !caps.presets;
+  // Browser talk is a GB28181 voice broadcast (WebRTC in, G.711 out).
+  $("talk-panel").hidden = !(caps.talk && gb);
+  $("recordings-panel").hidden = !(caps.playback && gb);
+  // Moves the protocol lacks (Foscam: zoom, focus, iris; telecom: also
+  // diagonals) are greyed out.
+  for (const b of document.querySelectorAll("#ptz button")) b.disabled = !ptzRequest(state.selected, b.dataset.ptz, 1);
   if (same) return;
   loadPresets();
   $("timeline").textContent = "";
   $("rec-note").textContent = "";
+  refreshDownloads();
 }
 
 async function loadPresets() {
   const el = $("presets");
-  if (!state.selected) return;
+  if (!state.selected || !state.selected.capabilities.presets) return;
+  if (state.selected.protocol !== "gb28181") {
+    // Foscam presets cannot be listed: set and call by number.
+    el.innerHTML = '<li class="note">numbered presets 0–15: set here, or call</li>';
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.textContent = "call";
+    b.dataset.action = "call";
+    b.onclick = () => presetCommand("call", Number($("preset-new").value));
+    li.append(b);
+    el.append(li);
+    return;
+  }
   el.innerHTML = '<li class="note">loading…</li>';
   let answer;
   try {
@@ -279,6 +379,7 @@ async function loadPresets() {
 
 async function presetCommand(action, preset) {
   if (!state.selected) { $("preset-note").textContent = "select a channel first"; return; }
+  if (state.selected.protocol === "foscam") { foscamPreset(action, preset); return; }
   if (!(preset >= 1 && preset <= 255)) { $("preset-note").textContent = "presets are 1–255"; return; }
   try {
     const r = await fetch(channelApi("presets"), {
@@ -293,6 +394,60 @@ async function presetCommand(action, preset) {
   } catch (e) {
     $("preset-note").textContent = e.message;
   }
+}
+
+async function foscamPreset(action, preset) {
+  const act = { set: "preset_set", call: "preset_goto" }[action];
+  if (!act) { $("preset-note").textContent = `${action}: not in the Foscam protocol`; return; }
+  const r = await fetch(`/api/v1/foscam/${state.selected.device}/ptz`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ action: act, preset }),
+  }).catch((e) => ({ ok: false, status: e.message }));
+  $("preset-note").textContent = r.ok ? `${action} ${preset}` : `${action} ${preset}: ${r.status}`;
+  $("preset-note").dataset.last = r.ok ? `${action} ${preset}` : "";
+}
+
+// ---- download jobs of the selected GB28181 channel ----
+
+function fmtBytes(n) {
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(0)} KiB`;
+  return `${n} B`;
+}
+
+async function refreshDownloads() {
+  const sel = state.selected;
+  const body = $("downloads");
+  if (!sel || sel.protocol !== "gb28181" || !sel.capabilities.playback) return;
+  let jobs;
+  try {
+    jobs = await getJson(channelApi("downloads"));
+  } catch (_) { return; /* keeps its last contents */ }
+  if (!Array.isArray(jobs)) jobs = jobs.downloads || [];
+  body.innerHTML = jobs.map((j) => {
+    const pct = Math.round(Math.min(Math.max(j.progress || 0, 0), 1) * 100);
+    return `<tr data-job="${esc(j.id)}" data-state="${esc(j.state)}" data-progress="${pct}"><td>${esc(j.id)}</td>` +
+      `<td>${gbOf(j.start).replace("T", " ")} – ${gbOf(j.end).slice(11)}</td><td>${esc(j.state)}${j.error ? `: ${esc(j.error)}` : ""}</td>` +
+      `<td><span class="progress"><span style="width:${pct}%"></span></span> ${pct}%</td>` +
+      `<td>${fmtBytes(j.bytes || 0)}</td>` +
+      `<td>${j.state === "running" ? `<button data-cancel="${esc(j.id)}">cancel</button>` : ""}</td></tr>`;
+  }).join("") || '<tr><td class="note" colspan="6">none</td></tr>';
+  body.querySelectorAll("button[data-cancel]").forEach((b) => {
+    b.onclick = () => fetch(channelApi(`downloads/${b.dataset.cancel}`), { method: "DELETE" }).then(refreshDownloads);
+  });
+}
+
+async function startDownload() {
+  if (!state.selected) { $("dl-note").textContent = "select a channel first"; return; }
+  const start = gbTime($("rec-start").value), end = gbTime($("rec-end").value);
+  const r = await fetch(channelApi("downloads"), {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ start, end, format: $("dl-format").value }),
+  }).catch((e) => ({ ok: false, status: e.message, json: async () => ({}) }));
+  let msg = `${r.status}`;
+  try { const b = await r.json(); msg = r.ok ? `started ${b.id || ""}` : `${r.status} ${b.error || ""}`; } catch (_) {}
+  $("dl-note").textContent = msg;
+  refreshDownloads();
 }
 
 // `datetime-local` gives `YYYY-MM-DDTHH:MM[:SS]`; the API wants seconds.
@@ -496,17 +651,20 @@ $("preset-set").onclick = () => presetCommand("set", Number($("preset-new").valu
 }
 
 $("stop").onclick = stop;
-window.camgate = { play, stop, state, select, searchRecords, playbackCommand, presetCommand, toggleTalk, stopTalk };
+$("dl-start").onclick = startDownload;
+setInterval(refreshDownloads, 2000);
+window.camgate = { play, stop, state, select, refreshDevices, refreshDownloads, startDownload, ptzCommand, searchRecords, playbackCommand, presetCommand, toggleTalk, stopTalk };
 refreshDevices();
 refreshStreams();
 connectEvents();
 setInterval(refreshDevices, 10000);
 setInterval(refreshStreams, 3000);
 setInterval(refreshStats, 500);
-// `#play=gb/{device}/{channel}` opens a stream at once (bookmarks, tests).
+// `#play={stream key}` opens a stream at once (bookmarks, the `console`
+// URL of GET /api/v1/devices, tests); its channel is selected once the
+// device list arrives.
 const hash = new URLSearchParams(location.hash.slice(1));
 if (hash.get("play")) {
-  const [scheme, device, channel] = hash.get("play").split("/");
-  if (scheme === "gb" && device && channel) select(device, channel);
+  state.wantPlay = hash.get("play");
   play(hash.get("play"));
 }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::{ApiState, error};
 use crate::gb28181::download::{DownloadError, DownloadFormat, JobInfo};
-use crate::gb28181::gbtime;
-use crate::gb28181::playback::PlaybackRange;
+use crate::media::datetime as gbtime;
+use crate::streams::recording::PlaybackRange;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -59,7 +59,10 @@ async fn start(
     if s.gb.device(&id).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no device {id}"));
     }
-    match s.gb.start_download(
+    let config = s.gb.config();
+    match s.gb.downloads.start(
+        s.gb.clone(),
+        &config.gb,
         &id,
         &ch,
         PlaybackRange { start, end },
@@ -84,7 +87,8 @@ fn of_channel(job: &JobInfo, id: &str, ch: &str) -> bool {
 
 async fn list(State(s): State<ApiState>, Path((id, ch)): Path<(String, String)>) -> Response {
     let jobs: Vec<JobInfo> =
-        s.gb.downloads()
+        s.gb.downloads
+            .list()
             .into_iter()
             .filter(|j| of_channel(j, &id, &ch))
             .collect();
@@ -95,7 +99,7 @@ async fn progress(
     State(s): State<ApiState>,
     Path((id, ch, job)): Path<(String, String, String)>,
 ) -> Response {
-    match s.gb.download(&job).filter(|j| of_channel(j, &id, &ch)) {
+    match s.gb.downloads.get(&job).filter(|j| of_channel(j, &id, &ch)) {
         Some(j) => Json(j).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no download {job}")),
     }
@@ -106,9 +110,10 @@ async fn cancel(
     Path((id, ch, job)): Path<(String, String, String)>,
 ) -> Response {
     let known =
-        s.gb.download(&job)
+        s.gb.downloads
+            .get(&job)
             .is_some_and(|j| of_channel(&j, &id, &ch));
-    if known && s.gb.cancel_download(&job) {
+    if known && s.gb.downloads.cancel(&job) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no download {job}"))

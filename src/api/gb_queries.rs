@@ -10,7 +10,7 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 
 use super::{ApiState, error, query_error};
-use crate::gb28181::gbtime;
+use crate::media::datetime as gbtime;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()

@@ -76,7 +76,7 @@ async fn request(
 }
 
 async fn upload(State(s): State<ApiState>, Path(session): Path<String>, body: Bytes) -> Response {
-    match s.gb.store_snapshot(&session, body) {
+    match s.gb.snapshots.store(&session, body) {
         Ok(n) => Json(serde_json::json!({ "image": n })).into_response(),
         Err(e) => {
             let status = match e {
@@ -91,7 +91,7 @@ async fn upload(State(s): State<ApiState>, Path(session): Path<String>, body: By
 }
 
 async fn status(State(s): State<ApiState>, Path(session): Path<String>) -> Response {
-    match s.gb.snapshot_session(&session) {
+    match s.gb.snapshots.get(&session) {
         Some(snap) => Json(describe(&snap)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -109,7 +109,8 @@ async fn image(
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|n| *n >= 1);
     let found = n.and_then(|n| {
-        s.gb.snapshot_session(&session)
+        s.gb.snapshots
+            .get(&session)
             .and_then(|snap| snap.images.get(n - 1).cloned())
     });
     match found {

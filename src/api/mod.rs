@@ -17,13 +17,16 @@ use crate::gb28181::platform::GbPlatform;
 use crate::health::Health;
 use crate::metrics;
 use crate::streams::Streams;
+use crate::streams::directory::DeviceDirectory;
 
 mod console;
+pub mod cors;
 mod ctel;
 mod devices;
 mod events;
 mod foscam;
 mod gb_control;
+mod gb_devices;
 mod gb_downloads;
 mod gb_queries;
 mod gb_snapshots;
@@ -49,6 +52,19 @@ pub struct ApiState {
     pub webrtc: crate::webrtc::WebRtc,
     /// WHEP access control: the RTSP path rules and token store.
     pub whep_auth: Arc<crate::webrtc::whep_auth::WhepAuth>,
+    /// Every adapter's device list, for `GET /api/v1/devices`.
+    pub directories: Arc<[Arc<dyn DeviceDirectory>]>,
+    /// The ports viewers reach, for the play URLs the API hands out.
+    pub ports: Ports,
+    /// Cross-origin and private-network access.
+    pub cors: Arc<cors::CorsPolicy>,
+}
+
+/// The listening ports as bound (a configured 0 becomes the real port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub http: u16,
+    pub rtsp: u16,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -57,6 +73,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(devices::routes())
+        .merge(gb_devices::routes())
         .merge(streams::routes())
         .merge(gb_control::routes())
         .merge(gb_queries::routes())
@@ -73,6 +90,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(webrtc_playback::routes())
         .merge(console::routes())
         .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::cors,
+        ))
         .with_state(state)
 }
 

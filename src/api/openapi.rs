@@ -52,8 +52,8 @@ const fn op(
 #[rustfmt::skip]
 pub const OPERATIONS: &[Op] = &[
     op("get", "/api/v1/openapi.json", "This document", None, 200),
-    op("get", "/api/v1/devices", "Registered devices", None, 200),
-    op("get", "/api/v1/devices/{id}", "One device", None, 200),
+    op("get", "/api/v1/devices", "Every camera of every protocol (gb28181, foscam, ctel) with its channels, play URLs and capabilities", None, 200),
+    op("get", "/api/v1/devices/{id}", "One device of any protocol, as in the list", None, 200),
     op("delete", "/api/v1/devices/{id}", "Forget a device until it registers again", None, 204),
     op("get", "/api/v1/devices/{id}/channels", "A device's channels (catalog)", None, 200),
     op("get", "/api/v1/devices/{id}/status", "DeviceStatus query", None, 200),
@@ -142,6 +142,21 @@ pub fn document() -> Value {
             .or_insert_with(|| Value::Object(Map::new()));
         entry[op.method] = operation;
     }
+    for (path, schema) in [
+        (
+            "/api/v1/devices",
+            json!({ "type": "array", "items": { "$ref": "#/components/schemas/Device" } }),
+        ),
+        (
+            "/api/v1/devices/{id}",
+            json!({ "$ref": "#/components/schemas/Device" }),
+        ),
+    ] {
+        if let Some(ok) = paths.get_mut(path) {
+            ok["get"]["responses"]["200"]["content"] =
+                json!({ "application/json": { "schema": schema } });
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -150,6 +165,53 @@ pub fn document() -> Value {
             "description": "Media gateway API: devices, control, recordings, talk, snapshots, streams, events.",
         },
         "paths": paths,
+        "components": { "schemas": device_schemas() },
+    })
+}
+
+/// The shape of `GET /api/v1/devices` (see `api/devices.rs` and
+/// `streams/directory.rs`).
+fn device_schemas() -> Value {
+    let flag = json!({ "type": "boolean" });
+    let text = json!({ "type": "string" });
+    let maybe_text = json!({ "type": ["string", "null"] });
+    json!({
+        "Device": {
+            "type": "object",
+            "description": "A camera or recorder. Protocol-specific fields (gb28181: transport, registered_at, firmware …; foscam: status; ctel: firmware, last_heartbeat …) appear beside these.",
+            "required": ["protocol", "id", "online", "channels"],
+            "properties": {
+                "protocol": { "type": "string", "enum": ["gb28181", "foscam", "ctel"] },
+                "id": text,
+                "name": maybe_text,
+                "manufacturer": maybe_text,
+                "model": maybe_text,
+                "online": flag,
+                "address": maybe_text,
+                "channels": { "type": "array", "items": { "$ref": "#/components/schemas/Channel" } },
+            },
+        },
+        "Channel": {
+            "type": "object",
+            "required": ["id", "online", "stream", "play", "capabilities"],
+            "properties": {
+                "id": text,
+                "name": maybe_text,
+                "online": flag,
+                "stream": { "type": "string", "description": "Stream key: the path of the RTSP and WHEP URLs" },
+                "play": {
+                    "type": "object",
+                    "properties": { "rtsp": text, "whep": text, "console": text },
+                },
+                "capabilities": {
+                    "type": "object",
+                    "properties": {
+                        "ptz": flag, "presets": flag, "talk": flag,
+                        "playback": flag, "snapshot": flag, "audio": flag,
+                    },
+                },
+            },
+        },
     })
 }
 

@@ -21,8 +21,8 @@ use axum::routing::post;
 use serde::Deserialize;
 
 use super::{ApiState, error};
-use crate::gb28181::mansrtsp::SCALES;
 use crate::metrics::{self, label};
+use crate::streams::recording::SCALES;
 use crate::streams::{PlaybackCommand, StartError};
 
 /// Furthest seek accepted: a day, the longest range a device is asked for.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::secs;
+use crate::config_secs as secs;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -95,34 +95,5 @@ impl CtelConfig {
             .iter()
             .find(|d| d.dev_id == dev_id)
             .map(|d| d.dev_key.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::config::Config;
-
-    #[test]
-    fn ctel_section_parses_and_validates() {
-        let c = Config::from_yaml(
-            "ctel:\n  enabled: true\n  heartbeat_timeout: 5\n  devices:\n    - dev_id: \"81200000001\"\n      dev_key: k\n",
-            "t",
-        )
-        .unwrap();
-        assert!(c.ctel.enabled);
-        assert_eq!(c.ctel.heartbeat_timeout.as_secs(), 5);
-        assert_eq!(c.ctel.key_for("81200000001"), Some("k"));
-        assert_eq!(c.ctel.key_for("81200000002"), None);
-        let err = Config::from_yaml(
-            "ctel:\n  devices:\n    - dev_id: \"123\"\n      dev_key: k\n",
-            "t",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("ctel.devices.dev_id"), "{err}");
-        let embedded = Config::embedded();
-        assert!(!embedded.ctel.enabled);
-        assert_eq!(embedded.ctel.listen.port(), 8588);
-        assert_eq!(embedded.ctel.heartbeat_timeout.as_secs(), 360);
     }
 }

@@ -7,6 +7,7 @@
 //! a hub for the `ctel` stream scheme.
 
 pub mod config;
+pub mod directory;
 pub mod frame;
 pub mod messages;
 pub mod platform;

@@ -52,7 +52,7 @@ pub fn telecom_time(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (y, mo, d) = crate::gb28181::gbtime::civil_from_days((secs / 86_400) as i64);
+    let (y, mo, d) = crate::media::datetime::civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
     format!(
         "{y:04}{mo:02}{d:02}{:02}{:02}{:02}",

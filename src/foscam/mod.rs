@@ -9,6 +9,7 @@
 
 pub mod adpcm;
 pub mod client;
+pub mod directory;
 pub mod events;
 pub mod g711;
 pub mod proto;

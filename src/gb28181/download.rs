@@ -5,23 +5,55 @@
 //! end of file (`MediaStatus` 121). Progress is the share of the range the
 //! received PTS cover; jobs can be cancelled (BYE) and are kept, bounded,
 //! for `GET`.
+//!
+//! The jobs take from the platform only what they need: a
+//! [`RecordingFetch`] that starts the `s=Download` session (the platform
+//! implements it in [`super::history`]) and the `gb` settings.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::history::{HistoryKind, start_history};
-use super::platform::{GbPlatform, lock};
-use super::playback::PlaybackRange;
+use crate::config::GbConfig;
 use crate::media::hub::{Hub, HubConfig};
 use crate::metrics::{self, label};
-use crate::streams::SOURCE_FINISHED;
+use crate::streams::recording::PlaybackRange;
+use crate::streams::{SOURCE_FINISHED, SourceHandle, StartError};
+
+/// A started download session, as [`RecordingFetch`] returns it.
+pub type FetchFuture =
+    Pin<Box<dyn Future<Output = Result<SourceHandle, StartError>> + Send + 'static>>;
+
+/// What a download job needs of the platform: one `s=Download` session of
+/// `range` of `channel` at `speed`, frames into `hub` and the raw PS bytes
+/// into `ps`; the session ends with [`SOURCE_FINISHED`] at end of file.
+pub trait RecordingFetch: Send + Sync + 'static {
+    fn fetch(
+        self: Arc<Self>,
+        device: String,
+        channel: String,
+        range: PlaybackRange,
+        speed: u32,
+        hub: Arc<Hub>,
+        ps: UnboundedSender<Bytes>,
+    ) -> FetchFuture;
+}
+
+/// A poisoned lock still guards consistent job records (each update is
+/// one assignment), so it is used as is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Finished jobs kept for `GET` beyond the running ones.
 pub const MAX_KEPT_JOBS: usize = 64;
@@ -86,7 +118,7 @@ impl DownloadError {
 }
 
 struct Job {
-    info: std::sync::Mutex<JobInfo>,
+    info: Mutex<JobInfo>,
     bytes: Arc<AtomicU64>,
     cancel: CancellationToken,
 }
@@ -106,7 +138,7 @@ impl Job {
 /// The platform's download jobs.
 #[derive(Default)]
 pub struct DownloadJobs {
-    jobs: std::sync::Mutex<BTreeMap<u64, Arc<Job>>>,
+    jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
     next: AtomicU64,
 }
 
@@ -125,20 +157,22 @@ fn ffmpeg_present() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-impl GbPlatform {
-    /// Start downloading `range` of `channel`; the job runs in the
-    /// background.
-    pub fn start_download(
-        self: &Arc<Self>,
+impl DownloadJobs {
+    /// Start downloading `range` of `channel` through `fetch`, within the
+    /// limits of `cfg` (`max_downloads`, `download_dir`); the job runs in
+    /// the background.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        &self,
+        fetch: Arc<dyn RecordingFetch>,
+        cfg: &GbConfig,
         device: &str,
         channel: &str,
         range: PlaybackRange,
         speed: u32,
         format: DownloadFormat,
     ) -> Result<JobInfo, DownloadError> {
-        let config = self.config();
-        let cfg = &config.gb;
-        let running = lock(&self.downloads.jobs)
+        let running = lock(&self.jobs)
             .values()
             .filter(|j| matches!(lock(&j.info).state, JobState::Running | JobState::Remuxing))
             .count();
@@ -152,11 +186,11 @@ impl GbPlatform {
             dir: cfg.download_dir.display().to_string(),
             reason: e.to_string(),
         })?;
-        let n = self.downloads.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("{n}");
         let ps_path = cfg.download_dir.join(format!("download-{n}.ps"));
         let job = Arc::new(Job {
-            info: std::sync::Mutex::new(JobInfo {
+            info: Mutex::new(JobInfo {
                 id: id.clone(),
                 device: device.to_owned(),
                 channel: channel.to_owned(),
@@ -174,7 +208,7 @@ impl GbPlatform {
             cancel: CancellationToken::new(),
         });
         {
-            let mut jobs = lock(&self.downloads.jobs);
+            let mut jobs = lock(&self.jobs);
             jobs.insert(n, job.clone());
             // Forget the oldest finished jobs beyond the limit.
             while jobs.len() > MAX_KEPT_JOBS {
@@ -194,28 +228,25 @@ impl GbPlatform {
             .inc();
         let info = job.snapshot();
         let span = info_span!("download", job = %id, device = %device, channel = %channel);
-        tokio::spawn(run_job(self.clone(), job, range, ps_path).instrument(span));
+        tokio::spawn(run_job(fetch, job, range, ps_path).instrument(span));
         Ok(info)
     }
 
-    pub fn download(&self, id: &str) -> Option<JobInfo> {
+    pub fn get(&self, id: &str) -> Option<JobInfo> {
         let n: u64 = id.parse().ok()?;
-        lock(&self.downloads.jobs).get(&n).map(|j| j.snapshot())
+        lock(&self.jobs).get(&n).map(|j| j.snapshot())
     }
 
-    pub fn downloads(&self) -> Vec<JobInfo> {
-        lock(&self.downloads.jobs)
-            .values()
-            .map(|j| j.snapshot())
-            .collect()
+    pub fn list(&self) -> Vec<JobInfo> {
+        lock(&self.jobs).values().map(|j| j.snapshot()).collect()
     }
 
     /// Stop a running job (BYE); false when there is no such job.
-    pub fn cancel_download(&self, id: &str) -> bool {
+    pub fn cancel(&self, id: &str) -> bool {
         let Some(n) = id.parse::<u64>().ok() else {
             return false;
         };
-        match lock(&self.downloads.jobs).get(&n) {
+        match lock(&self.jobs).get(&n) {
             Some(job) => {
                 job.cancel.cancel();
                 true
@@ -225,12 +256,12 @@ impl GbPlatform {
     }
 }
 
-async fn run_job(platform: Arc<GbPlatform>, job: Arc<Job>, range: PlaybackRange, ps: PathBuf) {
+async fn run_job(fetch: Arc<dyn RecordingFetch>, job: Arc<Job>, range: PlaybackRange, ps: PathBuf) {
     let (device, channel, speed, format) = {
         let i = lock(&job.info);
         (i.device.clone(), i.channel.clone(), i.speed, i.format)
     };
-    let outcome = download(&platform, &job, &device, &channel, range, speed, &ps).await;
+    let outcome = download(fetch, &job, device, channel, range, speed, &ps).await;
     let outcome = match outcome {
         Ok(()) if format == DownloadFormat::Mp4 => {
             job.set(|i| i.state = JobState::Remuxing);
@@ -275,16 +306,16 @@ async fn run_job(platform: Arc<GbPlatform>, job: Arc<Job>, range: PlaybackRange,
 }
 
 async fn download(
-    platform: &Arc<GbPlatform>,
+    fetch: Arc<dyn RecordingFetch>,
     job: &Job,
-    device: &str,
-    channel: &str,
+    device: String,
+    channel: String,
     range: PlaybackRange,
     speed: u32,
     path: &Path,
 ) -> Result<(), String> {
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let bytes = job.bytes.clone();
     // File writes block; they get their own thread and end when the media
     // session drops its sender.
@@ -298,25 +329,18 @@ async fn download(
     });
     let hub = Hub::new(HubConfig::default());
     let mut frames = hub.subscribe();
-    let session = start_history(
-        platform.clone(),
-        device,
-        channel,
-        range,
-        HistoryKind::Download { speed },
-        hub,
-        Some(tx),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut task = session.source.task;
+    let source = fetch
+        .fetch(device, channel, range, speed, hub, tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut task = source.task;
     let mut first_pts = None;
     let mut frames_open = true;
     let reason = loop {
         tokio::select! {
             r = &mut task => break r.unwrap_or_else(|e| format!("download task failed: {e}")),
             _ = job.cancel.cancelled() => {
-                session.source.cancel.cancel();
+                source.cancel.cancel();
                 let _ = (&mut task).await;
                 break "cancelled".to_owned();
             }

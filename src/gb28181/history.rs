@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 
+use super::download::{FetchFuture, RecordingFetch};
 use super::invite::{HistoryParams, start_session};
 use super::platform::GbPlatform;
 use super::playback::PlaybackRange;
@@ -84,6 +85,26 @@ pub async fn start_history(
         control,
         paused,
     })
+}
+
+/// Download jobs fetch their recordings through the platform's INVITE.
+impl RecordingFetch for GbPlatform {
+    fn fetch(
+        self: Arc<Self>,
+        device: String,
+        channel: String,
+        range: PlaybackRange,
+        speed: u32,
+        hub: Arc<Hub>,
+        ps: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    ) -> FetchFuture {
+        Box::pin(async move {
+            let kind = HistoryKind::Download { speed };
+            start_history(self, &device, &channel, range, kind, hub, Some(ps))
+                .await
+                .map(|session| session.source)
+        })
+    }
 }
 
 #[cfg(test)]

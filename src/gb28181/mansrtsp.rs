@@ -17,8 +17,9 @@ use std::fmt::Write as _;
 pub const CONTENT_TYPE: &str = "application/MANSRTSP";
 /// Longest body we parse; real ones are under 100 bytes.
 pub const MAX_BODY_LEN: usize = 1024;
-/// Speeds GB28181 devices accept.
-pub const SCALES: [f32; 6] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
+/// Speeds GB28181 devices accept (the stream table's viewer speeds are
+/// this same set).
+pub use crate::streams::recording::SCALES;
 
 /// One playback control request.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -3,10 +3,13 @@
 pub mod aggregate;
 pub mod catalog_notify;
 pub mod control;
+pub mod directory;
 pub mod download;
 pub mod events;
 pub mod exchanges;
-pub mod gbtime;
+/// The GB `dateTime` format, kept under its old name for this module's
+/// own code; it lives in [`crate::media::datetime`].
+pub use crate::media::datetime as gbtime;
 pub mod history;
 pub mod invite;
 pub mod manscdp;

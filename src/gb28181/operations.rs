@@ -200,6 +200,43 @@ impl GbPlatform {
         outcome
     }
 
+    /// Ask `channel` for `count` snapshots `interval` s apart, uploaded to
+    /// our receiver; returns the new session (empty until uploads come).
+    pub async fn request_snapshot(
+        &self,
+        device: &str,
+        channel: &str,
+        count: u32,
+        interval: u32,
+    ) -> Result<super::snapshot::SnapshotSession, QueryError> {
+        let count = count.clamp(1, super::control::MAX_SNAP_NUM);
+        let interval = interval.max(1);
+        let session = self.snapshots.open(device, channel, count, interval);
+        let config = SnapshotConfig {
+            snap_num: count,
+            interval,
+            upload_url: format!(
+                "http://{}:{}/api/v1/snapshots/upload/{}",
+                self.config().advertised_ip(),
+                self.config().http.listen.port(),
+                session.session
+            ),
+            session_id: session.session.clone(),
+        };
+        let outcome = self.request_snapshots(device, channel, &config).await;
+        metrics::get()
+            .gb_snapshot_requests
+            .get_or_create(&label(
+                "outcome",
+                match &outcome {
+                    Ok(()) => "ok",
+                    Err(e) => e.kind(),
+                },
+            ))
+            .inc();
+        outcome.map(|()| session)
+    }
+
     /// GB/T 28181-2022 snapshot: ask `channel` to upload images to us.
     pub async fn request_snapshots(
         &self,

@@ -63,7 +63,7 @@ pub struct GbPlatform {
     last_catalog_refresh: Mutex<Option<Instant>>,
     pub(crate) subscriptions: Mutex<super::subscriptions::Subscriptions>,
     pub(crate) downloads: super::download::DownloadJobs,
-    pub(crate) snapshots: Mutex<super::snapshot::SnapshotStore>,
+    pub(crate) snapshots: super::snapshot::Snapshots,
     pub(crate) talks: super::talk::TalkSessions,
 }
 
@@ -571,7 +571,7 @@ impl GbPlatform {
             Report::SnapshotFinished {
                 session_id, files, ..
             } => {
-                let known = lock(&self.snapshots).finish(device, session_id, files.clone());
+                let known = self.snapshots.finish(device, session_id, files.clone());
                 info!(session = %session_id, known, "snapshot upload finished");
             }
             Report::ConfigDownload(p) => {

@@ -7,20 +7,21 @@
 //! `Scale:` or `Range: npt=N-`), over one GB28181 call. CSeqs count up per
 //! session as the standard's examples do.
 //!
-//! Stream keys: the RTSP path `gb/{dev}/{ch}?start=…&end=…` is named
-//! internally `gb/{dev}/{ch}/playback/{start}-{end}` with both times as
-//! Unix seconds ([`playback_key`]), so two viewers of the same range share
-//! one session and a live viewer of the channel never does.
+//! Ranges and playback stream keys are the stream table's
+//! ([`crate::streams::recording`]); they are re-exported here for this
+//! module's callers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tracing::{info, warn};
 
-use super::gbtime;
 use super::mansrtsp::{CONTENT_TYPE, PlaybackCommand, valid_scale};
 use crate::metrics::{self, label};
 use crate::sip::invite::CallControl;
+pub use crate::streams::recording::{
+    PlaybackRange, parse_range, playback_key, range_of_key_segment,
+};
 use crate::streams::{
     ControlFuture, PlaybackCommand as ViewerCommand, PlaybackControl, StartError,
 };
@@ -133,49 +134,6 @@ impl PlaybackControl for GbPlayback {
     }
 }
 
-/// A requested recording range, Unix seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlaybackRange {
-    pub start: u64,
-    pub end: u64,
-}
-
-/// Read `start=…&end=…` (GB times, ISO 8601 without zone) from an RTSP
-/// path's query string.
-pub fn parse_range(query: &str) -> Option<PlaybackRange> {
-    let mut start = None;
-    let mut end = None;
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=')?;
-        let v = v.replace("%3A", ":").replace("%3a", ":");
-        match k {
-            "start" => start = gbtime::parse(&v),
-            "end" => end = gbtime::parse(&v),
-            _ => {}
-        }
-    }
-    let (start, end) = (start?, end?);
-    (end > start).then_some(PlaybackRange { start, end })
-}
-
-/// The internal stream key of a playback: `gb/{dev}/{ch}/playback/{start}-{end}`.
-pub fn playback_key(device: &str, channel: &str, range: PlaybackRange) -> String {
-    format!(
-        "gb/{device}/{channel}/playback/{}-{}",
-        range.start, range.end
-    )
-}
-
-/// The range back out of a key's last segment.
-pub fn range_of_key_segment(segment: &str) -> Option<PlaybackRange> {
-    let (a, b) = segment.split_once('-')?;
-    let range = PlaybackRange {
-        start: a.parse().ok()?,
-        end: b.parse().ok()?,
-    };
-    (range.end > range.start).then_some(range)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,23 +152,5 @@ mod tests {
             mansrtsp_command(ViewerCommand::Scale(2.0)).body(4),
             "PLAY RTSP/1.0\r\nCSeq: 4\r\nScale: 2\r\n"
         );
-    }
-
-    #[test]
-    fn rtsp_query_to_canonical_key_and_back() {
-        let r = parse_range("start=2024-05-01T08:00:00&end=2024-05-01T08%3A10%3A00").unwrap();
-        assert_eq!(r.end - r.start, 600);
-        let key = playback_key("d", "c", r);
-        assert_eq!(key, format!("gb/d/c/playback/{}-{}", r.start, r.end));
-        assert_eq!(
-            range_of_key_segment(key.rsplit('/').next().unwrap()),
-            Some(r)
-        );
-        assert_eq!(
-            parse_range("start=2024-05-01T08:10:00&end=2024-05-01T08:00:00"),
-            None
-        );
-        assert_eq!(parse_range("start=x&end=y"), None);
-        assert_eq!(range_of_key_segment("5-5"), None);
     }
 }

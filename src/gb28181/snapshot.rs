@@ -6,9 +6,12 @@
 //! only bodies that look like JPEG (SOI … EOI).
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use serde::Serialize;
+
+use crate::metrics::{self, label};
 
 /// Sessions kept; the oldest goes first.
 pub const MAX_SESSIONS: usize = 32;
@@ -117,28 +120,26 @@ impl SnapshotStore {
     }
 }
 
-impl super::platform::GbPlatform {
-    /// Ask `channel` for `count` snapshots `interval` s apart, uploaded to
-    /// our receiver; returns the new session (empty until uploads come).
-    pub async fn request_snapshot(
-        &self,
-        device: &str,
-        channel: &str,
-        count: u32,
-        interval: u32,
-    ) -> Result<SnapshotSession, super::exchanges::QueryError> {
-        use super::control::{MAX_SNAP_NUM, SnapshotConfig};
-        use crate::metrics::{self, label};
-        let count = count.clamp(1, MAX_SNAP_NUM);
-        let interval = interval.max(1);
-        let session_id = format!("{:016x}", rand::random::<u64>());
-        let upload_url = format!(
-            "http://{}:{}/api/v1/snapshots/upload/{session_id}",
-            self.config().advertised_ip(),
-            self.config().http.listen.port()
-        );
+/// The snapshot sessions as the rest of the platform reaches them: the
+/// SIP side closes them (`UploadSnapShotFinished`), the HTTP side stores
+/// uploads and reads them. A narrow handle: nothing here reaches devices
+/// or the rest of the platform.
+#[derive(Default)]
+pub struct Snapshots {
+    store: Mutex<SnapshotStore>,
+}
+
+impl Snapshots {
+    fn store_locked(&self) -> std::sync::MutexGuard<'_, SnapshotStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session for `count` images of `channel`, `interval` s apart;
+    /// opened before the device is asked, as a quick device may upload
+    /// before its 200 OK arrives.
+    pub fn open(&self, device: &str, channel: &str, count: u32, interval: u32) -> SnapshotSession {
         let session = SnapshotSession {
-            session: session_id.clone(),
+            session: format!("{:016x}", rand::random::<u64>()),
             device: device.to_owned(),
             channel: channel.to_owned(),
             requested: count,
@@ -147,32 +148,13 @@ impl super::platform::GbPlatform {
             device_files: Vec::new(),
             images: Vec::new(),
         };
-        // Open first: a quick device may upload before its 200 OK arrives.
-        super::platform::lock(&self.snapshots).open(session.clone());
-        let config = SnapshotConfig {
-            snap_num: count,
-            interval,
-            upload_url,
-            session_id,
-        };
-        let outcome = self.request_snapshots(device, channel, &config).await;
-        metrics::get()
-            .gb_snapshot_requests
-            .get_or_create(&label(
-                "outcome",
-                match &outcome {
-                    Ok(()) => "ok",
-                    Err(e) => e.kind(),
-                },
-            ))
-            .inc();
-        outcome.map(|()| session)
+        self.store_locked().open(session.clone());
+        session
     }
 
     /// An image POSTed to the upload URL of `session`.
-    pub fn store_snapshot(&self, session: &str, image: Bytes) -> Result<usize, SnapshotError> {
-        use crate::metrics::{self, label};
-        let r = super::platform::lock(&self.snapshots).add_image(session, image);
+    pub fn store(&self, session: &str, image: Bytes) -> Result<usize, SnapshotError> {
+        let r = self.store_locked().add_image(session, image);
         let kind = match &r {
             Ok(_) => "stored",
             Err(e) => e.kind(),
@@ -188,8 +170,14 @@ impl super::platform::GbPlatform {
         r
     }
 
-    pub fn snapshot_session(&self, session: &str) -> Option<SnapshotSession> {
-        super::platform::lock(&self.snapshots).get(session).cloned()
+    pub fn get(&self, session: &str) -> Option<SnapshotSession> {
+        self.store_locked().get(session).cloned()
+    }
+
+    /// `UploadSnapShotFinished` from `device`; false when the session is
+    /// unknown or another device's.
+    pub fn finish(&self, device: &str, session: &str, files: Vec<String>) -> bool {
+        self.store_locked().finish(device, session, files)
     }
 }
 

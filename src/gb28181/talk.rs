@@ -37,8 +37,7 @@ use crate::ingest::tcp::{accept_device, connect_device};
 use crate::metrics::{self, label};
 use crate::sip::request::RequestFacts;
 
-/// Samples per RTP packet: 20 ms at 8 kHz.
-pub const SAMPLES_PER_PACKET: usize = 160;
+pub use crate::media::audio::g711::SAMPLES_PER_PACKET;
 pub const PAYLOAD_TYPE_PCMA: u8 = 8;
 /// A-law code of a zero sample.
 pub const SILENCE: u8 = 0xD5;

@@ -1,6 +1,7 @@
 //! The media core: frames, hubs, and the sans-IO parsers of the media path.
 
 pub mod audio;
+pub mod datetime;
 pub mod frame;
 pub mod h264;
 pub mod h265;

@@ -429,10 +429,10 @@ impl Span {
 
     /// `Media-Range` (RFC 7826 §18.30): the whole recording as play time
     /// and as the absolute times the device recorded it at (GB28181 times
-    /// carry no zone; camgate reads them as UTC, see `gbtime`).
+    /// carry no zone; camgate reads them as UTC, see `media::datetime`).
     fn media_range(&self) -> String {
         let clock = |secs: u64| {
-            let t = crate::gb28181::gbtime::format(secs).replace(['-', ':'], "");
+            let t = crate::media::datetime::format(secs).replace(['-', ':'], "");
             format!("{t}Z")
         };
         format!(

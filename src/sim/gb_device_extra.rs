@@ -51,7 +51,7 @@ pub const MAX_RECORDS: u64 = 48;
 /// hour, so the list has one file per hour overlapping `[start, end)`
 /// (GB times), each named by its hour; a query without a window gets none.
 pub fn record_list_body(sn: &str, target: &str, start: Option<&str>, end: Option<&str>) -> Vec<u8> {
-    use crate::gb28181::gbtime;
+    use crate::media::datetime as gbtime;
     let window = start
         .and_then(gbtime::parse)
         .zip(end.and_then(gbtime::parse))

@@ -26,7 +26,7 @@ use super::peer::{LocalAddr, PeerError};
 use super::talk_audio::TalkAudio;
 use super::udp::{Datagram, UdpMux};
 use super::{INBOX_DATAGRAMS, WebRtc, WhepError};
-use crate::gb28181::talk::SAMPLES_PER_PACKET;
+use crate::media::audio::g711::SAMPLES_PER_PACKET;
 use crate::metrics::{self, label};
 
 /// What the driver must do next.

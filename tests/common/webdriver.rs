@@ -137,6 +137,36 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// The viewport as PNG (WebDriver "Take Screenshot").
+    pub fn screenshot_png(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let v = call(
+            self.port,
+            "GET",
+            &format!("/session/{}/screenshot", self.session),
+            &json!({}),
+        )
+        .expect("screenshot");
+        let b64 = v["value"].as_str().expect("screenshot data");
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("screenshot base64")
+    }
+
+    /// Set a permission for the current page's origin (W3C Permissions
+    /// §automation), e.g. `loopback-network` for Local Network Access.
+    pub fn set_permission(&self, name: &str, state: &str) -> Value {
+        call(
+            self.port,
+            "POST",
+            &format!("/session/{}/permissions", self.session),
+            &json!({ "descriptor": { "name": name }, "state": state }),
+        )
+        .unwrap_or(Value::Null)
+    }
+}
+
 /// A TCP port free right now on loopback (for chromedriver).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -2,6 +2,10 @@
 //! to 8-bit A-law, the codec GB28181 voice broadcast uses (`PCMA/8000`,
 //! RTP payload type 8, RFC 3551 §4.5.14).
 
+/// Samples in one G.711 RTP packet: 20 ms at 8 kHz, the packet time
+/// GB/T 28181 voice broadcast uses and the WebRTC talk path produces.
+pub const SAMPLES_PER_PACKET: usize = 160;
+
 /// One 16-bit sample to A-law: the 13-bit magnitude's segment and four
 /// mantissa bits, sign in bit 7, even bits inverted (XOR 0x55).
 pub fn encode_sample(pcm: i16) -> u8 {

@@ -1,6 +1,11 @@
-//! The time format of MANSCDP and playback URLs (GB/T 28181-2016 A.2.1,
-//! `dateTime` without zone: `2024-05-01T08:30:00`), to and from Unix
-//! seconds for SDP `t=` lines.
+//! The wall-clock date-time every layer writes: ISO 8601 without zone
+//! (`2024-05-01T08:30:00`), as GB/T 28181-2016 A.2.1 `dateTime`, the
+//! `?start=&end=` of playback URLs, RTSP `Range: clock=` and the telecom
+//! spec's timestamps use it — to and from Unix seconds.
+//!
+//! It lives in the media core because egress (RTSP ranges), the stream
+//! table (playback keys) and several adapters all need it, and the core
+//! must not import an adapter.
 //!
 //! The standard means the device's local time. The process has no time
 //! zone database, so camgate reads and writes these as UTC; the `Date` we
