@@ -128,6 +128,12 @@ pub struct StreamsSection {
     /// After the last viewer leaves, keep the source this long; 0 = stop at once.
     #[serde(with = "secs")]
     pub idle_timeout: Duration,
+    /// A source that died (no media for `media.rtp_timeout`, a broken
+    /// connection) is restarted with backoff (1, 2, 4 … 30 s) while viewers
+    /// remain, for this long after its last media; then its viewers are
+    /// ended. 0 = end them at once.
+    #[serde(with = "secs")]
+    pub reconnect_window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +297,7 @@ impl Default for StreamsSection {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(30),
+            reconnect_window: Duration::from_secs(60),
         }
     }
 }

@@ -58,6 +58,11 @@ async function refreshDevices() {
   }
 }
 
+// Seconds since the stream's last frame: how fresh the picture is now.
+function frameAge(ms) {
+  return ms === null || ms === undefined ? "–" : (ms / 1000).toFixed(1) + " s";
+}
+
 async function refreshStreams() {
   try {
     const streams = await getJson("/api/v1/streams");
@@ -67,8 +72,9 @@ async function refreshStreams() {
     } catch (_) { /* the column stays empty */ }
     $("streams").innerHTML = streams.map((s) =>
       `<tr data-key="${s.key}"><td>${s.key}</td><td>${s.state}</td><td class="viewers">${s.viewers}</td>` +
-      `<td class="webrtc">${webrtc[s.key] || 0}</td><td>${Math.round(s.bitrate_bps / 1000)}</td></tr>`
-    ).join("") || '<tr><td class="note" colspan="5">none</td></tr>';
+      `<td class="webrtc">${webrtc[s.key] || 0}</td><td>${Math.round(s.bitrate_bps / 1000)}</td>` +
+      `<td class="age">${frameAge(s.last_frame_age_ms)}</td></tr>`
+    ).join("") || '<tr><td class="note" colspan="6">none</td></tr>';
   } catch (_) { /* the table keeps its last contents */ }
 }
 

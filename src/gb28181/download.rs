@@ -21,7 +21,7 @@ use super::platform::{GbPlatform, lock};
 use super::playback::PlaybackRange;
 use crate::media::hub::{Hub, HubConfig};
 use crate::metrics::{self, label};
-use crate::streams::SOURCE_FINISHED;
+use crate::streams::SourceExit;
 
 /// Finished jobs kept for `GET` beyond the running ones.
 pub const MAX_KEPT_JOBS: usize = 64;
@@ -314,11 +314,11 @@ async fn download(
     let mut frames_open = true;
     let reason = loop {
         tokio::select! {
-            r = &mut task => break r.unwrap_or_else(|e| format!("download task failed: {e}")),
+            r = &mut task => break r.unwrap_or_else(|e| SourceExit::Failed(format!("download task failed: {e}"))),
             _ = job.cancel.cancelled() => {
                 session.source.cancel.cancel();
                 let _ = (&mut task).await;
-                break "cancelled".to_owned();
+                break SourceExit::Failed("cancelled".to_owned());
             }
             f = frames.recv(), if frames_open => match f {
                 Ok(frame) => {
@@ -335,10 +335,10 @@ async fn download(
         Ok(Err(e)) => return Err(format!("writing {}: {e}", path.display())),
         Err(e) => return Err(format!("writer failed: {e}")),
     }
-    if reason == SOURCE_FINISHED {
+    if reason == SourceExit::Finished {
         Ok(())
     } else {
-        Err(reason)
+        Err(reason.to_string())
     }
 }
 

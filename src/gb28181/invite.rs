@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info, warn};
 use bytes::Bytes;
 
 use super::history::{HistoryKind, history_offer};
-use super::platform::GbPlatform;
+use super::platform::{DeviceChange, GbPlatform};
 use super::playback::{GbPlayback, PlaybackRange, range_of_key_segment};
 use super::reports::Report;
 use super::sdp::{GbSdp, Setup, Transport};
@@ -37,7 +37,7 @@ use crate::media::rtp_ps::RtpPsReceiver;
 use crate::metrics::{self, label};
 use crate::sip::invite::{Call, CallControl, InviteError, InviteRequest, invite};
 use crate::streams::{
-    SourceHandle, SourceOptions, SourceProvider, StartError, StartFuture, StreamKey,
+    SourceExit, SourceHandle, SourceOptions, SourceProvider, StartError, StartFuture, StreamKey,
 };
 
 /// RFC 3550 §6.2: the minimum RTCP interval.
@@ -180,7 +180,7 @@ impl GbSources {
         let task = tokio::spawn(async move {
             let reason = (&mut inner)
                 .await
-                .unwrap_or_else(|e| format!("playback task failed: {e}"));
+                .unwrap_or_else(|e| SourceExit::Failed(format!("playback task failed: {e}")));
             let mut table = super::platform::lock(&playbacks);
             if table.get(&key).is_some_and(|c| Arc::ptr_eq(c, &control)) {
                 table.remove(&key);
@@ -485,6 +485,7 @@ pub(crate) async fn start_session(
     let cancel = CancellationToken::new();
     let session = MediaSession {
         platform: platform.clone(),
+        device: device.to_owned(),
         hub,
         expect_ssrc,
         device_media: answer
@@ -522,6 +523,8 @@ enum Prepared {
 
 struct MediaSession {
     platform: Arc<GbPlatform>,
+    /// Whose offline, unregistration or restart ends the session.
+    device: String,
     hub: Arc<Hub>,
     /// `None`: learn it from the first packet (answer without `y=`).
     expect_ssrc: Option<u32>,
@@ -540,33 +543,40 @@ struct MediaSession {
 }
 
 impl MediaSession {
-    /// Pump media until cancelled (then BYE) or the device ends the call.
-    /// A recording also ends at the device's end-of-file notify (then we
-    /// BYE and return [`crate::streams::SOURCE_FINISHED`]).
+    /// Pump media until cancelled (then BYE), the device ends the call,
+    /// its media stops for `rtp_timeout`, or it goes offline or restarts
+    /// (see [`super::platform::DeviceChange`]). A recording also ends at
+    /// the device's end-of-file notify (then we BYE and return
+    /// [`SourceExit::Finished`]).
     async fn run(
         self,
         mut call: Call,
         prepared: Prepared,
         mut end_of_file: Option<EndOfFile>,
         cancel: CancellationToken,
-    ) -> String {
+    ) -> SourceExit {
         let eof = async {
             match end_of_file.as_mut() {
                 Some(e) => e.wait().await,
                 None => std::future::pending().await,
             }
         };
-        let reason = tokio::select! {
+        let device_change = self.platform.device_change(&self.device);
+        let exit = tokio::select! {
             _ = cancel.cancelled() => None,
-            r = call.ended() => Some(r),
+            r = call.ended() => Some(SourceExit::Failed(r)),
             r = self.connect_and_pump(prepared) => Some(r),
+            change = device_change => Some(match change {
+                DeviceChange::Gone(why) => SourceExit::DeviceGone(why),
+                DeviceChange::Restarted => SourceExit::DeviceRestarted,
+            }),
             _ = eof => {
                 info!("device reported end of file");
-                Some(crate::streams::SOURCE_FINISHED.to_owned())
+                Some(SourceExit::Finished)
             }
         };
         self.platform.release_ssrc(self.ssrc);
-        match reason {
+        match exit {
             None => {
                 metrics::get().byes_sent.inc();
                 if let Err(e) = call.bye().await {
@@ -574,20 +584,35 @@ impl MediaSession {
                 } else {
                     info!("sent BYE");
                 }
-                "stopped".to_owned()
+                SourceExit::Stopped
             }
-            Some(r) => {
-                // The device is gone or silent; tell it anyway, harmlessly.
-                if !r.contains("BYE") {
-                    metrics::get().byes_sent.inc();
-                    let _ = call.bye().await;
-                }
-                r
+            // The device lost this call when it restarted: a BYE would
+            // only earn a 481. Forget the dialog.
+            Some(SourceExit::DeviceRestarted) => {
+                info!("device restarted: dialog forgotten");
+                call.forget();
+                SourceExit::DeviceRestarted
+            }
+            Some(SourceExit::Failed(r)) if r.contains("BYE") => SourceExit::Failed(r),
+            Some(exit) => {
+                // The device is gone or silent; tell it anyway, harmlessly,
+                // without making the stream wait for a device that may
+                // never answer (a BYE's retransmissions last 32 s).
+                metrics::get().byes_sent.inc();
+                tokio::spawn(
+                    async move {
+                        if let Err(e) = call.bye().await {
+                            debug!("BYE to a silent device: {e}");
+                        }
+                    }
+                    .in_current_span(),
+                );
+                exit
             }
         }
     }
 
-    async fn connect_and_pump(&self, prepared: Prepared) -> String {
+    async fn connect_and_pump(&self, prepared: Prepared) -> SourceExit {
         let source = match prepared {
             Prepared::Ready(s) => Ok(s),
             Prepared::Accept(listener) => {
@@ -607,13 +632,19 @@ impl MediaSession {
             Ok(source) => self.pump(source).await,
             Err(e) => {
                 warn!("TCP media: {e}");
-                e
+                SourceExit::Failed(e)
             }
         }
     }
 
     /// Read packets from any transport, reorder (UDP), demux, publish.
-    async fn pump(&self, mut source: PacketSource) -> String {
+    ///
+    /// Inactivity is one deadline, `rtp_timeout` after the last packet
+    /// accepted for this stream (right SSRC, parsable). Other wake-ups
+    /// (receiver reports, the reorder buffer) never move it, and packets
+    /// of strangers never feed it. A paused playback is silent by design
+    /// and keeps pushing it forward.
+    async fn pump(&self, mut source: PacketSource) -> SourceExit {
         let mut receiver = match self.expect_ssrc {
             Some(s) => RtpPsReceiver::with_ssrc(s),
             None => RtpPsReceiver::new(),
@@ -630,10 +661,28 @@ impl MediaSession {
         let mut rr_tick = tokio::time::interval(RR_INTERVAL);
         rr_tick.reset();
         let mut last_packet = Instant::now();
+        let mut last_accepted = tokio::time::Instant::now();
+        let silence = tokio::time::sleep_until(last_accepted + self.rtp_timeout);
+        tokio::pin!(silence);
         loop {
             let deadline = jitter.as_ref().and_then(JitterBuffer::deadline);
             let received = tokio::select! {
-                r = tokio::time::timeout(self.rtp_timeout, source.recv()) => r,
+                r = source.recv() => r,
+                _ = &mut silence => {
+                    let now = tokio::time::Instant::now();
+                    let paused = self.paused.as_ref().is_some_and(|p| p.load(Ordering::Relaxed));
+                    if paused {
+                        last_accepted = now;
+                    }
+                    let due = last_accepted + self.rtp_timeout;
+                    if due > now {
+                        // Packets came since it was armed: re-arm it from
+                        // the last one.
+                        silence.as_mut().reset(due);
+                        continue;
+                    }
+                    return SourceExit::NoMedia(self.rtp_timeout);
+                }
                 _ = sleep_until(deadline) => {
                     if let Some(j) = jitter.as_mut() {
                         j.poll(Instant::now(), &mut ordered);
@@ -649,20 +698,10 @@ impl MediaSession {
                 }
             };
             let (data, from) = match received {
-                // A paused playback is silent by design.
-                Err(_)
-                    if self
-                        .paused
-                        .as_ref()
-                        .is_some_and(|p| p.load(Ordering::Relaxed)) =>
-                {
-                    continue;
+                Err(e) => {
+                    return SourceExit::Failed(format!("media transport: {e} ({})", e.kind()));
                 }
-                Err(_) => return format!("no RTP for {:?}", self.rtp_timeout),
-                Ok(Err(e)) => {
-                    return format!("media transport: {e} ({})", e.kind());
-                }
-                Ok(Ok(d)) => d,
+                Ok(d) => d,
             };
             last_packet = Instant::now();
             let m = metrics::get();
@@ -709,6 +748,7 @@ impl MediaSession {
                     continue;
                 }
             };
+            last_accepted = tokio::time::Instant::now();
             match jitter.as_mut() {
                 Some(j) => {
                     let now = Instant::now();

@@ -61,6 +61,7 @@ struct State {
     window_start: Instant,
     window_bytes: u64,
     first_frame_at: Option<Instant>,
+    last_frame_at: Option<Instant>,
     /// Presentation time of the first video frame, for egress that maps
     /// a recording's timestamps to positions in it.
     first_video_pts: Option<i64>,
@@ -91,6 +92,7 @@ impl Hub {
                 window_start: Instant::now(),
                 window_bytes: 0,
                 first_frame_at: None,
+                last_frame_at: None,
                 first_video_pts: None,
             }),
             info,
@@ -115,6 +117,7 @@ impl Hub {
             st.first_frame_at = Some(Instant::now());
         }
         let now = Instant::now();
+        st.last_frame_at = Some(now);
         st.window_bytes += len;
         let elapsed = now.duration_since(st.window_start);
         if elapsed >= Duration::from_secs(1) {
@@ -177,6 +180,23 @@ impl Hub {
     /// When the first frame arrived, if one has.
     pub fn first_frame_at(&self) -> Option<Instant> {
         self.lock().first_frame_at
+    }
+
+    /// When the latest frame arrived, if one has.
+    pub fn last_frame_at(&self) -> Option<Instant> {
+        self.lock().last_frame_at
+    }
+
+    /// The bit rate as it is at `now`: that of the last one-second window,
+    /// or 0 once no frame came for a second (the windows close only on
+    /// frames, so a silent source would otherwise keep its last figure).
+    pub fn bitrate_bps_at(&self, now: Instant) -> u64 {
+        match self.last_frame_at() {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
+                self.stats.bitrate_bps()
+            }
+            _ => 0,
+        }
     }
 
     /// A new viewer: it gets the GOP cache first, then live frames.

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod capture_replay;
+pub mod impair;
+pub mod live_viewer;
 pub mod marker_viewer;
 pub mod openmetrics;
 pub mod raw_rtsp;
@@ -86,6 +88,12 @@ pub struct Options {
     pub transport: &'static str,
     /// `media.ssrc_policy`.
     pub ssrc_policy: &'static str,
+    /// `media.rtp_timeout`, seconds.
+    pub rtp_timeout: f64,
+    /// `sip.keepalive_timeout`, seconds.
+    pub keepalive_timeout: f64,
+    /// YAML lines added to the `streams:` section (indented two spaces).
+    pub streams_extra: String,
 }
 
 impl Default for Options {
@@ -98,6 +106,9 @@ impl Default for Options {
             rtsp_extra: String::new(),
             transport: "udp",
             ssrc_policy: "learn",
+            rtp_timeout: 5.0,
+            keepalive_timeout: 30.0,
+            streams_extra: String::new(),
         }
     }
 }
@@ -108,17 +119,18 @@ pub fn write_config(dir: &std::path::Path, ports: &Ports, opts: &Options) -> Pat
   listen: "127.0.0.1:{sip}"
   password: "{password}"
   invite_timeout: {invite}
-  keepalive_timeout: 30
+  keepalive_timeout: {keepalive}
 media:
   rtp_bind: "127.0.0.1"
   rtp_port_min: {rtp_min}
   rtp_port_max: {rtp_max}
-  rtp_timeout: 5
+  rtp_timeout: {rtp_timeout}
   transport: {transport}
   shared_rtp_port: {shared}
   ssrc_policy: {ssrc_policy}
 streams:
   idle_timeout: {idle}
+{streams_extra}
 rtsp:
   listen: "127.0.0.1:{rtsp}"
 {rtsp_extra}
@@ -140,6 +152,9 @@ webrtc:
         transport = opts.transport,
         shared = ports.shared_rtp,
         ssrc_policy = opts.ssrc_policy,
+        rtp_timeout = opts.rtp_timeout,
+        keepalive = opts.keepalive_timeout,
+        streams_extra = opts.streams_extra,
     );
     let yaml = yaml + &opts.extra_yaml;
     let path = dir.join("camgate.yaml");
