@@ -120,6 +120,9 @@ pub struct MediaConfig {
     /// How long a TCP media connection may take to be made.
     #[serde(with = "secs")]
     pub tcp_connect_timeout: Duration,
+    /// After lost packets: `keyframe` (freeze until the next one) or
+    /// `next_frame` (drop only the damaged frame).
+    pub after_loss: crate::ingest::transport::AfterLoss,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +292,7 @@ impl Default for MediaConfig {
             reorder_depth: 64,
             reorder_delay: Duration::from_millis(50),
             tcp_connect_timeout: Duration::from_secs(5),
+            after_loss: crate::ingest::transport::AfterLoss::Keyframe,
         }
     }
 }

@@ -12,7 +12,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// The tokio clock, so the restart schedule follows paused time in tests.
+use tokio::time::Instant;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -716,7 +719,7 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
 /// shutdown): the caller ends the stream.
 async fn wait_to_restart(inner: &Inner, entry: &Arc<Entry>, wait: Duration) -> bool {
     entry.phase.send_replace(Phase::Restarting);
-    let until = tokio::time::Instant::now() + wait;
+    let until = Instant::now() + wait;
     loop {
         let changed = entry.viewers_changed.notified();
         tokio::pin!(changed);
@@ -755,7 +758,7 @@ async fn watch_viewers(
     // While restarting: look for the first frame of this run.
     let mut media_check = tokio::time::interval(Duration::from_millis(200));
     // The idle deadline counts from when the last viewer left.
-    let mut unwatched_since: Option<tokio::time::Instant> = None;
+    let mut unwatched_since: Option<Instant> = None;
     loop {
         // Register interest before reading the count so no change is missed.
         let changed = entry.viewers_changed.notified();
@@ -766,7 +769,7 @@ async fn watch_viewers(
             unwatched_since = None;
             None
         } else {
-            Some(*unwatched_since.get_or_insert_with(tokio::time::Instant::now) + cfg.idle_timeout)
+            Some(*unwatched_since.get_or_insert_with(Instant::now) + cfg.idle_timeout)
         };
         tokio::select! {
             r = &mut *task => {
@@ -792,7 +795,7 @@ async fn watch_viewers(
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

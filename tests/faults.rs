@@ -307,6 +307,10 @@ fn lossy_link_ten_streams_keep_their_frames() {
         ssrc_policy: "strict",
         idle_timeout: 30.0,
         invite_timeout: 10.0,
+        // Only the damaged frames are lost; with the default (`keyframe`)
+        // a hole holds video back until the next keyframe, which at 5 %
+        // loss and a 1 s GOP keeps about 40 % of the frames.
+        media_extra: "  after_loss: next_frame".into(),
         ..Options::default()
     });
     let impair = proxied_media(&rig);
@@ -442,4 +446,54 @@ fn gateway_restart_devices_return_and_viewers_reconnect() {
         );
     }
     eprintln!("restart: slowest reconnecting viewer had a picture after {worst:?}");
+}
+
+/// Where video resumes after a lost packet (`media.after_loss`): with
+/// `keyframe` the frames after the hole are held back until the next
+/// keyframe; with `next_frame` only the damaged frame is lost.
+#[test]
+fn after_loss_policy_keeps_or_holds_the_frames_after_a_hole() {
+    use bytes::BytesMut;
+    use camgate::media::ps::PsEvent;
+    use camgate::media::rtp_ps::RtpPsReceiver;
+    use camgate::sim::ps_mux::PsMuxer;
+    use camgate::sim::rtp::RtpPacketizer;
+
+    // A keyframe, then four P-frames of two packets each; the second
+    // packet of frame 2 is lost.
+    let mux = PsMuxer::new();
+    let mut rtp = RtpPacketizer::new(7, 96, 100);
+    let mut packets = Vec::new();
+    let mut ps = BytesMut::new();
+    for f in 0..5u64 {
+        let mut nal = vec![if f == 0 { 0x65 } else { 0x41 }];
+        nal.resize(2000, f as u8 + 1);
+        ps.clear();
+        mux.write_video(&[nal], f * 3600, f == 0, &mut ps);
+        let pkts = rtp.packetize(&ps, (f * 3600) as u32);
+        assert!(pkts.len() >= 2);
+        packets.push(pkts);
+    }
+    let frames_with = |resume_at_keyframe: bool| {
+        let mut rx = RtpPsReceiver::with_ssrc(7);
+        rx.set_resume_at_keyframe(resume_at_keyframe);
+        let mut events = Vec::new();
+        for (f, pkts) in packets.iter().enumerate() {
+            for (i, p) in pkts.iter().enumerate() {
+                if !(f == 2 && i == 1) {
+                    rx.push_datagram(p.clone(), &mut events).unwrap();
+                }
+            }
+        }
+        rx.flush(&mut events);
+        events
+            .iter()
+            .filter_map(|e| match e {
+                PsEvent::Frame(f) => Some(f.pts / 3600),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(frames_with(true), [0, 1]);
+    assert_eq!(frames_with(false), [0, 1, 3, 4]);
 }

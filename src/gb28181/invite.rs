@@ -24,10 +24,10 @@ use super::reports::Report;
 use super::sdp::{GbSdp, Setup, Transport};
 use super::ssrc::{Ssrc, SsrcKind};
 use crate::ingest::packets::PacketSource;
-use crate::ingest::port_pool::{BoundPair, BoundTcp};
+use crate::ingest::port_pool::{BoundPair, BoundTcp, PortHold};
 use crate::ingest::shared_udp::SharedUdpPort;
 use crate::ingest::tcp::{accept_device, connect_device};
-use crate::ingest::transport::{MediaTransport, SsrcPolicy};
+use crate::ingest::transport::{AfterLoss, MediaTransport, SsrcPolicy};
 use crate::media::hub::Hub;
 use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats};
 use crate::media::ps::PsEvent;
@@ -501,6 +501,7 @@ pub(crate) async fn start_session(
             max_delay: config.media.reorder_delay,
         },
         tcp_timeout: config.media.tcp_connect_timeout,
+        after_loss: config.media.after_loss,
         ps_sink: history.as_mut().and_then(|h| h.ps_sink.take()),
         paused: history.as_ref().map(|h| h.paused.clone()),
     };
@@ -536,6 +537,7 @@ struct MediaSession {
     rtp_timeout: Duration,
     jitter: JitterConfig,
     tcp_timeout: Duration,
+    after_loss: AfterLoss,
     /// Downloads: the PS byte stream goes here too.
     ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
     /// Set while a viewer has the playback paused.
@@ -613,16 +615,23 @@ impl MediaSession {
     }
 
     async fn connect_and_pump(&self, prepared: Prepared) -> SourceExit {
+        // A TCP media port stays out of the pool while its connection
+        // lives, not just while its listener or unconnected socket does.
+        let mut _port_hold: Option<PortHold> = None;
         let source = match prepared {
             Prepared::Ready(s) => Ok(s),
             Prepared::Accept(listener) => {
-                match accept_device(&listener.socket, self.device_ip, self.tcp_timeout).await {
+                let (listener, hold) = listener.split();
+                _port_hold = Some(hold);
+                match accept_device(&listener, self.device_ip, self.tcp_timeout).await {
                     Ok(stream) => PacketSource::tcp(stream).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
             }
             Prepared::Connect(socket, addr) => {
-                match connect_device(socket.socket, addr, self.tcp_timeout).await {
+                let (socket, hold) = socket.split();
+                _port_hold = Some(hold);
+                match connect_device(socket, addr, self.tcp_timeout).await {
                     Ok(stream) => PacketSource::tcp(stream).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
@@ -649,6 +658,7 @@ impl MediaSession {
             Some(s) => RtpPsReceiver::with_ssrc(s),
             None => RtpPsReceiver::new(),
         };
+        receiver.set_resume_at_keyframe(self.after_loss == AfterLoss::Keyframe);
         let mut jitter = source.unordered().then(|| JitterBuffer::new(self.jitter));
         let mut counters = Counters::default();
         let mut events = Vec::new();

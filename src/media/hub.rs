@@ -61,7 +61,9 @@ struct State {
     window_start: Instant,
     window_bytes: u64,
     first_frame_at: Option<Instant>,
-    last_frame_at: Option<Instant>,
+    /// On the tokio clock: the stream table compares it with its own
+    /// (paused in tests) timers.
+    last_frame_at: Option<tokio::time::Instant>,
     /// Presentation time of the first video frame, for egress that maps
     /// a recording's timestamps to positions in it.
     first_video_pts: Option<i64>,
@@ -117,7 +119,7 @@ impl Hub {
             st.first_frame_at = Some(Instant::now());
         }
         let now = Instant::now();
-        st.last_frame_at = Some(now);
+        st.last_frame_at = Some(tokio::time::Instant::now());
         st.window_bytes += len;
         let elapsed = now.duration_since(st.window_start);
         if elapsed >= Duration::from_secs(1) {
@@ -183,14 +185,14 @@ impl Hub {
     }
 
     /// When the latest frame arrived, if one has.
-    pub fn last_frame_at(&self) -> Option<Instant> {
+    pub fn last_frame_at(&self) -> Option<tokio::time::Instant> {
         self.lock().last_frame_at
     }
 
     /// The bit rate as it is at `now`: that of the last one-second window,
     /// or 0 once no frame came for a second (the windows close only on
     /// frames, so a silent source would otherwise keep its last figure).
-    pub fn bitrate_bps_at(&self, now: Instant) -> u64 {
+    pub fn bitrate_bps_at(&self, now: tokio::time::Instant) -> u64 {
         match self.last_frame_at() {
             Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
                 self.stats.bitrate_bps()

@@ -94,6 +94,8 @@ pub struct Options {
     pub keepalive_timeout: f64,
     /// YAML lines added to the `streams:` section (indented two spaces).
     pub streams_extra: String,
+    /// YAML lines added to the `media:` section (indented two spaces).
+    pub media_extra: String,
 }
 
 impl Default for Options {
@@ -109,6 +111,7 @@ impl Default for Options {
             rtp_timeout: 5.0,
             keepalive_timeout: 30.0,
             streams_extra: String::new(),
+            media_extra: String::new(),
         }
     }
 }
@@ -128,6 +131,7 @@ media:
   transport: {transport}
   shared_rtp_port: {shared}
   ssrc_policy: {ssrc_policy}
+{media_extra}
 streams:
   idle_timeout: {idle}
 {streams_extra}
@@ -155,6 +159,7 @@ webrtc:
         rtp_timeout = opts.rtp_timeout,
         keepalive = opts.keepalive_timeout,
         streams_extra = opts.streams_extra,
+        media_extra = opts.media_extra,
     );
     let yaml = yaml + &opts.extra_yaml;
     let path = dir.join("camgate.yaml");
