@@ -476,32 +476,36 @@ impl Streams {
         let mut rows: Vec<StreamSummary> = table
             .values()
             .map(|e| {
-                let age = e.hub.last_frame_at().map(|t| now.saturating_duration_since(t));
-                StreamSummary {
-                key: e.key.clone(),
-                state: match *e.phase.borrow() {
-                    Phase::Starting => "starting",
-                    // Stalled: running but silent (the source has not yet
-                    // given up on its inactivity deadline).
-                    Phase::Running if age.is_none() => "starting",
-                    Phase::Running if age.is_some_and(|a| a >= STALLED_AFTER) => "stalled",
-                    Phase::Running => "running",
-                    Phase::Restarting => "restarting",
-                    Phase::Failed(_) => "failed",
-                },
-                viewers: e.viewers.load(Ordering::SeqCst),
-                bitrate_bps: e.hub.bitrate_bps_at(now),
-                last_frame_age_ms: age.map(|a| a.as_millis() as u64),
-                frames: e
+                let age = e
                     .hub
-                    .stats
-                    .frames_in
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                since: e
-                    .since
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            }})
+                    .last_frame_at()
+                    .map(|t| now.saturating_duration_since(t));
+                StreamSummary {
+                    key: e.key.clone(),
+                    state: match *e.phase.borrow() {
+                        Phase::Starting => "starting",
+                        // Stalled: running but silent (the source has not yet
+                        // given up on its inactivity deadline).
+                        Phase::Running if age.is_none() => "starting",
+                        Phase::Running if age.is_some_and(|a| a >= STALLED_AFTER) => "stalled",
+                        Phase::Running => "running",
+                        Phase::Restarting => "restarting",
+                        Phase::Failed(_) => "failed",
+                    },
+                    viewers: e.viewers.load(Ordering::SeqCst),
+                    bitrate_bps: e.hub.bitrate_bps_at(now),
+                    last_frame_age_ms: age.map(|a| a.as_millis() as u64),
+                    frames: e
+                        .hub
+                        .stats
+                        .frames_in
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    since: e
+                        .since
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                }
+            })
             .collect();
         rows.sort_by(|a, b| a.key.cmp(&b.key));
         rows
@@ -664,7 +668,11 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
                 {
                     handle.task.abort();
                 }
-                end_stream(&inner, &entry, Phase::Failed(StartError::Failed(reason.into())));
+                end_stream(
+                    &inner,
+                    &entry,
+                    Phase::Failed(StartError::Failed(reason.into())),
+                );
                 return;
             }
         };
@@ -698,7 +706,11 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
                 if wait_to_restart(&inner, &entry, wait).await {
                     continue;
                 }
-                end_stream(&inner, &entry, Phase::Failed(StartError::Failed(exit.to_string())));
+                end_stream(
+                    &inner,
+                    &entry,
+                    Phase::Failed(StartError::Failed(exit.to_string())),
+                );
                 return;
             }
             Then::End => {
@@ -707,7 +719,11 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
                 } else {
                     warn!(reason = %exit, "source ended; ending the stream");
                 }
-                end_stream(&inner, &entry, Phase::Failed(StartError::Failed(exit.to_string())));
+                end_stream(
+                    &inner,
+                    &entry,
+                    Phase::Failed(StartError::Failed(exit.to_string())),
+                );
                 return;
             }
         }
@@ -1032,7 +1048,11 @@ mod tests {
         let s = dying_streams(restarted.clone(), Duration::from_secs(60));
         let _viewer = s.open(&key).await.unwrap();
         tokio::time::sleep(Duration::from_secs(10) + Duration::from_millis(10)).await;
-        assert_eq!(restarted.starts.load(Ordering::SeqCst), 2, "called again at once");
+        assert_eq!(
+            restarted.starts.load(Ordering::SeqCst),
+            2,
+            "called again at once"
+        );
     }
 
     #[test]

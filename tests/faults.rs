@@ -181,7 +181,11 @@ fn blackhole_then_restore_resumes_the_same_viewer() {
         ..Options::default()
     });
     let impair = proxied_media(&rig);
-    rig.add_camera(DEVICE, CHANNEL, &["--mark-frames", "--media-ip", "127.0.0.2"]);
+    rig.add_camera(
+        DEVICE,
+        CHANNEL,
+        &["--mark-frames", "--media-ip", "127.0.0.2"],
+    );
     rig.wait_channel(DEVICE, CHANNEL);
     let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL), DEVICE);
     assert!(
@@ -197,10 +201,16 @@ fn blackhole_then_restore_resumes_the_same_viewer() {
     // Honest figures while the stream is silent but not yet given up.
     std::thread::sleep(Duration::from_millis(2500));
     let row = stream_row(&rig);
-    assert_eq!(row["bitrate_bps"], 0, "bit rate after 2.5 s of silence: {row}");
+    assert_eq!(
+        row["bitrate_bps"], 0,
+        "bit rate after 2.5 s of silence: {row}"
+    );
     assert_eq!(row["state"], "stalled", "{row}");
     let age = row["last_frame_age_ms"].as_u64().unwrap_or(0);
-    assert!((2000..4000).contains(&age), "last_frame_age_ms {age}: {row}");
+    assert!(
+        (2000..4000).contains(&age),
+        "last_frame_age_ms {age}: {row}"
+    );
     // Past rtp_timeout: BYE, and the stream shows it is being restarted.
     assert!(
         wait_until(Duration::from_secs(5), || stream_row(&rig)["state"]
@@ -212,7 +222,9 @@ fn blackhole_then_restore_resumes_the_same_viewer() {
     std::thread::sleep(remaining);
     impair.blackhole(false);
     let restored = Instant::now();
-    let back = viewer.wait(Duration::from_secs(15), |s| s.first_after(restored).is_some());
+    let back = viewer.wait(Duration::from_secs(15), |s| {
+        s.first_after(restored).is_some()
+    });
     let seen = viewer.seen();
     let first = seen.first_after(restored);
     eprintln!(
@@ -220,17 +232,25 @@ fn blackhole_then_restore_resumes_the_same_viewer() {
         first.map(|t| t.duration_since(restored)),
         seen.closed
     );
-    assert!(back, "no frames after the network came back\n{}", rig.logs());
+    assert!(
+        back,
+        "no frames after the network came back\n{}",
+        rig.logs()
+    );
     assert!(seen.closed.is_none(), "the viewer was ended");
     let after = first.unwrap().duration_since(restored);
-    assert!(after <= Duration::from_secs(5), "frames back after {after:?}");
+    assert!(
+        after <= Duration::from_secs(5),
+        "frames back after {after:?}"
+    );
     assert!(
         rig.metric("camgate_invites_total{outcome=\"ok\"}") > invites_before,
         "no re-INVITE"
     );
     assert!(rig.metric("camgate_stream_stops_total{reason=\"no_media\"}") >= 1.0);
     assert!(
-        wait_until(Duration::from_secs(3), || stream_row(&rig)["state"] == "running"),
+        wait_until(Duration::from_secs(3), || stream_row(&rig)["state"]
+            == "running"),
         "{}",
         stream_row(&rig)
     );
@@ -260,23 +280,32 @@ fn device_reboot_resumes_the_stream_with_one_dialog() {
     drop(old); // SIGKILL, reaped
     let rebooted = Instant::now();
     rig.add_camera(DEVICE, CHANNEL, &["--mark-frames"]);
-    let back = viewer.wait(Duration::from_secs(10), |s| s.first_after(rebooted).is_some());
+    let back = viewer.wait(Duration::from_secs(10), |s| {
+        s.first_after(rebooted).is_some()
+    });
     let seen = viewer.seen();
     eprintln!(
         "reboot: frames again {:?} after the camera restarted",
-        seen.first_after(rebooted).map(|t| t.duration_since(rebooted))
+        seen.first_after(rebooted)
+            .map(|t| t.duration_since(rebooted))
     );
     assert!(back, "no frames after the reboot\n{}", rig.logs());
     assert!(seen.closed.is_none(), "the viewer was ended");
     let resumed = seen.first_after(rebooted).unwrap().duration_since(rebooted);
-    assert!(resumed <= Duration::from_secs(5), "resumed after {resumed:?}");
+    assert!(
+        resumed <= Duration::from_secs(5),
+        "resumed after {resumed:?}"
+    );
     assert_eq!(
         rig.metric("camgate_stream_stops_total{reason=\"device_restarted\"}"),
         1.0,
         "{}",
         rig.logs()
     );
-    assert_eq!(rig.metric("camgate_stream_stops_total{reason=\"no_media\"}"), 0.0);
+    assert_eq!(
+        rig.metric("camgate_stream_stops_total{reason=\"no_media\"}"),
+        0.0
+    );
     // Let any stray request reach the camera before counting.
     std::thread::sleep(Duration::from_secs(1));
     let log = rig.cameras[0].log_text();
@@ -324,7 +353,13 @@ fn lossy_link_ten_streams_keep_their_frames() {
     rig.add_camera(
         DEVICE,
         CHANNEL,
-        &["--count", &count, "--mark-frames", "--media-ip", "127.0.0.2"],
+        &[
+            "--count",
+            &count,
+            "--mark-frames",
+            "--media-ip",
+            "127.0.0.2",
+        ],
     );
     let nth = |id: &str, i: u32| {
         let v: u128 = id.parse().unwrap();
@@ -341,12 +376,17 @@ fn lossy_link_ten_streams_keep_their_frames() {
         .map(|(d, c)| LiveViewer::start(rig.ports.rtsp, &rig.url(d, c), d))
         .collect();
     for v in &viewers {
-        assert!(v.wait(Duration::from_secs(15), |s| !s.own.is_empty()), "{}", rig.logs());
+        assert!(
+            v.wait(Duration::from_secs(15), |s| !s.own.is_empty()),
+            "{}",
+            rig.logs()
+        );
     }
     let from = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let until = Instant::now();
-    let expected = until.duration_since(from).as_secs_f64() * f64::from(camgate::sim::clip::DEMO_FPS);
+    let expected =
+        until.duration_since(from).as_secs_f64() * f64::from(camgate::sim::clip::DEMO_FPS);
     assert!(
         rig.gateway.child.try_wait().unwrap().is_none(),
         "gateway died\n{}",
@@ -369,7 +409,10 @@ fn lossy_link_ten_streams_keep_their_frames() {
             .iter()
             .filter(|t| **t > from && **t <= until)
             .count() as f64;
-        eprintln!("{device}: kept {kept} of ~{expected:.0} frames ({:.1} %)", 100.0 * kept / expected);
+        eprintln!(
+            "{device}: kept {kept} of ~{expected:.0} frames ({:.1} %)",
+            100.0 * kept / expected
+        );
         assert_eq!(seen.foreign, 0, "{device}: cross-talk");
         assert!(seen.closed.is_none(), "{device}: viewer ended");
         assert!(
@@ -396,7 +439,13 @@ fn gateway_restart_devices_return_and_viewers_reconnect() {
     rig.add_camera(
         DEVICE,
         CHANNEL,
-        &["--count", &count, "--mark-frames", "--keepalive-interval", "1"],
+        &[
+            "--count",
+            &count,
+            "--mark-frames",
+            "--keepalive-interval",
+            "1",
+        ],
     );
     let nth = |id: &str, i: u32| {
         let v: u128 = id.parse().unwrap();
@@ -413,10 +462,17 @@ fn gateway_restart_devices_return_and_viewers_reconnect() {
         .map(|(d, c)| LiveViewer::start(rig.ports.rtsp, &rig.url(d, c), d))
         .collect();
     for v in &viewers {
-        assert!(v.wait(Duration::from_secs(15), |s| !s.own.is_empty()), "{}", rig.logs());
+        assert!(
+            v.wait(Duration::from_secs(15), |s| !s.own.is_empty()),
+            "{}",
+            rig.logs()
+        );
     }
     let status = rig.gateway.terminate(Duration::from_secs(15));
-    assert!(status.is_some_and(|s| s.success()), "graceful stop: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "graceful stop: {status:?}"
+    );
     // Every viewer was told: the stream ended with the gateway.
     for v in &viewers {
         assert!(v.wait(Duration::from_secs(2), |s| s.closed.is_some()));
@@ -431,12 +487,17 @@ fn gateway_restart_devices_return_and_viewers_reconnect() {
     for (device, channel) in &cameras {
         rig.wait_channel(device, channel);
     }
-    eprintln!("restart: all {CAMERAS} devices back after {:?}", restarted.elapsed());
+    eprintln!(
+        "restart: all {CAMERAS} devices back after {:?}",
+        restarted.elapsed()
+    );
     let mut worst = Duration::ZERO;
     for (device, channel) in &cameras {
         let asked = Instant::now();
         let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(device, channel), device);
-        let ok = viewer.wait(invite_timeout + Duration::from_secs(4), |s| !s.own.is_empty());
+        let ok = viewer.wait(invite_timeout + Duration::from_secs(4), |s| {
+            !s.own.is_empty()
+        });
         assert!(ok, "{device}: no picture after the restart\n{}", rig.logs());
         let took = viewer.seen().own[0].duration_since(asked);
         worst = worst.max(took);
@@ -496,4 +557,60 @@ fn after_loss_policy_keeps_or_holds_the_frames_after_a_hole() {
     };
     assert_eq!(frames_with(true), [0, 1]);
     assert_eq!(frames_with(false), [0, 1, 3, 4]);
+}
+
+/// The camera freezes (SIGSTOP: no keepalive, no media) while its media
+/// deadline is far off: the keepalive timeout marks it offline, and that
+/// alone ends its stream within a second — viewer closed, stop counted as
+/// `device_gone`, not restarted.
+#[test]
+fn device_offline_ends_its_streams() {
+    let mut rig = Rig::start(Options {
+        rtp_timeout: 30.0,
+        keepalive_timeout: 3.0,
+        ..Options::default()
+    });
+    rig.add_camera(
+        DEVICE,
+        CHANNEL,
+        &["--mark-frames", "--keepalive-interval", "1"],
+    );
+    rig.wait_channel(DEVICE, CHANNEL);
+    let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL), DEVICE);
+    assert!(viewer.wait(Duration::from_secs(10), |s| s.own.len() >= 10));
+    send_signal(rig.cameras[0].child.id(), "STOP");
+    let stopped = Instant::now();
+    let offline = wait_for(Duration::from_secs(10), || {
+        let (_, body) = http_get(rig.ports.http, &format!("/api/v1/devices/{DEVICE}"))?;
+        body.contains("\"online\":false").then(Instant::now)
+    })
+    .unwrap_or_else(|| panic!("never offline\n{}", rig.logs()));
+    assert!(
+        viewer.wait(Duration::from_secs(2), |s| s.closed.is_some()),
+        "viewer not ended after the device went offline\n{}",
+        rig.logs()
+    );
+    let closed = viewer.seen().closed.unwrap();
+    // The API is polled every 100 ms, so "offline" is seen up to that late.
+    let lag = closed.saturating_duration_since(offline);
+    eprintln!(
+        "offline: seen {:?} after SIGSTOP; viewer ended {:?} after SIGSTOP ({lag:?} after offline was seen)",
+        offline.duration_since(stopped),
+        closed.duration_since(stopped)
+    );
+    assert!(
+        closed.duration_since(stopped) <= Duration::from_secs(5),
+        "keepalive timeout 3 s + 1 s tick + 1 s to act"
+    );
+    assert!(lag <= Duration::from_secs(1), "{lag:?}");
+    assert_eq!(
+        rig.metric("camgate_stream_stops_total{reason=\"device_gone\"}"),
+        1.0
+    );
+    assert_eq!(
+        rig.metric("camgate_stream_stops_total{reason=\"no_media\"}"),
+        0.0
+    );
+    assert!(wait_until(Duration::from_secs(2), || stream_count(&rig) == 0));
+    assert_eq!(rig.metric("camgate_rtp_ports_in_use"), 0.0);
 }

@@ -229,7 +229,11 @@ impl<'a> MediaReader<'a> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut decoder = FrameDecoder::new(Channel::Media);
         let hub: &Hub = self.hub;
-        let frames = move || hub.stats.frames_in.load(std::sync::atomic::Ordering::Relaxed);
+        let frames = move || {
+            hub.stats
+                .frames_in
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
         let mut last_media = tokio::time::Instant::now();
         let silence = tokio::time::sleep_until(last_media + MEDIA_SILENCE);
         tokio::pin!(silence);

@@ -181,7 +181,10 @@ impl GbPlatform {
             match event {
                 RegistryEvent::Offline(id) => {
                     warn!(device = %id, "device offline: keepalives stopped");
-                    self.device_changed(&id, DeviceChange::Gone("offline: keepalives stopped".into()));
+                    self.device_changed(
+                        &id,
+                        DeviceChange::Gone("offline: keepalives stopped".into()),
+                    );
                 }
                 RegistryEvent::Online(id) => info!(device = %id, "device online"),
                 RegistryEvent::Expired(id) => {

@@ -686,7 +686,9 @@ fn on_event(
             });
             let udp = media.udp.clone();
             let dest = match (link, media.redirect) {
-                (MediaLink::Udp | MediaLink::TcpConnect, Some(ip)) => SocketAddr::new(ip, dest.port()),
+                (MediaLink::Udp | MediaLink::TcpConnect, Some(ip)) => {
+                    SocketAddr::new(ip, dest.port())
+                }
                 _ => dest,
             };
             let clip = clip.clone();
