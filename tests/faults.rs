@@ -158,7 +158,7 @@ fn proxied_media(rig: &Rig) -> common::impair::Impair {
 
 /// The first stream row of `/api/v1/streams`.
 fn stream_row(rig: &Rig) -> serde_json::Value {
-    let v = streams_json(&rig);
+    let v = streams_json(rig);
     v.get(0).cloned().unwrap_or(serde_json::Value::Null)
 }
 
