@@ -616,3 +616,83 @@ fn device_offline_ends_its_streams() {
     assert!(wait_until(Duration::from_secs(2), || stream_count(&rig) == 0));
     assert_eq!(rig.metric("camgate_rtp_ports_in_use"), 0.0);
 }
+
+/// The device unregisters (REGISTER with `Expires: 0`, sent by sipp under
+/// the camera's id while it streams): its stream ends within a second,
+/// counted as `device_gone`, and is not restarted.
+#[test]
+fn device_unregister_ends_its_streams() {
+    if !have("sipp") {
+        return;
+    }
+    let mut rig = Rig::start(Options {
+        rtp_timeout: 30.0,
+        ..Options::default()
+    });
+    rig.add_camera(DEVICE, CHANNEL, &["--mark-frames"]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL), DEVICE);
+    assert!(viewer.wait(Duration::from_secs(10), |s| s.own.len() >= 10));
+    let scenario = rig.dir.path().join("unregister.xml");
+    std::fs::write(
+        &scenario,
+        include_str!("sipp/register.xml")
+            .replace("FINAL_STATUS", "200")
+            .replace("Expires: 3600", "Expires: 0"),
+    )
+    .unwrap();
+    let port = rig.ports.spare.to_string();
+    let server = format!("127.0.0.1:{}", rig.ports.sip);
+    let out = run_with_timeout(
+        std::process::Command::new("sipp").args([
+            "-sf",
+            scenario.to_str().unwrap(),
+            "-key",
+            "device",
+            DEVICE,
+            "-key",
+            "server",
+            "34020000002000000001",
+            "-key",
+            "domain",
+            "3402000000",
+            "-au",
+            DEVICE,
+            "-ap",
+            "12345678",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-m",
+            "1",
+            "-timeout",
+            "10s",
+            "-timeout_error",
+            "-nostdin",
+            &server,
+        ]),
+        Duration::from_secs(20),
+    );
+    let unregistered = Instant::now();
+    assert!(
+        out.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        viewer.wait(Duration::from_secs(1), |s| s.closed.is_some()),
+        "viewer not ended within 1 s of Expires: 0\n{}",
+        rig.logs()
+    );
+    let seen = viewer.seen();
+    eprintln!(
+        "unregister: viewer ended {:?} after sipp's 200 OK",
+        seen.closed.unwrap().saturating_duration_since(unregistered)
+    );
+    assert_eq!(
+        rig.metric("camgate_stream_stops_total{reason=\"device_gone\"}"),
+        1.0
+    );
+    assert!(wait_until(Duration::from_secs(2), || stream_count(&rig) == 0));
+}
