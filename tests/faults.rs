@@ -696,3 +696,80 @@ fn device_unregister_ends_its_streams() {
     );
     assert!(wait_until(Duration::from_secs(2), || stream_count(&rig) == 0));
 }
+
+/// An RTSP viewer over UDP: when the dead device's stream ends, its RTCP
+/// port gets a BYE (RFC 3550 §6.6) and the session's control connection
+/// is closed.
+#[test]
+fn udp_viewer_gets_rtcp_bye_when_the_device_dies() {
+    use std::io::Read;
+    let mut rig = Rig::start(Options {
+        rtp_timeout: RTP_TIMEOUT,
+        streams_extra: "  reconnect_window: 0".into(),
+        ..Options::default()
+    });
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    // An even/odd pair of client ports.
+    let (rtp, rtcp) = loop {
+        let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rtp.local_addr().unwrap().port();
+        if port % 2 == 0
+            && let Ok(rtcp) = std::net::UdpSocket::bind(("127.0.0.1", port + 1))
+        {
+            break (rtp, rtcp);
+        }
+    };
+    let port = rtp.local_addr().unwrap().port();
+    let url = rig.url(DEVICE, CHANNEL);
+    let mut rtsp = common::raw_rtsp::RawRtsp::connect(rig.ports.rtsp);
+    assert_eq!(rtsp.request("DESCRIBE", &url, &[]).status, 200);
+    let transport = format!(
+        "Transport: RTP/AVP;unicast;client_port={}-{}",
+        port,
+        port + 1
+    );
+    let setup = rtsp.request("SETUP", &format!("{url}/trackID=0"), &[&transport]);
+    assert_eq!(setup.status, 200, "{}", setup.head);
+    assert_eq!(rtsp.request("PLAY", &url, &["Range: npt=0-"]).status, 200);
+    rtp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 2048];
+    for _ in 0..20 {
+        rtp.recv(&mut buf).expect("RTP over UDP");
+    }
+    send_signal(rig.cameras[0].child.id(), "KILL");
+    let killed = Instant::now();
+    // Sender reports may come first; wait for the BYE.
+    rtcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let bye = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs_f64(RTP_TIMEOUT + 2.0),
+            "no RTCP BYE\n{}",
+            rig.logs()
+        );
+        let Ok(n) = rtcp.recv(&mut buf) else { continue };
+        let mut at = 0;
+        let mut found = false;
+        while let Some(h) = buf[..n].get(at..at + 4) {
+            found |= h[1] == 203;
+            at += 4 * (usize::from(u16::from_be_bytes([h[2], h[3]])) + 1);
+        }
+        if found {
+            break killed.elapsed();
+        }
+    };
+    let mut control = rtsp.into_stream();
+    control
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // EOF or a reset; a read timeout means it is still open.
+    let closed = match control.read(&mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    eprintln!("udp viewer: RTCP BYE {bye:?} after SIGKILL; control connection closed: {closed}");
+    assert!(closed, "control connection still open");
+}
