@@ -773,3 +773,54 @@ fn udp_viewer_gets_rtcp_bye_when_the_device_dies() {
     eprintln!("udp viewer: RTCP BYE {bye:?} after SIGKILL; control connection closed: {closed}");
     assert!(closed, "control connection still open");
 }
+
+/// A WHEP viewer (headless Chromium, the built-in console) of a device
+/// that dies: the gateway ends the session as `stream_ended` within
+/// `rtp_timeout` + 2 s and closes the peer connection, which the browser
+/// sees leave `connected`.
+#[test]
+fn whep_viewer_is_closed_when_the_device_dies() {
+    use common::webdriver::Browser;
+    if !have("chromium") || !have("chromedriver") {
+        return;
+    }
+    let mut rig = Rig::start(Options {
+        rtp_timeout: RTP_TIMEOUT,
+        streams_extra: "  reconnect_window: 0".into(),
+        ..Options::default()
+    });
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let browser = Browser::start(rig.ports.spare, rig.dir.path().join("chromedriver.log"));
+    browser.goto(&format!(
+        "http://127.0.0.1:{}/#play=gb/{DEVICE}/{CHANNEL}",
+        rig.ports.http
+    ));
+    let state = || {
+        let v = browser.eval(
+            "const pc = window.camgate && window.camgate.state.pc; \
+             return [pc ? pc.connectionState : ''];",
+        );
+        v[0].as_str().unwrap_or_default().to_owned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || state() == "connected"),
+        "browser never connected\n{}",
+        rig.logs()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    send_signal(rig.cameras[0].child.id(), "KILL");
+    let killed = Instant::now();
+    let ended = wait_until(Duration::from_secs_f64(RTP_TIMEOUT + 2.0), || {
+        rig.metric(r#"camgate_webrtc_sessions_ended_total{reason="stream_ended"}"#) == 1.0
+    });
+    let took = killed.elapsed();
+    assert!(ended, "WHEP session not ended\n{}", rig.logs());
+    let left = wait_until(Duration::from_secs(10), || state() != "connected");
+    eprintln!(
+        "whep: session ended {took:?} after SIGKILL; browser state now {:?}",
+        state()
+    );
+    assert!(left, "the browser still believes it is connected");
+    assert_eq!(rig.metric("camgate_webrtc_peers"), 0.0);
+}
