@@ -714,7 +714,7 @@ fn udp_viewer_gets_rtcp_bye_when_the_device_dies() {
     let (rtp, rtcp) = loop {
         let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = rtp.local_addr().unwrap().port();
-        if port % 2 == 0
+        if port.is_multiple_of(2)
             && let Ok(rtcp) = std::net::UdpSocket::bind(("127.0.0.1", port + 1))
         {
             break (rtp, rtcp);
