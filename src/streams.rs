@@ -573,6 +573,15 @@ impl Outage {
         }
     }
 
+    /// How long the next call should wait for media before it is given up:
+    /// the next step of the schedule, within the window. A call that is
+    /// up listens through its backoff step instead of leaving a gap, so
+    /// media that returns is taken at once.
+    fn patience(&self, now: Instant) -> Duration {
+        self.next_wait
+            .min(self.deadline.saturating_duration_since(now))
+    }
+
     /// How long to wait before the next attempt, or `None` when the window
     /// is spent. The wait never runs past the window's end.
     fn next(&mut self, cfg: &StreamsConfig, now: Instant) -> Option<Duration> {
@@ -598,6 +607,10 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
     let mut outage: Option<Outage> = None;
     loop {
         let started_at = Instant::now();
+        let restarting = outage.is_some();
+        entry
+            .hub
+            .set_restart_patience(outage.as_ref().map(|o| o.patience(started_at)));
         let start = tokio::time::timeout(
             cfg.start_timeout,
             provider.start_with(&entry.key, entry.hub.clone(), &entry.options),
@@ -695,6 +708,12 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
                 outage.get_or_insert_with(|| Outage::new(&cfg, now));
                 Then::Restart(Duration::ZERO)
             }
+            // A restarted call that listened through its step in vain:
+            // call again at once (the schedule still advances).
+            SourceExit::NoMedia(_) if restarting && last_media.is_none() => outage
+                .as_mut()
+                .and_then(|o| o.next(&cfg, now))
+                .map_or(Then::End, |_| Then::Restart(Duration::ZERO)),
             SourceExit::NoMedia(_) | SourceExit::Failed(_) => {
                 let o = outage.get_or_insert_with(|| Outage::new(&cfg, started_at));
                 o.next(&cfg, now).map_or(Then::End, Then::Restart)
@@ -797,6 +816,7 @@ async fn watch_viewers(
                 if entry.hub.last_frame_at().is_some_and(|t| t >= started_at) {
                     // Media is back: the outage is over.
                     *outage = None;
+                    entry.hub.set_restart_patience(None);
                     entry.phase.send_replace(Phase::Running);
                     info!("media resumed");
                 }

@@ -176,7 +176,7 @@ fn blackhole_then_restore_resumes_the_same_viewer() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20.0);
     let mut rig = Rig::start(Options {
-        rtp_timeout: 4.0,
+        rtp_timeout: 3.0,
         streams_extra: "  reconnect_window: 60".into(),
         ..Options::default()
     });
@@ -198,7 +198,8 @@ fn blackhole_then_restore_resumes_the_same_viewer() {
     impair.blackhole(true);
     let dark_at = Instant::now();
 
-    // Honest figures while the stream is silent but not yet given up.
+    // Honest figures while the stream is silent but not yet given up
+    // (rtp_timeout 3 s).
     std::thread::sleep(Duration::from_millis(2500));
     let row = stream_row(&rig);
     assert_eq!(

@@ -672,7 +672,14 @@ impl MediaSession {
         rr_tick.reset();
         let mut last_packet = Instant::now();
         let mut last_accepted = tokio::time::Instant::now();
-        let silence = tokio::time::sleep_until(last_accepted + self.rtp_timeout);
+        // A restarted call waits through the restart schedule's step for
+        // its first packet; once media flows, `rtp_timeout` applies.
+        let mut got_media = false;
+        let limit = |got_media: bool| match self.hub.restart_patience() {
+            Some(p) if !got_media => p.max(self.rtp_timeout),
+            _ => self.rtp_timeout,
+        };
+        let silence = tokio::time::sleep_until(last_accepted + limit(false));
         tokio::pin!(silence);
         loop {
             let deadline = jitter.as_ref().and_then(JitterBuffer::deadline);
@@ -684,14 +691,15 @@ impl MediaSession {
                     if paused {
                         last_accepted = now;
                     }
-                    let due = last_accepted + self.rtp_timeout;
+                    let waited = limit(got_media);
+                    let due = last_accepted + waited;
                     if due > now {
                         // Packets came since it was armed: re-arm it from
                         // the last one.
                         silence.as_mut().reset(due);
                         continue;
                     }
-                    return SourceExit::NoMedia(self.rtp_timeout);
+                    return SourceExit::NoMedia(waited);
                 }
                 _ = sleep_until(deadline) => {
                     if let Some(j) = jitter.as_mut() {
@@ -759,6 +767,7 @@ impl MediaSession {
                 }
             };
             last_accepted = tokio::time::Instant::now();
+            got_media = true;
             match jitter.as_mut() {
                 Some(j) => {
                     let now = Instant::now();

@@ -71,6 +71,9 @@ struct State {
 
 pub struct Hub {
     config: HubConfig,
+    /// While the stream is being restarted: how long its new source waits
+    /// for first media before giving up (milliseconds, 0 = not set).
+    restart_patience_ms: AtomicU64,
     state: Mutex<State>,
     info: watch::Sender<StreamInfo>,
     pub stats: HubStats,
@@ -87,6 +90,7 @@ impl Hub {
         let (info, _) = watch::channel(StreamInfo::default());
         Arc::new(Self {
             config,
+            restart_patience_ms: AtomicU64::new(0),
             state: Mutex::new(State {
                 sender: Some(sender),
                 gop: Vec::new(),
@@ -182,6 +186,21 @@ impl Hub {
     /// When the first frame arrived, if one has.
     pub fn first_frame_at(&self) -> Option<Instant> {
         self.lock().first_frame_at
+    }
+
+    /// Set by the stream table while it restarts the stream: a source
+    /// should wait at least this long for its first media (the restart
+    /// schedule's next step), so media returning between calls is taken.
+    pub fn set_restart_patience(&self, patience: Option<Duration>) {
+        let ms = patience.map_or(0, |p| p.as_millis().clamp(1, u128::from(u64::MAX)) as u64);
+        self.restart_patience_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn restart_patience(&self) -> Option<Duration> {
+        match self.restart_patience_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     /// When the latest frame arrived, if one has.

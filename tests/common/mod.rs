@@ -109,7 +109,9 @@ impl Default for Options {
             transport: "udp",
             ssrc_policy: "learn",
             rtp_timeout: 5.0,
-            keepalive_timeout: 30.0,
+            // The gateway's default: the simulated camera's keepalives
+            // come every 60 s, and an offline device ends its streams.
+            keepalive_timeout: 180.0,
             streams_extra: String::new(),
             media_extra: String::new(),
         }
