@@ -1013,6 +1013,74 @@ mod tests {
         assert!(stops.contains("camgate_stream_stops_total{reason=\"no_media\"}"));
     }
 
+    /// First run: one frame, then 2 s of silence. Restarts: silent, each
+    /// listening as long as the stream table's patience asks (at least
+    /// 2 s). Records when each start happened and the patience it got.
+    #[derive(Default)]
+    struct PatientProvider {
+        starts: std::sync::Mutex<Vec<(Instant, Option<Duration>)>>,
+    }
+
+    impl SourceProvider for PatientProvider {
+        fn start<'a>(&'a self, _key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a> {
+            Box::pin(async move {
+                let patience = hub.restart_patience();
+                let mut starts = self.starts.lock().unwrap();
+                let first = starts.is_empty();
+                starts.push((Instant::now(), patience));
+                let rtp_timeout = Duration::from_secs(2);
+                let task = tokio::spawn(async move {
+                    if first {
+                        hub.publish(keyframe());
+                    }
+                    let waited = patience.map_or(rtp_timeout, |p| p.max(rtp_timeout));
+                    tokio::time::sleep(waited).await;
+                    SourceExit::NoMedia(waited)
+                });
+                Ok(SourceHandle {
+                    cancel: CancellationToken::new(),
+                    task,
+                })
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restarted_calls_listen_through_their_backoff_step() {
+        let provider = Arc::new(PatientProvider::default());
+        let s = Streams::new(StreamsConfig {
+            reconnect_window: Duration::from_secs(40),
+            ..Default::default()
+        })
+        .with_provider("gb", provider.clone());
+        let key = StreamKey::from_path("gb/dev/ch").unwrap();
+        let t0 = Instant::now();
+        let viewer = s.open(&key).await.unwrap();
+        let mut sub = viewer.subscribe();
+        assert!(sub.recv().await.is_ok());
+        assert!(sub.recv().await.is_err(), "ended when the window is spent");
+        let starts: Vec<(u64, Option<u64>)> = provider
+            .starts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, p)| (t.duration_since(t0).as_secs(), p.map(|p| p.as_secs())))
+            .collect();
+        // Silent at 2 s; 1 s gap; then calls back to back, each listening
+        // 2, 4, 8, 16 s, the last cut to the window's end (40 s).
+        assert_eq!(
+            starts,
+            [
+                (0, None),
+                (3, Some(2)),
+                (5, Some(4)),
+                (9, Some(8)),
+                (17, Some(16)),
+                (33, Some(7))
+            ]
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn restarts_stop_when_the_window_is_spent_and_viewers_are_ended() {
         // Restarts that never deliver media: 1, 2, 4, 8 … s apart, until
