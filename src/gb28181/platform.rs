@@ -350,10 +350,6 @@ impl GbPlatform {
                     let restarted = registry.note_register_call_id(&device_id, &facts.call_id);
                     (outcome, restarted)
                 };
-                if restarted {
-                    warn!(call_id = %facts.call_id, "device restarted (new REGISTER Call-ID): calling its streams again");
-                    self.device_changed(&device_id, DeviceChange::Restarted);
-                }
                 let reply = tx
                     .reply_with(
                         StatusCode::OK,
@@ -365,6 +361,12 @@ impl GbPlatform {
                     )
                     .await;
                 info!(?outcome, expires = expires.as_secs(), "device registered");
+                // After the 200 OK: the device should know it is registered
+                // before its streams call it again.
+                if restarted {
+                    warn!(call_id = %facts.call_id, "device restarted (new REGISTER Call-ID): calling its streams again");
+                    self.device_changed(&device_id, DeviceChange::Restarted);
+                }
                 self.spawn_initial_queries(device_id.clone());
                 reply
             }
