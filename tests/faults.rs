@@ -825,3 +825,49 @@ fn whep_viewer_is_closed_when_the_device_dies() {
     assert!(left, "the browser still believes it is connected");
     assert_eq!(rig.metric("camgate_webrtc_peers"), 0.0);
 }
+
+/// The TCP media connection is cut under a watched stream (tcp_passive,
+/// through the proxy): the gateway sees it drop, calls the camera again
+/// after the first backoff step, and the same viewer has frames again.
+#[test]
+fn cut_tcp_media_connection_is_called_again() {
+    let mut rig = Rig::start(Options {
+        transport: "tcp_passive",
+        rtp_timeout: 3.0,
+        streams_extra: "  reconnect_window: 60".into(),
+        ..Options::default()
+    });
+    let impair = proxied_media(&rig);
+    rig.add_camera(
+        DEVICE,
+        CHANNEL,
+        &["--mark-frames", "--media-ip", "127.0.0.2"],
+    );
+    rig.wait_channel(DEVICE, CHANNEL);
+    let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL), DEVICE);
+    assert!(
+        viewer.wait(Duration::from_secs(10), |s| s.own.len() >= 10),
+        "no frames through the TCP proxy\n{}",
+        rig.logs()
+    );
+    impair.cut();
+    let cut = Instant::now();
+    let back = viewer.wait(Duration::from_secs(8), |s| {
+        s.first_after(cut + Duration::from_millis(500)).is_some()
+    });
+    let seen = viewer.seen();
+    let after = seen
+        .first_after(cut + Duration::from_millis(500))
+        .map(|t| t.duration_since(cut));
+    eprintln!("tcp cut: frames again {after:?} after the cut");
+    assert!(back, "no frames after the cut\n{}", rig.logs());
+    assert!(seen.closed.is_none(), "the viewer was ended");
+    assert!(after.unwrap() <= Duration::from_secs(3));
+    assert_eq!(
+        rig.metric("camgate_stream_stops_total{reason=\"failed\"}"),
+        1.0,
+        "{}",
+        rig.logs()
+    );
+    assert!(rig.metric("camgate_media_streams_total{transport=\"tcp_passive\"}") >= 2.0);
+}
