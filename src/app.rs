@@ -73,6 +73,7 @@ pub async fn run_live(
     let platform = GbPlatform::new(live.clone(), sip, ports);
     let streams = Streams::new(StreamsConfig {
         idle_timeout: config.streams.idle_timeout,
+        reconnect_window: config.streams.reconnect_window,
         start_timeout: config.sip.invite_timeout + Duration::from_millis(500),
         hub: HubConfig {
             queue_frames: config.media.viewer_queue_frames,

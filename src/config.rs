@@ -122,6 +122,9 @@ pub struct MediaConfig {
     /// How long a TCP media connection may take to be made.
     #[serde(with = "secs")]
     pub tcp_connect_timeout: Duration,
+    /// After lost packets: `keyframe` (freeze until the next one) or
+    /// `next_frame` (drop only the damaged frame).
+    pub after_loss: crate::ingest::transport::AfterLoss,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +133,12 @@ pub struct StreamsSection {
     /// After the last viewer leaves, keep the source this long; 0 = stop at once.
     #[serde(with = "secs")]
     pub idle_timeout: Duration,
+    /// A source that died (no media for `media.rtp_timeout`, a broken
+    /// connection) is restarted with backoff (1, 2, 4 … 30 s) while viewers
+    /// remain, for this long after its last media; then its viewers are
+    /// ended. 0 = end them at once.
+    #[serde(with = "secs")]
+    pub reconnect_window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +300,7 @@ impl Default for MediaConfig {
             reorder_depth: 64,
             reorder_delay: Duration::from_millis(50),
             tcp_connect_timeout: Duration::from_secs(5),
+            after_loss: crate::ingest::transport::AfterLoss::NextFrame,
         }
     }
 }
@@ -299,6 +309,7 @@ impl Default for StreamsSection {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(30),
+            reconnect_window: Duration::from_secs(60),
         }
     }
 }

@@ -81,6 +81,13 @@ enum Command {
         /// check whose frames they received.
         #[arg(long)]
         mark_frames: bool,
+        /// Send media to this IP instead of the offered one (same port),
+        /// e.g. a fault-injection proxy.
+        #[arg(long)]
+        media_ip: Option<std::net::IpAddr>,
+        /// Seconds between keepalives (default 60).
+        #[arg(long)]
+        keepalive_interval: Option<f64>,
     },
     /// Run only a simulated China Telecom 手机看店 camera that registers at
     /// the gateway of the configuration (ids default to the first
@@ -211,6 +218,8 @@ fn main() -> ExitCode {
                 aac,
                 count,
                 mark_frames,
+                media_ip,
+                keepalive_interval,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -243,6 +252,11 @@ fn main() -> ExitCode {
                     (false, None) => camgate::sim::gb_device::AnswerSsrc::Offered,
                 };
                 sim.mark_frames = mark_frames;
+                sim.media_ip = media_ip;
+                if let Some(secs) = keepalive_interval {
+                    sim.keepalive_interval =
+                        std::time::Duration::from_secs_f64(secs.clamp(0.1, 3600.0));
+                }
                 if count > 1 {
                     let password_for = |id: &str| config.password_for(id).map(str::to_owned);
                     camgate::sim::gb_camera::run_many(sim, count, password_for, shutdown).await

@@ -192,7 +192,7 @@ fn build() -> Metrics {
         ),
         stream_stops: reg!(
             "camgate_stream_stops",
-            "Sources stopped, by reason (idle, failed, shutdown, finished)",
+            "Sources stopped, by reason (idle, failed, shutdown, finished, no_media, device_gone, device_restarted)",
             Family::default()
         ),
         viewers: reg!(
@@ -706,7 +706,15 @@ fn zero_known_series(m: &Metrics) {
     zero(
         &m.stream_stops,
         "reason",
-        &["idle", "failed", "shutdown", "finished"],
+        &[
+            "idle",
+            "failed",
+            "shutdown",
+            "finished",
+            "no_media",
+            "device_gone",
+            "device_restarted",
+        ],
     );
     zero(
         &m.rtp_errors,

@@ -84,6 +84,7 @@ macro_rules! for_restart_keys {
         $m!("media.viewer_queue_frames", media.viewer_queue_frames);
         $m!("media.gop_cache", media.gop_cache);
         $m!("streams.idle_timeout", streams.idle_timeout);
+        $m!("streams.reconnect_window", streams.reconnect_window);
         $m!("rtsp.listen", rtsp.listen);
         $m!("rtsp.session_timeout", rtsp.session_timeout);
         $m!("http.listen", http.listen);

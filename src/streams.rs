@@ -15,7 +15,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// The tokio clock, so the restart schedule follows paused time in tests.
+use tokio::time::Instant;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -142,16 +145,66 @@ pub enum StartError {
 }
 
 /// A running source: cancel it to stop (it sends its BYE and returns); if
-/// the task finishes on its own the source died, with the reason it returns.
+/// the task finishes on its own the source died, and its [`SourceExit`]
+/// says why, which decides whether the stream is restarted.
 pub struct SourceHandle {
     pub cancel: CancellationToken,
-    pub task: JoinHandle<String>,
+    pub task: JoinHandle<SourceExit>,
 }
 
-/// What a source task returns when its media ended by design (a recording
-/// played to its end): the stream ends for its viewers and is not
-/// restarted, unlike any other return, which means the source died.
-pub const SOURCE_FINISHED: &str = "end of stream";
+/// Why a source task returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceExit {
+    /// Cancelled by the stream table (idle, shutdown).
+    Stopped,
+    /// The media ended by design (a recording played to its end): the
+    /// stream ends for its viewers and is not restarted.
+    Finished,
+    /// No media was accepted for this long: restarted with backoff while
+    /// viewers remain, up to `streams.reconnect_window`.
+    NoMedia(Duration),
+    /// The device went offline or unregistered: the stream ends at once.
+    DeviceGone(String),
+    /// The device restarted and lost its calls: the stream is restarted at
+    /// once while viewers remain.
+    DeviceRestarted,
+    /// Anything else (the device's BYE, a broken connection): restarted
+    /// like [`SourceExit::NoMedia`].
+    Failed(String),
+}
+
+impl SourceExit {
+    /// The `reason` label of `camgate_stream_stops_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Stopped => "stopped",
+            Self::Finished => "finished",
+            Self::NoMedia(_) => "no_media",
+            Self::DeviceGone(_) => "device_gone",
+            Self::DeviceRestarted => "device_restarted",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stopped => f.write_str("stopped"),
+            Self::Finished => f.write_str("end of stream"),
+            Self::NoMedia(d) => write!(f, "no media for {d:?}"),
+            Self::DeviceGone(why) => write!(f, "device gone: {why}"),
+            Self::DeviceRestarted => f.write_str("device restarted"),
+            Self::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for SourceExit {
+    fn from(reason: String) -> Self {
+        Self::Failed(reason)
+    }
+}
 
 pub type StartFuture<'a> =
     Pin<Box<dyn Future<Output = Result<SourceHandle, StartError>> + Send + 'a>>;
@@ -205,6 +258,8 @@ pub trait PlaybackControl: Send + Sync + 'static {
 enum Phase {
     Starting,
     Running,
+    /// The source died; viewers stay attached while it is restarted.
+    Restarting,
     Failed(StartError),
 }
 
@@ -213,8 +268,13 @@ pub struct StreamsConfig {
     pub idle_timeout: Duration,
     /// Upper bound on a start; providers should time out sooner themselves.
     pub start_timeout: Duration,
-    pub restart_attempts: u32,
+    /// How long a dead source is restarted while viewers remain, from
+    /// the moment it last delivered media; 0 = never restarted.
+    pub reconnect_window: Duration,
+    /// First wait between restarts; doubled each time up to
+    /// `restart_backoff_max`.
     pub restart_backoff: Duration,
+    pub restart_backoff_max: Duration,
     pub hub: HubConfig,
 }
 
@@ -223,8 +283,9 @@ impl Default for StreamsConfig {
         Self {
             idle_timeout: Duration::from_secs(30),
             start_timeout: Duration::from_secs(6),
-            restart_attempts: 3,
+            reconnect_window: Duration::from_secs(60),
             restart_backoff: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(30),
             hub: HubConfig::default(),
         }
     }
@@ -291,14 +352,21 @@ impl Drop for Viewer {
     }
 }
 
-/// One row of `GET /api/v1/streams`.
+/// A running stream whose last frame is older than this is `stalled`.
+pub const STALLED_AFTER: Duration = Duration::from_secs(2);
+
+/// One row of `GET /api/v1/streams`: what is true now.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StreamSummary {
     pub key: StreamKey,
+    /// `starting | running | stalled | restarting` (or `failed`).
     pub state: &'static str,
     pub viewers: usize,
+    /// Over the last second; 0 once no frame came for a second.
     pub bitrate_bps: u64,
     pub frames: u64,
+    /// Milliseconds since the last frame; `null` before the first.
+    pub last_frame_age_ms: Option<u64>,
     pub since: u64,
 }
 
@@ -364,7 +432,9 @@ impl Streams {
             .await
             .map(|p| p.clone());
         match outcome {
-            Ok(Phase::Running) => Ok(viewer),
+            // A restarting stream is joined as it is: its viewers wait for
+            // the media to come back.
+            Ok(Phase::Running | Phase::Restarting) => Ok(viewer),
             Ok(Phase::Failed(e)) => Err(e),
             _ => Err(StartError::Failed("stream supervisor ended".into())),
         }
@@ -405,26 +475,39 @@ impl Streams {
 
     pub fn list(&self) -> Vec<StreamSummary> {
         let table = self.inner.lock_table();
+        let now = Instant::now();
         let mut rows: Vec<StreamSummary> = table
             .values()
-            .map(|e| StreamSummary {
-                key: e.key.clone(),
-                state: match *e.phase.borrow() {
-                    Phase::Starting => "starting",
-                    Phase::Running => "running",
-                    Phase::Failed(_) => "failed",
-                },
-                viewers: e.viewers.load(Ordering::SeqCst),
-                bitrate_bps: e.hub.stats.bitrate_bps(),
-                frames: e
+            .map(|e| {
+                let age = e
                     .hub
-                    .stats
-                    .frames_in
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                since: e
-                    .since
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
+                    .last_frame_at()
+                    .map(|t| now.saturating_duration_since(t));
+                StreamSummary {
+                    key: e.key.clone(),
+                    state: match *e.phase.borrow() {
+                        Phase::Starting => "starting",
+                        // Stalled: running but silent (the source has not yet
+                        // given up on its inactivity deadline).
+                        Phase::Running if age.is_none() => "starting",
+                        Phase::Running if age.is_some_and(|a| a >= STALLED_AFTER) => "stalled",
+                        Phase::Running => "running",
+                        Phase::Restarting => "restarting",
+                        Phase::Failed(_) => "failed",
+                    },
+                    viewers: e.viewers.load(Ordering::SeqCst),
+                    bitrate_bps: e.hub.bitrate_bps_at(now),
+                    last_frame_age_ms: age.map(|a| a.as_millis() as u64),
+                    frames: e
+                        .hub
+                        .stats
+                        .frames_in
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    since: e
+                        .since
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                }
             })
             .collect();
         rows.sort_by(|a, b| a.key.cmp(&b.key));
@@ -474,14 +557,63 @@ impl Inner {
 enum Stop {
     Idle,
     Shutdown,
-    Died(String),
+    Died(SourceExit),
+}
+
+/// The restart schedule of one outage: exponential backoff from
+/// `restart_backoff` to `restart_backoff_max`, for at most
+/// `reconnect_window` from the moment the source last delivered media.
+struct Outage {
+    deadline: Instant,
+    next_wait: Duration,
+}
+
+impl Outage {
+    fn new(cfg: &StreamsConfig, last_media: Instant) -> Self {
+        Self {
+            deadline: last_media + cfg.reconnect_window,
+            next_wait: cfg.restart_backoff,
+        }
+    }
+
+    /// How long the next call should wait for media before it is given up:
+    /// the next step of the schedule, within the window. A call that is
+    /// up listens through its backoff step instead of leaving a gap, so
+    /// media that returns is taken at once.
+    fn patience(&self, now: Instant) -> Duration {
+        self.next_wait
+            .min(self.deadline.saturating_duration_since(now))
+    }
+
+    /// How long to wait before the next attempt, or `None` when the window
+    /// is spent. The wait never runs past the window's end.
+    fn next(&mut self, cfg: &StreamsConfig, now: Instant) -> Option<Duration> {
+        let left = self.deadline.checked_duration_since(now)?;
+        if left.is_zero() {
+            return None;
+        }
+        let wait = self.next_wait.min(left);
+        self.next_wait = (self.next_wait * 2).min(cfg.restart_backoff_max);
+        Some(wait)
+    }
+}
+
+/// What the supervisor does after a source died.
+enum Then {
+    Restart(Duration),
+    End,
 }
 
 async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn SourceProvider>) {
     let cfg = inner.config.clone();
-    let mut attempt = 0u32;
+    // Set while the stream is down and being restarted.
+    let mut outage: Option<Outage> = None;
     loop {
         let started_at = Instant::now();
+        let restarting = outage.is_some();
+        entry
+            .hub
+            .set_restart_patience(outage.as_ref().map(|o| o.patience(started_at)));
         let start = tokio::time::timeout(
             cfg.start_timeout,
             provider.start_with(&entry.key, entry.hub.clone(), &entry.options),
@@ -493,19 +625,20 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
         let mut handle = match result {
             Ok(h) => h,
             Err(e) => {
-                warn!(error = %e, attempt, "stream start failed");
-                if attempt > 0
-                    && attempt < cfg.restart_attempts
-                    && entry.viewers.load(Ordering::SeqCst) > 0
-                    && !inner.shutdown.is_cancelled()
+                warn!(error = %e, restarting = outage.is_some(), "stream start failed");
+                // A device no longer registered will not come back by
+                // retrying; anything else is retried within the window.
+                let retry = match (&mut outage, &e) {
+                    (_, StartError::NotFound(_)) => None,
+                    (Some(o), _) => o.next(&cfg, Instant::now()),
+                    (None, _) => None,
+                };
+                if let Some(wait) = retry
+                    && wait_to_restart(&inner, &entry, wait).await
                 {
-                    attempt += 1;
-                    tokio::time::sleep(cfg.restart_backoff).await;
                     continue;
                 }
-                inner.remove(&entry);
-                entry.phase.send_replace(Phase::Failed(e));
-                entry.hub.close();
+                end_stream(&inner, &entry, Phase::Failed(e));
                 return;
             }
         };
@@ -513,42 +646,24 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
         metrics::get().streams_active.inc();
         info!(
             elapsed_ms = started_at.elapsed().as_millis() as u64,
+            restart = outage.is_some(),
             "stream started"
         );
-        entry.phase.send_replace(Phase::Running);
-
-        let stop = watch_viewers(&inner, &entry, &mut handle.task, &cfg).await;
+        if outage.is_none() {
+            entry.phase.send_replace(Phase::Running);
+        }
+        let stop = watch_viewers(
+            &inner,
+            &entry,
+            &mut handle.task,
+            &cfg,
+            &mut outage,
+            started_at,
+        )
+        .await;
         metrics::get().streams_active.dec();
-        match stop {
-            Stop::Died(reason) if reason == SOURCE_FINISHED => {
-                metrics::get()
-                    .stream_stops
-                    .get_or_create(&label("reason", "finished"))
-                    .inc();
-                info!("source finished");
-                inner.remove(&entry);
-                entry.hub.close();
-                return;
-            }
-            Stop::Died(reason) => {
-                metrics::get()
-                    .stream_stops
-                    .get_or_create(&label("reason", "failed"))
-                    .inc();
-                warn!(%reason, "source ended");
-                if entry.viewers.load(Ordering::SeqCst) > 0
-                    && attempt < cfg.restart_attempts
-                    && !inner.shutdown.is_cancelled()
-                {
-                    attempt += 1;
-                    entry.phase.send_replace(Phase::Starting);
-                    tokio::time::sleep(cfg.restart_backoff).await;
-                    continue;
-                }
-                inner.remove(&entry);
-                entry.hub.close();
-                return;
-            }
+        let exit = match stop {
+            Stop::Died(exit) => exit,
             Stop::Idle | Stop::Shutdown => {
                 let reason = if matches!(stop, Stop::Idle) {
                     "idle"
@@ -569,40 +684,160 @@ async fn supervise(inner: Arc<Inner>, entry: Arc<Entry>, provider: Arc<dyn Sourc
                 {
                     handle.task.abort();
                 }
-                inner.remove(&entry);
-                entry.hub.close();
+                end_stream(
+                    &inner,
+                    &entry,
+                    Phase::Failed(StartError::Failed(reason.into())),
+                );
+                return;
+            }
+        };
+        metrics::get()
+            .stream_stops
+            .get_or_create(&label("reason", exit.label()))
+            .inc();
+        let now = Instant::now();
+        // Media flowed during this run: a new outage starts now.
+        let last_media = entry.hub.last_frame_at().filter(|t| *t >= started_at);
+        if let Some(t) = last_media {
+            outage = Some(Outage::new(&cfg, t));
+        }
+        let watched = entry.viewers.load(Ordering::SeqCst) > 0 && !inner.shutdown.is_cancelled();
+        let then = match &exit {
+            SourceExit::Finished | SourceExit::Stopped | SourceExit::DeviceGone(_) => Then::End,
+            _ if !watched => Then::End,
+            SourceExit::DeviceRestarted => {
+                // Its old call is gone with it: call again at once.
+                outage.get_or_insert_with(|| Outage::new(&cfg, now));
+                Then::Restart(Duration::ZERO)
+            }
+            // A restarted call that listened through its step in vain:
+            // call again at once (the schedule still advances).
+            SourceExit::NoMedia(_) if restarting && last_media.is_none() => outage
+                .as_mut()
+                .and_then(|o| o.next(&cfg, now))
+                .map_or(Then::End, |_| Then::Restart(Duration::ZERO)),
+            SourceExit::NoMedia(_) | SourceExit::Failed(_) => {
+                let o = outage.get_or_insert_with(|| Outage::new(&cfg, started_at));
+                o.next(&cfg, now).map_or(Then::End, Then::Restart)
+            }
+        };
+        match then {
+            Then::Restart(wait) => {
+                warn!(reason = %exit, ?wait, "source ended; restarting");
+                if wait_to_restart(&inner, &entry, wait).await {
+                    continue;
+                }
+                end_stream(
+                    &inner,
+                    &entry,
+                    Phase::Failed(StartError::Failed(exit.to_string())),
+                );
+                return;
+            }
+            Then::End => {
+                if exit == SourceExit::Finished {
+                    info!("source finished");
+                } else {
+                    warn!(reason = %exit, "source ended; ending the stream");
+                }
+                end_stream(
+                    &inner,
+                    &entry,
+                    Phase::Failed(StartError::Failed(exit.to_string())),
+                );
                 return;
             }
         }
     }
 }
 
+/// Show the stream as restarting and wait `wait` before the next start.
+/// False when there is nobody left to restart for (every viewer left, or
+/// shutdown): the caller ends the stream.
+async fn wait_to_restart(inner: &Inner, entry: &Arc<Entry>, wait: Duration) -> bool {
+    entry.phase.send_replace(Phase::Restarting);
+    let until = Instant::now() + wait;
+    loop {
+        let changed = entry.viewers_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if inner.shutdown.is_cancelled() || inner.remove_if_unwatched(entry) {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return true,
+            _ = &mut changed => {}
+            _ = inner.shutdown.cancelled() => return false,
+        }
+    }
+}
+
+/// The stream is over: forget it, and end every viewer (they drain what
+/// they have, then see the hub closed). Viewers still waiting on the
+/// first start see `outcome`.
+fn end_stream(inner: &Inner, entry: &Arc<Entry>, outcome: Phase) {
+    inner.remove(entry);
+    entry.phase.send_replace(outcome);
+    entry.hub.close();
+}
+
 /// Run until the source dies, shutdown, or nobody has watched for
-/// `idle_timeout`.
+/// `idle_timeout`. During a restart, the stream turns `running` again
+/// once media flows.
 async fn watch_viewers(
     inner: &Inner,
     entry: &Arc<Entry>,
-    task: &mut JoinHandle<String>,
+    task: &mut JoinHandle<SourceExit>,
     cfg: &StreamsConfig,
+    outage: &mut Option<Outage>,
+    started_at: Instant,
 ) -> Stop {
+    // While restarting: look for the first frame of this run.
+    let mut media_check = tokio::time::interval(Duration::from_millis(200));
+    // The idle deadline counts from when the last viewer left.
+    let mut unwatched_since: Option<Instant> = None;
     loop {
         // Register interest before reading the count so no change is missed.
         let changed = entry.viewers_changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
         let watched = entry.viewers.load(Ordering::SeqCst) > 0;
+        let idle_at = if watched {
+            unwatched_since = None;
+            None
+        } else {
+            Some(*unwatched_since.get_or_insert_with(Instant::now) + cfg.idle_timeout)
+        };
         tokio::select! {
             r = &mut *task => {
-                return Stop::Died(r.unwrap_or_else(|e| format!("source task failed: {e}")));
+                return Stop::Died(r.unwrap_or_else(|e| SourceExit::Failed(format!("source task failed: {e}"))));
             }
             _ = inner.shutdown.cancelled() => return Stop::Shutdown,
             _ = &mut changed => continue,
-            _ = tokio::time::sleep(cfg.idle_timeout), if !watched => {
+            _ = media_check.tick(), if outage.is_some() => {
+                if entry.hub.last_frame_at().is_some_and(|t| t >= started_at) {
+                    // Media is back: the outage is over.
+                    *outage = None;
+                    entry.hub.set_restart_patience(None);
+                    entry.phase.send_replace(Phase::Running);
+                    info!("media resumed");
+                }
+            }
+            _ = sleep_until(idle_at) => {
                 if inner.remove_if_unwatched(entry) {
                     return Stop::Idle;
                 }
+                unwatched_since = None;
             }
         }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -645,7 +880,7 @@ mod tests {
                 let task = tokio::spawn(async move {
                     c.cancelled().await;
                     stops.fetch_add(1, Ordering::SeqCst);
-                    "stopped".to_owned()
+                    SourceExit::Stopped
                 });
                 Ok(SourceHandle { cancel, task })
             })
@@ -695,6 +930,220 @@ mod tests {
         assert!(matches!(b, Err(StartError::Timeout(_))));
         assert!(s.list().is_empty());
         assert_eq!(provider.starts.load(Ordering::SeqCst), 1);
+    }
+
+    fn keyframe() -> crate::media::frame::Frame {
+        use crate::media::frame::{Chunks, Codec, Frame};
+        Frame {
+            codec: Codec::H264,
+            pts: 0,
+            dts: 0,
+            keyframe: true,
+            units: [Chunks::from(bytes::Bytes::from_static(&[0x65; 8]))]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// A source that publishes one frame, then dies with `exit` after
+    /// `life`; starts after the first fail with `restart_error` if set.
+    struct DyingProvider {
+        starts: AtomicU32,
+        exit: SourceExit,
+        life: Duration,
+        restart_error: Option<StartError>,
+    }
+
+    impl DyingProvider {
+        fn new(exit: SourceExit) -> Arc<Self> {
+            Arc::new(Self {
+                starts: AtomicU32::new(0),
+                exit,
+                life: Duration::from_secs(10),
+                restart_error: None,
+            })
+        }
+    }
+
+    impl SourceProvider for DyingProvider {
+        fn start<'a>(&'a self, _key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a> {
+            Box::pin(async move {
+                let n = self.starts.fetch_add(1, Ordering::SeqCst);
+                if n > 0
+                    && let Some(e) = &self.restart_error
+                {
+                    return Err(e.clone());
+                }
+                let (exit, life) = (self.exit.clone(), self.life);
+                let task = tokio::spawn(async move {
+                    hub.publish(keyframe());
+                    tokio::time::sleep(life).await;
+                    exit
+                });
+                Ok(SourceHandle {
+                    cancel: CancellationToken::new(),
+                    task,
+                })
+            })
+        }
+    }
+
+    fn dying_streams(provider: Arc<DyingProvider>, window: Duration) -> Streams {
+        Streams::new(StreamsConfig {
+            reconnect_window: window,
+            ..Default::default()
+        })
+        .with_provider("gb", provider)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_source_restarts_with_backoff_within_the_window() {
+        let provider = DyingProvider::new(SourceExit::NoMedia(Duration::from_secs(10)));
+        let s = dying_streams(provider.clone(), Duration::from_secs(60));
+        let key = StreamKey::from_path("gb/dev/ch").unwrap();
+        let viewer = s.open(&key).await.unwrap();
+        let mut sub = viewer.subscribe();
+        // Each run publishes a frame: every death starts a new outage, so
+        // the wait stays at the first step (1 s) and it runs on and on.
+        tokio::time::sleep(Duration::from_secs(10) + Duration::from_millis(500)).await;
+        assert_eq!(s.list()[0].state, "restarting");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(provider.starts.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(provider.starts.load(Ordering::SeqCst), 3);
+        assert!(sub.recv().await.is_ok(), "the viewer stayed attached");
+        let stops = metrics::get().encode();
+        assert!(stops.contains("camgate_stream_stops_total{reason=\"no_media\"}"));
+    }
+
+    /// First run: one frame, then 2 s of silence. Restarts: silent, each
+    /// listening as long as the stream table's patience asks (at least
+    /// 2 s). Records when each start happened and the patience it got.
+    #[derive(Default)]
+    struct PatientProvider {
+        starts: std::sync::Mutex<Vec<(Instant, Option<Duration>)>>,
+    }
+
+    impl SourceProvider for PatientProvider {
+        fn start<'a>(&'a self, _key: &'a StreamKey, hub: Arc<Hub>) -> StartFuture<'a> {
+            Box::pin(async move {
+                let patience = hub.restart_patience();
+                let mut starts = self.starts.lock().unwrap();
+                let first = starts.is_empty();
+                starts.push((Instant::now(), patience));
+                let rtp_timeout = Duration::from_secs(2);
+                let task = tokio::spawn(async move {
+                    if first {
+                        hub.publish(keyframe());
+                    }
+                    let waited = patience.map_or(rtp_timeout, |p| p.max(rtp_timeout));
+                    tokio::time::sleep(waited).await;
+                    SourceExit::NoMedia(waited)
+                });
+                Ok(SourceHandle {
+                    cancel: CancellationToken::new(),
+                    task,
+                })
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restarted_calls_listen_through_their_backoff_step() {
+        let provider = Arc::new(PatientProvider::default());
+        let s = Streams::new(StreamsConfig {
+            reconnect_window: Duration::from_secs(40),
+            ..Default::default()
+        })
+        .with_provider("gb", provider.clone());
+        let key = StreamKey::from_path("gb/dev/ch").unwrap();
+        let t0 = Instant::now();
+        let viewer = s.open(&key).await.unwrap();
+        let mut sub = viewer.subscribe();
+        assert!(sub.recv().await.is_ok());
+        assert!(sub.recv().await.is_err(), "ended when the window is spent");
+        let starts: Vec<(u64, Option<u64>)> = provider
+            .starts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, p)| (t.duration_since(t0).as_secs(), p.map(|p| p.as_secs())))
+            .collect();
+        // Silent at 2 s; 1 s gap; then calls back to back, each listening
+        // 2, 4, 8, 16 s, the last cut to the window's end (40 s).
+        assert_eq!(
+            starts,
+            [
+                (0, None),
+                (3, Some(2)),
+                (5, Some(4)),
+                (9, Some(8)),
+                (17, Some(16)),
+                (33, Some(7))
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restarts_stop_when_the_window_is_spent_and_viewers_are_ended() {
+        // Restarts that never deliver media: 1, 2, 4, 8 … s apart, until
+        // 30 s after the last frame; then the viewer is ended.
+        let provider = Arc::new(DyingProvider {
+            starts: AtomicU32::new(0),
+            exit: SourceExit::NoMedia(Duration::from_secs(2)),
+            life: Duration::from_secs(2),
+            restart_error: Some(StartError::Timeout(Duration::from_secs(1))),
+        });
+        let s = dying_streams(provider.clone(), Duration::from_secs(30));
+        let key = StreamKey::from_path("gb/dev/ch").unwrap();
+        let viewer = s.open(&key).await.unwrap();
+        let mut sub = viewer.subscribe();
+        assert!(sub.recv().await.is_ok());
+        let t0 = tokio::time::Instant::now();
+        assert!(sub.recv().await.is_err(), "viewer ended");
+        let ended = t0.elapsed();
+        // Dies at 2 s; retries at 3, 5, 9, 17, 32 (clamped to the window end).
+        assert!(ended >= Duration::from_secs(30), "{ended:?}");
+        assert!(ended <= Duration::from_secs(33), "{ended:?}");
+        assert_eq!(provider.starts.load(Ordering::SeqCst), 6);
+        assert!(s.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_window_a_silent_source_ends_its_viewers_at_once() {
+        let provider = DyingProvider::new(SourceExit::NoMedia(Duration::from_secs(2)));
+        let s = dying_streams(provider.clone(), Duration::ZERO);
+        let key = StreamKey::from_path("gb/dev/ch").unwrap();
+        let viewer = s.open(&key).await.unwrap();
+        let mut sub = viewer.subscribe();
+        assert!(sub.recv().await.is_ok());
+        let t0 = tokio::time::Instant::now();
+        assert!(sub.recv().await.is_err());
+        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+        assert_eq!(provider.starts.load(Ordering::SeqCst), 1);
+        assert!(s.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_device_ends_and_a_restarted_one_is_called_again() {
+        let gone = DyingProvider::new(SourceExit::DeviceGone("offline".into()));
+        let s = dying_streams(gone.clone(), Duration::from_secs(60));
+        let key = StreamKey::from_path("gb/dev/ch").unwrap();
+        let viewer = s.open(&key).await.unwrap();
+        let mut sub = viewer.subscribe();
+        assert!(sub.recv().await.is_ok());
+        assert!(sub.recv().await.is_err(), "ended, not restarted");
+        assert_eq!(gone.starts.load(Ordering::SeqCst), 1);
+
+        let restarted = DyingProvider::new(SourceExit::DeviceRestarted);
+        let s = dying_streams(restarted.clone(), Duration::from_secs(60));
+        let _viewer = s.open(&key).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10) + Duration::from_millis(10)).await;
+        assert_eq!(
+            restarted.starts.load(Ordering::SeqCst),
+            2,
+            "called again at once"
+        );
     }
 
     #[test]

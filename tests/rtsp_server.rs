@@ -293,7 +293,7 @@ impl SourceProvider for ClipProvider {
                 loop {
                     for au in &clip.aus {
                         tokio::select! {
-                            _ = stop.cancelled() => return "stopped".to_owned(),
+                            _ = stop.cancelled() => return camgate::streams::SourceExit::Stopped,
                             _ = tick.tick() => {}
                         }
                         hub.publish(Frame {

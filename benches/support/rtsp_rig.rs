@@ -60,7 +60,7 @@ impl SourceProvider for Synthetic {
                 let mut n = 0u32;
                 loop {
                     tokio::select! {
-                        _ = stop.cancelled() => return "stopped".to_owned(),
+                        _ = stop.cancelled() => return camgate::streams::SourceExit::Stopped,
                         _ = tick.tick() => {}
                     }
                     let key = n.is_multiple_of(gop);

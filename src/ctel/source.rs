@@ -17,7 +17,7 @@
 //! it drops the session) or when the device's link goes.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use retina::client::{
@@ -33,7 +33,9 @@ use crate::media::frame::{Chunks, Codec, Frame, StreamInfo, VideoParams};
 use crate::media::h264::{self, parse_sps};
 use crate::media::hub::Hub;
 use crate::metrics::{self, label};
-use crate::streams::{SourceHandle, SourceProvider, StartError, StartFuture, StreamKey};
+use crate::streams::{
+    SourceExit, SourceHandle, SourceProvider, StartError, StartFuture, StreamKey,
+};
 
 /// Largest access unit accepted from a device.
 const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
@@ -191,21 +193,42 @@ struct Pump {
     gone: CancellationToken,
 }
 
+/// A pull that delivers no frame for this long is dead.
+const MEDIA_SILENCE: Duration = Duration::from_secs(10);
+
 impl Pump {
-    async fn run(self, mut session: retina::client::Demuxed, cancel: CancellationToken) -> String {
+    /// Pull until cancelled, the device's link or stream ends, or no frame
+    /// came for [`MEDIA_SILENCE`] (one deadline from the last frame).
+    async fn run(
+        self,
+        mut session: retina::client::Demuxed,
+        cancel: CancellationToken,
+    ) -> SourceExit {
         let mut params = VideoParams::default();
         let mut frames = 0u64;
+        let mut last_frame = tokio::time::Instant::now();
+        let silence = tokio::time::sleep_until(last_frame + MEDIA_SILENCE);
+        tokio::pin!(silence);
         let reason = loop {
             let item = tokio::select! {
-                _ = cancel.cancelled() => break "stopped".to_owned(),
-                _ = self.gone.cancelled() => break "device link ended".to_owned(),
+                _ = cancel.cancelled() => break SourceExit::Stopped,
+                _ = self.gone.cancelled() => break SourceExit::DeviceGone("device link ended".to_owned()),
                 item = next_item(&mut session) => item,
+                _ = &mut silence => {
+                    let due = last_frame + MEDIA_SILENCE;
+                    if due > tokio::time::Instant::now() {
+                        silence.as_mut().reset(due);
+                        continue;
+                    }
+                    break SourceExit::NoMedia(MEDIA_SILENCE);
+                }
             };
             match item {
-                None => break "device ended the stream".to_owned(),
-                Some(Err(e)) => break format!("device RTSP failed: {e}"),
+                None => break SourceExit::Failed("device ended the stream".to_owned()),
+                Some(Err(e)) => break SourceExit::Failed(format!("device RTSP failed: {e}")),
                 Some(Ok(CodecItem::VideoFrame(f))) => {
                     if let Some(frame) = to_frame(f, &mut params, &self.hub) {
+                        last_frame = tokio::time::Instant::now();
                         frames += 1;
                         metrics::get().frames_demuxed.inc();
                         self.hub.publish(frame);

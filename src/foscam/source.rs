@@ -27,7 +27,9 @@ use crate::media::frame::{AudioParams, Chunks, Codec, Frame, StreamInfo, VideoPa
 use crate::media::hub::Hub;
 use crate::media::jpeg;
 use crate::metrics::{self, label};
-use crate::streams::{SourceHandle, SourceProvider, StartError, StartFuture, StreamKey};
+use crate::streams::{
+    SourceExit, SourceHandle, SourceProvider, StartError, StartFuture, StreamKey,
+};
 
 /// A media connection that delivers nothing for this long is dead.
 const MEDIA_SILENCE: Duration = Duration::from_secs(10);
@@ -158,7 +160,7 @@ impl Pump {
         video: TcpStream,
         audio: Option<TcpStream>,
         cancel: CancellationToken,
-    ) -> String {
+    ) -> SourceExit {
         let mut main = MediaReader::new(&self.hub, self.audio);
         let mut extra = MediaReader::new(&self.hub, self.audio);
         let extra_read = async {
@@ -169,7 +171,7 @@ impl Pump {
         };
         let reason = tokio::select! {
             _ = cancel.cancelled() => None,
-            r = self.camera.session_ended(self.session) => Some(r),
+            r = self.camera.session_ended(self.session) => Some(SourceExit::Failed(r)),
             r = main.run(video) => Some(r),
             r = extra_read => Some(r),
         };
@@ -181,7 +183,7 @@ impl Pump {
         match reason {
             None => {
                 info!(camera = %self.camera.name(), "sent Video_End");
-                "stopped".into()
+                SourceExit::Stopped
             }
             Some(r) => {
                 metrics::get()
@@ -220,22 +222,47 @@ impl<'a> MediaReader<'a> {
         }
     }
 
-    async fn run(&mut self, mut stream: TcpStream) -> String {
+    /// Read until the connection ends or no frame came for
+    /// `MEDIA_SILENCE`: one deadline from the last frame published (bytes
+    /// that make no frame do not keep a connection alive).
+    async fn run(&mut self, mut stream: TcpStream) -> SourceExit {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut decoder = FrameDecoder::new(Channel::Media);
+        let hub: &Hub = self.hub;
+        let frames = move || {
+            hub.stats
+                .frames_in
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let mut last_media = tokio::time::Instant::now();
+        let silence = tokio::time::sleep_until(last_media + MEDIA_SILENCE);
+        tokio::pin!(silence);
         loop {
+            let before = frames();
             while let Some(decoded) = decoder.decode(&mut buf) {
                 match decoded.and_then(|raw| MediaMessage::parse(&raw)) {
                     Ok(msg) => self.handle(msg),
                     Err(e) => client::count_error(&e),
                 }
             }
+            if frames() != before {
+                last_media = tokio::time::Instant::now();
+            }
             buf.reserve(READ_CHUNK);
-            match tokio::time::timeout(MEDIA_SILENCE, stream.read_buf(&mut buf)).await {
-                Err(_) => return format!("no media for {MEDIA_SILENCE:?}"),
-                Ok(Ok(0)) => return "camera closed the media connection".into(),
-                Ok(Err(e)) => return format!("media read failed: {e}"),
-                Ok(Ok(_)) => {}
+            tokio::select! {
+                r = stream.read_buf(&mut buf) => match r {
+                    Ok(0) => return SourceExit::Failed("camera closed the media connection".into()),
+                    Err(e) => return SourceExit::Failed(format!("media read failed: {e}")),
+                    Ok(_) => {}
+                },
+                _ = &mut silence => {
+                    let due = last_media + MEDIA_SILENCE;
+                    if due > tokio::time::Instant::now() {
+                        silence.as_mut().reset(due);
+                        continue;
+                    }
+                    return SourceExit::NoMedia(MEDIA_SILENCE);
+                }
             }
         }
     }

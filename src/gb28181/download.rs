@@ -28,7 +28,7 @@ use crate::config::GbConfig;
 use crate::media::hub::{Hub, HubConfig};
 use crate::metrics::{self, label};
 use crate::streams::recording::PlaybackRange;
-use crate::streams::{SOURCE_FINISHED, SourceHandle, StartError};
+use crate::streams::{SourceExit, SourceHandle, StartError};
 
 /// A started download session, as [`RecordingFetch`] returns it.
 pub type FetchFuture =
@@ -36,7 +36,7 @@ pub type FetchFuture =
 
 /// What a download job needs of the platform: one `s=Download` session of
 /// `range` of `channel` at `speed`, frames into `hub` and the raw PS bytes
-/// into `ps`; the session ends with [`SOURCE_FINISHED`] at end of file.
+/// into `ps`; the session ends with [`SourceExit::Finished`] at end of file.
 pub trait RecordingFetch: Send + Sync + 'static {
     fn fetch(
         self: Arc<Self>,
@@ -338,11 +338,11 @@ async fn download(
     let mut frames_open = true;
     let reason = loop {
         tokio::select! {
-            r = &mut task => break r.unwrap_or_else(|e| format!("download task failed: {e}")),
+            r = &mut task => break r.unwrap_or_else(|e| SourceExit::Failed(format!("download task failed: {e}"))),
             _ = job.cancel.cancelled() => {
                 source.cancel.cancel();
                 let _ = (&mut task).await;
-                break "cancelled".to_owned();
+                break SourceExit::Failed("cancelled".to_owned());
             }
             f = frames.recv(), if frames_open => match f {
                 Ok(frame) => {
@@ -359,10 +359,10 @@ async fn download(
         Ok(Err(e)) => return Err(format!("writing {}: {e}", path.display())),
         Err(e) => return Err(format!("writer failed: {e}")),
     }
-    if reason == SOURCE_FINISHED {
+    if reason == SourceExit::Finished {
         Ok(())
     } else {
-        Err(reason)
+        Err(reason.to_string())
     }
 }
 

@@ -18,16 +18,16 @@ use tracing::{Instrument, debug, info, warn};
 use bytes::Bytes;
 
 use super::history::{HistoryKind, history_offer};
-use super::platform::GbPlatform;
+use super::platform::{DeviceChange, GbPlatform};
 use super::playback::{GbPlayback, PlaybackRange, range_of_key_segment};
 use super::reports::Report;
 use super::sdp::{GbSdp, Setup, Transport};
 use super::ssrc::{Ssrc, SsrcKind};
 use crate::ingest::packets::PacketSource;
-use crate::ingest::port_pool::{BoundPair, BoundTcp};
+use crate::ingest::port_pool::{BoundPair, BoundTcp, PortHold};
 use crate::ingest::shared_udp::SharedUdpPort;
 use crate::ingest::tcp::{accept_device, connect_device};
-use crate::ingest::transport::{MediaTransport, SsrcPolicy};
+use crate::ingest::transport::{AfterLoss, MediaTransport, SsrcPolicy};
 use crate::media::hub::Hub;
 use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats};
 use crate::media::ps::PsEvent;
@@ -37,7 +37,7 @@ use crate::media::rtp_ps::RtpPsReceiver;
 use crate::metrics::{self, label};
 use crate::sip::invite::{Call, CallControl, InviteError, InviteRequest, invite};
 use crate::streams::{
-    SourceHandle, SourceOptions, SourceProvider, StartError, StartFuture, StreamKey,
+    SourceExit, SourceHandle, SourceOptions, SourceProvider, StartError, StartFuture, StreamKey,
 };
 
 /// RFC 3550 §6.2: the minimum RTCP interval.
@@ -180,7 +180,7 @@ impl GbSources {
         let task = tokio::spawn(async move {
             let reason = (&mut inner)
                 .await
-                .unwrap_or_else(|e| format!("playback task failed: {e}"));
+                .unwrap_or_else(|e| SourceExit::Failed(format!("playback task failed: {e}")));
             let mut table = super::platform::lock(&playbacks);
             if table.get(&key).is_some_and(|c| Arc::ptr_eq(c, &control)) {
                 table.remove(&key);
@@ -485,6 +485,7 @@ pub(crate) async fn start_session(
     let cancel = CancellationToken::new();
     let session = MediaSession {
         platform: platform.clone(),
+        device: device.to_owned(),
         hub,
         expect_ssrc,
         device_media: answer
@@ -500,6 +501,7 @@ pub(crate) async fn start_session(
             max_delay: config.media.reorder_delay,
         },
         tcp_timeout: config.media.tcp_connect_timeout,
+        after_loss: config.media.after_loss,
         ps_sink: history.as_mut().and_then(|h| h.ps_sink.take()),
         paused: history.as_ref().map(|h| h.paused.clone()),
     };
@@ -522,6 +524,8 @@ enum Prepared {
 
 struct MediaSession {
     platform: Arc<GbPlatform>,
+    /// Whose offline, unregistration or restart ends the session.
+    device: String,
     hub: Arc<Hub>,
     /// `None`: learn it from the first packet (answer without `y=`).
     expect_ssrc: Option<u32>,
@@ -533,6 +537,7 @@ struct MediaSession {
     rtp_timeout: Duration,
     jitter: JitterConfig,
     tcp_timeout: Duration,
+    after_loss: AfterLoss,
     /// Downloads: the PS byte stream goes here too.
     ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
     /// Set while a viewer has the playback paused.
@@ -540,33 +545,40 @@ struct MediaSession {
 }
 
 impl MediaSession {
-    /// Pump media until cancelled (then BYE) or the device ends the call.
-    /// A recording also ends at the device's end-of-file notify (then we
-    /// BYE and return [`crate::streams::SOURCE_FINISHED`]).
+    /// Pump media until cancelled (then BYE), the device ends the call,
+    /// its media stops for `rtp_timeout`, or it goes offline or restarts
+    /// (see [`super::platform::DeviceChange`]). A recording also ends at
+    /// the device's end-of-file notify (then we BYE and return
+    /// [`SourceExit::Finished`]).
     async fn run(
         self,
         mut call: Call,
         prepared: Prepared,
         mut end_of_file: Option<EndOfFile>,
         cancel: CancellationToken,
-    ) -> String {
+    ) -> SourceExit {
         let eof = async {
             match end_of_file.as_mut() {
                 Some(e) => e.wait().await,
                 None => std::future::pending().await,
             }
         };
-        let reason = tokio::select! {
+        let device_change = self.platform.device_change(&self.device);
+        let exit = tokio::select! {
             _ = cancel.cancelled() => None,
-            r = call.ended() => Some(r),
+            r = call.ended() => Some(SourceExit::Failed(r)),
             r = self.connect_and_pump(prepared) => Some(r),
+            change = device_change => Some(match change {
+                DeviceChange::Gone(why) => SourceExit::DeviceGone(why),
+                DeviceChange::Restarted => SourceExit::DeviceRestarted,
+            }),
             _ = eof => {
                 info!("device reported end of file");
-                Some(crate::streams::SOURCE_FINISHED.to_owned())
+                Some(SourceExit::Finished)
             }
         };
         self.platform.release_ssrc(self.ssrc);
-        match reason {
+        match exit {
             None => {
                 metrics::get().byes_sent.inc();
                 if let Err(e) = call.bye().await {
@@ -574,30 +586,52 @@ impl MediaSession {
                 } else {
                     info!("sent BYE");
                 }
-                "stopped".to_owned()
+                SourceExit::Stopped
             }
-            Some(r) => {
-                // The device is gone or silent; tell it anyway, harmlessly.
-                if !r.contains("BYE") {
-                    metrics::get().byes_sent.inc();
-                    let _ = call.bye().await;
-                }
-                r
+            // The device lost this call when it restarted: a BYE would
+            // only earn a 481. Forget the dialog.
+            Some(SourceExit::DeviceRestarted) => {
+                info!("device restarted: dialog forgotten");
+                call.forget();
+                SourceExit::DeviceRestarted
+            }
+            Some(SourceExit::Failed(r)) if r.contains("BYE") => SourceExit::Failed(r),
+            Some(exit) => {
+                // The device is gone or silent; tell it anyway, harmlessly,
+                // without making the stream wait for a device that may
+                // never answer (a BYE's retransmissions last 32 s).
+                metrics::get().byes_sent.inc();
+                tokio::spawn(
+                    async move {
+                        if let Err(e) = call.bye().await {
+                            debug!("BYE to a silent device: {e}");
+                        }
+                    }
+                    .in_current_span(),
+                );
+                exit
             }
         }
     }
 
-    async fn connect_and_pump(&self, prepared: Prepared) -> String {
+    async fn connect_and_pump(&self, prepared: Prepared) -> SourceExit {
+        // A TCP media port stays out of the pool while its connection
+        // lives, not just while its listener or unconnected socket does.
+        let mut _port_hold: Option<PortHold> = None;
         let source = match prepared {
             Prepared::Ready(s) => Ok(s),
             Prepared::Accept(listener) => {
-                match accept_device(&listener.socket, self.device_ip, self.tcp_timeout).await {
+                let (listener, hold) = listener.split();
+                _port_hold = Some(hold);
+                match accept_device(&listener, self.device_ip, self.tcp_timeout).await {
                     Ok(stream) => PacketSource::tcp(stream).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
             }
             Prepared::Connect(socket, addr) => {
-                match connect_device(socket.socket, addr, self.tcp_timeout).await {
+                let (socket, hold) = socket.split();
+                _port_hold = Some(hold);
+                match connect_device(socket, addr, self.tcp_timeout).await {
                     Ok(stream) => PacketSource::tcp(stream).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
@@ -607,17 +641,24 @@ impl MediaSession {
             Ok(source) => self.pump(source).await,
             Err(e) => {
                 warn!("TCP media: {e}");
-                e
+                SourceExit::Failed(e)
             }
         }
     }
 
     /// Read packets from any transport, reorder (UDP), demux, publish.
-    async fn pump(&self, mut source: PacketSource) -> String {
+    ///
+    /// Inactivity is one deadline, `rtp_timeout` after the last packet
+    /// accepted for this stream (right SSRC, parsable). Other wake-ups
+    /// (receiver reports, the reorder buffer) never move it, and packets
+    /// of strangers never feed it. A paused playback is silent by design
+    /// and keeps pushing it forward.
+    async fn pump(&self, mut source: PacketSource) -> SourceExit {
         let mut receiver = match self.expect_ssrc {
             Some(s) => RtpPsReceiver::with_ssrc(s),
             None => RtpPsReceiver::new(),
         };
+        receiver.set_resume_at_keyframe(self.after_loss == AfterLoss::Keyframe);
         let mut jitter = source.unordered().then(|| JitterBuffer::new(self.jitter));
         let mut counters = Counters::default();
         let mut events = Vec::new();
@@ -630,10 +671,36 @@ impl MediaSession {
         let mut rr_tick = tokio::time::interval(RR_INTERVAL);
         rr_tick.reset();
         let mut last_packet = Instant::now();
+        let mut last_accepted = tokio::time::Instant::now();
+        // A restarted call waits through the restart schedule's step for
+        // its first packet; once media flows, `rtp_timeout` applies.
+        let mut got_media = false;
+        let limit = |got_media: bool| match self.hub.restart_patience() {
+            Some(p) if !got_media => p.max(self.rtp_timeout),
+            _ => self.rtp_timeout,
+        };
+        let silence = tokio::time::sleep_until(last_accepted + limit(false));
+        tokio::pin!(silence);
         loop {
             let deadline = jitter.as_ref().and_then(JitterBuffer::deadline);
             let received = tokio::select! {
-                r = tokio::time::timeout(self.rtp_timeout, source.recv()) => r,
+                r = source.recv() => r,
+                _ = &mut silence => {
+                    let now = tokio::time::Instant::now();
+                    let paused = self.paused.as_ref().is_some_and(|p| p.load(Ordering::Relaxed));
+                    if paused {
+                        last_accepted = now;
+                    }
+                    let waited = limit(got_media);
+                    let due = last_accepted + waited;
+                    if due > now {
+                        // Packets came since it was armed: re-arm it from
+                        // the last one.
+                        silence.as_mut().reset(due);
+                        continue;
+                    }
+                    return SourceExit::NoMedia(waited);
+                }
                 _ = sleep_until(deadline) => {
                     if let Some(j) = jitter.as_mut() {
                         j.poll(Instant::now(), &mut ordered);
@@ -649,20 +716,10 @@ impl MediaSession {
                 }
             };
             let (data, from) = match received {
-                // A paused playback is silent by design.
-                Err(_)
-                    if self
-                        .paused
-                        .as_ref()
-                        .is_some_and(|p| p.load(Ordering::Relaxed)) =>
-                {
-                    continue;
+                Err(e) => {
+                    return SourceExit::Failed(format!("media transport: {e} ({})", e.kind()));
                 }
-                Err(_) => return format!("no RTP for {:?}", self.rtp_timeout),
-                Ok(Err(e)) => {
-                    return format!("media transport: {e} ({})", e.kind());
-                }
-                Ok(Ok(d)) => d,
+                Ok(d) => d,
             };
             last_packet = Instant::now();
             let m = metrics::get();
@@ -709,6 +766,8 @@ impl MediaSession {
                     continue;
                 }
             };
+            last_accepted = tokio::time::Instant::now();
+            got_media = true;
             match jitter.as_mut() {
                 Some(j) => {
                     let now = Instant::now();

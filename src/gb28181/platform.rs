@@ -36,6 +36,17 @@ use crate::streams::StartError;
 /// How long a query MESSAGE may take to be acknowledged.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What happened to a device that ends or restarts its media sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceChange {
+    /// Offline (keepalives stopped), unregistered or expired: its calls
+    /// are over.
+    Gone(String),
+    /// It registered again under a new Call-ID: it restarted and forgot
+    /// its calls; live streams should call it again.
+    Restarted,
+}
+
 /// Where to send a device's requests.
 #[derive(Debug, Clone)]
 pub struct DeviceRoute {
@@ -65,6 +76,8 @@ pub struct GbPlatform {
     pub(crate) downloads: super::download::DownloadJobs,
     pub(crate) snapshots: super::snapshot::Snapshots,
     pub(crate) talks: super::talk::TalkSessions,
+    /// Lifecycle changes for the media sessions of each device.
+    device_tx: tokio::sync::broadcast::Sender<(String, DeviceChange)>,
 }
 
 fn has_to_tag(tx: &Transaction) -> bool {
@@ -115,6 +128,7 @@ impl GbPlatform {
             downloads: Default::default(),
             snapshots: Default::default(),
             talks: Default::default(),
+            device_tx: tokio::sync::broadcast::channel(256).0,
             live,
             sip,
             ports,
@@ -166,12 +180,17 @@ impl GbPlatform {
         for event in events {
             match event {
                 RegistryEvent::Offline(id) => {
-                    warn!(device = %id, "device offline: keepalives stopped")
+                    warn!(device = %id, "device offline: keepalives stopped");
+                    self.device_changed(
+                        &id,
+                        DeviceChange::Gone("offline: keepalives stopped".into()),
+                    );
                 }
                 RegistryEvent::Online(id) => info!(device = %id, "device online"),
                 RegistryEvent::Expired(id) => {
                     lock(&self.subscriptions).forget(&id);
-                    info!(device = %id, "registration expired")
+                    info!(device = %id, "registration expired");
+                    self.device_changed(&id, DeviceChange::Gone("registration expired".into()));
                 }
             }
         }
@@ -315,6 +334,7 @@ impl GbPlatform {
                 lock(&self.subscriptions).forget(&device_id);
                 let known = lock(&self.registry).unregister(&device_id);
                 info!(known, "device unregistered");
+                self.device_changed(&device_id, DeviceChange::Gone("unregistered".into()));
                 tx.reply_with(StatusCode::OK, vec![Header::Expires(0.into())], None)
                     .await
             }
@@ -323,13 +343,13 @@ impl GbPlatform {
                     Transport::Tcp => SipTransport::Tcp,
                     _ => SipTransport::Udp,
                 };
-                let outcome = lock(&self.registry).register(
-                    &device_id,
-                    transport,
-                    facts.source,
-                    expires,
-                    now,
-                );
+                let (outcome, restarted) = {
+                    let mut registry = lock(&self.registry);
+                    let outcome =
+                        registry.register(&device_id, transport, facts.source, expires, now);
+                    let restarted = registry.note_register_call_id(&device_id, &facts.call_id);
+                    (outcome, restarted)
+                };
                 let reply = tx
                     .reply_with(
                         StatusCode::OK,
@@ -341,6 +361,12 @@ impl GbPlatform {
                     )
                     .await;
                 info!(?outcome, expires = expires.as_secs(), "device registered");
+                // After the 200 OK: the device should know it is registered
+                // before its streams call it again.
+                if restarted {
+                    warn!(call_id = %facts.call_id, "device restarted (new REGISTER Call-ID): calling its streams again");
+                    self.device_changed(&device_id, DeviceChange::Restarted);
+                }
                 self.spawn_initial_queries(device_id.clone());
                 reply
             }
@@ -802,7 +828,34 @@ impl GbPlatform {
 
     pub(crate) fn forget_device(&self, id: &str) -> bool {
         lock(&self.subscriptions).forget(id);
-        lock(&self.registry).unregister(id)
+        let known = lock(&self.registry).unregister(id);
+        self.device_changed(id, DeviceChange::Gone("removed".into()));
+        known
+    }
+
+    fn device_changed(&self, id: &str, change: DeviceChange) {
+        // An error only means no media session is listening.
+        let _ = self.device_tx.send((id.to_owned(), change));
+    }
+
+    /// Resolves at the next [`DeviceChange`] of `device` (subscribed now,
+    /// so nothing after this call is missed).
+    pub(crate) fn device_change(
+        &self,
+        device: &str,
+    ) -> impl std::future::Future<Output = DeviceChange> + Send + 'static {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut rx = self.device_tx.subscribe();
+        let device = device.to_owned();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok((id, change)) if id == device => return change,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        }
     }
 
     pub fn channels(&self, id: &str) -> Option<Vec<Channel>> {

@@ -122,6 +122,9 @@ pub struct Device {
     online: bool,
     info: DeviceInfo,
     channels: Vec<Channel>,
+    /// Call-ID of its REGISTERs: a device keeps it across refreshes
+    /// (RFC 3261 §10.2.4) and picks a new one when it restarts.
+    register_call_id: Option<String>,
 }
 
 impl Device {
@@ -235,6 +238,7 @@ impl Registry {
                 last_keepalive: None,
                 last_seen: now,
                 keepalive_timeout: None,
+                register_call_id: None,
                 online: true,
                 info: DeviceInfo::default(),
                 channels: Vec::new(),
@@ -242,6 +246,23 @@ impl Registry {
         );
         self.pending.push(RegistryEvent::Online(id.to_owned()));
         RegisterOutcome::New
+    }
+
+    /// Note the Call-ID of an accepted REGISTER of `id`. True when the
+    /// device registered before under another Call-ID: it restarted, and
+    /// every call it had is gone with its memory.
+    pub fn note_register_call_id(&mut self, id: &str, call_id: &str) -> bool {
+        let Some(d) = self.devices.get_mut(id) else {
+            return false;
+        };
+        let restarted = d
+            .register_call_id
+            .as_deref()
+            .is_some_and(|old| old != call_id);
+        if d.register_call_id.as_deref() != Some(call_id) {
+            d.register_call_id = Some(call_id.to_owned());
+        }
+        restarted
     }
 
     /// Use the device's own offline window (its HeartBeatInterval ×
@@ -521,6 +542,24 @@ mod tests {
         );
         assert!(r.get(DEV).is_none());
         assert_eq!((r.registered_count(), r.online_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_new_register_call_id_means_the_device_restarted() {
+        let mut r = Registry::new(secs(180));
+        let t0 = Instant::now();
+        r.register("dev", SipTransport::Udp, addr(5060), secs(3600), t0);
+        assert!(!r.note_register_call_id("dev", "a@1"), "first registration");
+        r.register("dev", SipTransport::Udp, addr(5060), secs(3600), t0);
+        assert!(!r.note_register_call_id("dev", "a@1"), "a refresh");
+        r.register("dev", SipTransport::Udp, addr(5061), secs(3600), t0);
+        assert!(r.note_register_call_id("dev", "b@1"), "a restart");
+        assert!(!r.note_register_call_id("dev", "b@1"));
+        assert!(!r.note_register_call_id("other", "c@1"), "unknown device");
+        // Unregistered and back: a fresh start, not a restart.
+        r.unregister("dev");
+        r.register("dev", SipTransport::Udp, addr(5061), secs(3600), t0);
+        assert!(!r.note_register_call_id("dev", "d@1"));
     }
 
     #[test]

@@ -495,8 +495,16 @@ impl GbPlatform {
         let this = self.clone();
         let channel = channel.to_owned();
         let span = info_span!("talk", device = %device, channel = %channel);
+        // The device going offline or restarting ends the talk; so does a
+        // live feed that stops (one deadline from its last packet).
+        let device_change = self.device_change(device);
+        let silence_limit = self.config().media.rtp_timeout;
         tokio::spawn(
             async move {
+                tokio::pin!(device_change);
+                let mut last_audio = tokio::time::Instant::now();
+                let silence = tokio::time::sleep_until(last_audio + silence_limit);
+                tokio::pin!(silence);
                 let mut sink = match port.open(link).await {
                     Ok(sink) => Some(sink),
                     Err(e) => {
@@ -516,9 +524,25 @@ impl GbPlatform {
                 while let Some(out) = sink.as_mut() {
                     let chunk = tokio::select! {
                         chunk = feed.next() => match chunk {
-                            Some(c) => c,
+                            Some(c) => {
+                                last_audio = tokio::time::Instant::now();
+                                c
+                            }
                             None => break,
                         },
+                        change = &mut device_change => {
+                            info!(?change, "talk ended by the device's state");
+                            break;
+                        }
+                        _ = &mut silence => {
+                            let due = last_audio + silence_limit;
+                            if due > tokio::time::Instant::now() {
+                                silence.as_mut().reset(due);
+                                continue;
+                            }
+                            info!("talk audio feed silent: ending");
+                            break;
+                        }
                         s = states.recv() => {
                             if matches!(s, None | Some(DialogState::Terminated(..))) {
                                 hung_up = true;

@@ -69,6 +69,21 @@ pub enum SsrcPolicy {
     Strict,
 }
 
+/// Where video resumes after RTP packets were lost (UDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterLoss {
+    /// Hold video back until the next keyframe: viewers see a frozen
+    /// picture, never a damaged one.
+    Keyframe,
+    /// Drop only the damaged frame: motion goes on, and decoders conceal
+    /// the damage until the next keyframe. The default: with a camera's
+    /// GOP of 2–4 s, holding back for a keyframe loses most frames on a
+    /// link that drops a few per cent of packets.
+    #[default]
+    NextFrame,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,9 @@ struct State {
     window_start: Instant,
     window_bytes: u64,
     first_frame_at: Option<Instant>,
+    /// On the tokio clock: the stream table compares it with its own
+    /// (paused in tests) timers.
+    last_frame_at: Option<tokio::time::Instant>,
     /// Presentation time of the first video frame, for egress that maps
     /// a recording's timestamps to positions in it.
     first_video_pts: Option<i64>,
@@ -68,6 +71,9 @@ struct State {
 
 pub struct Hub {
     config: HubConfig,
+    /// While the stream is being restarted: how long its new source waits
+    /// for first media before giving up (milliseconds, 0 = not set).
+    restart_patience_ms: AtomicU64,
     state: Mutex<State>,
     info: watch::Sender<StreamInfo>,
     pub stats: HubStats,
@@ -84,6 +90,7 @@ impl Hub {
         let (info, _) = watch::channel(StreamInfo::default());
         Arc::new(Self {
             config,
+            restart_patience_ms: AtomicU64::new(0),
             state: Mutex::new(State {
                 sender: Some(sender),
                 gop: Vec::new(),
@@ -91,6 +98,7 @@ impl Hub {
                 window_start: Instant::now(),
                 window_bytes: 0,
                 first_frame_at: None,
+                last_frame_at: None,
                 first_video_pts: None,
             }),
             info,
@@ -115,6 +123,7 @@ impl Hub {
             st.first_frame_at = Some(Instant::now());
         }
         let now = Instant::now();
+        st.last_frame_at = Some(tokio::time::Instant::now());
         st.window_bytes += len;
         let elapsed = now.duration_since(st.window_start);
         if elapsed >= Duration::from_secs(1) {
@@ -177,6 +186,38 @@ impl Hub {
     /// When the first frame arrived, if one has.
     pub fn first_frame_at(&self) -> Option<Instant> {
         self.lock().first_frame_at
+    }
+
+    /// Set by the stream table while it restarts the stream: a source
+    /// should wait at least this long for its first media (the restart
+    /// schedule's next step), so media returning between calls is taken.
+    pub fn set_restart_patience(&self, patience: Option<Duration>) {
+        let ms = patience.map_or(0, |p| p.as_millis().clamp(1, u128::from(u64::MAX)) as u64);
+        self.restart_patience_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn restart_patience(&self) -> Option<Duration> {
+        match self.restart_patience_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// When the latest frame arrived, if one has.
+    pub fn last_frame_at(&self) -> Option<tokio::time::Instant> {
+        self.lock().last_frame_at
+    }
+
+    /// The bit rate as it is at `now`: that of the last one-second window,
+    /// or 0 once no frame came for a second (the windows close only on
+    /// frames, so a silent source would otherwise keep its last figure).
+    pub fn bitrate_bps_at(&self, now: tokio::time::Instant) -> u64 {
+        match self.last_frame_at() {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
+                self.stats.bitrate_bps()
+            }
+            _ => 0,
+        }
     }
 
     /// A new viewer: it gets the GOP cache first, then live frames.

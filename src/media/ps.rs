@@ -290,6 +290,9 @@ pub struct PsDemuxer {
     audio: AudioTrack,
     info: StreamInfo,
     stats: PsStats,
+    /// After lost data, hold video back until a keyframe (else drop only
+    /// the damaged frame).
+    resume_at_keyframe: bool,
 }
 
 impl Default for PsDemuxer {
@@ -448,7 +451,14 @@ impl PsDemuxer {
             audio: AudioTrack::default(),
             info: StreamInfo::default(),
             stats: PsStats::default(),
+            resume_at_keyframe: true,
         }
+    }
+
+    /// Whether video waits for a keyframe after lost data (the default) or
+    /// resumes with the next whole frame.
+    pub fn set_resume_at_keyframe(&mut self, on: bool) {
+        self.resume_at_keyframe = on;
     }
 
     pub fn stats(&self) -> &PsStats {
@@ -509,11 +519,12 @@ impl PsDemuxer {
     }
 
     /// Data was lost before the next push: drop the partial frame, resync on
-    /// the next pack header, and hold video back until a keyframe.
+    /// the next pack header, and hold video back until a keyframe (unless
+    /// [`PsDemuxer::set_resume_at_keyframe`] turned that off).
     pub fn discontinuity(&mut self) {
         self.clear_queue();
         self.drop_video_au();
-        self.video.await_keyframe = true;
+        self.video.await_keyframe |= self.resume_at_keyframe;
         self.audio.pending.clear();
         self.audio.pts = None;
         if self.state != State::Sync {

@@ -82,6 +82,11 @@ impl RtpPsReceiver {
         }
     }
 
+    /// See [`PsDemuxer::set_resume_at_keyframe`].
+    pub fn set_resume_at_keyframe(&mut self, on: bool) {
+        self.demux.set_resume_at_keyframe(on);
+    }
+
     pub fn stats(&self) -> &RtpPsStats {
         &self.stats
     }

@@ -69,6 +69,16 @@ impl SenderReport {
     }
 }
 
+/// RTCP packet type of BYE.
+pub const PT_BYE: u8 = 203;
+
+/// Append a BYE for `ssrc` (RFC 3550 §6.6) to `out`; it follows an SR in
+/// the same compound packet, which must start with a report (§6.1).
+pub fn encode_bye(ssrc: u32, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0x81, PT_BYE, 0, 1]);
+    out.extend_from_slice(&ssrc.to_be_bytes());
+}
+
 /// Loose check that a datagram is RTCP (version 2, a known-range packet
 /// type), used only to decide whether it counts as client activity.
 pub fn is_rtcp(data: &[u8]) -> bool {

@@ -377,6 +377,7 @@ async fn run_connection(
     let mut batch: Vec<Transmit> = Vec::new();
     let mut scratch: Vec<u8> = Vec::with_capacity(1500);
     let mut close = false;
+    let mut drop_udp = false;
     // Registered once: a fresh `cancelled()` per loop turn would take the
     // token's lock (shared by every connection) twice per frame.
     let cancelled = shutdown.cancelled();
@@ -502,7 +503,9 @@ async fn run_connection(
                     viewer = None;
                     slot = None;
                     control = None;
-                    udp = [None, None];
+                    // Closed after this turn's transmits: the RTCP BYE of
+                    // an ended stream still goes out on them.
+                    drop_udp = true;
                 }
                 Event::ReleaseStream => {
                     sub = None;
@@ -555,6 +558,10 @@ async fn run_connection(
                     break;
                 }
             }
+        }
+        if drop_udp {
+            udp = [None, None];
+            drop_udp = false;
         }
         if close {
             break;

@@ -1425,8 +1425,11 @@ impl Connection {
         self.process(now);
     }
 
-    /// The driver's stream ended under a playing session.
+    /// The driver's stream ended under a playing session: each playing
+    /// track says so with an RTCP BYE (RFC 3550 §6.6), then the
+    /// connection closes (UDP sessions go with it).
     pub fn stream_ended(&mut self) {
+        self.queue_rtcp_byes(std::time::SystemTime::now());
         if self.session.is_some() || self.described.is_some() {
             self.end_session(EndReason::StreamEnded);
             self.closing = true;
@@ -1509,6 +1512,32 @@ impl Connection {
             };
             let mut buf = Vec::with_capacity(64);
             sr.encode("camgate", &mut buf);
+            let (dest, head) = t.transmit_for(true, buf.len());
+            self.out.push(Transmit {
+                dest,
+                head,
+                payload: Bytes::from(buf).into(),
+            });
+        }
+    }
+
+    /// An SR + BYE compound packet for every track of the playing session.
+    fn queue_rtcp_byes(&mut self, wall: std::time::SystemTime) {
+        let Some(s) = self.session.as_ref().filter(|s| s.playing) else {
+            return;
+        };
+        let ntp = rtcp::ntp_timestamp(wall);
+        for t in &s.tracks {
+            let sr = SenderReport {
+                ssrc: t.rtp.ssrc,
+                ntp,
+                rtp_time: t.base,
+                packets: t.packets,
+                octets: t.octets,
+            };
+            let mut buf = Vec::with_capacity(72);
+            sr.encode("camgate", &mut buf);
+            rtcp::encode_bye(t.rtp.ssrc, &mut buf);
             let (dest, head) = t.transmit_for(true, buf.len());
             self.out.push(Transmit {
                 dest,

@@ -81,6 +81,9 @@ pub struct SimCameraConfig {
     /// Tag every frame with an SEI naming this device
     /// ([`super::frame_marker`]), so viewers can check whose frames they got.
     pub mark_frames: bool,
+    /// Send media to this IP instead of the one the offer names (the
+    /// port stays): a fault-injection proxy listening there.
+    pub media_ip: Option<IpAddr>,
 }
 
 impl SimCameraConfig {
@@ -110,6 +113,7 @@ impl SimCameraConfig {
             aac: None,
             stats: Arc::default(),
             mark_frames: false,
+            media_ip: None,
         }
     }
 
@@ -366,6 +370,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     let media = MediaSockets {
         udp: media,
         waiters,
+        redirect: config.media_ip,
     };
     tracing::info!(sip = %sip_local, media = %media_local, server = %config.server, "simulated camera starting");
 
@@ -492,6 +497,8 @@ type Waiters = Arc<AsyncMutex<Vec<(SocketAddr, oneshot::Sender<TcpStream>)>>>;
 struct MediaSockets {
     udp: Arc<UdpSocket>,
     waiters: Waiters,
+    /// See [`SimCameraConfig::media_ip`].
+    redirect: Option<IpAddr>,
 }
 
 /// Hand each accepted TCP media connection to the call expecting it: by
@@ -678,6 +685,12 @@ fn on_event(
                 rx
             });
             let udp = media.udp.clone();
+            let dest = match (link, media.redirect) {
+                (MediaLink::Udp | MediaLink::TcpConnect, Some(ip)) => {
+                    SocketAddr::new(ip, dest.port())
+                }
+                _ => dest,
+            };
             let clip = clip.clone();
             let audio = audio.clone();
             let stats = stats.clone();

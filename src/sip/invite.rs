@@ -66,6 +66,12 @@ impl Call {
         "dialog closed".to_owned()
     }
 
+    /// Forget the dialog without a word to the device: it no longer has it
+    /// (it restarted), so a BYE would only earn a 481.
+    pub fn forget(self) {
+        self.stack_dialogs.remove_dialog(&self.dialog.id());
+    }
+
     /// Send BYE and forget the dialog.
     pub async fn bye(self) -> Result<(), InviteError> {
         let result = self

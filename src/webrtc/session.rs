@@ -103,7 +103,13 @@ impl Session {
                     }
                 }
                 frame = next_frame(&mut sub) => {
-                    let Ok(frame) = frame else { break "stream_ended" };
+                    let Ok(frame) = frame else {
+                        // The source is gone for good: close the peer
+                        // connection so the browser learns at once.
+                        self.peer.close();
+                        let _ = self.flush(&mut sub).await;
+                        break "stream_ended";
+                    };
                     let cache = &self.cache;
                     match self.peer.send_frame(Instant::now(), &frame, || cache.get(&frame)) {
                         Ok(true) => {

@@ -59,7 +59,7 @@ impl SourceProvider for CaptureReplay {
                 loop {
                     for f in frames.iter() {
                         tokio::select! {
-                            _ = stop.cancelled() => return "stopped".to_owned(),
+                            _ = stop.cancelled() => return camgate::streams::SourceExit::Stopped,
                             _ = tick.tick() => {}
                         }
                         let mut f = f.clone();

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod capture_replay;
+pub mod impair;
+pub mod live_viewer;
 pub mod marker_viewer;
 pub mod openmetrics;
 pub mod raw_rtsp;
@@ -86,6 +88,14 @@ pub struct Options {
     pub transport: &'static str,
     /// `media.ssrc_policy`.
     pub ssrc_policy: &'static str,
+    /// `media.rtp_timeout`, seconds.
+    pub rtp_timeout: f64,
+    /// `sip.keepalive_timeout`, seconds.
+    pub keepalive_timeout: f64,
+    /// YAML lines added to the `streams:` section (indented two spaces).
+    pub streams_extra: String,
+    /// YAML lines added to the `media:` section (indented two spaces).
+    pub media_extra: String,
 }
 
 impl Default for Options {
@@ -98,6 +108,12 @@ impl Default for Options {
             rtsp_extra: String::new(),
             transport: "udp",
             ssrc_policy: "learn",
+            rtp_timeout: 5.0,
+            // The gateway's default: the simulated camera's keepalives
+            // come every 60 s, and an offline device ends its streams.
+            keepalive_timeout: 180.0,
+            streams_extra: String::new(),
+            media_extra: String::new(),
         }
     }
 }
@@ -108,17 +124,19 @@ pub fn write_config(dir: &std::path::Path, ports: &Ports, opts: &Options) -> Pat
   listen: "127.0.0.1:{sip}"
   password: "{password}"
   invite_timeout: {invite}
-  keepalive_timeout: 30
+  keepalive_timeout: {keepalive}
 media:
   rtp_bind: "127.0.0.1"
   rtp_port_min: {rtp_min}
   rtp_port_max: {rtp_max}
-  rtp_timeout: 5
+  rtp_timeout: {rtp_timeout}
   transport: {transport}
   shared_rtp_port: {shared}
   ssrc_policy: {ssrc_policy}
+{media_extra}
 streams:
   idle_timeout: {idle}
+{streams_extra}
 rtsp:
   listen: "127.0.0.1:{rtsp}"
 {rtsp_extra}
@@ -140,6 +158,10 @@ webrtc:
         transport = opts.transport,
         shared = ports.shared_rtp,
         ssrc_policy = opts.ssrc_policy,
+        rtp_timeout = opts.rtp_timeout,
+        keepalive = opts.keepalive_timeout,
+        streams_extra = opts.streams_extra,
+        media_extra = opts.media_extra,
     );
     let yaml = yaml + &opts.extra_yaml;
     let path = dir.join("camgate.yaml");

@@ -39,6 +39,11 @@ impl RawRtsp {
         }
     }
 
+    /// The connection itself, for reading the media after PLAY.
+    pub fn into_stream(self) -> std::net::TcpStream {
+        self.stream
+    }
+
     /// Send a request (with the session once there is one) and read its
     /// reply.
     pub fn request(&mut self, method: &str, url: &str, headers: &[&str]) -> Reply {
