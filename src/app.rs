@@ -174,6 +174,13 @@ pub async fn run_live(
                 rtsp_auth.clone(),
                 &config.rtsp.auth,
             )),
+            access: Arc::new(crate::api::access::ApiAccess::new(
+                config.http.auth_mode(),
+                &config.http.api_keys,
+                &config.rtsp.auth.users,
+                &config.rtsp.auth.realm,
+                config.metrics.auth,
+            )),
         };
         let cancel = http_cancel.clone();
         tasks.spawn(async move {

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod reload;
 pub mod rtsp;
 pub mod sim;
+pub mod secret;
 pub mod sip;
 pub mod streams;
 pub mod testdata;

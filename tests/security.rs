@@ -283,7 +283,8 @@ fn call(rig: &Rig, method: &str, path: &str, body: &str, auth: Option<&str>) -> 
         Duration::from_secs(15),
     )
     .expect("HTTP answer");
-    (r.status, r.head + "\n" + &r.text())
+    let text = r.text();
+    (r.status, r.head + "\n" + &text)
 }
 
 #[test]
@@ -325,4 +326,379 @@ fn api_without_credentials_is_401_on_every_control_route() {
     assert!(refused >= CONTROL_ROUTES.len() as f64, "{}", rig.metrics());
     // Still registered: the unauthenticated DELETE did nothing.
     assert!(device_json(&rig, DEVICE, Some(ADMIN_KEY)).is_some());
+}
+
+// ---- unknown device, replayed REGISTER, throttle ----
+
+#[test]
+fn unknown_device_keepalive_creates_nothing_and_sends_nothing() {
+    // Adoption on: even then nothing happens before a digest REGISTER.
+    let rig = Rig::start(Options {
+        extra_yaml: "gb:\n  adopt_keepalive: true\n".into(),
+        ..Options::default()
+    });
+    let stranger = "34020000001320000666";
+    let mut peer = SipPeer::new(&rig);
+    let port = peer.port();
+    for i in 0..3 {
+        let reply = peer
+            .exchange(
+                &keepalive(stranger, port, &format!("unknown-{i}@127.0.0.1")),
+                Duration::from_secs(3),
+            )
+            .expect("an answer");
+        assert_eq!(reply.status(), Some(403), "{}", rig.logs());
+    }
+    // Nothing comes back to the claimed address: no DeviceInfo, Catalog or
+    // SUBSCRIBE (with a spoofed source that would be a reflector).
+    peer.drain(Duration::from_secs(3));
+    assert!(
+        peer.requests_seen.is_empty(),
+        "the gateway sent {:?}",
+        peer.requests_seen
+    );
+    assert!(device_json(&rig, stranger, None).is_none());
+    assert_eq!(rig.metric("camgate_devices_online "), 0.0);
+    assert!(rig.metric("camgate_sip_registrations_total{outcome=\"adopt_pending\"}") >= 3.0);
+}
+
+#[test]
+fn replayed_register_from_another_port_is_refused() {
+    let rig = Rig::start(Options::default());
+    let device = "34020000001320000042";
+    let mut owner = SipPeer::new(&rig);
+    let owner_port = owner.port();
+    let call_id = "replay-victim@127.0.0.1";
+    let challenge = owner
+        .exchange(&register(device, owner_port, call_id, 1, 3600, None), Duration::from_secs(3))
+        .expect("401");
+    assert_eq!(challenge.status(), Some(401));
+    let authorization = answer(&challenge, device, PASSWORD);
+    let ok = owner
+        .exchange(
+            &register(device, owner_port, call_id, 2, 3600, Some(&authorization)),
+            Duration::from_secs(3),
+        )
+        .expect("200");
+    assert_eq!(ok.status(), Some(200), "{}", rig.logs());
+    let registered_at = device_address(&rig, device).expect("registered");
+    assert!(registered_at.ends_with(&format!(":{owner_port}")));
+
+    // The sniffed Authorization replayed from elsewhere: to move the route,
+    // then to unregister the device.
+    let mut attacker = SipPeer::new(&rig);
+    let attacker_port = attacker.port();
+    for (cseq, expires) in [(3, 3600), (4, 0)] {
+        let reply = attacker
+            .exchange(
+                &register(device, attacker_port, call_id, cseq, expires, Some(&authorization)),
+                Duration::from_secs(3),
+            )
+            .expect("an answer to the replay");
+        assert!(
+            matches!(reply.status(), Some(401 | 403)),
+            "replay (Expires {expires}) answered {:?}",
+            reply.status()
+        );
+    }
+    // And from the owner's own port too: the nonce was single-use.
+    let reply = owner
+        .exchange(
+            &register(device, owner_port, call_id, 5, 0, Some(&authorization)),
+            Duration::from_secs(3),
+        )
+        .expect("an answer");
+    assert!(matches!(reply.status(), Some(401 | 403)));
+    assert_eq!(device_address(&rig, device), Some(registered_at));
+}
+
+#[test]
+fn failed_digests_are_throttled_after_ten() {
+    let rig = Rig::start(Options::default());
+    let device = "34020000001320000043";
+    let mut guesser = SipPeer::new(&rig);
+    let port = guesser.port();
+    let mut statuses = Vec::new();
+    for i in 0..12u32 {
+        let call_id = format!("guess-{i}@127.0.0.1");
+        let first = guesser
+            .exchange(&register(device, port, &call_id, 1, 3600, None), Duration::from_secs(3))
+            .expect("an answer");
+        if first.status() != Some(401) {
+            statuses.push(first.status());
+            continue;
+        }
+        let wrong = answer(&first, device, &format!("guess{i}"));
+        let second = guesser
+            .exchange(
+                &register(device, port, &call_id, 2, 3600, Some(&wrong)),
+                Duration::from_secs(3),
+            )
+            .expect("an answer");
+        statuses.push(second.status());
+    }
+    assert!(statuses.iter().all(|s| *s == Some(403)), "{statuses:?}");
+    // Then even the right password waits out the cool-down.
+    let first = guesser
+        .exchange(&register(device, port, "late@127.0.0.1", 1, 3600, None), Duration::from_secs(3))
+        .expect("an answer");
+    assert_eq!(first.status(), Some(403));
+    assert!(device_json(&rig, device, None).is_none());
+    let throttled = rig.metric("camgate_sip_registrations_total{outcome=\"throttled\"}");
+    assert!(throttled >= 3.0, "{}", rig.metrics());
+    assert!(rig.metric("camgate_sip_rejected_total{reason=\"throttled\"}") >= 3.0);
+}
+
+// ---- RTP injection ----
+
+/// `port=… ssrc=…` of the gateway's "sending INVITE" line.
+fn invite_target(rig: &Rig) -> Option<(u16, u32)> {
+    let log = plain(&rig.gateway.log_text());
+    let line = log.lines().find(|l| l.contains("sending INVITE"))?;
+    let field = |name: &str| -> Option<String> {
+        let rest = line.split(&format!(" {name}=")).nth(1)?;
+        Some(rest.split(' ').next()?.trim_matches('"').to_owned())
+    };
+    Some((field("port")?.parse().ok()?, field("ssrc")?.parse().ok()?))
+}
+
+#[test]
+fn rtp_with_the_right_ssrc_from_another_port_is_dropped() {
+    use bytes::BytesMut;
+    use camgate::sim::clip::Clip;
+    use camgate::sim::frame_marker::marker_sei;
+    use camgate::sim::ps_mux::PsMuxer;
+    use camgate::sim::rtp::RtpPacketizer;
+
+    let mut rig = Rig::start(Options {
+        idle_timeout: 5.0,
+        ..Options::default()
+    });
+    rig.add_camera(DEVICE, CHANNEL, &["--mark-frames"]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let url = rig.url(DEVICE, CHANNEL);
+    let rtsp = rig.ports.rtsp;
+    let viewer = std::thread::spawn(move || {
+        count_markers(rtsp, &url, DEVICE, 150, Duration::from_secs(40))
+    });
+    let (port, ssrc) = wait_for(Duration::from_secs(10), || invite_target(&rig))
+        .unwrap_or_else(|| panic!("no INVITE logged\n{}", rig.logs()));
+    // Let the camera's first packets pin the source, then inject.
+    std::thread::sleep(Duration::from_secs(1));
+    let evil = Clip::demo().with_unit_in_every_frame(&marker_sei("injected-by-a-stranger", false));
+    let muxer = PsMuxer::new();
+    let mut rtp = RtpPacketizer::new(ssrc, 96, rand::random());
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0u64;
+    for (i, unit) in evil.units().iter().cycle().take(75).enumerate() {
+        let mut ps = BytesMut::new();
+        let pts = 3600 * i as u64;
+        muxer.write_video(&unit.nals, pts, unit.keyframe, &mut ps);
+        for packet in rtp.packetize(&ps, pts as u32) {
+            sock.send_to(&packet, ("127.0.0.1", port)).unwrap();
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let seen = viewer.join().unwrap();
+    assert!(seen.error.is_none(), "{:?}\n{}", seen.error, rig.logs());
+    assert!(seen.own >= 150);
+    assert!(
+        seen.foreign.is_empty(),
+        "injected frames reached the viewer: {:?}",
+        &seen.foreign[..seen.foreign.len().min(5)]
+    );
+    let dropped = rig.metric("camgate_rtp_errors_total{kind=\"foreign_source\"}");
+    assert!(
+        dropped >= sent as f64,
+        "{dropped} dropped of {sent} sent\n{}",
+        rig.metrics()
+    );
+}
+
+// ---- MJPEG and snapshots on a protected path ----
+
+#[test]
+fn mjpeg_and_snapshot_on_a_token_path_need_the_token() {
+    let rig = Rig::start_foscam(
+        Options {
+            rtsp_extra: "  auth:\n    paths:\n      - {prefix: \"foscam/door\", mode: token}\n".into(),
+            http_extra: bearer_yaml(),
+            ..Options::default()
+        },
+        "door",
+        &[],
+        "",
+    );
+    let get = |path: &str| {
+        http_call(rig.ports.http, "GET", path, &[], b"", Duration::from_secs(3))
+            .expect("HTTP answer")
+    };
+    for path in ["/mjpeg/foscam/door", "/snapshot/foscam/door.jpg"] {
+        let r = get(path);
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert!(r.head.contains("www-authenticate: bearer"), "{}", r.head);
+        let r = get(&format!("{path}?hashtoken=0123456789abcdef"));
+        assert_eq!(r.status, 401, "{path} with a made-up token");
+    }
+    // A token minted by an admin opens the snapshot once.
+    let mint = |path: &str| {
+        let (status, text) = call(
+            &rig,
+            "POST",
+            "/api/v1/tokens",
+            &format!("{{\"path\":\"{path}\"}}"),
+            Some(&format!("Bearer {ADMIN_KEY}")),
+        );
+        assert_eq!(status, 201, "{text}");
+        let body = text.split("\n").last().unwrap_or_default().to_owned();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    };
+    let token = mint("/foscam/door");
+    let r = http_call(
+        rig.ports.http,
+        "GET",
+        &format!("/snapshot/foscam/door.jpg?hashtoken={token}"),
+        &[],
+        b"",
+        Duration::from_secs(15),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), rig.logs());
+    assert_eq!(&r.body[..2], &[0xFF, 0xD8], "not a JPEG");
+    let again = get(&format!("/snapshot/foscam/door.jpg?hashtoken={token}"));
+    assert_eq!(again.status, 401, "a token works once");
+}
+
+// ---- STUN spray ----
+
+/// A Binding request for `ufrag` signed with a wrong password.
+fn forged_binding(ufrag: &str) -> Vec<u8> {
+    use str0m::ice::{StunMessage, TransId};
+    let username = format!("{ufrag}:abcd");
+    let msg = StunMessage::binding_request(&username, TransId::new(), true, 1, 100, true);
+    let mut buf = vec![0u8; 512];
+    let fake_hmac = |_key: &[u8], _data: &[&[u8]]| [0x5a; 20];
+    let n = msg.to_bytes(Some(b"guessed"), &mut buf, fake_hmac).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn stun_spray_with_a_guessed_ufrag_adds_no_route() {
+    const OFFER: &str = include_str!("../src/webrtc/testdata/chromium-156-offer.sdp");
+    let mut rig = Rig::start(Options::default());
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let r = http_call(
+        rig.ports.http,
+        "POST",
+        &format!("/whep/gb/{DEVICE}/{CHANNEL}"),
+        &[("Content-Type", "application/sdp")],
+        OFFER.as_bytes(),
+        Duration::from_secs(15),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), rig.logs());
+    let answer = r.text();
+    let ufrag = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("ufrag in the answer")
+        .trim()
+        .to_owned();
+    let (ip, port) = answer
+        .lines()
+        .find_map(|l| {
+            let c = l.strip_prefix("a=candidate:")?;
+            let f: Vec<&str> = c.split(' ').collect();
+            Some((f.get(4)?.to_string(), f.get(5)?.parse::<u16>().ok()?))
+        })
+        .expect("a candidate in the answer");
+    let before = rig.metric("camgate_webrtc_routes ");
+    let bad = rig.metric("camgate_webrtc_datagrams_dropped_total{reason=\"bad_integrity\"}");
+    let request = forged_binding(&ufrag);
+    let mut sockets = Vec::new();
+    for _ in 0..50 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(&request, (ip.as_str(), port)).unwrap();
+        sockets.push(s);
+    }
+    let counted = wait_for(Duration::from_secs(5), || {
+        let now = rig.metric("camgate_webrtc_datagrams_dropped_total{reason=\"bad_integrity\"}");
+        (now - bad >= 50.0).then_some(now)
+    });
+    assert!(counted.is_some(), "{}", rig.metrics());
+    assert_eq!(rig.metric("camgate_webrtc_routes "), before, "routes grew");
+    assert!(before <= 1.0);
+}
+
+// ---- safe defaults ----
+
+#[test]
+fn non_loopback_http_without_auth_refuses_to_start() {
+    let dir = common::tempdir::Dir::new();
+    let path = dir.path().join("open.yaml");
+    std::fs::write(&path, "http:\n  listen: \"0.0.0.0:18080\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_camgate"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`http.auth`"), "{stderr}");
+    // An explicit choice, even none, starts.
+    std::fs::write(&path, "http:\n  listen: \"0.0.0.0:18080\"\n  auth: none\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_camgate"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The embedded default listens on loopback: `camgate --demo` works.
+    let embedded = camgate::config::Config::embedded();
+    assert!(embedded.http.listen.ip().is_loopback());
+}
+
+// ---- the console with API auth ----
+
+#[test]
+fn console_plays_with_api_auth_on() {
+    if !have("chromium") || !have("chromedriver") {
+        return;
+    }
+    use common::webdriver::Browser;
+    let mut rig = Rig::start(Options {
+        http_extra: bearer_yaml(),
+        ..Options::default()
+    });
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    wait_for(Duration::from_secs(20), || {
+        device_json(&rig, DEVICE, Some(ADMIN_KEY)).filter(|d| d["channel_count"] != 0)
+    })
+    .expect("camera registered");
+    let browser = Browser::start(rig.ports.spare, rig.dir.path().join("chromedriver.log"));
+    browser.goto(&format!(
+        "http://127.0.0.1:{}/#key={ADMIN_KEY}",
+        rig.ports.http
+    ));
+    let channel = format!("li.channel[data-path=\"gb/{DEVICE}/{CHANNEL}\"]");
+    let listed = wait_for(Duration::from_secs(15), || {
+        let v = browser.eval(&format!(
+            "const c = document.querySelector('{channel}'); if (c) c.click(); return !!c;"
+        ));
+        (v == serde_json::Value::Bool(true)).then_some(())
+    });
+    assert!(listed.is_some(), "the console listed no channel\n{}", rig.logs());
+    let frames = wait_for(Duration::from_secs(20), || {
+        let f = browser
+            .eval("return Number(document.getElementById('stats').dataset.framesDecoded || 0);")
+            .as_u64()
+            .unwrap_or(0);
+        (f >= 10).then_some(f)
+    });
+    assert!(frames.is_some(), "no frames decoded\n{}", rig.logs());
+    // The key left the address bar.
+    let url = browser.eval("return location.href;");
+    assert!(!url.as_str().unwrap_or_default().contains(ADMIN_KEY), "{url}");
 }

@@ -8,3 +8,4 @@ pub mod ssrc_router;
 pub mod tcp;
 pub mod transport;
 pub mod udp;
+pub mod source_pin;
