@@ -739,6 +739,9 @@ impl GbPlatform {
         xml: &str,
         extra: &[(&'static str, String)],
     ) -> Result<(), QueryError> {
+        if !self.config().device_allowed(device) {
+            return Err(QueryError::UnknownDevice(device.to_owned()));
+        }
         let route = {
             let reg = lock(&self.registry);
             let dev = reg
@@ -805,6 +808,13 @@ impl GbPlatform {
         device: &str,
         channel: &str,
     ) -> Result<DeviceRoute, StartError> {
+        // A device taken off sip.allowed_devices (SIGHUP) is not streamed
+        // from, though its registration has yet to lapse.
+        if !self.config().device_allowed(device) {
+            return Err(StartError::NotFound(format!(
+                "device {device} is not in sip.allowed_devices"
+            )));
+        }
         let reg = lock(&self.registry);
         let Some(dev) = reg.get(device) else {
             return Err(StartError::NotFound(format!(
