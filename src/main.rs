@@ -180,7 +180,9 @@ fn main() -> ExitCode {
         let key = format!("cg-{}", camgate::secret::hex(&raw));
         let hash = camgate::secret::hex(&camgate::secret::sha256(key.as_bytes()));
         println!("key: {key}");
-        println!("http:\n  auth: bearer\n  api_keys:\n    - {{name: {name:?}, sha256: \"{hash}\", scope: {scope}}}");
+        println!(
+            "http:\n  auth: bearer\n  api_keys:\n    - {{name: {name:?}, sha256: \"{hash}\", scope: {scope}}}"
+        );
         return ExitCode::SUCCESS;
     }
     if let Some(Command::Probe { file }) = &cli.command {

@@ -955,7 +955,12 @@ fn zero_known_series(m: &Metrics) {
     zero(
         &m.sip_rejected,
         "reason",
-        &["address_mismatch", "unregistered", "not_allowed", "throttled"],
+        &[
+            "address_mismatch",
+            "unregistered",
+            "not_allowed",
+            "throttled",
+        ],
     );
     zero(
         &m.http_auth_failures,

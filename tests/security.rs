@@ -91,7 +91,11 @@ impl SipPeer {
             match msg.status() {
                 Some(s) if s >= 200 => return Some(msg),
                 Some(_) => {}
-                None => self.requests_seen.push(msg.body_text() + &msg.method().unwrap_or("")),
+                None => self.requests_seen.push(format!(
+                    "{} {}",
+                    msg.method().unwrap_or(""),
+                    msg.body_text()
+                )),
             }
         }
         None
@@ -106,8 +110,11 @@ impl SipPeer {
                 && let Ok(msg) = SipMessage::parse(&buf[..n])
                 && msg.status().is_none()
             {
-                self.requests_seen
-                    .push(format!("{} {}", msg.method().unwrap_or(""), msg.body_text()));
+                self.requests_seen.push(format!(
+                    "{} {}",
+                    msg.method().unwrap_or(""),
+                    msg.body_text()
+                ));
             }
         }
     }
@@ -203,10 +210,7 @@ fn device_json(rig: &Rig, id: &str, key: Option<&str>) -> Option<serde_json::Val
     )?;
     assert_eq!(r.status, 200, "{}", r.text());
     let list: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-    list.as_array()?
-        .iter()
-        .find(|d| d["id"] == id)
-        .cloned()
+    list.as_array()?.iter().find(|d| d["id"] == id).cloned()
 }
 
 fn device_address(rig: &Rig, id: &str) -> Option<String> {
@@ -249,20 +253,64 @@ fn keepalive_from_another_port_is_refused_and_moves_nothing() {
 /// Every route that changes state or mints a token, with a body good
 /// enough to pass parsing were it let through.
 const CONTROL_ROUTES: &[(&str, &str, &str)] = &[
-    ("POST", "/api/v1/tokens", r#"{"path":"/gb/34020000001320000001/34020000001310000001"}"#),
-    ("POST", "/api/v1/devices/34020000001320000001/channels/34020000001310000001/ptz", r#"{"action":"left","speed":5}"#),
-    ("POST", "/api/v1/devices/34020000001320000001/channels/34020000001310000001/presets", r#"{"action":"call","preset":1}"#),
-    ("POST", "/api/v1/devices/34020000001320000001/control", r#"{"command":"reboot"}"#),
+    (
+        "POST",
+        "/api/v1/tokens",
+        r#"{"path":"/gb/34020000001320000001/34020000001310000001"}"#,
+    ),
+    (
+        "POST",
+        "/api/v1/devices/34020000001320000001/channels/34020000001310000001/ptz",
+        r#"{"action":"left","speed":5}"#,
+    ),
+    (
+        "POST",
+        "/api/v1/devices/34020000001320000001/channels/34020000001310000001/presets",
+        r#"{"action":"call","preset":1}"#,
+    ),
+    (
+        "POST",
+        "/api/v1/devices/34020000001320000001/control",
+        r#"{"command":"reboot"}"#,
+    ),
     ("POST", "/api/v1/devices/34020000001320000001/catalog", ""),
     ("DELETE", "/api/v1/devices/34020000001320000001", ""),
-    ("POST", "/api/v1/devices/34020000001320000001/channels/34020000001310000001/snapshot", "{}"),
-    ("POST", "/api/v1/devices/34020000001320000001/channels/34020000001310000001/downloads", r#"{"start":"2024-05-01T08:00:00","end":"2024-05-01T08:01:00"}"#),
-    ("DELETE", "/api/v1/devices/34020000001320000001/channels/34020000001310000001/downloads/1", ""),
-    ("POST", "/api/v1/devices/34020000001320000001/channels/34020000001310000001/talk", ""),
-    ("POST", "/api/v1/devices/34020000001320000001/channels/34020000001310000001/talk/webrtc", "v=0"),
+    (
+        "POST",
+        "/api/v1/devices/34020000001320000001/channels/34020000001310000001/snapshot",
+        "{}",
+    ),
+    (
+        "POST",
+        "/api/v1/devices/34020000001320000001/channels/34020000001310000001/downloads",
+        r#"{"start":"2024-05-01T08:00:00","end":"2024-05-01T08:01:00"}"#,
+    ),
+    (
+        "DELETE",
+        "/api/v1/devices/34020000001320000001/channels/34020000001310000001/downloads/1",
+        "",
+    ),
+    (
+        "POST",
+        "/api/v1/devices/34020000001320000001/channels/34020000001310000001/talk",
+        "",
+    ),
+    (
+        "POST",
+        "/api/v1/devices/34020000001320000001/channels/34020000001310000001/talk/webrtc",
+        "v=0",
+    ),
     ("DELETE", "/api/v1/talk/webrtc/0123456789abcdef", ""),
-    ("POST", "/api/v1/webrtc/sessions/0123456789abcdef/playback", r#"{"command":"pause"}"#),
-    ("POST", "/api/v1/ctel/devices/12345678901/ptz", r#"{"action":"left"}"#),
+    (
+        "POST",
+        "/api/v1/webrtc/sessions/0123456789abcdef/playback",
+        r#"{"command":"pause"}"#,
+    ),
+    (
+        "POST",
+        "/api/v1/ctel/devices/12345678901/ptz",
+        r#"{"action":"left"}"#,
+    ),
     ("POST", "/api/v1/ctel/devices/12345678901/reboot", ""),
     ("PUT", "/api/v1/ctel/devices/12345678901/video", "{}"),
     ("POST", "/api/v1/foscam/door/ptz", r#"{"action":"left"}"#),
@@ -304,7 +352,10 @@ fn api_without_credentials_is_401_on_every_control_route() {
     for (method, path, body) in CONTROL_ROUTES {
         let (status, text) = call(&rig, method, path, body, None);
         assert_eq!(status, 401, "{method} {path} without credentials: {text}");
-        assert!(text.contains("www-authenticate: bearer"), "{method} {path}: {text}");
+        assert!(
+            text.contains("www-authenticate: bearer"),
+            "{method} {path}: {text}"
+        );
         let (status, text) = call(&rig, method, path, body, Some("Bearer not-a-key"));
         assert_eq!(status, 401, "{method} {path} with a wrong key: {text}");
         let (status, text) = call(&rig, method, path, body, Some(&read));
@@ -315,7 +366,13 @@ fn api_without_credentials_is_401_on_every_control_route() {
     assert_eq!(call(&rig, "GET", "/api/v1/streams", "", None).0, 401);
     assert_eq!(call(&rig, "GET", "/api/v1/devices", "", Some(&read)).0, 200);
     // The admin key acts: a token is minted.
-    let (status, text) = call(&rig, "POST", CONTROL_ROUTES[0].1, CONTROL_ROUTES[0].2, Some(&admin));
+    let (status, text) = call(
+        &rig,
+        "POST",
+        CONTROL_ROUTES[0].1,
+        CONTROL_ROUTES[0].2,
+        Some(&admin),
+    );
     assert_eq!(status, 201, "{text}");
     // Probes and metrics keep their own switch (metrics.auth, off).
     assert_eq!(call(&rig, "GET", "/healthz", "", None).0, 200);
@@ -370,7 +427,10 @@ fn replayed_register_from_another_port_is_refused() {
     let owner_port = owner.port();
     let call_id = "replay-victim@127.0.0.1";
     let challenge = owner
-        .exchange(&register(device, owner_port, call_id, 1, 3600, None), Duration::from_secs(3))
+        .exchange(
+            &register(device, owner_port, call_id, 1, 3600, None),
+            Duration::from_secs(3),
+        )
         .expect("401");
     assert_eq!(challenge.status(), Some(401));
     let authorization = answer(&challenge, device, PASSWORD);
@@ -391,7 +451,14 @@ fn replayed_register_from_another_port_is_refused() {
     for (cseq, expires) in [(3, 3600), (4, 0)] {
         let reply = attacker
             .exchange(
-                &register(device, attacker_port, call_id, cseq, expires, Some(&authorization)),
+                &register(
+                    device,
+                    attacker_port,
+                    call_id,
+                    cseq,
+                    expires,
+                    Some(&authorization),
+                ),
                 Duration::from_secs(3),
             )
             .expect("an answer to the replay");
@@ -422,7 +489,10 @@ fn failed_digests_are_throttled_after_ten() {
     for i in 0..12u32 {
         let call_id = format!("guess-{i}@127.0.0.1");
         let first = guesser
-            .exchange(&register(device, port, &call_id, 1, 3600, None), Duration::from_secs(3))
+            .exchange(
+                &register(device, port, &call_id, 1, 3600, None),
+                Duration::from_secs(3),
+            )
             .expect("an answer");
         if first.status() != Some(401) {
             statuses.push(first.status());
@@ -440,7 +510,10 @@ fn failed_digests_are_throttled_after_ten() {
     assert!(statuses.iter().all(|s| *s == Some(403)), "{statuses:?}");
     // Then even the right password waits out the cool-down.
     let first = guesser
-        .exchange(&register(device, port, "late@127.0.0.1", 1, 3600, None), Duration::from_secs(3))
+        .exchange(
+            &register(device, port, "late@127.0.0.1", 1, 3600, None),
+            Duration::from_secs(3),
+        )
         .expect("an answer");
     assert_eq!(first.status(), Some(403));
     assert!(device_json(&rig, device, None).is_none());
@@ -478,9 +551,8 @@ fn rtp_with_the_right_ssrc_from_another_port_is_dropped() {
     rig.wait_channel(DEVICE, CHANNEL);
     let url = rig.url(DEVICE, CHANNEL);
     let rtsp = rig.ports.rtsp;
-    let viewer = std::thread::spawn(move || {
-        count_markers(rtsp, &url, DEVICE, 150, Duration::from_secs(40))
-    });
+    let viewer =
+        std::thread::spawn(move || count_markers(rtsp, &url, DEVICE, 150, Duration::from_secs(40)));
     let (port, ssrc) = wait_for(Duration::from_secs(10), || invite_target(&rig))
         .unwrap_or_else(|| panic!("no INVITE logged\n{}", rig.logs()));
     // Let the camera's first packets pin the source, then inject.
@@ -522,7 +594,8 @@ fn rtp_with_the_right_ssrc_from_another_port_is_dropped() {
 fn mjpeg_and_snapshot_on_a_token_path_need_the_token() {
     let rig = Rig::start_foscam(
         Options {
-            rtsp_extra: "  auth:\n    paths:\n      - {prefix: \"foscam/door\", mode: token}\n".into(),
+            rtsp_extra: "  auth:\n    paths:\n      - {prefix: \"foscam/door\", mode: token}\n"
+                .into(),
             http_extra: bearer_yaml(),
             ..Options::default()
         },
@@ -531,8 +604,15 @@ fn mjpeg_and_snapshot_on_a_token_path_need_the_token() {
         "",
     );
     let get = |path: &str| {
-        http_call(rig.ports.http, "GET", path, &[], b"", Duration::from_secs(3))
-            .expect("HTTP answer")
+        http_call(
+            rig.ports.http,
+            "GET",
+            path,
+            &[],
+            b"",
+            Duration::from_secs(3),
+        )
+        .expect("HTTP answer")
     };
     for path in ["/mjpeg/foscam/door", "/snapshot/foscam/door.jpg"] {
         let r = get(path);
@@ -689,7 +769,11 @@ fn console_plays_with_api_auth_on() {
         ));
         (v == serde_json::Value::Bool(true)).then_some(())
     });
-    assert!(listed.is_some(), "the console listed no channel\n{}", rig.logs());
+    assert!(
+        listed.is_some(),
+        "the console listed no channel\n{}",
+        rig.logs()
+    );
     let frames = wait_for(Duration::from_secs(20), || {
         let f = browser
             .eval("return Number(document.getElementById('stats').dataset.framesDecoded || 0);")
@@ -700,5 +784,8 @@ fn console_plays_with_api_auth_on() {
     assert!(frames.is_some(), "no frames decoded\n{}", rig.logs());
     // The key left the address bar.
     let url = browser.eval("return location.href;");
-    assert!(!url.as_str().unwrap_or_default().contains(ADMIN_KEY), "{url}");
+    assert!(
+        !url.as_str().unwrap_or_default().contains(ADMIN_KEY),
+        "{url}"
+    );
 }

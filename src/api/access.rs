@@ -313,10 +313,16 @@ mod tests {
     #[test]
     fn doors_by_method_and_path() {
         assert_eq!(door("GET", "/api/v1/devices"), Door::Api(Scope::Read));
-        assert_eq!(door("HEAD", "/api/v1/events/stream"), Door::Api(Scope::Read));
+        assert_eq!(
+            door("HEAD", "/api/v1/events/stream"),
+            Door::Api(Scope::Read)
+        );
         assert_eq!(door("POST", "/api/v1/tokens"), Door::Api(Scope::Admin));
         assert_eq!(door("DELETE", "/api/v1/devices/1"), Door::Api(Scope::Admin));
-        assert_eq!(door("PUT", "/api/v1/ctel/devices/1/video"), Door::Api(Scope::Admin));
+        assert_eq!(
+            door("PUT", "/api/v1/ctel/devices/1/video"),
+            Door::Api(Scope::Admin)
+        );
         assert_eq!(door("OPTIONS", "/api/v1/tokens"), Door::Open);
         assert_eq!(door("GET", "/metrics"), Door::Probe);
         assert_eq!(door("GET", "/healthz"), Door::Probe);
@@ -334,9 +340,18 @@ mod tests {
         let read = format!("bearer {READ}");
         let post = Door::Api(Scope::Admin);
         let get = Door::Api(Scope::Read);
-        assert_eq!(a.check(post, Presented::default()), Err(ApiAuthError::Missing));
-        assert_eq!(a.check(post, with("Bearer nope")), Err(ApiAuthError::Invalid));
-        assert_eq!(a.check(post, with("Basic YTpi")), Err(ApiAuthError::Invalid));
+        assert_eq!(
+            a.check(post, Presented::default()),
+            Err(ApiAuthError::Missing)
+        );
+        assert_eq!(
+            a.check(post, with("Bearer nope")),
+            Err(ApiAuthError::Invalid)
+        );
+        assert_eq!(
+            a.check(post, with("Basic YTpi")),
+            Err(ApiAuthError::Invalid)
+        );
         assert_eq!(a.check(post, with(&read)), Err(ApiAuthError::Scope));
         assert_eq!(a.check(get, with(&read)).as_deref(), Ok("wall"));
         assert_eq!(a.check(post, with(&admin)).as_deref(), Ok("ops"));
@@ -360,13 +375,22 @@ mod tests {
         }];
         let a = ApiAccess::new(ApiAuthMode::Basic, &[], &users, "cam\"gate", true);
         let post = Door::Api(Scope::Admin);
-        assert!(a.check(post, with("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")).is_ok());
+        assert!(
+            a.check(post, with("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="))
+                .is_ok()
+        );
         assert_eq!(
             a.check(post, with("Basic QWxhZGRpbjpvcGVuIHNlc2FtZR==")),
             Err(ApiAuthError::Invalid)
         );
-        assert_eq!(a.check(Door::Probe, Presented::default()), Err(ApiAuthError::Missing));
-        assert_eq!(a.challenge(ApiAuthError::Missing), "Basic realm=\"camgate\", charset=\"UTF-8\"");
+        assert_eq!(
+            a.check(Door::Probe, Presented::default()),
+            Err(ApiAuthError::Missing)
+        );
+        assert_eq!(
+            a.challenge(ApiAuthError::Missing),
+            "Basic realm=\"camgate\", charset=\"UTF-8\""
+        );
         assert!(ApiAccess::open().check(post, Presented::default()).is_ok());
     }
 

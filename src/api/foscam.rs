@@ -186,7 +186,9 @@ async fn mjpeg(
     let Some(key) = key(&name) else {
         return error(StatusCode::NOT_FOUND, "bad camera name");
     };
-    if let Some(refused) = super::stream_access::refuse(&s, &key, &headers, query.as_deref(), "mjpeg") {
+    if let Some(refused) =
+        super::stream_access::refuse(&s, &key, &headers, query.as_deref(), "mjpeg")
+    {
         return refused;
     }
     let viewer = match s.streams.open(&key).await {

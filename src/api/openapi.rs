@@ -250,7 +250,10 @@ mod tests {
         assert!(talk["responses"]["202"].is_object());
         let downloads = &doc["paths"]["/api/v1/devices/{id}/channels/{ch}/downloads/{job}"];
         assert!(downloads["get"].is_object() && downloads["delete"].is_object());
-        assert_eq!(doc["components"]["securitySchemes"]["apiKey"]["scheme"], "bearer");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["apiKey"]["scheme"],
+            "bearer"
+        );
         assert_eq!(doc["security"][0]["apiKey"], serde_json::json!([]));
     }
 

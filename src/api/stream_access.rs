@@ -90,7 +90,8 @@ mod tests {
                 seen.push(route.to_owned());
                 if route.starts_with("/api/") {
                     assert!(
-                        matches!(door("GET", route), Door::Api(_)) || route == "/api/v1/openapi.json",
+                        matches!(door("GET", route), Door::Api(_))
+                            || route == "/api/v1/openapi.json",
                         "{route}"
                     );
                     continue;
@@ -112,7 +113,10 @@ mod tests {
             }
         }
         for (_, route) in STREAM_ROUTES {
-            assert!(seen.iter().any(|r| r == route), "{route} is no longer routed");
+            assert!(
+                seen.iter().any(|r| r == route),
+                "{route} is no longer routed"
+            );
             assert_eq!(door("GET", route), Door::Open);
         }
     }

@@ -306,7 +306,11 @@ impl GbPlatform {
         let decision = if config.device_allowed(&device_id) {
             let credentials = config.password_for(&device_id).map(|password| Credentials {
                 password,
-                username: config.sip.device_usernames.get(&device_id).map(String::as_str),
+                username: config
+                    .sip
+                    .device_usernames
+                    .get(&device_id)
+                    .map(String::as_str),
             });
             lock(&self.registrar).decide(&attempt, credentials, now)
         } else {
@@ -332,7 +336,12 @@ impl GbPlatform {
                 .await
             }
             RegisterDecision::Forbidden { reason } => {
-                crate::warn_limited!(self.sender_log, facts.source.ip(), reason, "REGISTER refused");
+                crate::warn_limited!(
+                    self.sender_log,
+                    facts.source.ip(),
+                    reason,
+                    "REGISTER refused"
+                );
                 tx.reply(StatusCode::Forbidden).await
             }
             RegisterDecision::Throttled => {
@@ -456,7 +465,11 @@ impl GbPlatform {
     /// the `camgate_sip_rejected_total` reason to refuse it with (403).
     /// Only the transport address (and for TCP, the connection) of the
     /// device's last authenticated REGISTER may.
-    pub(crate) fn sender_verdict(&self, device: &str, facts: &RequestFacts) -> Result<(), &'static str> {
+    pub(crate) fn sender_verdict(
+        &self,
+        device: &str,
+        facts: &RequestFacts,
+    ) -> Result<(), &'static str> {
         if !self.config().device_allowed(device) {
             return Err("not_allowed");
         }
@@ -473,7 +486,12 @@ impl GbPlatform {
 
     /// Refuse a request from the wrong sender: 403 (real devices register
     /// again on it), counted, and logged once per source per minute.
-    pub(crate) async fn refuse_sender(&self, tx: &mut Transaction, facts: &RequestFacts, reason: &'static str) {
+    pub(crate) async fn refuse_sender(
+        &self,
+        tx: &mut Transaction,
+        facts: &RequestFacts,
+        reason: &'static str,
+    ) {
         metrics::get()
             .sip_rejected
             .get_or_create(&label("reason", reason))

@@ -183,7 +183,9 @@ impl Registrar {
         let username_ok = creds.username == attempt.device_id
             || expected.username.is_some_and(|u| creds.username == u);
         if !username_ok {
-            return Some("digest user name is neither the device id nor its sip.device_usernames entry");
+            return Some(
+                "digest user name is neither the device id nor its sip.device_usernames entry",
+            );
         }
         if !creds.verify("REGISTER", expected.password) {
             return Some("wrong password");
@@ -191,7 +193,12 @@ impl Registrar {
         None
     }
 
-    fn challenge(&mut self, attempt: &RegisterAttempt<'_>, now: Instant, stale: bool) -> RegisterDecision {
+    fn challenge(
+        &mut self,
+        attempt: &RegisterAttempt<'_>,
+        now: Instant,
+        stale: bool,
+    ) -> RegisterDecision {
         let nonce = self.nonces.issue_bound(&attempt.binding(), now);
         let mut challenge = DigestChallenge::new(&self.realm, &nonce);
         challenge.stale = stale;
@@ -220,7 +227,9 @@ mod tests {
         let RegisterDecision::Challenge { www_authenticate } = decision else {
             panic!("expected a challenge, got {decision:?}");
         };
-        DigestChallenge::parse(www_authenticate.last().unwrap()).unwrap().nonce
+        DigestChallenge::parse(www_authenticate.last().unwrap())
+            .unwrap()
+            .nonce
     }
 
     fn authorization(user: &str, realm: &str, nonce: &str, password: &str) -> String {
@@ -235,7 +244,11 @@ mod tests {
         SocketAddr::from(([192, 168, 1, 64], port))
     }
 
-    fn attempt<'a>(source: SocketAddr, auth: Option<&'a str>, expires: Option<u32>) -> RegisterAttempt<'a> {
+    fn attempt<'a>(
+        source: SocketAddr,
+        auth: Option<&'a str>,
+        expires: Option<u32>,
+    ) -> RegisterAttempt<'a> {
         RegisterAttempt {
             device_id: DEV,
             source,
@@ -311,7 +324,10 @@ mod tests {
         };
         let c = r.decide(&tcp(5060, None), creds(), now);
         let good = authorization(DEV, "3402000000", &nonce_of(&c), PASSWORD);
-        assert_eq!(r.decide(&tcp(5099, Some(&good)), creds(), now).outcome(), "ok");
+        assert_eq!(
+            r.decide(&tcp(5099, Some(&good)), creds(), now).outcome(),
+            "ok"
+        );
     }
 
     #[test]
@@ -325,7 +341,10 @@ mod tests {
                 .outcome()
         };
         assert_eq!(answer(DEV, "4401000000", creds()), "forbidden");
-        assert_eq!(answer("34020000001320000088", "3402000000", creds()), "forbidden");
+        assert_eq!(
+            answer("34020000001320000088", "3402000000", creds()),
+            "forbidden"
+        );
         let alias = Some(Credentials {
             password: PASSWORD,
             username: Some("admin"),
@@ -366,7 +385,12 @@ mod tests {
     fn unknown_or_expired_nonce_is_rechallenged_stale() {
         let now = Instant::now();
         let mut r = registrar();
-        let forged = authorization(DEV, "3402000000", "0123456789abcdef0123456789abcdef", PASSWORD);
+        let forged = authorization(
+            DEV,
+            "3402000000",
+            "0123456789abcdef0123456789abcdef",
+            PASSWORD,
+        );
         let d = r.decide(&attempt(from(5060), Some(&forged), None), creds(), now);
         let RegisterDecision::Challenge { www_authenticate } = &d else {
             panic!("{d:?}")

@@ -272,7 +272,12 @@ impl Registry {
     /// where its last digest REGISTER came from (GB/T 28181-2016 §9.1 binds
     /// the device to that transport address; anything else is somebody
     /// else, whatever its From says).
-    pub fn sender_matches(&self, id: &str, transport: SipTransport, addr: SocketAddr) -> Option<bool> {
+    pub fn sender_matches(
+        &self,
+        id: &str,
+        transport: SipTransport,
+        addr: SocketAddr,
+    ) -> Option<bool> {
         self.devices
             .get(id)
             .map(|d| d.transport == transport && d.addr == addr)
@@ -493,10 +498,22 @@ mod tests {
         // From another port: refused, and the route stays.
         assert!(!r.keepalive(DEV, addr(5061), t0 + secs(60)));
         assert_eq!(r.get(DEV).unwrap().addr(), addr(5060));
-        assert_eq!(r.sender_matches(DEV, SipTransport::Udp, addr(5061)), Some(false));
-        assert_eq!(r.sender_matches(DEV, SipTransport::Tcp, addr(5060)), Some(false));
-        assert_eq!(r.sender_matches(DEV, SipTransport::Udp, addr(5060)), Some(true));
-        assert_eq!(r.sender_matches("34020000001320000099", SipTransport::Udp, addr(1)), None);
+        assert_eq!(
+            r.sender_matches(DEV, SipTransport::Udp, addr(5061)),
+            Some(false)
+        );
+        assert_eq!(
+            r.sender_matches(DEV, SipTransport::Tcp, addr(5060)),
+            Some(false)
+        );
+        assert_eq!(
+            r.sender_matches(DEV, SipTransport::Udp, addr(5060)),
+            Some(true)
+        );
+        assert_eq!(
+            r.sender_matches("34020000001320000099", SipTransport::Udp, addr(1)),
+            None
+        );
         assert!(r.keepalive(DEV, addr(5060), t0 + secs(60)));
         assert!(!r.keepalive("34020000001320000099", addr(1), t0));
         assert_eq!(r.tick(t0 + secs(239)), vec![]);

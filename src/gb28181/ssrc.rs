@@ -203,7 +203,10 @@ mod tests {
             a.allocate_from(SsrcKind::Live, 1).unwrap().as_str(),
             "0200000001"
         );
-        assert_eq!(a.allocate_from(SsrcKind::Live, 1).unwrap().value(), 200_000_002);
+        assert_eq!(
+            a.allocate_from(SsrcKind::Live, 1).unwrap().value(),
+            200_000_002
+        );
 
         let mut b = SsrcAllocator::new("4401061234").unwrap();
         assert_eq!(

@@ -165,7 +165,6 @@ impl Algorithm {
     }
 }
 
-
 /// The access policy, shared by every connection.
 #[derive(Debug)]
 pub struct Authenticator {

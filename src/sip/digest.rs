@@ -423,8 +423,7 @@ pub fn compute_response_with(
     nonce: &str,
     qop: Option<&QopAuth>,
 ) -> String {
-    let h: fn(&[&str]) -> String = if algorithm.is_some_and(|a| a.eq_ignore_ascii_case("sha-256"))
-    {
+    let h: fn(&[&str]) -> String = if algorithm.is_some_and(|a| a.eq_ignore_ascii_case("sha-256")) {
         sha256_hex
     } else {
         md5_hex
@@ -461,7 +460,6 @@ fn hex(bytes: &[u8]) -> String {
     }
     s
 }
-
 
 /// `nc` is sent bare by convention, but a parsed value may hold anything;
 /// quote it when bare would not read back the same.

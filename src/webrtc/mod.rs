@@ -222,7 +222,12 @@ impl WebRtc {
             if self.peers() + current >= max {
                 return None;
             }
-            match reserved.compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire) {
+            match reserved.compare_exchange(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return Some(PeerSlot(reserved)),
                 Err(now) => current = now,
             }
@@ -303,7 +308,9 @@ impl WebRtc {
             Peer::accept_preferring(offer, &info, &self.inner.locals, Instant::now(), preferred)?;
         let id = format!("{:032x}", rand::random::<u128>());
         let (inbox_tx, inbox) = mpsc::channel(INBOX_DATAGRAMS);
-        self.inner.mux.register(peer.ufrag(), peer.ice_pwd(), inbox_tx);
+        self.inner
+            .mux
+            .register(peer.ufrag(), peer.ice_pwd(), inbox_tx);
         let cancel = self.inner.shutdown.child_token();
         self.resources().insert(
             id.clone(),

@@ -292,7 +292,9 @@ impl WebRtc {
     ) -> String {
         let id = format!("{:032x}", rand::random::<u128>());
         let (inbox_tx, inbox) = mpsc::channel(INBOX_DATAGRAMS);
-        self.inner.mux.register(prepared.peer.ufrag(), prepared.peer.ice_pwd(), inbox_tx);
+        self.inner
+            .mux
+            .register(prepared.peer.ufrag(), prepared.peer.ice_pwd(), inbox_tx);
         let cancel = self.inner.shutdown.child_token();
         self.talks().insert(id.clone(), cancel.clone());
         let driver = TalkDriver {

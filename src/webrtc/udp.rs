@@ -116,7 +116,9 @@ impl UdpMux {
         for key in routes.addrs_of.remove(ufrag).unwrap_or_default() {
             routes.by_addr.remove(&key);
         }
-        metrics::get().webrtc_routes.set(routes.by_addr.len() as i64);
+        metrics::get()
+            .webrtc_routes
+            .set(routes.by_addr.len() as i64);
     }
 
     /// Remote addresses routed now.
@@ -187,7 +189,9 @@ impl UdpMux {
                         } else {
                             claimed.push((local, from));
                             routes.by_addr.insert((local, from), peer.inbox.clone());
-                            metrics::get().webrtc_routes.set(routes.by_addr.len() as i64);
+                            metrics::get()
+                                .webrtc_routes
+                                .set(routes.by_addr.len() as i64);
                             Some(peer.inbox)
                         }
                     }
@@ -215,10 +219,7 @@ impl UdpMux {
 
 /// The ufrag of a Binding request for a known peer whose integrity checks
 /// out, or the drop reason.
-fn verified_ufrag(
-    data: &[u8],
-    peers: &HashMap<String, PeerEntry>,
-) -> Result<String, &'static str> {
+fn verified_ufrag(data: &[u8], peers: &HashMap<String, PeerEntry>) -> Result<String, &'static str> {
     let Some(message) = binding_request(data) else {
         return Err("unknown_address");
     };
