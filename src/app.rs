@@ -184,6 +184,13 @@ pub async fn run_live(
                 api_origins: config.http.cors_origins.clone(),
                 private_network_access: config.http.private_network_access,
             }),
+            access: Arc::new(crate::api::access::ApiAccess::new(
+                config.http.auth_mode(),
+                &config.http.api_keys,
+                &config.rtsp.auth.users,
+                &config.rtsp.auth.realm,
+                config.metrics.auth,
+            )),
         };
         let cancel = http_cancel.clone();
         tasks.spawn(async move {

@@ -47,6 +47,9 @@ pub struct MetricsConfig {
     /// Export per-device series (`camgate_device_online{device=…}`). Off by
     /// default: one series per camera is unbounded cardinality.
     pub per_device_labels: bool,
+    /// `/metrics`, `/healthz` and `/readyz` need an API credential (read
+    /// scope) under `http.auth`. Off: scrapers and probes stay simple.
+    pub auth: bool,
 }
 
 /// Drain time limit, seconds in YAML.
@@ -90,6 +93,12 @@ pub struct SipConfig {
     pub password_file: Option<PathBuf>,
     /// Device ids allowed to register; empty = any device.
     pub allowed_devices: Vec<String>,
+    /// Digest user names that differ from the device id, by device id (a
+    /// camera's "SIP user name" when it is not its device id). Any other
+    /// user name than the device id or this is refused.
+    pub device_usernames: std::collections::BTreeMap<String, String>,
+    /// Offer SHA-256 digest (RFC 8760) beside MD5 in REGISTER challenges.
+    pub digest_sha256: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +177,18 @@ pub struct HttpConfig {
     /// Answer `Access-Control-Request-Private-Network: true` preflights
     /// (WHEP and the API) with `Access-Control-Allow-Private-Network: true`.
     pub private_network_access: bool,
+    /// API authentication (`none`, `basic`, `bearer`); absent = `none` on
+    /// a loopback listener, a start-up error on any other.
+    pub auth: Option<crate::api::access::ApiAuthMode>,
+    /// Bearer API keys, stored as SHA-256, each read-only or admin.
+    pub api_keys: Vec<crate::api::access::ApiKeyConfig>,
+}
+
+impl HttpConfig {
+    /// The mode in force (validation refused an absent one off loopback).
+    pub fn auth_mode(&self) -> crate::api::access::ApiAuthMode {
+        self.auth.unwrap_or(crate::api::access::ApiAuthMode::None)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,7 +212,9 @@ pub struct GbConfig {
     #[serde(with = "secs")]
     pub catalog_refresh: Duration,
     /// A device that sends keepalives without registering (it registered
-    /// before we restarted) is taken as registered and queried.
+    /// before we restarted) is told 403 at once so it registers again,
+    /// instead of being ignored; it is never taken as registered or queried
+    /// before a digest REGISTER.
     pub adopt_keepalive: bool,
     /// Events (alarms…) kept in memory for `GET /api/v1/events`.
     pub event_capacity: usize,
@@ -220,7 +243,7 @@ impl Default for GbConfig {
         Self {
             query_timeout: Duration::from_secs(10),
             catalog_refresh: Duration::ZERO,
-            adopt_keepalive: true,
+            adopt_keepalive: false,
             event_capacity: 1000,
             webhook: String::new(),
             subscribe_alarms: true,
@@ -281,6 +304,8 @@ impl Default for SipConfig {
             invite_timeout: Duration::from_secs(5),
             password_file: None,
             allowed_devices: Vec::new(),
+            device_usernames: Default::default(),
+            digest_sha256: false,
         }
     }
 }
@@ -330,9 +355,11 @@ impl Default for RtspConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::new(ANY, 8080),
+            listen: SocketAddr::new(LOOPBACK, 8080),
             cors_origins: Vec::new(),
             private_network_access: true,
+            auth: None,
+            api_keys: Vec::new(),
         }
     }
 }
@@ -640,6 +667,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_http(origin)?;
         if !is_gb_id(&self.demo.device_id) || !is_gb_id(&self.demo.channel_id) {
             return Err(invalid(
                 "demo.device_id",
@@ -668,6 +696,59 @@ impl Config {
         }
         self.validate_foscam(origin)?;
         self.transcode.validate(origin)?;
+        Ok(())
+    }
+
+    /// Safe by default: an API reachable beyond this host must say how it
+    /// is protected, even if the answer is `none`.
+    fn validate_http(&self, origin: &str) -> Result<(), ConfigError> {
+        use crate::api::access::ApiAuthMode;
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            message,
+        };
+        let listen = self.http.listen;
+        match self.http.auth {
+            None if !listen.ip().is_loopback() => {
+                return Err(invalid(
+                    "http.auth",
+                    format!(
+                        "the HTTP API listens on {listen}, beyond loopback: choose http.auth \
+                         (bearer with http.api_keys, basic with rtsp.auth.users, or none to \
+                         leave it open behind your own gateway)"
+                    ),
+                ));
+            }
+            Some(ApiAuthMode::Bearer) if self.http.api_keys.is_empty() => {
+                return Err(invalid(
+                    "http.api_keys",
+                    "http.auth is bearer but no key is configured (`camgate api-key` makes one)"
+                        .into(),
+                ));
+            }
+            Some(ApiAuthMode::Basic) if self.rtsp.auth.users.is_empty() => {
+                return Err(invalid(
+                    "http.auth",
+                    "basic checks rtsp.auth.users, and none is configured".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(bad) = self
+            .http
+            .api_keys
+            .iter()
+            .find(|k| crate::secret::parse_sha256_hex(&k.sha256).is_none())
+        {
+            return Err(invalid(
+                "http.api_keys",
+                format!(
+                    "key {:?}: sha256 must be 64 hex digits (the SHA-256 of the key)",
+                    bad.name
+                ),
+            ));
+        }
         Ok(())
     }
 

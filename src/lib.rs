@@ -46,6 +46,7 @@ pub mod metrics;
 mod module_graph;
 pub mod reload;
 pub mod rtsp;
+pub mod secret;
 pub mod sim;
 pub mod sip;
 pub mod streams;

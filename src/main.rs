@@ -114,6 +114,16 @@ enum Command {
         #[arg(long)]
         dead_local_address: bool,
     },
+    /// Make an HTTP API key: prints the key (give it to the client) and the
+    /// `http.api_keys` entry holding its SHA-256 (put it in the config).
+    ApiKey {
+        /// Who will hold the key (logs only).
+        #[arg(long, default_value = "ops")]
+        name: String,
+        /// read (listings) or admin (everything).
+        #[arg(long, value_parser = ["read", "admin"], default_value = "admin")]
+        scope: String,
+    },
     /// Run only a simulated Foscam MJPEG camera (MO_O / MO_V protocol).
     SimFoscam {
         /// Address to listen on (both connections use it).
@@ -170,6 +180,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(Command::ApiKey { name, scope }) = &cli.command {
+        let mut raw = [0u8; 24];
+        rand::fill(&mut raw);
+        let key = format!("cg-{}", camgate::secret::hex(&raw));
+        let hash = camgate::secret::hex(&camgate::secret::sha256(key.as_bytes()));
+        println!("key: {key}");
+        println!(
+            "http:\n  auth: bearer\n  api_keys:\n    - {{name: {name:?}, sha256: \"{hash}\", scope: {scope}}}"
+        );
+        return ExitCode::SUCCESS;
     }
     if let Some(Command::Probe { file }) = &cli.command {
         return match camgate::media::probe::probe_file(file) {

@@ -115,6 +115,9 @@ pub struct Metrics {
     pub transcode_frames_dropped: Family<Label, Counter>,
     pub transcode_cpu_seconds: Family<Label, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub transcode_errors: Family<Label, Counter>,
+    pub sip_rejected: Family<Label, Counter>,
+    pub http_auth_failures: Family<Label, Counter>,
+    pub webrtc_routes: Gauge,
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -600,6 +603,21 @@ fn build() -> Metrics {
             "Transcode failures, by kind (jpeg_decode, hevc_decode, decoder_exit, encode, ...)",
             Family::default()
         ),
+        sip_rejected: reg!(
+            "camgate_sip_rejected",
+            "SIP requests refused for who sent them (403), by reason",
+            Family::default()
+        ),
+        http_auth_failures: reg!(
+            "camgate_http_auth_failures",
+            "HTTP API requests refused by http.auth, by reason",
+            Family::default()
+        ),
+        webrtc_routes: reg!(
+            "camgate_webrtc_routes",
+            "Remote addresses routed to a WebRTC peer (verified STUN only)",
+            Gauge::default()
+        ),
         registry: r,
     }
 }
@@ -681,8 +699,9 @@ fn zero_known_series(m: &Metrics) {
             "forbidden",
             "unregistered",
             "bad_request",
-            "adopted",
             "redirected",
+            "throttled",
+            "adopt_pending",
         ],
     );
     zero(
@@ -727,6 +746,7 @@ fn zero_known_series(m: &Metrics) {
             "csrc_overrun",
             "extension_overrun",
             "bad_padding",
+            "foreign_source",
         ],
     );
     zero(
@@ -938,7 +958,28 @@ fn zero_known_series(m: &Metrics) {
     zero(
         &m.webrtc_datagrams_dropped,
         "reason",
-        &["peer_busy", "unknown_address", "unknown_ufrag"],
+        &[
+            "peer_busy",
+            "unknown_address",
+            "unknown_ufrag",
+            "bad_integrity",
+            "route_cap",
+        ],
+    );
+    zero(
+        &m.sip_rejected,
+        "reason",
+        &[
+            "address_mismatch",
+            "unregistered",
+            "not_allowed",
+            "throttled",
+        ],
+    );
+    zero(
+        &m.http_auth_failures,
+        "reason",
+        &["missing", "invalid", "scope"],
     );
     zero(
         &m.shared_port_packets,

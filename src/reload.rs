@@ -62,6 +62,7 @@ macro_rules! for_safe_keys {
         $m!("sip.password_file", sip.password_file);
         $m!("sip.device_passwords", sip.device_passwords);
         $m!("sip.allowed_devices", sip.allowed_devices);
+        $m!("sip.device_usernames", sip.device_usernames);
         $m!("sip.invite_timeout", sip.invite_timeout);
         $m!("media.rtp_timeout", media.rtp_timeout);
         $m!("metrics.per_device_labels", metrics.per_device_labels);
@@ -88,6 +89,10 @@ macro_rules! for_restart_keys {
         $m!("rtsp.listen", rtsp.listen);
         $m!("rtsp.session_timeout", rtsp.session_timeout);
         $m!("http.listen", http.listen);
+        $m!("http.auth", http.auth);
+        $m!("http.api_keys", http.api_keys);
+        $m!("metrics.auth", metrics.auth);
+        $m!("sip.digest_sha256", sip.digest_sha256);
         $m!("demo.device_id", demo.device_id);
         $m!("demo.channel_id", demo.channel_id);
         $m!("demo.sip_port", demo.sip_port);

@@ -13,6 +13,7 @@ fn check(file: &str, env: &[(&str, &str)]) -> std::process::Output {
         .args(["check-config", &path])
         .env_remove("CAMGATE_EXTERNAL_IP")
         .env_remove("CAMGATE_SECRETS_DIR")
+        .env_remove("CAMGATE_API_KEY_SHA256")
         .envs(env.iter().copied())
         .output()
         .expect("run camgate check-config")
@@ -26,6 +27,10 @@ fn shipped_configs_load_with_the_pod_environment() {
     let pod_env = [
         ("CAMGATE_EXTERNAL_IP", "10.0.0.7"),
         ("CAMGATE_SECRETS_DIR", secrets),
+        (
+            "CAMGATE_API_KEY_SHA256",
+            "e2186dbdb1bb4193608605e84f33208765b5693b55edd4f730a719a100eeea6f",
+        ),
     ];
 
     let base = check("base/camgate.yaml", &pod_env);

@@ -4,6 +4,63 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+
+// ---- API credentials (http.auth) ----
+// The gateway may ask for an API key (bearer) or a user and password
+// (basic). The console asks once, keeps the answer for this tab only
+// (sessionStorage) and adds it to its own /api/ calls. `#key=…` in the
+// URL presets a key (for kiosks and automated checks); it is then removed
+// from the address bar.
+const auth = {
+  get() { return sessionStorage.getItem("camgate-auth") || ""; },
+  set(v) { if (v) sessionStorage.setItem("camgate-auth", v); else sessionStorage.removeItem("camgate-auth"); },
+  // The key as an EventSource URL parameter (it cannot send headers).
+  token() { const v = auth.get(); return v.startsWith("Bearer ") ? v.slice(7) : ""; },
+};
+{
+  const m = location.hash.match(/[#&]key=([^&]+)/);
+  if (m) {
+    auth.set(`Bearer ${decodeURIComponent(m[1])}`);
+    // Keep the rest of the fragment (e.g. #play=…), drop the key.
+    const rest = location.hash.slice(1).split("&").filter((p) => !p.startsWith("key=")).join("&");
+    history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  }
+}
+const nativeFetch = window.fetch.bind(window);
+let asking = null;
+// Ask for credentials after a 401 from the API: one prompt at a time.
+function askCredentials(challenge) {
+  if (!asking) {
+    asking = Promise.resolve().then(() => {
+      const basic = /^basic/i.test(challenge);
+      const answer = window.prompt(basic
+        ? "camgate API: user:password"
+        : "camgate API key (or user:password)");
+      if (!answer) return false;
+      auth.set(answer.includes(":") && (basic || !/^[A-Za-z0-9._~+\/-]+$/.test(answer))
+        ? `Basic ${btoa(answer)}`
+        : `Bearer ${answer.trim()}`);
+      return true;
+    }).finally(() => { setTimeout(() => { asking = null; }, 0); });
+  }
+  return asking;
+}
+window.fetch = async (input, init = {}) => {
+  const url = new URL(typeof input === "string" ? input : input.url, location.href);
+  const api = url.origin === location.origin && url.pathname.startsWith("/api/");
+  const send = () => {
+    if (!api || !auth.get()) return nativeFetch(input, init);
+    const headers = new Headers(init.headers || {});
+    headers.set("Authorization", auth.get());
+    return nativeFetch(input, { ...init, headers });
+  };
+  let r = await send();
+  if (api && r.status === 401) {
+    auth.set("");
+    if (await askCredentials(r.headers.get("WWW-Authenticate") || "")) r = await send();
+  }
+  return r;
+};
 const state = {
   pc: null, resource: null, playing: null,
   // The channel the side panels (presets, recordings, talk) act on.
@@ -283,7 +340,8 @@ function connectEvents() {
   if (!window.EventSource) return;
   fetch("/api/v1/events/stream", { method: "HEAD" }).then((r) => {
     if (!r.ok) { $("events").textContent = "event feed not available on this gateway"; return; }
-    const es = new EventSource("/api/v1/events/stream");
+    const t = auth.token();
+    const es = new EventSource("/api/v1/events/stream" + (t ? `?access_token=${encodeURIComponent(t)}` : ""));
     $("events").textContent = "";
     es.onmessage = (m) => {
       const line = document.createElement("div");

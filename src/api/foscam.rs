@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::mpsc;
@@ -176,10 +176,21 @@ fn key(name: &str) -> Option<StreamKey> {
 }
 
 /// `GET /mjpeg/foscam/{name}`: every JPEG of the stream as one part.
-async fn mjpeg(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+/// The stream's `rtsp.auth` path rule applies ([`super::stream_access`]).
+async fn mjpeg(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let Some(key) = key(&name) else {
         return error(StatusCode::NOT_FOUND, "bad camera name");
     };
+    if let Some(refused) =
+        super::stream_access::refuse(&s, &key, &headers, query.as_deref(), "mjpeg")
+    {
+        return refused;
+    }
     let viewer = match s.streams.open(&key).await {
         Ok(v) => v,
         Err(e) => {
@@ -223,14 +234,25 @@ fn jpeg_of(frame: &Frame) -> Option<Bytes> {
         .flatten()
 }
 
-/// `GET /snapshot/foscam/{name}.jpg`: the latest JPEG.
-async fn snapshot(State(s): State<ApiState>, Path(file): Path<String>) -> Response {
+/// `GET /snapshot/foscam/{name}.jpg`: the latest JPEG, under the same
+/// path rule as the stream.
+async fn snapshot(
+    State(s): State<ApiState>,
+    Path(file): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let Some(key) = file.strip_suffix(".jpg").and_then(key) else {
         return error(
             StatusCode::NOT_FOUND,
             "expected /snapshot/foscam/{name}.jpg",
         );
     };
+    if let Some(refused) =
+        super::stream_access::refuse(&s, &key, &headers, query.as_deref(), "snapshot")
+    {
+        return refused;
+    }
     let viewer = match s.streams.open(&key).await {
         Ok(v) => v,
         Err(e) => return start_error(&e),

@@ -19,6 +19,7 @@ use crate::metrics;
 use crate::streams::Streams;
 use crate::streams::directory::DeviceDirectory;
 
+pub mod access;
 mod console;
 pub mod cors;
 mod ctel;
@@ -33,6 +34,7 @@ mod gb_snapshots;
 mod gb_talk;
 mod gb_talk_webrtc;
 mod openapi;
+pub mod stream_access;
 mod streams;
 mod tokens;
 mod webrtc_playback;
@@ -58,6 +60,8 @@ pub struct ApiState {
     pub ports: Ports,
     /// Cross-origin and private-network access.
     pub cors: Arc<cors::CorsPolicy>,
+    /// `http.auth`: who may use the API ([`access`]).
+    pub access: Arc<access::ApiAccess>,
 }
 
 /// The listening ports as bound (a configured 0 becomes the real port).
@@ -89,12 +93,54 @@ pub fn router(state: ApiState) -> Router {
         .merge(whep::routes())
         .merge(webrtc_playback::routes())
         .merge(console::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .layer(axum::middleware::from_fn(count_requests))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::cors,
         ))
         .with_state(state)
+}
+
+/// `http.auth` in front of every route ([`access::door`] decides which
+/// rule applies), so no handler can forget it.
+async fn authorize(
+    State(s): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let door = access::door(req.method().as_str(), path);
+    let presented = access::Presented {
+        authorization: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        access_token: (path == access::EVENT_STREAM_PATH)
+            .then(|| access::access_token(req.uri().query()))
+            .flatten(),
+    };
+    let error = match s.access.check(door, presented) {
+        Ok(_) => return next.run(req).await,
+        Err(e) => e,
+    };
+    metrics::get()
+        .http_auth_failures
+        .get_or_create(&metrics::label("reason", error.reason()))
+        .inc();
+    // Counted above; debug only, as anyone can send these.
+    tracing::debug!(method = %req.method(), path, reason = error.reason(), "API request refused");
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut resp = self::error(status, error.to_string());
+    if status == StatusCode::UNAUTHORIZED
+        && let Ok(v) = header::HeaderValue::from_str(&s.access.challenge(error))
+    {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
 }
 
 async fn count_requests(req: axum::extract::Request, next: axum::middleware::Next) -> Response {

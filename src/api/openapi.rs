@@ -165,7 +165,25 @@ pub fn document() -> Value {
             "description": "Media gateway API: devices, control, recordings, talk, snapshots, streams, events.",
         },
         "paths": paths,
-        "components": { "schemas": device_schemas() },
+        // http.auth: bearer API keys or basic users, or nothing (`none`,
+        // the loopback default). GET needs the read scope, every other
+        // method admin.
+        "components": {
+            "schemas": device_schemas(),
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "http.auth: bearer. A key from http.api_keys (scope read or admin).",
+                },
+                "user": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "http.auth: basic. One of rtsp.auth.users (admin).",
+                },
+            },
+        },
+        "security": [{ "apiKey": [] }, { "user": [] }, {}],
     })
 }
 
@@ -294,6 +312,11 @@ mod tests {
         assert!(talk["responses"]["202"].is_object());
         let downloads = &doc["paths"]["/api/v1/devices/{id}/channels/{ch}/downloads/{job}"];
         assert!(downloads["get"].is_object() && downloads["delete"].is_object());
+        assert_eq!(
+            doc["components"]["securitySchemes"]["apiKey"]["scheme"],
+            "bearer"
+        );
+        assert_eq!(doc["security"][0]["apiKey"], serde_json::json!([]));
     }
 
     #[test]

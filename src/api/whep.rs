@@ -22,12 +22,10 @@ use axum::routing::{get, post};
 
 use super::{ApiState, error};
 use crate::metrics::{self, label};
-use crate::rtsp::auth::hashtoken;
 use crate::streams::{StartError, StreamKey};
 use crate::transcode::TranscodeError;
 use crate::webrtc::WhepError;
 use crate::webrtc::peer::PeerError;
-use crate::webrtc::whep_auth::WhepCredentials;
 
 /// SDP offers from browsers are a few kilobytes.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -159,23 +157,15 @@ async fn offer(
 }
 
 /// Apply the RTSP path rules to a WHEP offer (see
-/// [`crate::webrtc::whep_auth`]): the 401/403 to send, if refused.
+/// [`super::stream_access`]): the 401/403 to send, if refused.
 fn refuse(
     s: &ApiState,
     key: &StreamKey,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Option<Response> {
-    let creds = WhepCredentials {
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-        query_token: hashtoken(query),
-    };
-    let Err(e) = s.whep_auth.check(key, creds, std::time::Instant::now()) else {
-        return None;
-    };
-    let outcome = if e.is_forbidden() {
+    let resp = super::stream_access::refuse(s, key, headers, query, "whep")?;
+    let outcome = if resp.status() == StatusCode::FORBIDDEN {
         "forbidden"
     } else {
         "unauthorized"
@@ -184,16 +174,7 @@ fn refuse(
         .webrtc_sessions
         .get_or_create(&label("outcome", outcome))
         .inc();
-    tracing::warn!(stream = %key, kind = e.kind(), "WHEP offer refused: {e}");
-    if e.is_forbidden() {
-        return Some(error(StatusCode::FORBIDDEN, e.to_string()));
-    }
-    let mut resp = error(StatusCode::UNAUTHORIZED, e.to_string());
-    for challenge in s.whep_auth.challenges(key, &e) {
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
-        }
-    }
+    tracing::warn!(stream = %key, outcome, "WHEP offer refused");
     Some(resp)
 }
 

@@ -454,7 +454,9 @@ impl CtelPlatform {
     ) -> Reply {
         let result = match self.config.key_for(&req.dev_id) {
             None => m::LOGIN_UNKNOWN_DEVICE,
-            Some(k) if k != req.dev_key => m::LOGIN_WRONG_KEY,
+            Some(k) if !crate::secret::ct_eq(k.as_bytes(), req.dev_key.as_bytes()) => {
+                m::LOGIN_WRONG_KEY
+            }
             Some(_) => m::RESULT_OK,
         };
         let outcome = match result {

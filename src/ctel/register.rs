@@ -144,7 +144,9 @@ pub fn decide_register(
 ) -> RegisterRes {
     let result = match config.key_for(&req.dev_id) {
         None => REGISTER_UNKNOWN_DEVICE,
-        Some(key) if key != req.dev_key => REGISTER_WRONG_KEY,
+        Some(key) if !crate::secret::ct_eq(key.as_bytes(), req.dev_key.as_bytes()) => {
+            REGISTER_WRONG_KEY
+        }
         Some(_) => REGISTER_OK,
     };
     let mut res = RegisterRes {

@@ -26,6 +26,7 @@ use super::ssrc::{Ssrc, SsrcKind};
 use crate::ingest::packets::PacketSource;
 use crate::ingest::port_pool::{BoundPair, BoundTcp, PortHold};
 use crate::ingest::shared_udp::SharedUdpPort;
+use crate::ingest::source_pin::SourcePin;
 use crate::ingest::tcp::{accept_device, connect_device};
 use crate::ingest::transport::{AfterLoss, MediaTransport, SsrcPolicy};
 use crate::media::hub::Hub;
@@ -493,6 +494,10 @@ pub(crate) async fn start_session(
             .zip(answer.port)
             .map(|(ip, p)| SocketAddr::new(ip, p)),
         device_ip: answer.ip.or(Some(route.addr.ip())),
+        pin_ip: match answer.ip {
+            Some(ip) if ip != route.addr.ip() => None,
+            _ => Some(route.addr.ip()),
+        },
         ssrc,
         sent_at,
         rtp_timeout: config.media.rtp_timeout,
@@ -532,6 +537,10 @@ struct MediaSession {
     /// RTP address in the device's answer (RTCP goes to its port + 1).
     device_media: Option<SocketAddr>,
     device_ip: Option<IpAddr>,
+    /// The IP RTP must come from before the first packet pins the port
+    /// (`None`: the device's SDP named another IP than its SIP one, as
+    /// behind NAT; the first packet with the right SSRC pins then).
+    pin_ip: Option<IpAddr>,
     ssrc: Ssrc,
     sent_at: Instant,
     rtp_timeout: Duration,
@@ -681,6 +690,7 @@ impl MediaSession {
         };
         let silence = tokio::time::sleep_until(last_accepted + limit(false));
         tokio::pin!(silence);
+        let mut pin = SourcePin::new(self.pin_ip);
         loop {
             let deadline = jitter.as_ref().and_then(JitterBuffer::deadline);
             let received = tokio::select! {
@@ -721,6 +731,15 @@ impl MediaSession {
                 }
                 Ok(d) => d,
             };
+            // Only the device's source counts, for media and for liveness.
+            if !pin.admit(from) {
+                metrics::get()
+                    .rtp_errors
+                    .get_or_create(&label("kind", "foreign_source"))
+                    .inc();
+                debug!(?from, pinned = ?pin.pinned(), "RTP from another source dropped");
+                continue;
+            }
             last_packet = Instant::now();
             let m = metrics::get();
             if is_rtcp(&data) {

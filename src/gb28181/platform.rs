@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::events::{Event, EventKind, EventRing};
 use super::exchanges::{Exchanges, QueryError};
 use super::manscdp::{self, Message, Notify, QueryKind, Response};
-use super::registrar::{RegisterAttempt, RegisterDecision, Registrar};
+use super::registrar::{Credentials, RegisterAttempt, RegisterDecision, Registrar};
 use super::registry::{Channel, DeviceInfo, DeviceSummary, Registry, RegistryEvent, SipTransport};
 use super::reports::{self, Report};
 use super::ssrc::{Ssrc, SsrcAllocator, SsrcKind};
@@ -78,6 +78,8 @@ pub struct GbPlatform {
     pub(crate) talks: super::talk::TalkSessions,
     /// Lifecycle changes for the media sessions of each device.
     device_tx: tokio::sync::broadcast::Sender<(String, DeviceChange)>,
+    /// Warnings about requests from the wrong sender, rate-limited per IP.
+    pub(crate) sender_log: crate::log_limit::LogGate,
 }
 
 fn has_to_tag(tx: &Transaction) -> bool {
@@ -115,7 +117,10 @@ impl GbPlatform {
         let ssrcs = SsrcAllocator::new(&config.sip.realm)
             .unwrap_or_else(|_| SsrcAllocator::new("3402000000").expect("valid default realm"));
         Arc::new(Self {
-            registrar: Mutex::new(Registrar::new(&config.sip.realm, config.sip.max_expires)),
+            registrar: Mutex::new(
+                Registrar::new(&config.sip.realm, config.sip.max_expires)
+                    .with_sha256(config.sip.digest_sha256),
+            ),
             registry: Mutex::new(Registry::new(config.sip.keepalive_timeout)),
             ssrcs: Mutex::new(ssrcs),
             sn: AtomicU32::new(1),
@@ -129,6 +134,7 @@ impl GbPlatform {
             snapshots: Default::default(),
             talks: Default::default(),
             device_tx: tokio::sync::broadcast::channel(256).0,
+            sender_log: Default::default(),
             live,
             sip,
             ports,
@@ -205,7 +211,19 @@ impl GbPlatform {
             .get_or_create(&label("method", method_label(&method)))
             .inc();
         let facts = match RequestFacts::from_request(&tx.original) {
-            Ok(f) => f,
+            Ok(mut f) => {
+                // Over TCP the connection, not the Via, says who is speaking.
+                if let Some(peer) = tx
+                    .connection
+                    .as_ref()
+                    .filter(|c| c.is_reliable())
+                    .and_then(|c| c.get_remote_addr())
+                    .and_then(|a| a.get_socketaddr().ok())
+                {
+                    f.source = peer;
+                }
+                f
+            }
             Err(e) => {
                 metrics::get()
                     .sip_errors
@@ -276,6 +294,9 @@ impl GbPlatform {
         let device_id = facts.from_user.clone();
         let authorization = header_value(&tx.original, "Authorization");
         let attempt = RegisterAttempt {
+            device_id: &device_id,
+            source: facts.source,
+            reliable: facts.transport != Transport::Udp,
             authorization: authorization.as_deref(),
             expires: register_expires(&tx.original),
         };
@@ -302,7 +323,15 @@ impl GbPlatform {
             return;
         }
         let decision = if config.device_allowed(&device_id) {
-            lock(&self.registrar).decide(&attempt, config.password_for(&device_id), now)
+            let credentials = config.password_for(&device_id).map(|password| Credentials {
+                password,
+                username: config
+                    .sip
+                    .device_usernames
+                    .get(&device_id)
+                    .map(String::as_str),
+            });
+            lock(&self.registrar).decide(&attempt, credentials, now)
         } else {
             RegisterDecision::Forbidden {
                 reason: "device not in sip.allowed_devices",
@@ -317,13 +346,33 @@ impl GbPlatform {
                 debug!("challenging REGISTER");
                 tx.reply_with(
                     StatusCode::Unauthorized,
-                    vec![Header::WwwAuthenticate(www_authenticate.into())],
+                    www_authenticate
+                        .into_iter()
+                        .map(|v| Header::WwwAuthenticate(v.into()))
+                        .collect(),
                     None,
                 )
                 .await
             }
             RegisterDecision::Forbidden { reason } => {
-                warn!(reason, "REGISTER refused");
+                crate::warn_limited!(
+                    self.sender_log,
+                    facts.source.ip(),
+                    reason,
+                    "REGISTER refused"
+                );
+                tx.reply(StatusCode::Forbidden).await
+            }
+            RegisterDecision::Throttled => {
+                metrics::get()
+                    .sip_rejected
+                    .get_or_create(&label("reason", "throttled"))
+                    .inc();
+                crate::warn_limited!(
+                    self.sender_log,
+                    facts.source.ip(),
+                    "REGISTER refused: too many failed digests from this address or for this device"
+                );
                 tx.reply(StatusCode::Forbidden).await
             }
             RegisterDecision::BadRequest { reason } => {
@@ -438,7 +487,66 @@ impl GbPlatform {
         });
     }
 
+    /// Whether `facts` may speak for registered device `device`: `Ok`, or
+    /// the `camgate_sip_rejected_total` reason to refuse it with (403).
+    /// Only the transport address (and for TCP, the connection) of the
+    /// device's last authenticated REGISTER may.
+    pub(crate) fn sender_verdict(
+        &self,
+        device: &str,
+        facts: &RequestFacts,
+    ) -> Result<(), &'static str> {
+        if !self.config().device_allowed(device) {
+            return Err("not_allowed");
+        }
+        let transport = match facts.transport {
+            Transport::Udp => SipTransport::Udp,
+            _ => SipTransport::Tcp,
+        };
+        match lock(&self.registry).sender_matches(device, transport, facts.source) {
+            None => Err("unregistered"),
+            Some(false) => Err("address_mismatch"),
+            Some(true) => Ok(()),
+        }
+    }
+
+    /// Refuse a request from the wrong sender: 403 (real devices register
+    /// again on it), counted, and logged once per source per minute.
+    pub(crate) async fn refuse_sender(
+        &self,
+        tx: &mut Transaction,
+        facts: &RequestFacts,
+        reason: &'static str,
+    ) {
+        metrics::get()
+            .sip_rejected
+            .get_or_create(&label("reason", reason))
+            .inc();
+        crate::warn_limited!(
+            self.sender_log,
+            facts.source.ip(),
+            reason,
+            method = %facts.method,
+            "request refused: not from the device's registered address"
+        );
+        let _ = tx.reply(StatusCode::Forbidden).await;
+    }
+
     async fn on_message(self: &Arc<Self>, tx: &mut Transaction, facts: &RequestFacts) {
+        if let Err(reason) = self.sender_verdict(&facts.from_user, facts) {
+            if reason == "unregistered" && self.config().gb.adopt_keepalive {
+                // A device that registered before we restarted: the 403
+                // makes it register again; until then it is neither online
+                // nor sent anything (a spoofed source must not turn us into
+                // a reflector).
+                metrics::get()
+                    .registrations
+                    .get_or_create(&label("outcome", "adopt_pending"))
+                    .inc();
+            }
+            self.refuse_sender(tx, facts, reason).await;
+            return;
+        }
         let msg = match manscdp::decode_body(&facts.body) {
             Ok(m) => m,
             Err(e) => {
@@ -452,20 +560,6 @@ impl GbPlatform {
             }
         };
         let now = Instant::now();
-        let known = lock(&self.registry).get(&facts.from_user).is_some();
-        if !known {
-            if self.config().gb.adopt_keepalive
-                && matches!(msg, Message::Notify(Notify::Keepalive { .. }))
-            {
-                self.adopt(facts, now);
-            } else {
-                // Answering 200 to an unknown device would let it believe it
-                // is registered; 403 makes real devices register again.
-                warn!("MESSAGE from an unregistered device");
-                let _ = tx.reply(StatusCode::Forbidden).await;
-                return;
-            }
-        }
         let _ = tx.reply(StatusCode::OK).await;
         match msg {
             Message::Notify(Notify::Keepalive { .. }) => {
@@ -501,9 +595,8 @@ impl GbPlatform {
     /// A NOTIFY from a device: catalog changes after our catalog
     /// SUBSCRIBE (§9.7.1), or any other MANSCDP notification sent that way.
     async fn on_notify(self: &Arc<Self>, tx: &mut Transaction, facts: &RequestFacts) {
-        if lock(&self.registry).get(&facts.from_user).is_none() {
-            warn!("NOTIFY from an unregistered device");
-            let _ = tx.reply(StatusCode::Forbidden).await;
+        if let Err(reason) = self.sender_verdict(&facts.from_user, facts) {
+            self.refuse_sender(tx, facts, reason).await;
             return;
         }
         let msg = match manscdp::decode_body(&facts.body) {
@@ -635,29 +728,6 @@ impl GbPlatform {
         }
     }
 
-    /// A keepalive from a device we do not know: it registered before we
-    /// restarted. Take it as registered where it speaks from, and learn
-    /// what it is, instead of making it wait out its registration.
-    fn adopt(self: &Arc<Self>, facts: &RequestFacts, now: Instant) {
-        let transport = match facts.transport {
-            Transport::Tcp => SipTransport::Tcp,
-            _ => SipTransport::Udp,
-        };
-        lock(&self.registry).register(
-            &facts.from_user,
-            transport,
-            facts.source,
-            self.config().sip.max_expires,
-            now,
-        );
-        metrics::get()
-            .registrations
-            .get_or_create(&label("outcome", "adopted"))
-            .inc();
-        info!("keepalive before REGISTER: device adopted, querying it");
-        self.spawn_initial_queries(facts.from_user.clone());
-    }
-
     /// SUBSCRIBE again before a subscription lapses (§9.7).
     fn renew_subscriptions(self: &Arc<Self>, now: Instant) {
         let due = lock(&self.subscriptions).due(now);
@@ -713,6 +783,9 @@ impl GbPlatform {
         xml: &str,
         extra: &[(&'static str, String)],
     ) -> Result<(), QueryError> {
+        if !self.config().device_allowed(device) {
+            return Err(QueryError::UnknownDevice(device.to_owned()));
+        }
         let route = {
             let reg = lock(&self.registry);
             let dev = reg
@@ -779,6 +852,13 @@ impl GbPlatform {
         device: &str,
         channel: &str,
     ) -> Result<DeviceRoute, StartError> {
+        // A device taken off sip.allowed_devices (SIGHUP) is not streamed
+        // from, though its registration has yet to lapse.
+        if !self.config().device_allowed(device) {
+            return Err(StartError::NotFound(format!(
+                "device {device} is not in sip.allowed_devices"
+            )));
+        }
         let reg = lock(&self.registry);
         let Some(dev) = reg.get(device) else {
             return Err(StartError::NotFound(format!(

@@ -288,14 +288,33 @@ impl Registry {
         }
     }
 
-    /// Record a keepalive from `addr`; false for an unregistered device
-    /// (the driver should answer so that the device re-registers).
+    /// Whether a request from `transport`/`addr` may speak for device `id`:
+    /// `None` when the device is not registered, else whether it comes from
+    /// where its last digest REGISTER came from (GB/T 28181-2016 §9.1 binds
+    /// the device to that transport address; anything else is somebody
+    /// else, whatever its From says).
+    pub fn sender_matches(
+        &self,
+        id: &str,
+        transport: SipTransport,
+        addr: SocketAddr,
+    ) -> Option<bool> {
+        self.devices
+            .get(id)
+            .map(|d| d.transport == transport && d.addr == addr)
+    }
+
+    /// Record a keepalive from `addr`; false for an unregistered device or
+    /// one registered at another address. A keepalive never moves a
+    /// device: only an authenticated REGISTER does (a NAT rebinding shows
+    /// up as a 403 here, upon which devices register again).
     pub fn keepalive(&mut self, id: &str, addr: SocketAddr, now: Instant) -> bool {
         let Some(d) = self.devices.get_mut(id) else {
             return false;
         };
-        // Follow NAT rebinding: requests must go where the device is now.
-        d.addr = addr;
+        if d.addr != addr {
+            return false;
+        }
         d.last_keepalive = Some(now);
         d.last_seen = now;
         if !d.online {
@@ -497,8 +516,26 @@ mod tests {
         assert_eq!(r.tick(t0), vec![RegistryEvent::Online(DEV.into())]);
         assert_eq!((r.registered_count(), r.online_count()), (1, 1));
 
-        assert!(r.keepalive(DEV, addr(5061), t0 + secs(60)));
-        assert_eq!(r.get(DEV).unwrap().addr(), addr(5061));
+        // From another port: refused, and the route stays.
+        assert!(!r.keepalive(DEV, addr(5061), t0 + secs(60)));
+        assert_eq!(r.get(DEV).unwrap().addr(), addr(5060));
+        assert_eq!(
+            r.sender_matches(DEV, SipTransport::Udp, addr(5061)),
+            Some(false)
+        );
+        assert_eq!(
+            r.sender_matches(DEV, SipTransport::Tcp, addr(5060)),
+            Some(false)
+        );
+        assert_eq!(
+            r.sender_matches(DEV, SipTransport::Udp, addr(5060)),
+            Some(true)
+        );
+        assert_eq!(
+            r.sender_matches("34020000001320000099", SipTransport::Udp, addr(1)),
+            None
+        );
+        assert!(r.keepalive(DEV, addr(5060), t0 + secs(60)));
         assert!(!r.keepalive("34020000001320000099", addr(1), t0));
         assert_eq!(r.tick(t0 + secs(239)), vec![]);
 
@@ -511,7 +548,7 @@ mod tests {
         assert_eq!((r.registered_count(), r.online_count()), (1, 0));
 
         // A keepalive brings it back.
-        assert!(r.keepalive(DEV, addr(5061), t0 + secs(300)));
+        assert!(r.keepalive(DEV, addr(5060), t0 + secs(300)));
         assert_eq!(
             r.tick(t0 + secs(300)),
             vec![RegistryEvent::Online(DEV.into())]

@@ -5,6 +5,12 @@
 //! SIP domain (realm); digits 7–10 are a sequence number. The device puts
 //! the same number, read as a decimal integer, in the RTP header's SSRC
 //! field, which is how the shared RTP port routes packets to streams.
+//!
+//! The standard fixes every digit but those four, so they are drawn at
+//! random: a sequential counter would let anyone who saw one SSRC guess
+//! the next stream's and inject packets into it (the media source is
+//! pinned too, see `ingest::source_pin`; this makes guessing the SSRC the
+//! first hurdle rather than none).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -102,14 +108,12 @@ pub enum SsrcError {
     Exhausted(SsrcKind),
 }
 
-/// Hands out SSRCs not currently in use, per kind, in increasing sequence
-/// that wraps at 9999.
+/// Hands out SSRCs not currently in use, per kind, with random sequence
+/// digits.
 #[derive(Debug)]
 pub struct SsrcAllocator {
     /// Realm digits 4–8.
     domain: [u8; 5],
-    next_live: u16,
-    next_history: u16,
     in_use: HashSet<Ssrc>,
 }
 
@@ -125,23 +129,23 @@ impl SsrcAllocator {
             .ok_or_else(|| SsrcError::BadRealm(realm.to_owned()))?;
         Ok(Self {
             domain,
-            // Start at 1 so the first SSRC is not the `0000` sequence that
-            // devices echo when the offer carried no `y=` at all.
-            next_live: 1,
-            next_history: 1,
             in_use: HashSet::new(),
         })
     }
 
-    /// The next free SSRC of `kind`.
+    /// A free SSRC of `kind` with unpredictable sequence digits.
     pub fn allocate(&mut self, kind: SsrcKind) -> Result<Ssrc, SsrcError> {
-        let next = match kind {
-            SsrcKind::Live => &mut self.next_live,
-            SsrcKind::History => &mut self.next_history,
-        };
-        for _ in 0..SEQ_SPACE {
-            let seq = *next;
-            *next = (*next + 1) % SEQ_SPACE;
+        // Never the `0000` sequence first: devices echo it when the offer
+        // carried no `y=` at all.
+        let start = rand::random_range(1..SEQ_SPACE);
+        self.allocate_from(kind, start)
+    }
+
+    /// The first free SSRC of `kind` at or after sequence `start`,
+    /// wrapping at 9999.
+    fn allocate_from(&mut self, kind: SsrcKind, start: u16) -> Result<Ssrc, SsrcError> {
+        for i in 0..SEQ_SPACE {
+            let seq = (start % SEQ_SPACE + i) % SEQ_SPACE;
             let ssrc = make(kind, self.domain, seq);
             if self.in_use.insert(ssrc) {
                 return Ok(ssrc);
@@ -189,16 +193,26 @@ mod tests {
     fn layout_follows_the_standard() {
         let mut a = SsrcAllocator::new("3402000000").unwrap();
         let live = a.allocate(SsrcKind::Live).unwrap();
-        assert_eq!(live.as_str(), "0200000001");
-        assert_eq!(live.value(), 200_000_001);
+        assert!(live.as_str().starts_with("020000"), "{live}");
+        assert_ne!(&live.as_str()[6..], "0000");
         assert_eq!(live.kind(), Some(SsrcKind::Live));
         let hist = a.allocate(SsrcKind::History).unwrap();
-        assert_eq!(hist.as_str(), "1200000001");
-        assert_eq!(hist.value(), 1_200_000_001);
-        assert_eq!(a.allocate(SsrcKind::Live).unwrap().as_str(), "0200000002");
+        assert!(hist.as_str().starts_with("120000"), "{hist}");
+        assert_eq!(hist.kind(), Some(SsrcKind::History));
+        assert_eq!(
+            a.allocate_from(SsrcKind::Live, 1).unwrap().as_str(),
+            "0200000001"
+        );
+        assert_eq!(
+            a.allocate_from(SsrcKind::Live, 1).unwrap().value(),
+            200_000_002
+        );
 
         let mut b = SsrcAllocator::new("4401061234").unwrap();
-        assert_eq!(b.allocate(SsrcKind::Live).unwrap().as_str(), "0106120001");
+        assert_eq!(
+            b.allocate_from(SsrcKind::Live, 1).unwrap().as_str(),
+            "0106120001"
+        );
         assert!(matches!(
             SsrcAllocator::new("34x2"),
             Err(SsrcError::BadRealm(_))
@@ -207,16 +221,38 @@ mod tests {
     }
 
     #[test]
+    fn sequence_digits_are_not_predictable() {
+        let mut a = SsrcAllocator::new("3402000000").unwrap();
+        let seqs: Vec<u32> = (0..20)
+            .map(|_| a.allocate(SsrcKind::Live).unwrap().value() % 10_000)
+            .collect();
+        // Twenty in a row would all be consecutive with a counter; random
+        // draws from 9999 values are consecutive with odds ~1e-76.
+        let consecutive = seqs.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert!(consecutive < 5, "{seqs:?}");
+        let distinct: std::collections::HashSet<_> = seqs.iter().collect();
+        assert_eq!(distinct.len(), 20);
+    }
+
+    #[test]
     fn wraps_and_skips_in_use() {
         let mut a = SsrcAllocator::new("3402000000").unwrap();
-        a.next_live = 9998;
-        let s9998 = a.allocate(SsrcKind::Live).unwrap();
+        let s9998 = a.allocate_from(SsrcKind::Live, 9998).unwrap();
         assert_eq!(s9998.as_str(), "0200009998");
-        assert_eq!(a.allocate(SsrcKind::Live).unwrap().as_str(), "0200009999");
-        assert_eq!(a.allocate(SsrcKind::Live).unwrap().as_str(), "0200000000");
+        assert_eq!(
+            a.allocate_from(SsrcKind::Live, 9998).unwrap().as_str(),
+            "0200009999"
+        );
+        assert_eq!(
+            a.allocate_from(SsrcKind::Live, 9998).unwrap().as_str(),
+            "0200000000"
+        );
         // 0001 is taken by an earlier reservation: skipped.
         assert!(a.reserve(Ssrc::parse("0200000001").unwrap()));
-        assert_eq!(a.allocate(SsrcKind::Live).unwrap().as_str(), "0200000002");
+        assert_eq!(
+            a.allocate_from(SsrcKind::Live, 1).unwrap().as_str(),
+            "0200000002"
+        );
         assert!(a.release(s9998));
         assert!(!a.release(s9998));
         assert!(!a.is_in_use(s9998));

@@ -586,6 +586,20 @@ impl GbPlatform {
     /// Broadcast we sent, matched by the caller (`From` user) being the
     /// channel or its device.
     pub(crate) async fn on_talk_invite(&self, mut tx: Transaction, facts: &RequestFacts) {
+        // The callback must come from the registered device it claims to
+        // be (or whose channel it names), or anyone could take the call.
+        let device = lock(&self.talks.by_channel)
+            .iter()
+            .find(|(ch, p)| {
+                p.invite.is_some() && (**ch == facts.from_user || p.device == facts.from_user)
+            })
+            .map(|(_, p)| p.device.clone());
+        if let Some(device) = &device
+            && let Err(reason) = self.sender_verdict(device, facts)
+        {
+            self.refuse_sender(&mut tx, facts, reason).await;
+            return;
+        }
         let waiting = {
             let mut talks = lock(&self.talks.by_channel);
             talks

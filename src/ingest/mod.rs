@@ -4,6 +4,7 @@ pub mod packets;
 pub mod port_pool;
 pub mod rfc4571;
 pub mod shared_udp;
+pub mod source_pin;
 pub mod ssrc_router;
 pub mod tcp;
 pub mod transport;

@@ -165,15 +165,6 @@ impl Algorithm {
     }
 }
 
-/// Compare without an early exit so timing does not leak a prefix match.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
 /// The access policy, shared by every connection.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -250,7 +241,7 @@ impl Authenticator {
         let text = String::from_utf8(decoded).map_err(|_| AuthError::BadCredentials)?;
         let (user, pass) = text.split_once(':').ok_or(AuthError::BadCredentials)?;
         match self.password_of(user) {
-            Some(p) if constant_time_eq(p.as_bytes(), pass.as_bytes()) => Ok(()),
+            Some(p) if crate::secret::ct_eq(p.as_bytes(), pass.as_bytes()) => Ok(()),
             _ => Err(AuthError::BadCredentials),
         }
     }
@@ -289,7 +280,7 @@ impl Authenticator {
             }
             Some(_) => return Err(AuthError::Unsupported),
         };
-        if constant_time_eq(
+        if crate::secret::ct_eq(
             expected.as_bytes(),
             response.to_ascii_lowercase().as_bytes(),
         ) {

@@ -47,11 +47,13 @@ struct Grant {
     expires: Instant,
 }
 
-/// Outstanding tokens.
+/// Outstanding tokens, keyed by the SHA-256 of the token: the lookup then
+/// compares digests, never the secret itself, so its timing says nothing
+/// about how much of a guessed token was right.
 #[derive(Debug)]
 pub struct TokenStore {
     ttl: Duration,
-    grants: Mutex<HashMap<String, Grant>>,
+    grants: Mutex<HashMap<[u8; 32], Grant>>,
 }
 
 impl TokenStore {
@@ -66,7 +68,7 @@ impl TokenStore {
         self.ttl
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Grant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Grant>> {
         // The map stays consistent across a panic elsewhere; keep serving.
         self.grants.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -81,7 +83,7 @@ impl TokenStore {
             }
         }
         grants.insert(
-            token.clone(),
+            crate::secret::sha256(token.as_bytes()),
             Grant {
                 key,
                 expires: now + self.ttl,
@@ -93,7 +95,10 @@ impl TokenStore {
     /// Use `token` for `key`. Any presentation consumes it, so a token
     /// that leaked with a wrong path cannot be retried.
     pub fn redeem(&self, token: &str, key: &StreamKey, now: Instant) -> Result<(), TokenError> {
-        let grant = self.lock().remove(token).ok_or(TokenError::Unknown)?;
+        let grant = self
+            .lock()
+            .remove(&crate::secret::sha256(token.as_bytes()))
+            .ok_or(TokenError::Unknown)?;
         if now >= grant.expires {
             return Err(TokenError::Expired);
         }

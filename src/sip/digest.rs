@@ -1,6 +1,6 @@
-//! SIP digest authentication (RFC 3261 §22.4 over RFC 2617 §3.2), MD5 only,
-//! with `qop` absent (what GB/T 28181-2016 §9.1.2.1 devices use) or
-//! `qop=auth`.
+//! SIP digest authentication (RFC 3261 §22.4 over RFC 2617 §3.2), MD5 or
+//! SHA-256 (RFC 8760, offered beside MD5 when `sip.digest_sha256`), with
+//! `qop` absent (what GB/T 28181-2016 §9.1.2.1 devices use) or `qop=auth`.
 //!
 //! Sans-IO: header values in, header values and verdicts out. Randomness is
 //! only used to mint nonces; time is always passed in as `now`.
@@ -38,7 +38,7 @@ pub enum DigestError {
     Duplicate(String),
     #[error("required directive `{0}` is missing")]
     Missing(&'static str),
-    #[error("algorithm `{0}` is not supported (only MD5)")]
+    #[error("algorithm `{0}` is not supported (MD5 or SHA-256)")]
     UnsupportedAlgorithm(String),
     #[error("qop `{0}` is not supported (only auth)")]
     UnsupportedQop(String),
@@ -171,7 +171,7 @@ fn take(params: &mut Vec<(String, String)>, key: &str) -> Option<String> {
 
 fn check_algorithm(alg: &Option<String>) -> Result<(), DigestError> {
     match alg {
-        Some(a) if !a.eq_ignore_ascii_case("md5") => {
+        Some(a) if !a.eq_ignore_ascii_case("md5") && !a.eq_ignore_ascii_case("sha-256") => {
             Err(DigestError::UnsupportedAlgorithm(a.clone()))
         }
         _ => Ok(()),
@@ -379,7 +379,8 @@ impl DigestCredentials {
 
 /// See [`DigestCredentials::verify`].
 pub fn verify(auth: &DigestCredentials, method: &str, password: &str) -> bool {
-    let expected = compute_response(
+    let expected = compute_response_with(
+        auth.algorithm.as_deref(),
         &auth.username,
         &auth.realm,
         password,
@@ -390,7 +391,7 @@ pub fn verify(auth: &DigestCredentials, method: &str, password: &str) -> bool {
     );
     // Some devices send the hex in upper case; the digest is the same.
     let got = auth.response.to_ascii_lowercase();
-    constant_time_eq(expected.as_bytes(), got.as_bytes())
+    crate::secret::ct_eq(expected.as_bytes(), got.as_bytes())
 }
 
 /// `response` per RFC 2617 §3.2.2.1 with algorithm MD5:
@@ -405,12 +406,43 @@ pub fn compute_response(
     nonce: &str,
     qop: Option<&QopAuth>,
 ) -> String {
-    let ha1 = md5_hex(&[username, ":", realm, ":", password]);
-    let ha2 = md5_hex(&[method, ":", uri]);
+    compute_response_with(None, username, realm, password, method, uri, nonce, qop)
+}
+
+/// [`compute_response`] with the hash `algorithm` names: `SHA-256`
+/// (RFC 8760 §2.5, same construction) or MD5 (absent or anything else;
+/// parsing already refused unknown names).
+#[allow(clippy::too_many_arguments)]
+pub fn compute_response_with(
+    algorithm: Option<&str>,
+    username: &str,
+    realm: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    qop: Option<&QopAuth>,
+) -> String {
+    let h: fn(&[&str]) -> String = if algorithm.is_some_and(|a| a.eq_ignore_ascii_case("sha-256")) {
+        sha256_hex
+    } else {
+        md5_hex
+    };
+    let ha1 = h(&[username, ":", realm, ":", password]);
+    let ha2 = h(&[method, ":", uri]);
     match qop {
-        None => md5_hex(&[&ha1, ":", nonce, ":", &ha2]),
-        Some(q) => md5_hex(&[&ha1, ":", nonce, ":", &q.nc, ":", &q.cnonce, ":auth:", &ha2]),
+        None => h(&[&ha1, ":", nonce, ":", &ha2]),
+        Some(q) => h(&[&ha1, ":", nonce, ":", &q.nc, ":", &q.cnonce, ":auth:", &ha2]),
     }
+}
+
+fn sha256_hex(parts: &[&str]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+    }
+    hex(&h.finalize())
 }
 
 fn md5_hex(parts: &[&str]) -> String {
@@ -427,18 +459,6 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
-}
-
-/// Compare without an early exit, so response timing does not reveal how
-/// many leading characters of a guessed response were right. The length is
-/// not secret (always 32 for MD5).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // black_box keeps the optimiser from turning the fold into a short-circuit.
-    std::hint::black_box(diff) == 0
 }
 
 /// `nc` is sent bare by convention, but a parsed value may hold anything;
@@ -490,7 +510,8 @@ pub enum NonceStatus {
 pub struct NonceStore {
     ttl: Duration,
     capacity: usize,
-    issued: HashMap<String, Instant>,
+    /// Issue time and the binding it was issued for ("" = unbound).
+    issued: HashMap<String, (Instant, String)>,
     order: VecDeque<String>,
 }
 
@@ -516,8 +537,36 @@ impl NonceStore {
         nonce
     }
 
+    /// Mint a nonce good only for requests with the same `binding` (e.g.
+    /// the device id and source address it was challenged at), through
+    /// [`NonceStore::take`].
+    pub fn issue_bound(&mut self, binding: &str, now: Instant) -> String {
+        let nonce = generate_nonce();
+        self.insert_bound(nonce.clone(), binding, now);
+        nonce
+    }
+
+    /// Use a bound nonce once: `Fresh` (and forgotten) when it was issued
+    /// for `binding` and is within its lifetime. A nonce presented with
+    /// another binding is `Unknown` to that request and kept for its owner,
+    /// so a replay from elsewhere cannot burn it.
+    pub fn take(&mut self, nonce: &str, binding: &str, now: Instant) -> NonceStatus {
+        match self.issued.get(nonce) {
+            Some((_, b)) if b != binding => NonceStatus::Unknown,
+            _ => {
+                let status = self.check(nonce, now);
+                self.remove(nonce);
+                status
+            }
+        }
+    }
+
     /// Remember a nonce minted elsewhere (tests, or a deterministic driver).
     pub fn insert(&mut self, nonce: String, now: Instant) {
+        self.insert_bound(nonce, "", now);
+    }
+
+    fn insert_bound(&mut self, nonce: String, binding: &str, now: Instant) {
         self.purge(now);
         if self.issued.contains_key(&nonce) {
             return;
@@ -527,7 +576,7 @@ impl NonceStore {
                 self.issued.remove(&old);
             }
         }
-        self.issued.insert(nonce.clone(), now);
+        self.issued.insert(nonce.clone(), (now, binding.to_owned()));
         self.order.push_back(nonce);
     }
 
@@ -537,7 +586,7 @@ impl NonceStore {
     pub fn check(&self, nonce: &str, now: Instant) -> NonceStatus {
         match self.issued.get(nonce) {
             None => NonceStatus::Unknown,
-            Some(&at) if now.saturating_duration_since(at) < self.ttl => NonceStatus::Fresh,
+            Some((at, _)) if now.saturating_duration_since(*at) < self.ttl => NonceStatus::Fresh,
             Some(_) => NonceStatus::Stale,
         }
     }
@@ -569,7 +618,7 @@ impl NonceStore {
             let expired = self
                 .issued
                 .get(front)
-                .is_none_or(|&at| now.saturating_duration_since(at) >= horizon);
+                .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= horizon);
             if !expired {
                 break;
             }
@@ -589,6 +638,29 @@ impl Default for NonceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_response_matches_rfc7616_example() {
+        // RFC 7616 §3.9.1, the SHA-256 response.
+        let qop = QopAuth {
+            nc: "00000001".into(),
+            cnonce: "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ".into(),
+        };
+        let r = compute_response_with(
+            Some("SHA-256"),
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+            "GET",
+            "/dir/index.html",
+            "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+            Some(&qop),
+        );
+        assert_eq!(
+            r,
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+    }
 
     const USER: &str = "34020000001320000088";
     const REALM: &str = "3402000000";
@@ -721,9 +793,10 @@ mod tests {
             Err(DigestError::Missing("response"))
         );
         assert!(matches!(
-            DigestChallenge::parse("Digest realm=a, nonce=b, algorithm=SHA-256"),
+            DigestChallenge::parse("Digest realm=a, nonce=b, algorithm=SHA-512-256"),
             Err(DigestError::UnsupportedAlgorithm(_))
         ));
+        assert!(DigestChallenge::parse("Digest realm=a, nonce=b, algorithm=SHA-256").is_ok());
         assert!(matches!(
             DigestCredentials::parse(
                 "Digest username=a, realm=b, nonce=c, uri=d, response=e, qop=auth-int"

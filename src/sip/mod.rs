@@ -5,3 +5,4 @@ pub mod digest;
 pub mod invite;
 pub mod request;
 pub mod stack;
+pub mod throttle;

@@ -139,6 +139,20 @@ struct Inner {
     transcodes: Transcodes,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Offers past the `max_peers` check and not yet in `resources`: they
+    /// hold a slot through their awaits, so concurrent offers cannot all
+    /// pass the check before any of them is counted.
+    reserved: std::sync::atomic::AtomicUsize,
+}
+
+/// A peer slot held by an offer being answered; released on drop (by
+/// then the peer is in `resources`, or the offer failed).
+struct PeerSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The WebRTC engine: shared UDP port, live peers, WHEP resources.
@@ -184,6 +198,7 @@ impl WebRtc {
                 transcodes,
                 tasks: TaskTracker::new(),
                 shutdown,
+                reserved: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -195,6 +210,28 @@ impl WebRtc {
 
     pub fn peers(&self) -> usize {
         self.resources().len()
+    }
+
+    /// Take one of `max_peers` slots, counting offers still being set up.
+    fn reserve_slot(&self) -> Option<PeerSlot<'_>> {
+        use std::sync::atomic::Ordering;
+        let max = self.inner.config.max_peers;
+        let reserved = &self.inner.reserved;
+        let mut current = reserved.load(Ordering::Acquire);
+        loop {
+            if self.peers() + current >= max {
+                return None;
+            }
+            match reserved.compare_exchange(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(PeerSlot(reserved)),
+                Err(now) => current = now,
+            }
+        }
     }
 
     pub fn sessions(&self) -> Vec<WhepSummary> {
@@ -248,9 +285,7 @@ impl WebRtc {
         offer: &str,
     ) -> Result<WhepSession, WhepError> {
         let max = self.inner.config.max_peers;
-        if self.peers() >= max {
-            return Err(WhepError::TooMany(max));
-        }
+        let _slot = self.reserve_slot().ok_or(WhepError::TooMany(max))?;
         let viewer = streams.open(&key).await?;
         let info = viewer
             .hub()
@@ -273,7 +308,9 @@ impl WebRtc {
             Peer::accept_preferring(offer, &info, &self.inner.locals, Instant::now(), preferred)?;
         let id = format!("{:032x}", rand::random::<u128>());
         let (inbox_tx, inbox) = mpsc::channel(INBOX_DATAGRAMS);
-        self.inner.mux.register(peer.ufrag(), inbox_tx);
+        self.inner
+            .mux
+            .register(peer.ufrag(), peer.ice_pwd(), inbox_tx);
         let cancel = self.inner.shutdown.child_token();
         self.resources().insert(
             id.clone(),

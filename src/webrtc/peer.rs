@@ -113,6 +113,7 @@ pub struct Peer {
     rtc: Rtc,
     locals: Vec<LocalAddr>,
     ufrag: String,
+    ice_pwd: String,
     source_plid: Option<u32>,
     /// A `profile-level-id` to send under whenever offered.
     preferred_plid: Option<u32>,
@@ -175,6 +176,7 @@ impl Peer {
             .filter(|c| matches!(c, Codec::Pcma | Codec::Pcmu));
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
+        let ice_pwd = creds.pass.clone();
         let config = RtcConfig::new()
             .set_ice_lite(true)
             .set_local_ice_credentials(creds)
@@ -201,6 +203,7 @@ impl Peer {
             rtc,
             locals: locals.to_vec(),
             ufrag,
+            ice_pwd,
             source_plid: params
                 .and_then(|p| p.sps.as_deref())
                 .and_then(profile_level_id),
@@ -234,6 +237,11 @@ impl Peer {
     /// (`USERNAME = ours:theirs`), which is how the shared socket finds us.
     pub fn ufrag(&self) -> &str {
         &self.ufrag
+    }
+
+    /// Our ICE password: the key of the browser's STUN MESSAGE-INTEGRITY.
+    pub fn ice_pwd(&self) -> &str {
+        &self.ice_pwd
     }
 
     pub fn is_connected(&self) -> bool {

@@ -49,6 +49,8 @@ pub struct TalkPeer {
     rtc: Rtc,
     locals: Vec<LocalAddr>,
     ufrag: String,
+    /// Key of the browser's STUN MESSAGE-INTEGRITY.
+    ice_pwd: String,
     audio: TalkAudio,
     /// Last RTP sequence number decoded, to conceal what went missing.
     last_seq: Option<u64>,
@@ -95,6 +97,7 @@ impl TalkPeer {
             SdpOffer::from_sdp_string(offer).map_err(|e| PeerError::BadOffer(e.to_string()))?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
+        let ice_pwd = creds.pass.clone();
         let mut rtc = RtcConfig::new()
             .set_ice_lite(true)
             .set_local_ice_credentials(creds)
@@ -119,6 +122,7 @@ impl TalkPeer {
                 rtc,
                 locals: locals.to_vec(),
                 ufrag,
+                ice_pwd,
                 audio: TalkAudio::default(),
                 last_seq: None,
                 ready: Vec::new(),
@@ -130,6 +134,10 @@ impl TalkPeer {
 
     pub fn ufrag(&self) -> &str {
         &self.ufrag
+    }
+
+    pub fn ice_pwd(&self) -> &str {
+        &self.ice_pwd
     }
 
     pub fn is_connected(&self) -> bool {
@@ -284,7 +292,9 @@ impl WebRtc {
     ) -> String {
         let id = format!("{:032x}", rand::random::<u128>());
         let (inbox_tx, inbox) = mpsc::channel(INBOX_DATAGRAMS);
-        self.inner.mux.register(prepared.peer.ufrag(), inbox_tx);
+        self.inner
+            .mux
+            .register(prepared.peer.ufrag(), prepared.peer.ice_pwd(), inbox_tx);
         let cancel = self.inner.shutdown.child_token();
         self.talks().insert(id.clone(), cancel.clone());
         let driver = TalkDriver {

@@ -3,11 +3,15 @@
 //!
 //! ICE (RFC 8445 §7.2.2) makes the browser's first packet a STUN Binding
 //! request whose USERNAME is `our-ufrag:their-ufrag`, and every peer has
-//! its own ufrag: that names the peer. The remote address it came from is
-//! then remembered, so DTLS, SRTCP and later STUN from that address go to
-//! the same peer without parsing (RFC 7983 demultiplexing happens inside
-//! str0m). Datagrams from an address nobody claimed are dropped and
-//! counted.
+//! its own ufrag: that names the peer. The ufrag travels in clear in every
+//! Binding request, so it proves nothing: the request must also carry a
+//! MESSAGE-INTEGRITY made with the peer's ICE password (RFC 8445 §7.2.2,
+//! RFC 5389 §15.4), which only the browser that got our SDP answer knows.
+//! Only then is the remote address remembered, so DTLS, SRTCP and later
+//! STUN from that address go to the same peer without parsing (RFC 7983
+//! demultiplexing happens inside str0m); and at most
+//! [`MAX_ROUTES_PER_PEER`] addresses per peer. Datagrams from an address
+//! nobody claimed are dropped and counted.
 //!
 //! One socket is bound per local IP, all on the same port, so the local
 //! address a datagram arrived at is simply its socket's address.
@@ -28,6 +32,9 @@ use crate::metrics::{self, label};
 
 /// Largest datagram we accept; WebRTC keeps below ~1200 bytes.
 const MAX_DATAGRAM: usize = 2048;
+/// Remote addresses one peer may be reached from: a browser tries a few
+/// candidate pairs (host, reflexive, per interface), never dozens.
+pub const MAX_ROUTES_PER_PEER: usize = 8;
 
 /// A datagram for a peer.
 #[derive(Debug)]
@@ -39,9 +46,17 @@ pub struct Datagram {
 
 pub type Inbox = mpsc::Sender<Datagram>;
 
+/// A peer as the mux knows it.
+#[derive(Clone)]
+struct PeerEntry {
+    inbox: Inbox,
+    /// Our ICE password for it: the MESSAGE-INTEGRITY key of its requests.
+    ice_pwd: String,
+}
+
 #[derive(Default)]
 struct Routes {
-    by_ufrag: HashMap<String, Inbox>,
+    by_ufrag: HashMap<String, PeerEntry>,
     /// (local socket address, remote address) → peer.
     by_addr: HashMap<(SocketAddr, SocketAddr), Inbox>,
     /// Addresses each ufrag claimed, to forget them when the peer leaves.
@@ -82,9 +97,16 @@ impl UdpMux {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Route datagrams whose STUN USERNAME starts with `ufrag` to `inbox`.
-    pub fn register(&self, ufrag: &str, inbox: Inbox) {
-        self.routes().by_ufrag.insert(ufrag.to_owned(), inbox);
+    /// Route datagrams whose STUN USERNAME starts with `ufrag`, and whose
+    /// MESSAGE-INTEGRITY verifies with `ice_pwd`, to `inbox`.
+    pub fn register(&self, ufrag: &str, ice_pwd: &str, inbox: Inbox) {
+        self.routes().by_ufrag.insert(
+            ufrag.to_owned(),
+            PeerEntry {
+                inbox,
+                ice_pwd: ice_pwd.to_owned(),
+            },
+        );
     }
 
     /// Forget a peer and every address it was reached from.
@@ -94,6 +116,14 @@ impl UdpMux {
         for key in routes.addrs_of.remove(ufrag).unwrap_or_default() {
             routes.by_addr.remove(&key);
         }
+        metrics::get()
+            .webrtc_routes
+            .set(routes.by_addr.len() as i64);
+    }
+
+    /// Remote addresses routed now.
+    pub fn route_count(&self) -> usize {
+        self.routes().by_addr.len()
     }
 
     /// The socket bound at `local`, for sending.
@@ -147,24 +177,26 @@ impl UdpMux {
             let mut routes = self.routes();
             match routes.by_addr.get(&(local, from)) {
                 Some(inbox) => Some(inbox.clone()),
-                None => match stun_ufrag(data) {
-                    Some(ufrag) => match routes.by_ufrag.get(ufrag).cloned() {
-                        Some(inbox) => {
-                            routes.by_addr.insert((local, from), inbox.clone());
-                            routes
-                                .addrs_of
-                                .entry(ufrag.to_owned())
-                                .or_default()
-                                .push((local, from));
-                            Some(inbox)
-                        }
-                        None => {
-                            drop_datagram("unknown_ufrag", from);
+                None => match verified_ufrag(data, &routes.by_ufrag) {
+                    Ok(ufrag) => {
+                        let Some(peer) = routes.by_ufrag.get(&ufrag).cloned() else {
+                            return;
+                        };
+                        let claimed = routes.addrs_of.entry(ufrag).or_default();
+                        if claimed.len() >= MAX_ROUTES_PER_PEER {
+                            drop_datagram("route_cap", from);
                             None
+                        } else {
+                            claimed.push((local, from));
+                            routes.by_addr.insert((local, from), peer.inbox.clone());
+                            metrics::get()
+                                .webrtc_routes
+                                .set(routes.by_addr.len() as i64);
+                            Some(peer.inbox)
                         }
-                    },
-                    None => {
-                        drop_datagram("unknown_address", from);
+                    }
+                    Err(reason) => {
+                        drop_datagram(reason, from);
                         None
                     }
                 },
@@ -185,6 +217,34 @@ impl UdpMux {
     }
 }
 
+/// The ufrag of a Binding request for a known peer whose integrity checks
+/// out, or the drop reason.
+fn verified_ufrag(data: &[u8], peers: &HashMap<String, PeerEntry>) -> Result<String, &'static str> {
+    let Some(message) = binding_request(data) else {
+        return Err("unknown_address");
+    };
+    let Some((ours, _theirs)) = message.username().and_then(|n| n.split_once(':')) else {
+        return Err("unknown_address");
+    };
+    let Some(peer) = peers.get(ours) else {
+        return Err("unknown_ufrag");
+    };
+    if !message.verify(peer.ice_pwd.as_bytes(), sha1_hmac) {
+        return Err("bad_integrity");
+    }
+    Ok(ours.to_owned())
+}
+
+/// HMAC-SHA1 (RFC 2104) from the crypto provider str0m itself uses.
+fn sha1_hmac(key: &[u8], payloads: &[&[u8]]) -> [u8; 20] {
+    static PROVIDER: std::sync::OnceLock<str0m::crypto::CryptoProvider> =
+        std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(str0m::crypto::from_feature_flags)
+        .sha1_hmac_provider
+        .sha1_hmac(key, payloads)
+}
+
 fn drop_datagram(reason: &'static str, from: SocketAddr) {
     debug!(%from, reason, "WebRTC datagram dropped");
     metrics::get()
@@ -193,9 +253,8 @@ fn drop_datagram(reason: &'static str, from: SocketAddr) {
         .inc();
 }
 
-/// Our ufrag from a STUN Binding request (`USERNAME = ours:theirs`), or
-/// `None` for anything else.
-pub fn stun_ufrag(data: &[u8]) -> Option<&str> {
+/// A STUN Binding request, or `None` for anything else.
+fn binding_request(data: &[u8]) -> Option<StunMessage<'_>> {
     // RFC 7983 §7: STUN starts with 0 or 1; cheap check before parsing.
     if !matches!(data.first(), Some(0..=3)) {
         return None;
@@ -207,9 +266,13 @@ pub fn stun_ufrag(data: &[u8]) -> Option<&str> {
             return None;
         }
     };
-    if !message.is_binding_request() {
-        return None;
-    }
+    message.is_binding_request().then_some(message)
+}
+
+/// Our ufrag from a STUN Binding request (`USERNAME = ours:theirs`), or
+/// `None` for anything else. Unverified: routing uses [`UdpMux::route`].
+pub fn stun_ufrag(data: &[u8]) -> Option<&str> {
+    let message = binding_request(data)?;
     // `username()` borrows from `data`, so the ufrag can too.
     let name: &str = message.username()?;
     name.split_once(':').map(|(ours, _theirs)| ours)
@@ -267,21 +330,44 @@ mod tests {
         assert_eq!(stun_ufrag(&[]), None);
     }
 
+    /// A Binding request signed with `pwd` (or not signed).
+    fn signed_request(username: &str, pwd: Option<&str>) -> Vec<u8> {
+        use str0m::ice::TransId;
+        let msg = StunMessage::binding_request(username, TransId::new(), true, 7, 100, false);
+        let mut buf = vec![0u8; 512];
+        let n = msg
+            .to_bytes(pwd.map(str::as_bytes), &mut buf, sha1_hmac)
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
     #[tokio::test]
-    async fn routes_by_ufrag_then_by_address() {
+    async fn routes_by_verified_ufrag_then_by_address() {
         let mux = UdpMux::bind(&[IpAddr::from([127, 0, 0, 1])], 0)
             .await
             .unwrap();
         let local = mux.local_addrs()[0];
         let (tx, mut rx) = mpsc::channel(4);
-        mux.register("abcd", tx);
+        mux.register("abcd", "the-ice-password-of-abcd", tx);
         let browser: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let stranger: SocketAddr = "127.0.0.1:5001".parse().unwrap();
         // Non-STUN from an unknown address goes nowhere.
         mux.route(local, browser, &[22, 0xfe, 0xfd]);
         assert!(rx.try_recv().is_err());
-        mux.route(local, browser, &binding_request(b"abcd:wxyz"));
+        // The right ufrag without the password: no route.
+        mux.route(local, stranger, &binding_request(b"abcd:wxyz"));
+        mux.route(local, stranger, &signed_request("abcd:wxyz", Some("guess")));
+        mux.route(local, stranger, &signed_request("abcd:wxyz", None));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(mux.route_count(), 0);
+        mux.route(
+            local,
+            browser,
+            &signed_request("abcd:wxyz", Some("the-ice-password-of-abcd")),
+        );
         assert_eq!(rx.try_recv().unwrap().source, browser);
+        assert_eq!(mux.route_count(), 1);
         // Now the address alone is enough.
         mux.route(local, browser, &[22, 0xfe, 0xfd]);
         assert_eq!(&rx.try_recv().unwrap().data[..], &[22, 0xfe, 0xfd]);
@@ -290,5 +376,21 @@ mod tests {
         mux.unregister("abcd");
         mux.route(local, browser, &[22, 0xfe, 0xfd]);
         assert!(rx.try_recv().is_err());
+        assert_eq!(mux.route_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn routes_per_peer_are_capped() {
+        let mux = UdpMux::bind(&[IpAddr::from([127, 0, 0, 1])], 0)
+            .await
+            .unwrap();
+        let local = mux.local_addrs()[0];
+        let (tx, _rx) = mpsc::channel(64);
+        mux.register("abcd", "pw", tx);
+        for port in 0..20u16 {
+            let from = SocketAddr::from(([127, 0, 0, 1], 6000 + port));
+            mux.route(local, from, &signed_request("abcd:x", Some("pw")));
+        }
+        assert_eq!(mux.route_count(), MAX_ROUTES_PER_PEER);
     }
 }

@@ -84,6 +84,8 @@ pub struct Options {
     pub extra_yaml: String,
     /// YAML lines added to the `rtsp:` section (indented two spaces).
     pub rtsp_extra: String,
+    /// YAML lines added to the `http:` section (indented two spaces).
+    pub http_extra: String,
     /// `media.transport`.
     pub transport: &'static str,
     /// `media.ssrc_policy`.
@@ -106,6 +108,7 @@ impl Default for Options {
             password: "12345678",
             extra_yaml: String::new(),
             rtsp_extra: String::new(),
+            http_extra: String::new(),
             transport: "udp",
             ssrc_policy: "learn",
             rtp_timeout: 5.0,
@@ -142,6 +145,7 @@ rtsp:
 {rtsp_extra}
 http:
   listen: "127.0.0.1:{http}"
+{http_extra}
 webrtc:
   udp_port: 0
   ips: ["127.0.0.1"]
@@ -155,6 +159,7 @@ webrtc:
         rtsp = ports.rtsp,
         http = ports.http,
         rtsp_extra = opts.rtsp_extra,
+        http_extra = opts.http_extra,
         transport = opts.transport,
         shared = ports.shared_rtp,
         ssrc_policy = opts.ssrc_policy,
