@@ -400,6 +400,7 @@ fn codec_name(c: Codec) -> &'static str {
         Codec::G723 => "g723_1",
         Codec::G729 => "g729",
         Codec::Aac => "aac",
+        Codec::Mpa => "mp2/mp3",
     }
 }
 

@@ -230,6 +230,7 @@ mod tests {
 
     fn h264_info(audio: bool) -> StreamInfo {
         StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::H264,
                 VideoParams {
@@ -292,6 +293,7 @@ mod tests {
         assert!(!sdp.contains("m=audio"));
 
         let mjpeg = StreamInfo {
+            audio_decided_by: None,
             video: Some((Codec::Svac, VideoParams::default())),
             audio: Some((
                 Codec::Aac,
@@ -319,6 +321,7 @@ mod tests {
     #[test]
     fn mjpeg_uses_static_payload_type_26() {
         let info = StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::Mjpeg,
                 VideoParams {
@@ -369,6 +372,7 @@ mod tests {
     #[test]
     fn h265_sprops() {
         let info = StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::H265,
                 VideoParams {

@@ -420,6 +420,7 @@ mod tests {
 
     fn h264_info(sps: &'static [u8]) -> StreamInfo {
         StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::H264,
                 VideoParams {
