@@ -27,27 +27,127 @@ pub enum Layout {
     Rfc4571,
 }
 
+/// How much of a capture's head is weighed to tell its layout.
+pub const DETECT_WINDOW: usize = 512 * 1024;
+
 impl Layout {
-    /// Decide from the first bytes; `None` if nothing fits.
+    /// Decide from evidence over the first [`DETECT_WINDOW`] bytes; `None`
+    /// if nothing fits. RTP layouts must hold up as a chain of packets of
+    /// one SSRC with mostly consecutive sequence numbers (two bytes of a
+    /// PES cut in the middle easily pass for one length and header, never
+    /// for dozens); a program stream needs pack headers found by scanning,
+    /// and is read from the first one (the demuxer resynchronises there).
     pub fn detect(data: &[u8]) -> Option<Self> {
-        if data.starts_with(&[0, 0, 1, 0xBA]) {
-            return Some(Self::Ps);
+        let window = &data[..data.len().min(DETECT_WINDOW)];
+        if rfc4571_chain_holds(window) {
+            return Some(Self::Rfc4571);
         }
-        if let [hi, lo, rest @ ..] = data {
-            let len = usize::from(u16::from_be_bytes([*hi, *lo]));
-            if len >= 12 && peek_ssrc(rest).is_some() && rest.len() >= len {
-                return Some(Self::Rfc4571);
-            }
-        }
-        if peek_ssrc(data).is_some() {
+        if raw_rtp_chain_holds(window) {
             return Some(Self::RawRtp);
         }
-        // A PS capture that starts mid-pack: the demuxer resyncs.
-        data.windows(4)
-            .take(64 * 1024)
-            .any(|w| w == [0, 0, 1, 0xBA])
-            .then_some(Self::Ps)
+        if pack_headers(window) > 0 {
+            return Some(Self::Ps);
+        }
+        // Too little to show a chain: one plausible packet is all there is.
+        if window.len() < 2048 {
+            if let [hi, lo, rest @ ..] = window {
+                let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+                if len >= 12 && peek_ssrc(rest).is_some() && rest.len() >= len {
+                    return Some(Self::Rfc4571);
+                }
+            }
+            if peek_ssrc(window).is_some() {
+                return Some(Self::RawRtp);
+            }
+        }
+        None
     }
+}
+
+/// Packets in a row an RTP layout must show (fewer if the window ends).
+const MIN_CHAIN: usize = 8;
+
+/// Whether sequence numbers step by one between most neighbours.
+fn mostly_consecutive(seqs: &[u16]) -> bool {
+    let pairs = seqs.len().saturating_sub(1);
+    let steps = seqs
+        .windows(2)
+        .filter(|w| w[1] == w[0].wrapping_add(1))
+        .count();
+    pairs > 0 && steps * 4 >= pairs * 3
+}
+
+fn seq_of(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[2], p[3]])
+}
+
+/// RFC 4571 from offset 0: every length is followed by an RTP header of the
+/// first packet's SSRC, up to the end of the window.
+fn rfc4571_chain_holds(w: &[u8]) -> bool {
+    let mut at = 0;
+    let mut ssrc = None;
+    let mut seqs = Vec::new();
+    while let (Some(&hi), Some(&lo)) = (w.get(at), w.get(at + 1)) {
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        // A packet cut by the end of the window ends the walk.
+        let Some(pkt) = w.get(at + 2..).filter(|p| p.len() >= 12) else {
+            break;
+        };
+        let Some(s) = peek_ssrc(pkt).filter(|_| len >= 12) else {
+            return false;
+        };
+        if *ssrc.get_or_insert(s) != s {
+            return false;
+        }
+        seqs.push(seq_of(pkt));
+        at += 2 + len;
+    }
+    // Short of MIN_CHAIN only if the capture itself is that short.
+    let enough = seqs.len() >= MIN_CHAIN || (!seqs.is_empty() && w.len() < DETECT_WINDOW);
+    enough && (seqs.len() < 2 || mostly_consecutive(&seqs))
+}
+
+/// Back-to-back RTP with no lengths: a header at 0, its SSRC recurring
+/// with the same version and payload type and consecutive sequence numbers.
+fn raw_rtp_chain_holds(w: &[u8]) -> bool {
+    if peek_ssrc(w).is_none() {
+        return false;
+    }
+    let packets = split_raw_rtp(&Bytes::copy_from_slice(w));
+    let seqs: Vec<u16> = packets
+        .iter()
+        .filter(|p| p.len() >= 12)
+        .map(|p| seq_of(p))
+        .collect();
+    seqs.len() >= MIN_CHAIN.min(2) && mostly_consecutive(&seqs)
+}
+
+/// MPEG-2 pack headers (with valid marker bits) found anywhere in `w`.
+fn pack_headers(w: &[u8]) -> usize {
+    let mut n = 0;
+    let mut from = 0;
+    while let Some(off) = w
+        .get(from..)
+        .and_then(|r| memchr::memmem::find(r, &[0, 0, 1, 0xba]))
+    {
+        let at = from + off;
+        // One cut by the end of the window cannot be disproved.
+        let Some(h) = w.get(at..at + 14) else {
+            n += 1;
+            break;
+        };
+        if (h[4] >> 6 == 0b01
+            && h[4] & 0x04 != 0
+            && h[6] & 0x04 != 0
+            && h[8] & 0x04 != 0
+            && h[9] & 0x01 != 0)
+            || h[4] >> 4 == 0b0010
+        {
+            n += 1;
+        }
+        from = at + 4;
+    }
+    n
 }
 
 /// What the file holds.
@@ -172,7 +272,7 @@ impl Tally {
 /// looking ahead for the next header).
 pub fn probe_reader(mut input: impl std::io::Read) -> std::io::Result<ProbeReport> {
     const BLOCK: usize = 1 << 20;
-    let mut head = BytesMut::zeroed(64 * 1024);
+    let mut head = BytesMut::zeroed(DETECT_WINDOW);
     let n = fill(&mut input, &mut head)?;
     head.truncate(n);
     let head = head.freeze();
@@ -421,11 +521,23 @@ impl fmt::Display for ProbeReport {
                 v.width,
                 v.height
             )?;
+        } else if self.info.audio.is_some() {
+            writeln!(f, "video:      none (audio only)")?;
         } else {
             writeln!(f, "video:      none")?;
         }
         if let Some((codec, a)) = &self.info.audio {
-            writeln!(f, "audio:      {} {a:?}", codec_name(*codec))?;
+            write!(
+                f,
+                "audio:      {} {} Hz, {} ch",
+                codec_name(*codec),
+                a.sample_rate,
+                a.channels
+            )?;
+            match self.info.audio_decided_by {
+                Some(how) if how != super::frame::AudioEvidence::Psm => writeln!(f, " ({how})")?,
+                _ => writeln!(f)?,
+            }
         }
         writeln!(
             f,
@@ -493,6 +605,33 @@ mod tests {
         framed.extend_from_slice(&rtp);
         assert_eq!(Layout::detect(&framed), Some(Layout::Rfc4571));
         assert_eq!(Layout::detect(b"hello"), None);
+    }
+
+    #[test]
+    fn capture_cut_mid_pes_is_ps_not_rfc4571() {
+        // Mid-PES bytes that happen to read as a length (0x0020) and an RTP
+        // header (version 2): the old first-bytes test called this RFC 4571.
+        let mut data = vec![0x00, 0x20, 0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+        data.resize(34, 0x41);
+        let pack = [0, 0, 1, 0xba, 0x44, 0, 4, 0, 4, 1, 1, 0x89, 0xc3, 0xf8];
+        for _ in 0..200 {
+            data.extend_from_slice(&pack);
+            data.extend_from_slice(&[0, 0, 1, 0xe0, 0, 4, 0x80, 0, 0, 0x00]);
+            data.resize(data.len() + 100, 0x33);
+        }
+        assert_eq!(Layout::detect(&data), Some(Layout::Ps));
+        // A real RFC 4571 chain still wins over the pack headers inside it.
+        let mut framed = Vec::new();
+        for seq in 0..20u16 {
+            let mut rtp = vec![0x80, 96];
+            rtp.extend_from_slice(&seq.to_be_bytes());
+            rtp.extend_from_slice(&[0, 0, 0, 0, 0xAA, 0xBB, 0xCC, 0xDD]);
+            rtp.extend_from_slice(&pack);
+            framed.extend_from_slice(&(rtp.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&rtp);
+        }
+        assert_eq!(Layout::detect(&framed), Some(Layout::Rfc4571));
+        assert_eq!(Layout::detect(&framed[2..]), Some(Layout::RawRtp));
     }
 
     #[test]

@@ -826,7 +826,9 @@ impl PsDemuxer {
                     Ok(PsmRead::AsDeclared) => {}
                     Ok(PsmRead::Repaired) => {
                         self.stats.psm_repaired += 1;
-                        tracing::debug!("ps demux: PSM map length disagrees; read by packet length");
+                        tracing::debug!(
+                            "ps demux: PSM map length disagrees; read by packet length"
+                        );
                     }
                     Err(e) => self.error(e, out),
                 }
@@ -1570,11 +1572,19 @@ struct MpaHeader {
 
 fn mpa_header(h: &[u8]) -> Option<MpaHeader> {
     const KBPS: [[u16; 14]; 5] = [
-        [32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448], // v1 L1
-        [32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],    // v1 L2
-        [32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],     // v1 L3
-        [32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],    // v2 L1
-        [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],         // v2 L2/L3
+        [
+            32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448,
+        ], // v1 L1
+        [
+            32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384,
+        ], // v1 L2
+        [
+            32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+        ], // v1 L3
+        [
+            32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256,
+        ], // v2 L1
+        [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160], // v2 L2/L3
     ];
     let h = h.get(..4)?;
     if h[0] != 0xff || h[1] & 0xe0 != 0xe0 {
@@ -1919,12 +1929,47 @@ mod tests {
             adts.extend_from_slice(&[0x21; 20]);
         }
         let cases: [(&[u8], Option<Codec>, Codec, AudioEvidence, u32, u8); 5] = [
-            (&mp2, None, Codec::Mpa, AudioEvidence::MpegAudioHeader, 48_000, 1),
-            (&adts, None, Codec::Aac, AudioEvidence::AdtsHeader, 44_100, 1),
-            (&[0xd5; 160], None, Codec::Pcma, AudioEvidence::DefaultG711, 8000, 1),
-            (&[0xd5; 160], Some(Codec::Pcmu), Codec::Pcmu, AudioEvidence::DefaultG711, 8000, 1),
+            (
+                &mp2,
+                None,
+                Codec::Mpa,
+                AudioEvidence::MpegAudioHeader,
+                48_000,
+                1,
+            ),
+            (
+                &adts,
+                None,
+                Codec::Aac,
+                AudioEvidence::AdtsHeader,
+                44_100,
+                1,
+            ),
+            (
+                &[0xd5; 160],
+                None,
+                Codec::Pcma,
+                AudioEvidence::DefaultG711,
+                8000,
+                1,
+            ),
+            (
+                &[0xd5; 160],
+                Some(Codec::Pcmu),
+                Codec::Pcmu,
+                AudioEvidence::DefaultG711,
+                8000,
+                1,
+            ),
             // µ-law silence: 0xFF sync, but bitrate index 15 is forbidden.
-            (&[0xff; 160], Some(Codec::Pcmu), Codec::Pcmu, AudioEvidence::DefaultG711, 8000, 1),
+            (
+                &[0xff; 160],
+                Some(Codec::Pcmu),
+                Codec::Pcmu,
+                AudioEvidence::DefaultG711,
+                8000,
+                1,
+            ),
         ];
         for (payload, default, codec, evidence, rate, channels) in cases {
             let mut s = pack();
