@@ -500,6 +500,7 @@ pub(crate) async fn start_session(
             max_delay: config.media.reorder_delay,
         },
         tcp_timeout: config.media.tcp_connect_timeout,
+        default_g711: config.media.default_g711.codec(),
         ps_sink: history.as_mut().and_then(|h| h.ps_sink.take()),
         paused: history.as_ref().map(|h| h.paused.clone()),
     };
@@ -533,6 +534,8 @@ struct MediaSession {
     rtp_timeout: Duration,
     jitter: JitterConfig,
     tcp_timeout: Duration,
+    /// `media.default_g711`, for audio no PSM declares.
+    default_g711: crate::media::frame::Codec,
     /// Downloads: the PS byte stream goes here too.
     ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
     /// Set while a viewer has the playback paused.
@@ -618,6 +621,7 @@ impl MediaSession {
             Some(s) => RtpPsReceiver::with_ssrc(s),
             None => RtpPsReceiver::new(),
         };
+        receiver.set_default_g711(self.default_g711);
         let mut jitter = source.unordered().then(|| JitterBuffer::new(self.jitter));
         let mut counters = Counters::default();
         let mut events = Vec::new();
@@ -819,6 +823,7 @@ struct Counters {
     first_frame: bool,
     lost: u64,
     copied: u64,
+    psm_repaired: u64,
     jitter: JitterStats,
 }
 
@@ -828,6 +833,7 @@ impl Default for Counters {
             first_frame: true,
             lost: 0,
             copied: 0,
+            psm_repaired: 0,
             jitter: JitterStats::default(),
         }
     }
@@ -840,6 +846,11 @@ impl Counters {
         if lost > self.lost {
             m.rtp_packets_lost.inc_by(lost - self.lost);
             self.lost = lost;
+        }
+        let repaired = rx.demux_stats().psm_repaired;
+        if repaired > self.psm_repaired {
+            m.ps_psm_repaired.inc_by(repaired - self.psm_repaired);
+            self.psm_repaired = repaired;
         }
         let copied = rx.bytes_copied() + source.bytes_copied();
         if copied > self.copied {
