@@ -38,7 +38,12 @@ enum Command {
     /// Describe a capture: MPEG-PS, raw RTP packets back to back, or RTP
     /// with RFC 4571 length prefixes (streams, codecs, resolution, frames,
     /// GOP, duration, losses, errors).
-    Probe { file: PathBuf },
+    Probe {
+        file: PathBuf,
+        /// G.711 law of audio no PSM declares (as `media.default_g711`).
+        #[arg(long, value_parser = ["alaw", "ulaw"], default_value = "alaw")]
+        default_g711: String,
+    },
     /// Run only a simulated GB28181 camera against the SIP server of the
     /// configuration (ids default to the `demo` section), for tests and trials.
     SimCamera {
@@ -164,8 +169,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Command::Probe { file }) = &cli.command {
-        return match camgate::media::probe::probe_file(file) {
+    if let Some(Command::Probe { file, default_g711 }) = &cli.command {
+        let opts = camgate::media::probe::ProbeOptions {
+            default_g711: if default_g711 == "ulaw" {
+                camgate::media::frame::Codec::Pcmu
+            } else {
+                camgate::media::frame::Codec::Pcma
+            },
+        };
+        return match camgate::media::probe::probe_file_with(file, opts) {
             Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS

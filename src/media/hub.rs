@@ -198,8 +198,11 @@ impl Hub {
         if video_ready(&info) || info.audio.is_none() {
             return info;
         }
-        let since = self.first_frame_at().unwrap_or_else(Instant::now);
-        let audio_only_at = tokio::time::Instant::from_std(since + audio_only_after).min(deadline);
+        let waited = self
+            .first_frame_at()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let audio_only_at =
+            (tokio::time::Instant::now() + audio_only_after.saturating_sub(waited)).min(deadline);
         let _ = tokio::time::timeout_at(audio_only_at, rx.wait_for(video_ready)).await;
         rx.borrow().clone()
     }

@@ -27,6 +27,9 @@ pub enum Layout {
     Rfc4571,
 }
 
+/// Video sizes a report lists.
+pub const MAX_SIZES: usize = 16;
+
 /// How much of a capture's head is weighed to tell its layout.
 pub const DETECT_WINDOW: usize = 512 * 1024;
 
@@ -150,12 +153,31 @@ fn pack_headers(w: &[u8]) -> usize {
     n
 }
 
+/// Choices a device's habits call for.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeOptions {
+    /// G.711 law of undeclared audio without MPEG/ADTS headers
+    /// (`media.default_g711`).
+    pub default_g711: Codec,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            default_g711: Codec::Pcma,
+        }
+    }
+}
+
 /// What the file holds.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeReport {
     pub layout: Option<Layout>,
     pub bytes: u64,
     pub info: StreamInfo,
+    /// Every video size the stream announced, in order (a new SPS mid-stream
+    /// adds one); at most [`MAX_SIZES`].
+    pub sizes: Vec<(u32, u32)>,
     pub video_frames: u64,
     pub audio_frames: u64,
     pub keyframes: u64,
@@ -175,6 +197,8 @@ pub struct ProbeReport {
     pub rtp_errors: u64,
     pub ssrc: Option<u32>,
     pub private_pes: u64,
+    /// PSMs read by their packet length because their map length was wrong.
+    pub psm_repaired: u64,
     pub frames_dropped: u64,
     pub demux_errors: Vec<(&'static str, u64)>,
     pub framing_errors: u64,
@@ -241,7 +265,16 @@ impl Tally {
                     r.last_pts = Some(r.last_pts.map_or(f.pts, |p| p.max(f.pts)));
                 }
                 PsEvent::Frame(_) => r.audio_frames += 1,
-                PsEvent::Info(info) => r.info = info.clone(),
+                PsEvent::Info(info) => {
+                    if let Some((_, v)) = &info.video
+                        && v.width > 0
+                        && r.sizes.last() != Some(&(v.width, v.height))
+                        && r.sizes.len() < MAX_SIZES
+                    {
+                        r.sizes.push((v.width, v.height));
+                    }
+                    r.info = info.clone();
+                }
                 PsEvent::Error(_) => {}
             }
         }
@@ -251,6 +284,7 @@ impl Tally {
     fn finish(mut self, demux: &PsDemuxer) -> ProbeReport {
         let s = demux.stats();
         self.report.private_pes = s.private_pes_skipped;
+        self.report.psm_repaired = s.psm_repaired;
         self.report.frames_dropped = s.frames_dropped;
         self.report.demux_errors = s.errors().filter(|(_, n)| *n > 0).collect();
         self.report.frame_interval = self
@@ -270,7 +304,15 @@ impl Tally {
 /// large file is never held whole, and no fresh memory has to be zeroed
 /// for each read); RTP layouts are read whole (a raw dump is cut by
 /// looking ahead for the next header).
-pub fn probe_reader(mut input: impl std::io::Read) -> std::io::Result<ProbeReport> {
+pub fn probe_reader(input: impl std::io::Read) -> std::io::Result<ProbeReport> {
+    probe_reader_with(input, ProbeOptions::default())
+}
+
+/// [`probe_reader`] with options.
+pub fn probe_reader_with(
+    mut input: impl std::io::Read,
+    opts: ProbeOptions,
+) -> std::io::Result<ProbeReport> {
     const BLOCK: usize = 1 << 20;
     let mut head = BytesMut::zeroed(DETECT_WINDOW);
     let n = fill(&mut input, &mut head)?;
@@ -280,9 +322,10 @@ pub fn probe_reader(mut input: impl std::io::Read) -> std::io::Result<ProbeRepor
     if !matches!(layout, Some(Layout::Ps) | None) {
         let mut all = Vec::from(&head[..]);
         input.read_to_end(&mut all)?;
-        return Ok(probe(Bytes::from(all)));
+        return Ok(probe_with(Bytes::from(all), opts));
     }
     let mut demux = PsDemuxer::new();
+    demux.set_default_g711(opts.default_g711);
     let mut tally = Tally::default();
     let mut events = Vec::with_capacity(64);
     let mut bytes = head.len() as u64;
@@ -353,19 +396,29 @@ fn fill(input: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize
 /// Analyse the capture in the file at `path`: mapped into memory when it
 /// can be (no copy out of the page cache), read in blocks otherwise.
 pub fn probe_file(path: &std::path::Path) -> std::io::Result<ProbeReport> {
+    probe_file_with(path, ProbeOptions::default())
+}
+
+/// [`probe_file`] with options.
+pub fn probe_file_with(path: &std::path::Path, opts: ProbeOptions) -> std::io::Result<ProbeReport> {
     match super::mapped_file::map(path) {
-        Ok(data) => Ok(probe(data)),
-        Err(_) => probe_reader(std::fs::File::open(path)?),
+        Ok(data) => Ok(probe_with(data, opts)),
+        Err(_) => probe_reader_with(std::fs::File::open(path)?, opts),
     }
 }
 
 /// Analyse a whole capture.
 pub fn probe(data: Bytes) -> ProbeReport {
+    probe_with(data, ProbeOptions::default())
+}
+
+/// [`probe`] with options.
+pub fn probe_with(data: Bytes, opts: ProbeOptions) -> ProbeReport {
     let layout = Layout::detect(&data);
     let bytes = data.len() as u64;
     let mut report = match layout {
-        Some(Layout::Ps) | None => probe_ps(data),
-        Some(Layout::RawRtp) => probe_rtp(split_raw_rtp(&data).into_iter(), 0),
+        Some(Layout::Ps) | None => probe_ps(data, opts),
+        Some(Layout::RawRtp) => probe_rtp(split_raw_rtp(&data).into_iter(), 0, opts),
         Some(Layout::Rfc4571) => {
             let mut d = Rfc4571Decoder::default();
             d.push(&data);
@@ -378,7 +431,7 @@ pub fn probe(data: Bytes) -> ProbeReport {
                     Err(_) => {}
                 }
             }
-            probe_rtp(frames.into_iter(), d.stats().errors)
+            probe_rtp(frames.into_iter(), d.stats().errors, opts)
         }
     };
     report.layout = layout;
@@ -386,8 +439,9 @@ pub fn probe(data: Bytes) -> ProbeReport {
     report
 }
 
-fn probe_ps(data: Bytes) -> ProbeReport {
+fn probe_ps(data: Bytes, opts: ProbeOptions) -> ProbeReport {
     let mut demux = PsDemuxer::new();
+    demux.set_default_g711(opts.default_g711);
     let mut tally = Tally::default();
     let mut events = Vec::with_capacity(64);
     // Chunks as a socket would deliver them keep the event list short.
@@ -404,8 +458,13 @@ fn probe_ps(data: Bytes) -> ProbeReport {
     tally.finish(&demux)
 }
 
-fn probe_rtp(packets: impl Iterator<Item = Bytes>, framing_errors: u64) -> ProbeReport {
+fn probe_rtp(
+    packets: impl Iterator<Item = Bytes>,
+    framing_errors: u64,
+    opts: ProbeOptions,
+) -> ProbeReport {
     let mut rx = RtpPsReceiver::new();
+    rx.set_default_g711(opts.default_g711);
     let mut tally = Tally::default();
     let mut events = Vec::with_capacity(64);
     for p in packets {
@@ -421,6 +480,7 @@ fn probe_rtp(packets: impl Iterator<Item = Bytes>, framing_errors: u64) -> Probe
         let demux_stats = rx.demux_stats().clone();
         let mut r = tally.report;
         r.private_pes = demux_stats.private_pes_skipped;
+        r.psm_repaired = demux_stats.psm_repaired;
         r.frames_dropped = demux_stats.frames_dropped;
         r.demux_errors = demux_stats.errors().filter(|(_, n)| *n > 0).collect();
         r.frame_interval = tally
@@ -514,13 +574,18 @@ impl fmt::Display for ProbeReport {
         };
         writeln!(f, "format:     {layout}, {} bytes", self.bytes)?;
         if let Some((codec, v)) = &self.info.video {
-            writeln!(
+            write!(
                 f,
                 "video:      {} {}x{}",
                 codec_name(*codec),
                 v.width,
                 v.height
             )?;
+            if self.sizes.len() > 1 {
+                let all: Vec<String> = self.sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
+                write!(f, " (sizes in order: {})", all.join(", "))?;
+            }
+            writeln!(f)?;
         } else if self.info.audio.is_some() {
             writeln!(f, "video:      none (audio only)")?;
         } else {
@@ -565,6 +630,13 @@ impl fmt::Display for ProbeReport {
                 self.ssrc.map_or("-".to_owned(), |s| format!("{s:#010x}")),
                 self.rtp_lost,
                 self.rtp_errors
+            )?;
+        }
+        if self.psm_repaired > 0 {
+            writeln!(
+                f,
+                "repaired:   {} PSMs with a wrong elementary_stream_map_length",
+                self.psm_repaired
             )?;
         }
         let errors: Vec<String> = self

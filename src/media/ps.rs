@@ -1476,8 +1476,17 @@ impl PsDemuxer {
             Codec::Mpa => Some(mpa_params(&payload)),
             _ => None,
         };
+        // A PES need not start on a frame boundary (ffmpeg cuts MPEG
+        // audio anywhere): keep the parameters learnt from an earlier one.
+        let known = self
+            .info
+            .audio
+            .as_ref()
+            .filter(|(c, _)| *c == codec)
+            .map(|(_, p)| p.clone());
         match header {
             Some(Some(p)) => params = p,
+            Some(None) if known.is_some() => params = known.unwrap_or(params),
             Some(None) => {
                 self.stats.frames_dropped += 1;
                 return;

@@ -1,0 +1,169 @@
+//! The device-quirk corpus (issue 16): every capture in `tests/quirks/`
+//! gives, through `camgate probe`, exactly the codecs, sizes and frame
+//! counts its row in README's "Device quirks handled" table promises; and
+//! an audio-only source is described as such once
+//! `media.audio_only_after` has passed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use camgate::media::frame::{AudioParams, Codec, StreamInfo, VideoParams};
+use camgate::media::hub::{Hub, HubConfig};
+
+struct Row {
+    file: String,
+    video: String,
+    audio: Option<String>,
+    frames: String,
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/quirks")
+}
+
+/// Rows of the README table: `| \`file\` | quirk | video | audio | frames |`.
+fn readme_rows() -> Vec<Row> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Device quirks handled\n")
+        .nth(1)
+        .expect("README has a ## Device quirks handled section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 5, "malformed row: {l}");
+            Row {
+                file: cells[0].trim_matches('`').to_owned(),
+                video: cells[2].to_owned(),
+                audio: (cells[3] != "—").then(|| cells[3].to_owned()),
+                frames: cells[4].to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn probe(file: &Path) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_camgate"));
+    cmd.arg("probe").arg(file);
+    // The µ-law case is what a device configured for µ-law sends; the
+    // operator says so (media.default_g711 / --default-g711).
+    if file.to_string_lossy().contains("g711u") {
+        cmd.args(["--default-g711", "ulaw"]);
+    }
+    let out = cmd.output().expect("run camgate probe");
+    assert!(out.status.success(), "probe {}: {out:?}", file.display());
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn field<'a>(report: &'a str, name: &str) -> Option<&'a str> {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+}
+
+#[test]
+fn every_corpus_case_probes_as_its_readme_row() {
+    let rows = readme_rows();
+    assert!(rows.len() >= 30, "only {} rows", rows.len());
+    let mut on_disk: Vec<String> = std::fs::read_dir(corpus_dir())
+        .expect("tests/quirks")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = rows.iter().map(|r| r.file.clone()).collect();
+    listed.sort();
+    assert_eq!(listed, on_disk, "README rows and tests/quirks/ differ");
+    for row in &rows {
+        let path = corpus_dir().join(&row.file);
+        assert!(
+            std::fs::metadata(&path).unwrap().len() <= 400 * 1024,
+            "{} is too big for the corpus",
+            row.file
+        );
+        let report = probe(&path);
+        let ctx = format!("{}:\n{report}", row.file);
+        assert_eq!(field(&report, "video:"), Some(row.video.as_str()), "{ctx}");
+        assert_eq!(field(&report, "audio:"), row.audio.as_deref(), "{ctx}");
+        assert_eq!(
+            field(&report, "frames:"),
+            Some(row.frames.as_str()),
+            "{ctx}"
+        );
+        // Nothing the quirk does is an error, except the garbage itself.
+        let errors = field(&report, "errors:").unwrap_or_default();
+        if row.file == "garbage_between_packs.ps" {
+            assert!(errors.starts_with("lost_sync="), "{ctx}");
+        } else {
+            assert!(errors.starts_with("none"), "{ctx}");
+        }
+        if row.file.starts_with("psm_map_len") {
+            assert!(
+                field(&report, "repaired:").is_some_and(|r| r.starts_with("2 PSMs")),
+                "{ctx}"
+            );
+        }
+        if row.file == "start_mid_pes.ps" {
+            assert!(report.starts_with("format:     MPEG-PS"), "{ctx}");
+        }
+    }
+}
+
+fn audio_info() -> StreamInfo {
+    StreamInfo {
+        audio: Some((
+            Codec::Pcma,
+            AudioParams {
+                sample_rate: 8000,
+                channels: 1,
+                config: None,
+            },
+        )),
+        ..StreamInfo::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn audio_without_video_is_described_audio_only_after_the_wait() {
+    let hub = Hub::new(HubConfig::default());
+    hub.set_info(audio_info());
+    let start = tokio::time::Instant::now();
+    let info = hub
+        .wait_described_or_audio_only(Duration::from_secs(10), Duration::from_secs(2))
+        .await;
+    assert!(info.video.is_none());
+    assert_eq!(info.audio.as_ref().map(|a| a.0), Some(Codec::Pcma));
+    // The paused clock advanced only as far as the audio-only wait.
+    assert!(
+        start.elapsed() <= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Video arriving within the wait is waited for and offered.
+    let hub = std::sync::Arc::new(Hub::new(HubConfig::default()));
+    hub.set_info(audio_info());
+    let later = hub.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut info = audio_info();
+        info.video = Some((
+            Codec::H264,
+            VideoParams {
+                width: 640,
+                height: 360,
+                ..VideoParams::default()
+            },
+        ));
+        later.set_info(info);
+    });
+    let info = hub
+        .wait_described_or_audio_only(Duration::from_secs(10), Duration::from_secs(2))
+        .await;
+    assert_eq!(info.video.as_ref().map(|v| v.1.width), Some(640));
+}
