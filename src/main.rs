@@ -78,6 +78,10 @@ enum Command {
         /// instead of the G.711 tone.
         #[arg(long)]
         aac: Option<PathBuf>,
+        /// Send this MPEG-PS file as it is (looped, paced by its PTS)
+        /// instead of the demo clip: replays a capture or a quirk case.
+        #[arg(long)]
+        ps_file: Option<PathBuf>,
         /// Run this many cameras; camera i adds i to the device and
         /// channel ids (and to a fixed SIP port).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -221,6 +225,7 @@ fn main() -> ExitCode {
                 audio,
                 talk_tcp,
                 aac,
+                ps_file,
                 count,
                 mark_frames,
             }) => {
@@ -247,6 +252,13 @@ fn main() -> ExitCode {
                     let track = camgate::sim::aac_track::AacTrack::from_adts(data.into())
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                     sim.aac = Some(std::sync::Arc::new(track));
+                }
+                if let Some(path) = ps_file {
+                    let data = std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    sim.ps_file = Some(std::sync::Arc::new(camgate::sim::ps_file::PsFile::new(
+                        data.into(),
+                    )));
                 }
                 sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {
                     (true, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Hidden(s),

@@ -1,12 +1,17 @@
 //! The device-quirk corpus (issue 16): every capture in `tests/quirks/`
 //! gives, through `camgate probe`, exactly the codecs, sizes and frame
-//! counts its row in README's "Device quirks handled" table promises; and
-//! an audio-only source is described as such once
-//! `media.audio_only_after` has passed.
+//! counts its row in README's "Device quirks handled" table promises;
+//! every program stream case plays live (a simulated camera sends the file
+//! as it is → gateway → RTSP → ffprobe and ffmpeg); and an audio-only
+//! source is described as such once `media.audio_only_after` has passed.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+use common::{Options, Rig, ffmpeg_frames, have, run_with_timeout};
 
 use camgate::media::frame::{AudioParams, Codec, StreamInfo, VideoParams};
 use camgate::media::hub::{Hub, HubConfig};
@@ -166,4 +171,159 @@ async fn audio_without_video_is_described_audio_only_after_the_wait() {
         .wait_described_or_audio_only(Duration::from_secs(10), Duration::from_secs(2))
         .await;
     assert_eq!(info.video.as_ref().map(|v| v.1.width), Some(640));
+}
+
+fn ffprobe_streams(url: &str) -> serde_json::Value {
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-show_streams",
+            "-of",
+            "json",
+            url,
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
+
+fn ffmpeg_play(url: &str, frames: &str) -> std::process::Output {
+    run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            url,
+            "-frames:v",
+            frames,
+            "-f",
+            "null",
+            "-progress",
+            "pipe:1",
+            "-",
+        ]),
+        Duration::from_secs(30),
+    )
+}
+
+/// Codec name and size ffprobe should report for a README video cell.
+fn expected_video(cell: &str) -> Option<(&str, Vec<(u64, u64)>)> {
+    let (codec, rest) = cell.split_once(' ')?;
+    if codec == "none" {
+        return None;
+    }
+    let sizes = rest
+        .split(|c: char| c == ' ' || c == ',' || c == '(' || c == ')')
+        .filter_map(|t| t.split_once('x'))
+        .filter_map(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .collect();
+    Some((codec, sizes))
+}
+
+#[test]
+fn every_ps_case_plays_live_over_rtsp() {
+    if !have("ffprobe") || !have("ffmpeg") {
+        return;
+    }
+    let rows: Vec<Row> = readme_rows()
+        .into_iter()
+        .filter(|r| r.file.ends_with(".ps"))
+        // Played under media.default_g711: ulaw below.
+        .filter(|r| !r.file.contains("g711u"))
+        .collect();
+    let mut rig = Rig::start(Options::default());
+    let ids: Vec<(String, String)> = (0..rows.len())
+        .map(|i| {
+            (
+                format!("340200000013200{:05}", 100 + i),
+                format!("340200000013100{:05}", 100 + i),
+            )
+        })
+        .collect();
+    for (row, (device, channel)) in rows.iter().zip(&ids) {
+        // One camera at a time: each lives only for its case, well inside
+        // its keepalive timeout.
+        rig.cameras.clear();
+        let path = corpus_dir().join(&row.file);
+        rig.add_camera(device, channel, &["--ps-file", path.to_str().unwrap()]);
+        rig.wait_channel(device, channel);
+        let url = rig.url(device, channel);
+        let probe = ffprobe_streams(&url);
+        let streams = probe["streams"].as_array().cloned().unwrap_or_default();
+        let ctx = format!("{}: {probe}", row.file);
+        let video = streams.iter().find(|s| s["codec_type"] == "video");
+        match expected_video(&row.video) {
+            Some((codec, sizes)) => {
+                let v = video.unwrap_or_else(|| panic!("no video track; {ctx}"));
+                assert_eq!(v["codec_name"], codec, "{ctx}");
+                let size = (
+                    v["width"].as_u64().unwrap_or(0),
+                    v["height"].as_u64().unwrap_or(0),
+                );
+                assert!(sizes.contains(&size), "{size:?} not in {sizes:?}; {ctx}");
+            }
+            None => assert!(video.is_none(), "{ctx}"),
+        }
+        let audio = streams.iter().find(|s| s["codec_type"] == "audio");
+        // The RTSP egress has no MPEG audio payload format: MP2 is dropped.
+        let want_audio = row
+            .audio
+            .as_deref()
+            .map(|a| a.split(' ').next().unwrap_or(""))
+            .filter(|c| *c != "mp2/mp3");
+        let got_audio = audio.and_then(|a| a["codec_name"].as_str());
+        if row.file == "psm_version_bump.ps" {
+            // Audio joins a second in: a viewer that connected before it
+            // was described with video alone (RTSP cannot add a track).
+            assert!(got_audio.is_none() || got_audio == want_audio, "{ctx}");
+        } else {
+            assert_eq!(got_audio, want_audio, "{ctx}");
+        }
+        if video.is_some() {
+            let out = ffmpeg_play(&url, "25");
+            let frames = ffmpeg_frames(&out);
+            assert!(
+                frames >= 25,
+                "{}: {frames} frames decoded; {}",
+                row.file,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn mu_law_without_psm_plays_as_pcmu_under_default_g711_ulaw() {
+    if !have("ffprobe") {
+        return;
+    }
+    // `transport` is the last key the rig writes under `media:`; the
+    // setting under test rides on the same line break.
+    let mut rig = Rig::start(Options {
+        transport: "udp\n  default_g711: ulaw",
+        ..Options::default()
+    });
+    let (device, channel) = ("34020000001320000091", "34020000001310000091");
+    let path = corpus_dir().join("nopsm_g711u.ps");
+    rig.add_camera(device, channel, &["--ps-file", path.to_str().unwrap()]);
+    rig.wait_channel(device, channel);
+    let probe = ffprobe_streams(&rig.url(device, channel));
+    let codecs: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["codec_name"].as_str())
+        .collect();
+    assert_eq!(codecs, ["h264", "pcm_mulaw"], "{probe}");
 }

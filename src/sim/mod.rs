@@ -27,6 +27,7 @@ pub mod gb_camera;
 pub mod gb_device;
 pub mod gb_device_extra;
 pub mod history_stream;
+pub mod ps_file;
 pub mod ps_mux;
 pub mod rtp;
 pub mod sip;
