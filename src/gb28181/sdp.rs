@@ -847,8 +847,14 @@ mod tests {
             GbSdp::parse("v=0\ns=Play\nc=IN IP4 1.1.1.1\n"),
             Err(SdpError::Missing("o"))
         );
+        // No c=: the o= address serves (see quirks_tests); with none
+        // there either, c= is missing.
         assert_eq!(
-            GbSdp::parse("o=a 0 0 IN IP4 1.1.1.1\ns=Play\n"),
+            GbSdp::parse("o=a 0 0 IN IP4 1.1.1.1\ns=Play\n").map(|s| s.connection_ip),
+            Ok("1.1.1.1".to_owned())
+        );
+        assert_eq!(
+            GbSdp::parse("o=a 0 0 IN IP4 -\ns=Play\n"),
             Err(SdpError::Missing("c"))
         );
         assert_eq!(

@@ -30,8 +30,10 @@ impl PsFile {
     /// file with no video PTS (audio only) is paced by its audio PTS.
     pub fn new(data: Bytes) -> Self {
         let mut cuts: Vec<usize> = memchr::memmem::find_iter(&data, &[0, 0, 1, 0xba]).collect();
-        if cuts.first() != Some(&0) {
-            cuts.insert(0, 0);
+        // Bytes before the first pack header go out with it.
+        match cuts.first_mut() {
+            Some(first) => *first = 0,
+            None => cuts.push(0),
         }
         cuts.push(data.len());
         let has_video = first_pts(&data, 0xe0..=0xef).is_some();
