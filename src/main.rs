@@ -82,6 +82,10 @@ enum Command {
         /// instead of the demo clip: replays a capture or a quirk case.
         #[arg(long)]
         ps_file: Option<PathBuf>,
+        /// Send the RTP packets of this RFC 4571 capture as they are
+        /// (looped, paced by their timestamps, our SSRC) instead of the clip.
+        #[arg(long)]
+        rtp_file: Option<PathBuf>,
         /// Run this many cameras; camera i adds i to the device and
         /// channel ids (and to a fixed SIP port).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -226,6 +230,7 @@ fn main() -> ExitCode {
                 talk_tcp,
                 aac,
                 ps_file,
+                rtp_file,
                 count,
                 mark_frames,
             }) => {
@@ -258,6 +263,13 @@ fn main() -> ExitCode {
                         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
                     sim.ps_file = Some(std::sync::Arc::new(camgate::sim::ps_file::PsFile::new(
                         data.into(),
+                    )));
+                }
+                if let Some(path) = rtp_file {
+                    let data = std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    sim.rtp_file = Some(std::sync::Arc::new(camgate::sim::rtp_file::RtpFile::new(
+                        &data,
                     )));
                 }
                 sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {

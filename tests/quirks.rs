@@ -1,9 +1,10 @@
 //! The device-quirk corpus (issue 16): every capture in `tests/quirks/`
 //! gives, through `camgate probe`, exactly the codecs, sizes and frame
 //! counts its row in README's "Device quirks handled" table promises;
-//! every program stream case plays live (a simulated camera sends the file
-//! as it is → gateway → RTSP → ffprobe and ffmpeg); and an audio-only
-//! source is described as such once `media.audio_only_after` has passed.
+//! every case plays live (a simulated camera sends the PS file or the RTP
+//! packets as they are → gateway → RTSP → ffprobe and ffmpeg); and an
+//! audio-only source is described as such once `media.audio_only_after`
+//! has passed.
 
 mod common;
 
@@ -232,13 +233,12 @@ fn expected_video(cell: &str) -> Option<(&str, Vec<(u64, u64)>)> {
 }
 
 #[test]
-fn every_ps_case_plays_live_over_rtsp() {
+fn every_case_plays_live_over_rtsp() {
     if !have("ffprobe") || !have("ffmpeg") {
         return;
     }
     let rows: Vec<Row> = readme_rows()
         .into_iter()
-        .filter(|r| r.file.ends_with(".ps"))
         // Played under media.default_g711: ulaw below.
         .filter(|r| !r.file.contains("g711u"))
         .collect();
@@ -256,7 +256,12 @@ fn every_ps_case_plays_live_over_rtsp() {
         // its keepalive timeout.
         rig.cameras.clear();
         let path = corpus_dir().join(&row.file);
-        rig.add_camera(device, channel, &["--ps-file", path.to_str().unwrap()]);
+        let flag = if row.file.ends_with(".rtp") {
+            "--rtp-file"
+        } else {
+            "--ps-file"
+        };
+        rig.add_camera(device, channel, &[flag, path.to_str().unwrap()]);
         rig.wait_channel(device, channel);
         let url = rig.url(device, channel);
         let probe = ffprobe_streams(&url);

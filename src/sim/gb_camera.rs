@@ -78,6 +78,8 @@ pub struct SimCameraConfig {
     pub aac: Option<Arc<super::aac_track::AacTrack>>,
     /// Send this program stream file as it is (looped) instead of the clip.
     pub ps_file: Option<Arc<super::ps_file::PsFile>>,
+    /// Send these captured RTP packets (looped) instead of the clip.
+    pub rtp_file: Option<Arc<super::rtp_file::RtpFile>>,
     /// Counters shared with whoever started the camera.
     pub stats: Arc<SimStats>,
     /// Tag every frame with an SEI naming this device
@@ -111,6 +113,7 @@ impl SimCameraConfig {
             talk_media: TalkMedia::Udp,
             aac: None,
             ps_file: None,
+            rtp_file: None,
             stats: Arc::default(),
             mark_frames: false,
         }
@@ -386,6 +389,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         g711: config.audio,
         aac: config.aac.clone(),
         ps_file: config.ps_file.clone(),
+        rtp_file: config.rtp_file.clone(),
     };
     let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
     let (snapshots_tx, mut snapshots_rx) = mpsc::channel::<(String, Vec<String>)>(16);
@@ -701,9 +705,12 @@ fn on_event(
                             let _ = finished.send(call_id).await;
                         }
                     }
-                    None => match audio.ps_file.clone() {
-                        Some(file) => stream_ps_file(sink, ssrc, file, stop, stats).await,
-                        None => stream_clip(sink, ssrc, clip, audio, stop, stats).await,
+                    None => match (audio.ps_file.clone(), audio.rtp_file.clone()) {
+                        (Some(file), _) => stream_ps_file(sink, ssrc, file, stop, stats).await,
+                        (None, Some(file)) => {
+                            stream_rtp_file(sink, ssrc, file, stop, stats).await;
+                        }
+                        (None, None) => stream_clip(sink, ssrc, clip, audio, stop, stats).await,
                     },
                 }
             };
@@ -824,6 +831,8 @@ struct Audio {
     aac: Option<Arc<super::aac_track::AacTrack>>,
     /// A whole program stream file sent instead of clip and audio.
     ps_file: Option<Arc<super::ps_file::PsFile>>,
+    /// Captured RTP packets sent instead of clip and audio.
+    rtp_file: Option<Arc<super::rtp_file::RtpFile>>,
 }
 
 /// Send the clip as PS over RTP to `dest`, one access unit per frame
@@ -971,6 +980,54 @@ async fn stream_ps_file(
             break;
         }
         ticks += JUMP_TICKS;
+    }
+    stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+    tracing::info!("stream stopped");
+}
+
+/// Send captured RTP packets as they are (SSRC and lap sequence aside),
+/// paced by their timestamps, looping until `stop`.
+async fn stream_rtp_file(
+    mut sink: MediaSink,
+    ssrc: u32,
+    file: Arc<super::rtp_file::RtpFile>,
+    stop: CancellationToken,
+    stats: Arc<SimStats>,
+) {
+    use super::rtp_file::RtpFile;
+    stats.active_streams.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(packets = file.packets.len(), "streaming RTP file");
+    let start = tokio::time::Instant::now();
+    let mut ticks: u64 = 0;
+    let mut framed = Vec::with_capacity(2048);
+    let mut lap = 0u64;
+    'outer: while !file.packets.is_empty() {
+        for i in 0..file.packets.len() {
+            if i > 0 {
+                ticks += RtpFile::step(file.timestamp(i - 1), file.timestamp(i));
+            }
+            let due = start + Duration::from_micros(ticks * 100 / 9);
+            tokio::select! {
+                _ = stop.cancelled() => break 'outer,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+            let Some(pkt) = file.packet(i, lap, ssrc) else {
+                continue;
+            };
+            match sink.send(&pkt, &mut framed).await {
+                Ok(n) => {
+                    stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
+                    stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if matches!(sink, MediaSink::Tcp(_)) => {
+                    tracing::info!(error = %e, "TCP media connection lost");
+                    break 'outer;
+                }
+                Err(e) => tracing::debug!(error = %e, "RTP send failed"),
+            }
+        }
+        lap += 1;
+        ticks += super::ps_file::JUMP_TICKS;
     }
     stats.active_streams.fetch_sub(1, Ordering::Relaxed);
     tracing::info!("stream stopped");

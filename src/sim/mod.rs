@@ -30,6 +30,7 @@ pub mod history_stream;
 pub mod ps_file;
 pub mod ps_mux;
 pub mod rtp;
+pub mod rtp_file;
 pub mod sip;
 pub mod snapshot_upload;
 pub mod talk_receive;
