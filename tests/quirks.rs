@@ -332,3 +332,51 @@ fn mu_law_without_psm_plays_as_pcmu_under_default_g711_ulaw() {
         .collect();
     assert_eq!(codecs, ["h264", "pcm_mulaw"], "{probe}");
 }
+
+/// After a gateway restart a device keeps sending keepalives and will not
+/// REGISTER again until its registration runs out: the first keepalive
+/// (an eXosip-style literal MESSAGE, LF line ends inside the body, GB2312
+/// declared) adopts it.
+#[test]
+fn keepalive_before_register_adopts_the_device() {
+    let rig = Rig::start(Options::default());
+    let device = "34010000001320000077";
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let local = socket.local_addr().unwrap();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\n<Notify>\n<CmdType>Keepalive</CmdType>\n<SN>5</SN>\n<DeviceID>{device}</DeviceID>\n<Status>OK</Status>\n</Notify>\n"
+    );
+    let message = format!(
+        "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK77001\r\n\
+         From: <sip:{device}@3401000000>;tag=77\r\n\
+         To: <sip:34020000002000000001@3402000000>\r\n\
+         Call-ID: 77@{ip}\r\n\
+         CSeq: 20 MESSAGE\r\n\
+         Max-Forwards: 70\r\n\
+         User-Agent: eXosip/3.6.0\r\n\
+         Content-Type: Application/MANSCDP+xml\r\n\
+         Content-Length: {len}\r\n\r\n{body}",
+        ip = local.ip(),
+        len = body.len(),
+    );
+    socket
+        .send_to(message.as_bytes(), ("127.0.0.1", rig.ports.sip))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = socket
+        .recv_from(&mut buf)
+        .expect("an answer to the keepalive");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    let adopted = common::wait_until(Duration::from_secs(5), || {
+        rig.metric(r#"camgate_sip_registrations_total{outcome="adopted"}"#) == 1.0
+    });
+    assert!(adopted, "{}", rig.metrics());
+    let listed = common::http_get(rig.ports.http, "/api/v1/devices")
+        .is_some_and(|(s, b)| s == 200 && b.contains(device));
+    assert!(listed, "device not listed after adoption");
+}
