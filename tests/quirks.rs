@@ -225,7 +225,7 @@ fn expected_video(cell: &str) -> Option<(&str, Vec<(u64, u64)>)> {
         return None;
     }
     let sizes = rest
-        .split(|c: char| c == ' ' || c == ',' || c == '(' || c == ')')
+        .split([' ', ',', '(', ')'])
         .filter_map(|t| t.split_once('x'))
         .filter_map(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
         .collect();

@@ -1937,7 +1937,9 @@ mod tests {
             adts.extend_from_slice(&[0xff, 0xf1, 0x50, 0x40, 0x03, 0x7f, 0xfc]);
             adts.extend_from_slice(&[0x21; 20]);
         }
-        let cases: [(&[u8], Option<Codec>, Codec, AudioEvidence, u32, u8); 5] = [
+        // (payload, media.default_g711, codec, evidence, rate, channels)
+        type Case<'a> = (&'a [u8], Option<Codec>, Codec, AudioEvidence, u32, u8);
+        let cases: [Case; 5] = [
             (
                 &mp2,
                 None,
