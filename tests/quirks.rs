@@ -380,3 +380,35 @@ fn keepalive_before_register_adopts_the_device() {
         .is_some_and(|(s, b)| s == 200 && b.contains(device));
     assert!(listed, "device not listed after adoption");
 }
+
+/// A WHEP viewer of an audio-only device (PSM announces video, none is
+/// sent) gets an answer with the audio section alone, once
+/// `media.audio_only_after` has passed, not a 5xx after the describe wait.
+#[test]
+fn whep_offers_audio_only_for_an_audio_only_device() {
+    const OFFER: &str = include_str!("../src/webrtc/testdata/chromium-156-offer.sdp");
+    let mut rig = Rig::start(Options::default());
+    let (device, channel) = ("34020000001320000092", "34020000001310000092");
+    let path = corpus_dir().join("audio_only_g711a.ps");
+    rig.add_camera(device, channel, &["--ps-file", path.to_str().unwrap()]);
+    rig.wait_channel(device, channel);
+    let (status, _, answer) = common::http_exchange(
+        rig.ports.http,
+        "POST",
+        &format!("/whep/gb/{device}/{channel}"),
+        &[("Content-Type", "application/sdp")],
+        OFFER,
+    )
+    .expect("HTTP answer");
+    assert_eq!(status, 201, "{answer}\n{}", rig.logs());
+    // The browser's video section is still answered (str0m would answer
+    // it with an empty format list, which Chromium refuses to parse);
+    // nothing is ever sent on it. Audio is what the stream is.
+    let audio = answer.split("m=audio").nth(1).unwrap_or("");
+    assert!(audio.contains("PCMA/8000"), "{answer}");
+    assert!(
+        rig.metric("camgate_webrtc_peers") >= 1.0,
+        "{}",
+        rig.metrics()
+    );
+}
