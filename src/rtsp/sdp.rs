@@ -201,6 +201,17 @@ pub fn render_with_range(
                     rate = t.clock_rate,
                 );
             }
+            MediaKind::Audio if t.codec == Codec::Mpa => {
+                // RFC 3555 registers MPA at 90 kHz; the stated clock is the
+                // sample rate our frames are timed in (ffmpeg, GStreamer
+                // and VLC take the rtpmap's clock).
+                let _ = write!(
+                    s,
+                    "m=audio 0 RTP/AVP {pt}\r\na=rtpmap:{pt} MPA/{rate}\r\n",
+                    pt = t.payload_type,
+                    rate = t.clock_rate,
+                );
+            }
             MediaKind::Audio => {
                 let _ = write!(s, "m=audio 0 RTP/AVP {}\r\n", t.payload_type);
                 let name = if t.codec == Codec::Pcmu {
