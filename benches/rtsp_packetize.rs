@@ -52,6 +52,7 @@ fn playing_connection() -> Connection {
     assert!(matches!(c.poll_event(), Some(Event::OpenStream(_))));
     c.stream_opened(
         Ok(StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::H264,
                 VideoParams {

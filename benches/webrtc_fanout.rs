@@ -31,6 +31,7 @@ const PPS: &[u8] = &[0x68, 0xee, 0x3c, 0x80];
 
 fn info() -> StreamInfo {
     StreamInfo {
+        audio_decided_by: None,
         video: Some((
             Codec::H264,
             VideoParams {

@@ -158,6 +158,7 @@ pub async fn run_live(
             max_viewers: config.rtsp.max_viewers,
             stall_timeout: config.rtsp.stall_timeout,
             send_buffer: config.rtsp.send_buffer,
+            audio_only_after: config.media.audio_only_after,
             ..RtspServerConfig::default()
         },
         shutdown.clone(),
@@ -303,6 +304,7 @@ fn webrtc_config(config: &Config) -> crate::webrtc::WebRtcConfig {
         connect_timeout: w.connect_timeout,
         max_peers: w.max_peers,
         transcode: config.transcode.to_transcode_config(),
+        audio_only_after: config.media.audio_only_after,
         ..crate::webrtc::WebRtcConfig::default()
     }
 }

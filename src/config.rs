@@ -134,6 +134,31 @@ pub struct MediaConfig {
     /// After lost packets: `keyframe` (freeze until the next one) or
     /// `next_frame` (drop only the damaged frame).
     pub after_loss: crate::ingest::transport::AfterLoss,
+    /// A stream showing audio and no video for this long after its first
+    /// frame is served audio only (intercoms, audio channels).
+    #[serde(with = "secs")]
+    pub audio_only_after: Duration,
+    /// What audio on stream ids 0xC0–0xDF with no PSM and no MPEG audio or
+    /// ADTS header is taken as: alaw or ulaw.
+    pub default_g711: G711Law,
+}
+
+/// G.711 companding law (`media.default_g711`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum G711Law {
+    #[default]
+    Alaw,
+    Ulaw,
+}
+
+impl G711Law {
+    pub fn codec(self) -> crate::media::frame::Codec {
+        match self {
+            Self::Alaw => crate::media::frame::Codec::Pcma,
+            Self::Ulaw => crate::media::frame::Codec::Pcmu,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +351,8 @@ impl Default for MediaConfig {
             reorder_delay: Duration::from_millis(50),
             tcp_connect_timeout: Duration::from_secs(5),
             after_loss: crate::ingest::transport::AfterLoss::NextFrame,
+            audio_only_after: crate::media::hub::DEFAULT_AUDIO_ONLY_AFTER,
+            default_g711: G711Law::Alaw,
         }
     }
 }

@@ -38,7 +38,12 @@ enum Command {
     /// Describe a capture: MPEG-PS, raw RTP packets back to back, or RTP
     /// with RFC 4571 length prefixes (streams, codecs, resolution, frames,
     /// GOP, duration, losses, errors).
-    Probe { file: PathBuf },
+    Probe {
+        file: PathBuf,
+        /// G.711 law of audio no PSM declares (as `media.default_g711`).
+        #[arg(long, value_parser = ["alaw", "ulaw"], default_value = "alaw")]
+        default_g711: String,
+    },
     /// Run only a simulated GB28181 camera against the SIP server of the
     /// configuration (ids default to the `demo` section), for tests and trials.
     SimCamera {
@@ -73,6 +78,14 @@ enum Command {
         /// instead of the G.711 tone.
         #[arg(long)]
         aac: Option<PathBuf>,
+        /// Send this MPEG-PS file as it is (looped, paced by its PTS)
+        /// instead of the demo clip: replays a capture or a quirk case.
+        #[arg(long)]
+        ps_file: Option<PathBuf>,
+        /// Send the RTP packets of this RFC 4571 capture as they are
+        /// (looped, paced by their timestamps, our SSRC) instead of the clip.
+        #[arg(long)]
+        rtp_file: Option<PathBuf>,
         /// Run this many cameras; camera i adds i to the device and
         /// channel ids (and to a fixed SIP port).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -192,8 +205,15 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::Probe { file }) = &cli.command {
-        return match camgate::media::probe::probe_file(file) {
+    if let Some(Command::Probe { file, default_g711 }) = &cli.command {
+        let opts = camgate::media::probe::ProbeOptions {
+            default_g711: if default_g711 == "ulaw" {
+                camgate::media::frame::Codec::Pcmu
+            } else {
+                camgate::media::frame::Codec::Pcma
+            },
+        };
+        return match camgate::media::probe::probe_file_with(file, opts) {
             Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS
@@ -237,6 +257,8 @@ fn main() -> ExitCode {
                 audio,
                 talk_tcp,
                 aac,
+                ps_file,
+                rtp_file,
                 count,
                 mark_frames,
                 media_ip,
@@ -265,6 +287,20 @@ fn main() -> ExitCode {
                     let track = camgate::sim::aac_track::AacTrack::from_adts(data.into())
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                     sim.aac = Some(std::sync::Arc::new(track));
+                }
+                if let Some(path) = ps_file {
+                    let data = std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    sim.ps_file = Some(std::sync::Arc::new(camgate::sim::ps_file::PsFile::new(
+                        data.into(),
+                    )));
+                }
+                if let Some(path) = rtp_file {
+                    let data = std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    sim.rtp_file = Some(std::sync::Arc::new(camgate::sim::rtp_file::RtpFile::new(
+                        &data,
+                    )));
                 }
                 sim.answer_ssrc = match (omit_ssrc, answer_ssrc) {
                     (true, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Hidden(s),

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub rtp_errors: Family<Label, Counter>,
     pub rtp_packets_lost: Counter,
     pub ps_demux_errors: Family<Label, Counter>,
+    pub ps_psm_repaired: Counter,
     pub payload_bytes_copied: Counter,
     pub frames_demuxed: Counter,
     pub rtp_ports_in_use: Gauge,
@@ -232,6 +233,11 @@ fn build() -> Metrics {
             "camgate_ps_demux_errors",
             "MPEG-PS demux errors, by kind",
             Family::default()
+        ),
+        ps_psm_repaired: reg!(
+            "camgate_ps_psm_repaired",
+            "Program stream maps whose inner length disagreed and were read by the packet length",
+            Counter::default()
         ),
         payload_bytes_copied: reg!(
             "camgate_payload_bytes_copied",

@@ -37,6 +37,7 @@ impl SourceProvider for Synthetic {
             let stop = cancel.clone();
             let task = tokio::spawn(async move {
                 hub.set_info(StreamInfo {
+                    audio_decided_by: None,
                     video: Some((
                         Codec::H264,
                         VideoParams {

@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
     while c.poll_event().is_some() {}
     c.stream_opened(
         Ok(StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::H264,
                 VideoParams {

@@ -17,6 +17,7 @@ const OFFER: &str = include_str!("../../src/webrtc/testdata/chromium-156-offer.s
 fn info() -> &'static StreamInfo {
     static INFO: OnceLock<StreamInfo> = OnceLock::new();
     INFO.get_or_init(|| StreamInfo {
+        audio_decided_by: None,
         video: Some((
             Codec::H264,
             VideoParams {

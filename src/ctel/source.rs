@@ -305,6 +305,7 @@ fn publish_info(hub: &Hub, params: &VideoParams) {
         hub.set_info(StreamInfo {
             video: Some((Codec::H264, params.clone())),
             audio: None,
+            audio_decided_by: None,
         });
     }
 }

@@ -362,5 +362,6 @@ fn describe(width: u16, height: u16, audio: bool) -> StreamInfo {
                 },
             )
         }),
+        audio_decided_by: None,
     }
 }

@@ -507,6 +507,7 @@ pub(crate) async fn start_session(
         },
         tcp_timeout: config.media.tcp_connect_timeout,
         after_loss: config.media.after_loss,
+        default_g711: config.media.default_g711.codec(),
         ps_sink: history.as_mut().and_then(|h| h.ps_sink.take()),
         paused: history.as_ref().map(|h| h.paused.clone()),
     };
@@ -547,6 +548,8 @@ struct MediaSession {
     jitter: JitterConfig,
     tcp_timeout: Duration,
     after_loss: AfterLoss,
+    /// `media.default_g711`, for audio no PSM declares.
+    default_g711: crate::media::frame::Codec,
     /// Downloads: the PS byte stream goes here too.
     ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
     /// Set while a viewer has the playback paused.
@@ -668,6 +671,7 @@ impl MediaSession {
             None => RtpPsReceiver::new(),
         };
         receiver.set_resume_at_keyframe(self.after_loss == AfterLoss::Keyframe);
+        receiver.set_default_g711(self.default_g711);
         let mut jitter = source.unordered().then(|| JitterBuffer::new(self.jitter));
         let mut counters = Counters::default();
         let mut events = Vec::new();
@@ -897,6 +901,7 @@ struct Counters {
     first_frame: bool,
     lost: u64,
     copied: u64,
+    psm_repaired: u64,
     jitter: JitterStats,
 }
 
@@ -906,6 +911,7 @@ impl Default for Counters {
             first_frame: true,
             lost: 0,
             copied: 0,
+            psm_repaired: 0,
             jitter: JitterStats::default(),
         }
     }
@@ -918,6 +924,11 @@ impl Counters {
         if lost > self.lost {
             m.rtp_packets_lost.inc_by(lost - self.lost);
             self.lost = lost;
+        }
+        let repaired = rx.demux_stats().psm_repaired;
+        if repaired > self.psm_repaired {
+            m.ps_psm_repaired.inc_by(repaired - self.psm_repaired);
+            self.psm_repaired = repaired;
         }
         let copied = rx.bytes_copied() + source.bytes_copied();
         if copied > self.copied {

@@ -406,6 +406,16 @@ pub fn decode_text(body: &[u8]) -> Result<String, ManscdpError> {
             None => return Err(ManscdpError::UnknownEncoding(label)),
         },
     };
+    if encoding == GB18030
+        && !body.is_ascii()
+        && let Ok(s) = std::str::from_utf8(body)
+    {
+        // Declared GB2312 (the GB/T 28181 default, often hard-coded) but
+        // sent as UTF-8: GBK text of two or more Chinese characters is
+        // almost never valid UTF-8, so valid UTF-8 here is UTF-8.
+        tracing::debug!("MANSCDP body declared GB but is UTF-8; decoding as UTF-8");
+        return Ok(s.to_owned());
+    }
     if encoding == UTF_8 {
         if let Ok(s) = std::str::from_utf8(body) {
             return Ok(s.to_owned());
@@ -452,7 +462,7 @@ pub fn parse_xml(text: &str) -> Result<Message, ManscdpError> {
     if text.len() > MAX_BODY_LEN {
         return Err(ManscdpError::TooLarge(text.len()));
     }
-    let root = parse_tree(text.trim_start())?;
+    let root = parse_tree(&escape_stray_ampersands(text.trim_start()))?;
     to_message(&root)
 }
 
@@ -463,7 +473,53 @@ pub fn decode_tree(body: &[u8]) -> Result<Element, ManscdpError> {
     if text.len() > MAX_BODY_LEN {
         return Err(ManscdpError::TooLarge(text.len()));
     }
-    parse_tree(text.trim_start())
+    parse_tree(&escape_stray_ampersands(text.trim_start()))
+}
+
+/// Devices put names like "A&B" into XML unescaped; a strict parser would
+/// refuse the whole message. An `&` that does not start an entity or
+/// character reference (`&name;`, `&#…;`) is taken literally. CDATA
+/// sections are left alone (an `&` is literal there already).
+fn escape_stray_ampersands(text: &str) -> std::borrow::Cow<'_, str> {
+    const CDATA_OPEN: &str = "<![CDATA[";
+    let starts_ref = |rest: &str| {
+        let body = rest.split(';').next().unwrap_or("");
+        rest.len() > body.len()
+            && !body.is_empty()
+            && body.len() <= 32
+            && (body.bytes().all(|b| b.is_ascii_alphanumeric())
+                || body
+                    .strip_prefix('#')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric())))
+    };
+    if !text.contains('&') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    let mut changed = false;
+    while let Some(i) = rest.find(['&', '<']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with(CDATA_OPEN) {
+            let end = tail.find("]]>").map_or(tail.len(), |e| e + 3);
+            out.push_str(&tail[..end]);
+            rest = &tail[end..];
+        } else if tail.starts_with('&') && !starts_ref(&tail[1..]) {
+            out.push_str("&amp;");
+            changed = true;
+            rest = &tail[1..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    if changed {
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
 }
 
 /// A parsed element: name, concatenated text, children.
@@ -806,6 +862,10 @@ fn escape_into(out: &mut String, s: &str) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "manscdp_quirks_tests.rs"]
+mod quirks_tests;
 
 #[cfg(test)]
 mod tests {

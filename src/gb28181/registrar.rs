@@ -216,6 +216,10 @@ impl Registrar {
 }
 
 #[cfg(test)]
+#[path = "register_quirks_tests.rs"]
+mod quirks_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::sip::digest::compute_response;

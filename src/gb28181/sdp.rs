@@ -579,8 +579,14 @@ impl GbSdp {
 
         let (origin_user, origin_session_id, origin_session_version, origin_ip) =
             origin.ok_or(SdpError::Missing("o"))?;
+        // Some devices leave `c=` out and put their media address only in
+        // `o=` (RFC 4566 §5.7 requires c=, but the address is still there).
         let connection_ip = connection_ip
             .or_else(|| media.iter().find_map(|m| m.connection_ip.clone()))
+            .or_else(|| {
+                let ip = origin_ip.trim();
+                ip.parse::<IpAddr>().is_ok().then(|| ip.to_owned())
+            })
             .ok_or(SdpError::Missing("c"))?;
         Ok(Self {
             origin_user,
@@ -699,6 +705,10 @@ fn apply_rtpmap(m: &mut Media, arg: &str) -> bool {
         None => false,
     }
 }
+
+#[cfg(test)]
+#[path = "sdp_quirks_tests.rs"]
+mod quirks_tests;
 
 #[cfg(test)]
 mod tests {
@@ -837,8 +847,14 @@ mod tests {
             GbSdp::parse("v=0\ns=Play\nc=IN IP4 1.1.1.1\n"),
             Err(SdpError::Missing("o"))
         );
+        // No c=: the o= address serves (see quirks_tests); with none
+        // there either, c= is missing.
         assert_eq!(
-            GbSdp::parse("o=a 0 0 IN IP4 1.1.1.1\ns=Play\n"),
+            GbSdp::parse("o=a 0 0 IN IP4 1.1.1.1\ns=Play\n").map(|s| s.connection_ip),
+            Ok("1.1.1.1".to_owned())
+        );
+        assert_eq!(
+            GbSdp::parse("o=a 0 0 IN IP4 -\ns=Play\n"),
             Err(SdpError::Missing("c"))
         );
         assert_eq!(

@@ -26,6 +26,8 @@ pub enum Codec {
     G723,
     G729,
     Aac,
+    /// MPEG-1/2 audio layer I/II/III (MP2, MP3).
+    Mpa,
 }
 
 /// Which kind of track a codec belongs to.
@@ -50,7 +52,8 @@ impl Codec {
     /// [`AudioParams`], so `None`.
     pub fn clock_rate(self) -> Option<u32> {
         match self {
-            Codec::Aac => None,
+            // Like AAC, timestamps run at the sample rate in AudioParams.
+            Codec::Aac | Codec::Mpa => None,
             // RFC 3551 §4.5.2: G.722's RTP clock is 8 kHz though it samples at 16.
             _ if self.kind() == MediaKind::Audio => Some(8_000),
             _ => Some(90_000),
@@ -339,6 +342,34 @@ pub struct AudioParams {
 pub struct StreamInfo {
     pub video: Option<(Codec, VideoParams)>,
     pub audio: Option<(Codec, AudioParams)>,
+    /// How the audio codec was decided, when the source had to guess.
+    pub audio_decided_by: Option<AudioEvidence>,
+}
+
+/// Why a program stream's audio is taken to be the codec it is. Without a
+/// PSM, stream ids 0xC0–0xDF are ambiguous: ISO/IEC 13818-1 reserves them
+/// for MPEG audio, GB/T 28181 devices put G.711 there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AudioEvidence {
+    /// The program stream map declared the stream type.
+    Psm,
+    /// No PSM; the payload starts with a valid MPEG audio frame header.
+    MpegAudioHeader,
+    /// No PSM; the payload starts with an ADTS header.
+    AdtsHeader,
+    /// No PSM and neither header: G.711 as `media.default_g711` says.
+    DefaultG711,
+}
+
+impl std::fmt::Display for AudioEvidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Psm => "declared by the PSM",
+            Self::MpegAudioHeader => "no PSM: MPEG audio frame header in the payload",
+            Self::AdtsHeader => "no PSM: ADTS header in the payload",
+            Self::DefaultG711 => "no PSM and no MPEG/ADTS header: G.711 per media.default_g711",
+        })
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ use tokio::sync::{broadcast, watch};
 
 use super::frame::{Frame, MediaKind, StreamInfo};
 
+/// `media.audio_only_after` when nobody set it.
+pub const DEFAULT_AUDIO_ONLY_AFTER: Duration = Duration::from_secs(2);
+
 /// Hub tuning, from the `media` section of the config.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -174,12 +177,42 @@ impl Hub {
     /// it (a video track with its parameter sets, or an audio-only stream),
     /// or until `timeout`. Returns the info as it stands either way.
     pub async fn wait_described(&self, timeout: Duration) -> StreamInfo {
+        self.wait_described_or_audio_only(timeout, DEFAULT_AUDIO_ONLY_AFTER)
+            .await
+    }
+
+    /// As [`Hub::wait_described`], with audio but no video taken as an
+    /// audio-only stream once `audio_only_after` has passed since the
+    /// stream's first frame (`media.audio_only_after`): audio usually
+    /// leads the first keyframe, but intercoms and audio channels never
+    /// send one. Both waits end at one deadline computed here.
+    pub async fn wait_described_or_audio_only(
+        &self,
+        timeout: Duration,
+        audio_only_after: Duration,
+    ) -> StreamInfo {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.info.subscribe();
-        let described = |info: &StreamInfo| match &info.video {
-            Some((_, v)) => v.sps.is_some() || v.width > 0,
-            None => info.audio.is_some(),
+        let video_ready = |info: &StreamInfo| {
+            info.video
+                .as_ref()
+                .is_some_and(|(_, v)| v.sps.is_some() || v.width > 0)
         };
-        let _ = tokio::time::timeout(timeout, rx.wait_for(described)).await;
+        let _ = tokio::time::timeout_at(
+            deadline,
+            rx.wait_for(|i| video_ready(i) || (i.video.is_none() && i.audio.is_some())),
+        )
+        .await;
+        let info = rx.borrow().clone();
+        if video_ready(&info) || info.audio.is_none() {
+            return info;
+        }
+        let waited = self
+            .first_frame_at()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let audio_only_at =
+            (tokio::time::Instant::now() + audio_only_after.saturating_sub(waited)).min(deadline);
+        let _ = tokio::time::timeout_at(audio_only_at, rx.wait_for(video_ready)).await;
         rx.borrow().clone()
     }
 

@@ -27,26 +27,145 @@ pub enum Layout {
     Rfc4571,
 }
 
+/// Video sizes a report lists.
+pub const MAX_SIZES: usize = 16;
+
+/// How much of a capture's head is weighed to tell its layout.
+pub const DETECT_WINDOW: usize = 512 * 1024;
+
 impl Layout {
-    /// Decide from the first bytes; `None` if nothing fits.
+    /// Decide from evidence over the first [`DETECT_WINDOW`] bytes; `None`
+    /// if nothing fits. RTP layouts must hold up as a chain of packets of
+    /// one SSRC with mostly consecutive sequence numbers (two bytes of a
+    /// PES cut in the middle easily pass for one length and header, never
+    /// for dozens); a program stream needs pack headers found by scanning,
+    /// and is read from the first one (the demuxer resynchronises there).
     pub fn detect(data: &[u8]) -> Option<Self> {
-        if data.starts_with(&[0, 0, 1, 0xBA]) {
-            return Some(Self::Ps);
+        let window = &data[..data.len().min(DETECT_WINDOW)];
+        if rfc4571_chain_holds(window) {
+            return Some(Self::Rfc4571);
         }
-        if let [hi, lo, rest @ ..] = data {
-            let len = usize::from(u16::from_be_bytes([*hi, *lo]));
-            if len >= 12 && peek_ssrc(rest).is_some() && rest.len() >= len {
-                return Some(Self::Rfc4571);
-            }
-        }
-        if peek_ssrc(data).is_some() {
+        if raw_rtp_chain_holds(window) {
             return Some(Self::RawRtp);
         }
-        // A PS capture that starts mid-pack: the demuxer resyncs.
-        data.windows(4)
-            .take(64 * 1024)
-            .any(|w| w == [0, 0, 1, 0xBA])
-            .then_some(Self::Ps)
+        if pack_headers(window) > 0 {
+            return Some(Self::Ps);
+        }
+        // Too little to show a chain: one plausible packet is all there is.
+        if window.len() < 2048 {
+            if let [hi, lo, rest @ ..] = window {
+                let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+                if len >= 12 && peek_ssrc(rest).is_some() && rest.len() >= len {
+                    return Some(Self::Rfc4571);
+                }
+            }
+            if peek_ssrc(window).is_some() {
+                return Some(Self::RawRtp);
+            }
+        }
+        None
+    }
+}
+
+/// Packets in a row an RTP layout must show (fewer if the window ends).
+const MIN_CHAIN: usize = 8;
+
+/// Whether sequence numbers step by one between most neighbours.
+fn mostly_consecutive(seqs: &[u16]) -> bool {
+    let pairs = seqs.len().saturating_sub(1);
+    let steps = seqs
+        .windows(2)
+        .filter(|w| w[1] == w[0].wrapping_add(1))
+        .count();
+    pairs > 0 && steps * 4 >= pairs * 3
+}
+
+fn seq_of(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[2], p[3]])
+}
+
+/// RFC 4571 from offset 0: every length is followed by an RTP header of the
+/// first packet's SSRC, up to the end of the window.
+fn rfc4571_chain_holds(w: &[u8]) -> bool {
+    let mut at = 0;
+    let mut ssrc = None;
+    let mut seqs = Vec::new();
+    while let (Some(&hi), Some(&lo)) = (w.get(at), w.get(at + 1)) {
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        // A packet cut by the end of the window ends the walk.
+        let Some(pkt) = w.get(at + 2..).filter(|p| p.len() >= 12) else {
+            break;
+        };
+        let Some(s) = peek_ssrc(pkt).filter(|_| len >= 12) else {
+            return false;
+        };
+        if *ssrc.get_or_insert(s) != s {
+            return false;
+        }
+        seqs.push(seq_of(pkt));
+        at += 2 + len;
+    }
+    // Short of MIN_CHAIN only if the capture itself is that short.
+    let enough = seqs.len() >= MIN_CHAIN || (!seqs.is_empty() && w.len() < DETECT_WINDOW);
+    enough && (seqs.len() < 2 || mostly_consecutive(&seqs))
+}
+
+/// Back-to-back RTP with no lengths: a header at 0, its SSRC recurring
+/// with the same version and payload type and consecutive sequence numbers.
+fn raw_rtp_chain_holds(w: &[u8]) -> bool {
+    if peek_ssrc(w).is_none() {
+        return false;
+    }
+    let packets = split_raw_rtp(&Bytes::copy_from_slice(w));
+    let seqs: Vec<u16> = packets
+        .iter()
+        .filter(|p| p.len() >= 12)
+        .map(|p| seq_of(p))
+        .collect();
+    seqs.len() >= MIN_CHAIN.min(2) && mostly_consecutive(&seqs)
+}
+
+/// MPEG-2 pack headers (with valid marker bits) found anywhere in `w`.
+fn pack_headers(w: &[u8]) -> usize {
+    let mut n = 0;
+    let mut from = 0;
+    while let Some(off) = w
+        .get(from..)
+        .and_then(|r| memchr::memmem::find(r, &[0, 0, 1, 0xba]))
+    {
+        let at = from + off;
+        // One cut by the end of the window cannot be disproved.
+        let Some(h) = w.get(at..at + 14) else {
+            n += 1;
+            break;
+        };
+        if (h[4] >> 6 == 0b01
+            && h[4] & 0x04 != 0
+            && h[6] & 0x04 != 0
+            && h[8] & 0x04 != 0
+            && h[9] & 0x01 != 0)
+            || h[4] >> 4 == 0b0010
+        {
+            n += 1;
+        }
+        from = at + 4;
+    }
+    n
+}
+
+/// Choices a device's habits call for.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeOptions {
+    /// G.711 law of undeclared audio without MPEG/ADTS headers
+    /// (`media.default_g711`).
+    pub default_g711: Codec,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            default_g711: Codec::Pcma,
+        }
     }
 }
 
@@ -56,6 +175,9 @@ pub struct ProbeReport {
     pub layout: Option<Layout>,
     pub bytes: u64,
     pub info: StreamInfo,
+    /// Every video size the stream announced, in order (a new SPS mid-stream
+    /// adds one); at most [`MAX_SIZES`].
+    pub sizes: Vec<(u32, u32)>,
     pub video_frames: u64,
     pub audio_frames: u64,
     pub keyframes: u64,
@@ -75,6 +197,8 @@ pub struct ProbeReport {
     pub rtp_errors: u64,
     pub ssrc: Option<u32>,
     pub private_pes: u64,
+    /// PSMs read by their packet length because their map length was wrong.
+    pub psm_repaired: u64,
     pub frames_dropped: u64,
     pub demux_errors: Vec<(&'static str, u64)>,
     pub framing_errors: u64,
@@ -141,7 +265,16 @@ impl Tally {
                     r.last_pts = Some(r.last_pts.map_or(f.pts, |p| p.max(f.pts)));
                 }
                 PsEvent::Frame(_) => r.audio_frames += 1,
-                PsEvent::Info(info) => r.info = info.clone(),
+                PsEvent::Info(info) => {
+                    if let Some((_, v)) = &info.video
+                        && v.width > 0
+                        && r.sizes.last() != Some(&(v.width, v.height))
+                        && r.sizes.len() < MAX_SIZES
+                    {
+                        r.sizes.push((v.width, v.height));
+                    }
+                    r.info = info.clone();
+                }
                 PsEvent::Error(_) => {}
             }
         }
@@ -151,6 +284,7 @@ impl Tally {
     fn finish(mut self, demux: &PsDemuxer) -> ProbeReport {
         let s = demux.stats();
         self.report.private_pes = s.private_pes_skipped;
+        self.report.psm_repaired = s.psm_repaired;
         self.report.frames_dropped = s.frames_dropped;
         self.report.demux_errors = s.errors().filter(|(_, n)| *n > 0).collect();
         self.report.frame_interval = self
@@ -170,9 +304,17 @@ impl Tally {
 /// large file is never held whole, and no fresh memory has to be zeroed
 /// for each read); RTP layouts are read whole (a raw dump is cut by
 /// looking ahead for the next header).
-pub fn probe_reader(mut input: impl std::io::Read) -> std::io::Result<ProbeReport> {
+pub fn probe_reader(input: impl std::io::Read) -> std::io::Result<ProbeReport> {
+    probe_reader_with(input, ProbeOptions::default())
+}
+
+/// [`probe_reader`] with options.
+pub fn probe_reader_with(
+    mut input: impl std::io::Read,
+    opts: ProbeOptions,
+) -> std::io::Result<ProbeReport> {
     const BLOCK: usize = 1 << 20;
-    let mut head = BytesMut::zeroed(64 * 1024);
+    let mut head = BytesMut::zeroed(DETECT_WINDOW);
     let n = fill(&mut input, &mut head)?;
     head.truncate(n);
     let head = head.freeze();
@@ -180,9 +322,10 @@ pub fn probe_reader(mut input: impl std::io::Read) -> std::io::Result<ProbeRepor
     if !matches!(layout, Some(Layout::Ps) | None) {
         let mut all = Vec::from(&head[..]);
         input.read_to_end(&mut all)?;
-        return Ok(probe(Bytes::from(all)));
+        return Ok(probe_with(Bytes::from(all), opts));
     }
     let mut demux = PsDemuxer::new();
+    demux.set_default_g711(opts.default_g711);
     let mut tally = Tally::default();
     let mut events = Vec::with_capacity(64);
     let mut bytes = head.len() as u64;
@@ -253,19 +396,29 @@ fn fill(input: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize
 /// Analyse the capture in the file at `path`: mapped into memory when it
 /// can be (no copy out of the page cache), read in blocks otherwise.
 pub fn probe_file(path: &std::path::Path) -> std::io::Result<ProbeReport> {
+    probe_file_with(path, ProbeOptions::default())
+}
+
+/// [`probe_file`] with options.
+pub fn probe_file_with(path: &std::path::Path, opts: ProbeOptions) -> std::io::Result<ProbeReport> {
     match super::mapped_file::map(path) {
-        Ok(data) => Ok(probe(data)),
-        Err(_) => probe_reader(std::fs::File::open(path)?),
+        Ok(data) => Ok(probe_with(data, opts)),
+        Err(_) => probe_reader_with(std::fs::File::open(path)?, opts),
     }
 }
 
 /// Analyse a whole capture.
 pub fn probe(data: Bytes) -> ProbeReport {
+    probe_with(data, ProbeOptions::default())
+}
+
+/// [`probe`] with options.
+pub fn probe_with(data: Bytes, opts: ProbeOptions) -> ProbeReport {
     let layout = Layout::detect(&data);
     let bytes = data.len() as u64;
     let mut report = match layout {
-        Some(Layout::Ps) | None => probe_ps(data),
-        Some(Layout::RawRtp) => probe_rtp(split_raw_rtp(&data).into_iter(), 0),
+        Some(Layout::Ps) | None => probe_ps(data, opts),
+        Some(Layout::RawRtp) => probe_rtp(split_raw_rtp(&data).into_iter(), 0, opts),
         Some(Layout::Rfc4571) => {
             let mut d = Rfc4571Decoder::default();
             d.push(&data);
@@ -278,7 +431,7 @@ pub fn probe(data: Bytes) -> ProbeReport {
                     Err(_) => {}
                 }
             }
-            probe_rtp(frames.into_iter(), d.stats().errors)
+            probe_rtp(frames.into_iter(), d.stats().errors, opts)
         }
     };
     report.layout = layout;
@@ -286,8 +439,9 @@ pub fn probe(data: Bytes) -> ProbeReport {
     report
 }
 
-fn probe_ps(data: Bytes) -> ProbeReport {
+fn probe_ps(data: Bytes, opts: ProbeOptions) -> ProbeReport {
     let mut demux = PsDemuxer::new();
+    demux.set_default_g711(opts.default_g711);
     let mut tally = Tally::default();
     let mut events = Vec::with_capacity(64);
     // Chunks as a socket would deliver them keep the event list short.
@@ -304,8 +458,13 @@ fn probe_ps(data: Bytes) -> ProbeReport {
     tally.finish(&demux)
 }
 
-fn probe_rtp(packets: impl Iterator<Item = Bytes>, framing_errors: u64) -> ProbeReport {
+fn probe_rtp(
+    packets: impl Iterator<Item = Bytes>,
+    framing_errors: u64,
+    opts: ProbeOptions,
+) -> ProbeReport {
     let mut rx = RtpPsReceiver::new();
+    rx.set_default_g711(opts.default_g711);
     let mut tally = Tally::default();
     let mut events = Vec::with_capacity(64);
     for p in packets {
@@ -321,6 +480,7 @@ fn probe_rtp(packets: impl Iterator<Item = Bytes>, framing_errors: u64) -> Probe
         let demux_stats = rx.demux_stats().clone();
         let mut r = tally.report;
         r.private_pes = demux_stats.private_pes_skipped;
+        r.psm_repaired = demux_stats.psm_repaired;
         r.frames_dropped = demux_stats.frames_dropped;
         r.demux_errors = demux_stats.errors().filter(|(_, n)| *n > 0).collect();
         r.frame_interval = tally
@@ -400,6 +560,7 @@ fn codec_name(c: Codec) -> &'static str {
         Codec::G723 => "g723_1",
         Codec::G729 => "g729",
         Codec::Aac => "aac",
+        Codec::Mpa => "mp2/mp3",
     }
 }
 
@@ -413,18 +574,35 @@ impl fmt::Display for ProbeReport {
         };
         writeln!(f, "format:     {layout}, {} bytes", self.bytes)?;
         if let Some((codec, v)) = &self.info.video {
-            writeln!(
+            write!(
                 f,
                 "video:      {} {}x{}",
                 codec_name(*codec),
                 v.width,
                 v.height
             )?;
+            if self.sizes.len() > 1 {
+                let all: Vec<String> = self.sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
+                write!(f, " (sizes in order: {})", all.join(", "))?;
+            }
+            writeln!(f)?;
+        } else if self.info.audio.is_some() {
+            writeln!(f, "video:      none (audio only)")?;
         } else {
             writeln!(f, "video:      none")?;
         }
         if let Some((codec, a)) = &self.info.audio {
-            writeln!(f, "audio:      {} {a:?}", codec_name(*codec))?;
+            write!(
+                f,
+                "audio:      {} {} Hz, {} ch",
+                codec_name(*codec),
+                a.sample_rate,
+                a.channels
+            )?;
+            match self.info.audio_decided_by {
+                Some(how) if how != super::frame::AudioEvidence::Psm => writeln!(f, " ({how})")?,
+                _ => writeln!(f)?,
+            }
         }
         writeln!(
             f,
@@ -452,6 +630,13 @@ impl fmt::Display for ProbeReport {
                 self.ssrc.map_or("-".to_owned(), |s| format!("{s:#010x}")),
                 self.rtp_lost,
                 self.rtp_errors
+            )?;
+        }
+        if self.psm_repaired > 0 {
+            writeln!(
+                f,
+                "repaired:   {} PSMs with a wrong elementary_stream_map_length",
+                self.psm_repaired
             )?;
         }
         let errors: Vec<String> = self
@@ -492,6 +677,33 @@ mod tests {
         framed.extend_from_slice(&rtp);
         assert_eq!(Layout::detect(&framed), Some(Layout::Rfc4571));
         assert_eq!(Layout::detect(b"hello"), None);
+    }
+
+    #[test]
+    fn capture_cut_mid_pes_is_ps_not_rfc4571() {
+        // Mid-PES bytes that happen to read as a length (0x0020) and an RTP
+        // header (version 2): the old first-bytes test called this RFC 4571.
+        let mut data = vec![0x00, 0x20, 0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+        data.resize(34, 0x41);
+        let pack = [0, 0, 1, 0xba, 0x44, 0, 4, 0, 4, 1, 1, 0x89, 0xc3, 0xf8];
+        for _ in 0..200 {
+            data.extend_from_slice(&pack);
+            data.extend_from_slice(&[0, 0, 1, 0xe0, 0, 4, 0x80, 0, 0, 0x00]);
+            data.resize(data.len() + 100, 0x33);
+        }
+        assert_eq!(Layout::detect(&data), Some(Layout::Ps));
+        // A real RFC 4571 chain still wins over the pack headers inside it.
+        let mut framed = Vec::new();
+        for seq in 0..20u16 {
+            let mut rtp = vec![0x80, 96];
+            rtp.extend_from_slice(&seq.to_be_bytes());
+            rtp.extend_from_slice(&[0, 0, 0, 0, 0xAA, 0xBB, 0xCC, 0xDD]);
+            rtp.extend_from_slice(&pack);
+            framed.extend_from_slice(&(rtp.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&rtp);
+        }
+        assert_eq!(Layout::detect(&framed), Some(Layout::Rfc4571));
+        assert_eq!(Layout::detect(&framed[2..]), Some(Layout::RawRtp));
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::collections::VecDeque;
 use bytes::{Buf, Bytes};
 use smallvec::SmallVec;
 
-use super::frame::{AudioParams, Chunks, Codec, Frame, MediaKind, StreamInfo, VideoParams};
+use super::frame::{
+    AudioEvidence, AudioParams, Chunks, Codec, Frame, MediaKind, StreamInfo, VideoParams,
+};
 use super::h264::{self, AnnexBSplitter, SplitNal};
 use super::h265;
 
@@ -110,6 +112,9 @@ pub struct PsStats {
     pub pack_headers: u64,
     pub system_headers: u64,
     pub psms: u64,
+    /// PSMs whose `elementary_stream_map_length` disagreed with the
+    /// packet's own length and were read by the outer length instead.
+    pub psm_repaired: u64,
     pub pes_packets: u64,
     /// PES of private_stream_1 (0xBD) and private_stream_2 (0xBF).
     pub private_pes_skipped: u64,
@@ -151,6 +156,7 @@ pub fn codec_for_stream_type(stream_type: u8) -> Option<Codec> {
         0x10 => Codec::Mpeg4,
         0x80 => Codec::Svac,
         0x0f => Codec::Aac,
+        0x03 | 0x04 => Codec::Mpa,
         0x90 => Codec::Pcma,
         0x91 => Codec::Pcmu,
         0x92 => Codec::G722,
@@ -231,7 +237,11 @@ struct VideoTrack {
 #[derive(Debug, Default)]
 struct AudioTrack {
     stream_id: Option<u8>,
+    /// Declared by the PSM.
     codec: Option<Codec>,
+    /// Decided from the payload of a stream no PSM declared (kept for the
+    /// stream: a frame that happens to look different does not flip it).
+    sniffed: Option<(Codec, AudioEvidence)>,
     pending: Chunks,
     pts: Option<i64>,
     unwrap: Unwrapper,
@@ -293,6 +303,8 @@ pub struct PsDemuxer {
     /// After lost data, hold video back until a keyframe (else drop only
     /// the damaged frame).
     resume_at_keyframe: bool,
+    /// What undeclared 0xC0–0xDF audio without MPEG/ADTS sync is taken as.
+    default_g711: Codec,
 }
 
 impl Default for PsDemuxer {
@@ -407,35 +419,76 @@ fn parse_pes_header_mpeg1(b: &[u8], pes_len: usize) -> Result<PesHeader, PsError
     })
 }
 
-/// Program stream map (§2.5.4.1); `b` is the whole packet from the start
-/// code. Entries are written to `map` as they are read, so a map whose tail
-/// is malformed still yields its good entries. Descriptors (Hikvision puts
-/// its own there) are skipped by their lengths, never interpreted.
-fn parse_psm(b: &[u8], map: &mut [u8; 256]) -> Result<(), PsError> {
-    let end = b.len();
-    let info_len = be16(b, 8).ok_or(PsError::MalformedPsm)?;
-    let mut at = 10 + info_len;
-    let map_len = be16(b, at).ok_or(PsError::MalformedPsm)?;
-    at += 2;
-    // The map ends before the 4-byte CRC; a length overrunning that is
-    // clamped rather than trusted.
-    let map_end = (at + map_len).min(end.saturating_sub(4));
-    let mut result = Ok(());
-    if at + map_len > end.saturating_sub(4) {
-        result = Err(PsError::MalformedPsm);
-    }
-    while at + 4 <= map_end {
+/// How a program stream map was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PsmRead {
+    /// `elementary_stream_map_length` matched the entries.
+    AsDeclared,
+    /// It did not (field devices get it wrong both ways); the entries were
+    /// read up to the CRC, as the packet's own length allows.
+    Repaired,
+}
+
+/// Walk the elementary stream entries in `b[at..end]`, writing each to
+/// `map`. `Ok` only if the entries tile the range exactly.
+fn read_psm_entries(b: &[u8], mut at: usize, end: usize, map: &mut [u8; 256]) -> Result<(), ()> {
+    while at + 4 <= end {
         let (Some(&stream_type), Some(&stream_id)) = (b.get(at), b.get(at + 1)) else {
-            break;
+            return Err(());
         };
-        let es_info_len = be16(b, at + 2).ok_or(PsError::MalformedPsm)?;
+        let es_info_len = be16(b, at + 2).ok_or(())?;
+        // Descriptors (ISO 639 language, Hikvision's private ones) are
+        // stepped over by their lengths, never interpreted.
+        let next = at + 4 + es_info_len;
+        if next > end {
+            return Err(());
+        }
         map[usize::from(stream_id)] = stream_type;
-        at += 4 + es_info_len;
-        if at > map_end {
-            return Err(PsError::MalformedPsm);
+        at = next;
+    }
+    if at == end { Ok(()) } else { Err(()) }
+}
+
+/// Program stream map (§2.5.4.1); `b` is the whole packet from the start
+/// code. The packet length is taken as the truth: when the inner
+/// `elementary_stream_map_length` disagrees with it, the entries are read
+/// up to the 4-byte CRC (the CRC itself is not checked: devices that get
+/// the lengths wrong get it wrong too). Entries are written to `map` as
+/// they are read, so a map whose tail is malformed still yields its good
+/// entries.
+fn parse_psm(b: &[u8], map: &mut [u8; 256]) -> Result<PsmRead, PsError> {
+    let crc_at = b.len().saturating_sub(4);
+    let info_len = be16(b, 8).ok_or(PsError::MalformedPsm)?;
+    let at = 10 + info_len + 2;
+    let map_len = be16(b, at - 2).ok_or(PsError::MalformedPsm)?;
+    if at > crc_at {
+        return Err(PsError::MalformedPsm);
+    }
+    if at + map_len <= crc_at {
+        let mut declared = *map;
+        if read_psm_entries(b, at, at + map_len, &mut declared).is_ok() {
+            *map = declared;
+            // Bytes between the map and the CRC: the length is short.
+            return Ok(if at + map_len == crc_at {
+                PsmRead::AsDeclared
+            } else {
+                let mut outer = *map;
+                match read_psm_entries(b, at, crc_at, &mut outer) {
+                    Ok(()) => {
+                        *map = outer;
+                        PsmRead::Repaired
+                    }
+                    // Trailing bytes that are not entries: keep what
+                    // the declared length gave.
+                    Err(()) => PsmRead::AsDeclared,
+                }
+            });
         }
     }
-    result
+    match read_psm_entries(b, at, crc_at, map) {
+        Ok(()) => Ok(PsmRead::Repaired),
+        Err(()) => Err(PsError::MalformedPsm),
+    }
 }
 
 impl PsDemuxer {
@@ -452,6 +505,17 @@ impl PsDemuxer {
             info: StreamInfo::default(),
             stats: PsStats::default(),
             resume_at_keyframe: true,
+            default_g711: Codec::Pcma,
+        }
+    }
+
+    /// G.711 law assumed for audio no PSM declares and whose payload has
+    /// no MPEG audio or ADTS header (`media.default_g711`). Only
+    /// [`Codec::Pcma`] and [`Codec::Pcmu`] are taken; anything else is
+    /// ignored.
+    pub fn set_default_g711(&mut self, codec: Codec) {
+        if matches!(codec, Codec::Pcma | Codec::Pcmu) {
+            self.default_g711 = codec;
         }
     }
 
@@ -769,8 +833,15 @@ impl PsDemuxer {
                 let parsed = parse_psm(self.view(src, 6 + len), &mut map);
                 self.consume(6 + len);
                 self.stats.psms += 1;
-                if let Err(e) = parsed {
-                    self.error(e, out);
+                match parsed {
+                    Ok(PsmRead::AsDeclared) => {}
+                    Ok(PsmRead::Repaired) => {
+                        self.stats.psm_repaired += 1;
+                        tracing::debug!(
+                            "ps demux: PSM map length disagrees; read by packet length"
+                        );
+                    }
+                    Err(e) => self.error(e, out),
                 }
                 self.apply_psm(map);
                 Step::Progress
@@ -937,6 +1008,8 @@ impl PsDemuxer {
         let kind = match declared {
             Some(c) => c.kind(),
             None if (0xe0..=0xef).contains(&stream_id) => MediaKind::Video,
+            // MPEG audio ids without a PSM: the payload decides the codec.
+            None if (0xc0..=0xdf).contains(&stream_id) => MediaKind::Audio,
             None => return Target::Skip,
         };
         match kind {
@@ -954,6 +1027,9 @@ impl PsDemuxer {
                 Some(id) if id != stream_id => Target::Skip,
                 _ => {
                     self.audio.stream_id = Some(stream_id);
+                    if declared.is_some() && declared != self.audio.codec {
+                        self.audio.sniffed = None;
+                    }
                     self.audio.codec = declared;
                     Target::Audio
                 }
@@ -1384,31 +1460,54 @@ impl PsDemuxer {
     }
 
     fn finish_audio(&mut self, out: &mut Vec<PsEvent>) {
-        let Some(codec) = self.audio.codec else {
-            self.audio.pending.clear();
-            return;
-        };
         let payload = std::mem::take(&mut self.audio.pending);
         if payload.is_empty() {
             return;
         }
+        let (codec, evidence) = match (self.audio.codec, self.audio.sniffed) {
+            (Some(c), _) => (c, AudioEvidence::Psm),
+            (None, Some(decided)) => decided,
+            (None, None) => {
+                let mut head = [0u8; SNIFF_AUDIO_BYTES];
+                let n = payload.copy_prefix(&mut head);
+                self.stats.bytes_copied += n as u64;
+                let decided = sniff_audio(&head[..n], self.default_g711);
+                tracing::debug!(codec = ?decided.0, "ps demux: undeclared audio: {}", decided.1);
+                self.audio.sniffed = Some(decided);
+                decided
+            }
+        };
         let mut params = AudioParams {
             sample_rate: 8000,
             channels: 1,
             config: None,
         };
-        if codec == Codec::Aac {
-            match adts_params(&payload) {
-                Some(p) => params = p,
-                None => {
-                    self.stats.frames_dropped += 1;
-                    return;
-                }
+        let header = match codec {
+            Codec::Aac => Some(adts_params(&payload)),
+            Codec::Mpa => Some(mpa_params(&payload)),
+            _ => None,
+        };
+        // A PES need not start on a frame boundary (ffmpeg cuts MPEG
+        // audio anywhere): keep the parameters learnt from an earlier one.
+        let known = self
+            .info
+            .audio
+            .as_ref()
+            .filter(|(c, _)| *c == codec)
+            .map(|(_, p)| p.clone());
+        match header {
+            Some(Some(p)) => params = p,
+            Some(None) if known.is_some() => params = known.unwrap_or(params),
+            Some(None) => {
+                self.stats.frames_dropped += 1;
+                return;
             }
+            None => {}
         }
         let new = Some((codec, params));
-        if self.info.audio != new {
+        if self.info.audio != new || self.info.audio_decided_by != Some(evidence) {
             self.info.audio = new;
+            self.info.audio_decided_by = Some(evidence);
             out.push(PsEvent::Info(self.info.clone()));
         }
         let rate = self
@@ -1466,6 +1565,118 @@ fn chunks_eq(c: &Chunks, b: &Bytes) -> bool {
         at += part.len();
     }
     true
+}
+
+/// Payload bytes looked at to tell MPEG audio and ADTS from G.711: enough
+/// for one frame header and the sync of the frame after it.
+const SNIFF_AUDIO_BYTES: usize = 2048;
+
+/// Frame length of the ADTS frame starting `h` (13818-7 §6.2), if `h`
+/// starts with a valid ADTS header.
+fn adts_frame_len(h: &[u8]) -> Option<usize> {
+    let h = h.get(..7)?;
+    // 12-bit sync, layer '00'.
+    if h[0] != 0xff || h[1] & 0xf6 != 0xf0 || (h[2] >> 2) & 0x0f > 12 {
+        return None;
+    }
+    let len = (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+    (len >= 7).then_some(len)
+}
+
+/// Parsed MPEG audio frame header (ISO/IEC 11172-3 §2.4.2.3, 13818-3).
+struct MpaHeader {
+    sample_rate: u32,
+    channels: u8,
+    frame_len: usize,
+}
+
+fn mpa_header(h: &[u8]) -> Option<MpaHeader> {
+    const KBPS: [[u16; 14]; 5] = [
+        [
+            32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448,
+        ], // v1 L1
+        [
+            32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384,
+        ], // v1 L2
+        [
+            32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+        ], // v1 L3
+        [
+            32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256,
+        ], // v2 L1
+        [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160], // v2 L2/L3
+    ];
+    let h = h.get(..4)?;
+    if h[0] != 0xff || h[1] & 0xe0 != 0xe0 {
+        return None;
+    }
+    let version = (h[1] >> 3) & 3; // 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    let layer = (h[1] >> 1) & 3; // 3: I, 2: II, 1: III
+    let bitrate_index = usize::from(h[2] >> 4);
+    let rate_index = usize::from((h[2] >> 2) & 3);
+    // Reserved version/layer, free-format or forbidden bitrate, reserved rate.
+    if version == 1 || layer == 0 || bitrate_index == 0 || bitrate_index == 15 || rate_index == 3 {
+        return None;
+    }
+    let base = [44_100u32, 48_000, 32_000][rate_index];
+    let sample_rate = match version {
+        3 => base,
+        2 => base / 2,
+        _ => base / 4,
+    };
+    let table = match (version == 3, layer) {
+        (true, 3) => 0,
+        (true, 2) => 1,
+        (true, _) => 2,
+        (false, 3) => 3,
+        (false, _) => 4,
+    };
+    let bitrate = u32::from(KBPS[table][bitrate_index - 1]) * 1000;
+    let padding = u32::from((h[2] >> 1) & 1);
+    let frame_len = match layer {
+        3 => (12 * bitrate / sample_rate + padding) * 4,
+        1 if version != 3 => 72 * bitrate / sample_rate + padding,
+        _ => 144 * bitrate / sample_rate + padding,
+    };
+    Some(MpaHeader {
+        sample_rate,
+        channels: if h[3] >> 6 == 3 { 1 } else { 2 },
+        frame_len: frame_len as usize,
+    })
+}
+
+/// Decide the codec of audio no PSM declared. A header counts only if the
+/// frame after it (when the payload reaches that far) starts with the same
+/// kind of header: G.711 bytes can look like one sync word, rarely two.
+fn sniff_audio(head: &[u8], default_g711: Codec) -> (Codec, AudioEvidence) {
+    let confirmed = |len: usize, next_ok: &dyn Fn(&[u8]) -> bool| match head.get(len..) {
+        Some(rest) if rest.len() >= 4 => next_ok(rest),
+        _ => true,
+    };
+    if let Some(len) = adts_frame_len(head)
+        && confirmed(len, &|r| adts_frame_len(r).is_some())
+    {
+        return (Codec::Aac, AudioEvidence::AdtsHeader);
+    }
+    if let Some(h) = mpa_header(head)
+        && h.frame_len >= 4
+        && confirmed(h.frame_len, &|r| mpa_header(r).is_some())
+    {
+        return (Codec::Mpa, AudioEvidence::MpegAudioHeader);
+    }
+    (default_g711, AudioEvidence::DefaultG711)
+}
+
+/// Sample rate and channels of MPEG audio from its first frame header.
+fn mpa_params(payload: &Chunks) -> Option<AudioParams> {
+    let mut h = [0u8; 4];
+    payload.copy_prefix(&mut h);
+    let m = mpa_header(&h)?;
+    Some(AudioParams {
+        sample_rate: m.sample_rate,
+        channels: m.channels,
+        config: None,
+    })
 }
 
 /// Sample rate, channels and AudioSpecificConfig from an ADTS header
@@ -1648,6 +1859,163 @@ mod tests {
             (Codec::H264, 704, 576)
         );
         assert_eq!(d.stats().bytes_skipped, 10);
+    }
+
+    /// An H.264 IDR access unit (SPS 704x576, PPS, IDR slice) as Annex B.
+    fn h264_idr() -> Vec<u8> {
+        let mut es = vec![
+            0, 0, 0, 1, 0x67, 0x4d, 0x00, 0x1e, 0x9d, 0xa8, 0x2c, 0x04, 0x9a, 0x6e, 0x02, 0x02,
+            0x02, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x19, 0x42,
+        ];
+        es.extend_from_slice(&[0, 0, 1, 0x68, 0xee, 0x3c, 0x80, 0, 0, 1, 0x65, 1, 2, 3]);
+        es
+    }
+
+    fn demux_all(s: Vec<u8>, default_g711: Option<Codec>) -> (PsDemuxer, Vec<PsEvent>) {
+        let mut d = PsDemuxer::new();
+        if let Some(c) = default_g711 {
+            d.set_default_g711(c);
+        }
+        let mut ev = Vec::new();
+        d.push(Bytes::from(s), &mut ev);
+        d.flush(&mut ev);
+        (d, ev)
+    }
+
+    #[test]
+    fn psm_with_short_elementary_stream_map_length_is_repaired() {
+        // The field capture: program_stream_map_length 24, H.264 on 0xE0
+        // with a 6-byte ISO 639 descriptor and G.711A on 0xC0 (14 bytes of
+        // entries), but elementary_stream_map_length says 8.
+        let psm: &[u8] = &[
+            0, 0, 1, 0xbc, 0x00, 0x18, 0xe0, 0xff, 0x00, 0x00, 0x00, 0x08, //
+            0x1b, 0xe0, 0x00, 0x06, 0x0a, 0x04, b'c', b'h', b'i', 0x00, //
+            0x90, 0xc0, 0x00, 0x00, //
+            0x12, 0x34, 0x56, 0x78,
+        ];
+        let mut s = pack();
+        s.extend_from_slice(psm);
+        s.extend(pes(0xe0, Some(3600), &h264_idr()));
+        s.extend(pes(0xc0, Some(3600), &[0xd5; 160]));
+        s.extend(pack());
+        s.extend(pes(0xe0, Some(7200), &[0, 0, 1, 0x41, 0x9a, 7]));
+        let (d, ev) = demux_all(s, None);
+        let f = frames(&ev);
+        let (video, audio): (Vec<&&Frame>, Vec<&&Frame>) =
+            f.iter().partition(|f| f.codec.kind() == MediaKind::Video);
+        assert_eq!((video.len(), audio.len()), (2, 1));
+        assert_eq!(audio[0].codec, Codec::Pcma);
+        assert_eq!(d.stats().psm_repaired, 1);
+        assert_eq!(d.stats().error_count(PsError::MalformedPsm), 0);
+        assert_eq!(d.info().audio_decided_by, Some(AudioEvidence::Psm));
+        assert_eq!(d.psm[0xe0], 0x1b);
+    }
+
+    #[test]
+    fn psm_with_long_elementary_stream_map_length_is_repaired() {
+        let psm: &[u8] = &[
+            0, 0, 1, 0xbc, 0x00, 0x12, 0xe0, 0xff, 0x00, 0x00, 0x00, 0x40, //
+            0x24, 0xe0, 0x00, 0x00, 0x91, 0xc0, 0x00, 0x00, //
+            0, 0, 0, 0,
+        ];
+        let mut map = [0u8; 256];
+        assert_eq!(
+            parse_psm(psm, &mut map),
+            Ok(PsmRead::Repaired),
+            "0x40 overruns the packet; entries read up to the CRC"
+        );
+        assert_eq!((map[0xe0], map[0xc0]), (0x24, 0x91));
+        // A correct one is read as declared.
+        let mut good = psm.to_vec();
+        good[11] = 8;
+        let mut map = [0u8; 256];
+        assert_eq!(parse_psm(&good, &mut map), Ok(PsmRead::AsDeclared));
+        assert_eq!((map[0xe0], map[0xc0]), (0x24, 0x91));
+    }
+
+    #[test]
+    fn undeclared_audio_decided_from_payload() {
+        // MPEG-1 Layer II, 128 kbit/s, 48 kHz, mono: 384-byte frames.
+        let mut mp2 = Vec::new();
+        for _ in 0..2 {
+            let start = mp2.len();
+            mp2.extend_from_slice(&[0xff, 0xfd, 0x84, 0xc0]);
+            mp2.resize(start + 384, 0x55);
+        }
+        // ADTS AAC-LC 44.1 kHz mono, 27-byte frames.
+        let mut adts = Vec::new();
+        for _ in 0..2 {
+            adts.extend_from_slice(&[0xff, 0xf1, 0x50, 0x40, 0x03, 0x7f, 0xfc]);
+            adts.extend_from_slice(&[0x21; 20]);
+        }
+        // (payload, media.default_g711, codec, evidence, rate, channels)
+        type Case<'a> = (&'a [u8], Option<Codec>, Codec, AudioEvidence, u32, u8);
+        let cases: [Case; 5] = [
+            (
+                &mp2,
+                None,
+                Codec::Mpa,
+                AudioEvidence::MpegAudioHeader,
+                48_000,
+                1,
+            ),
+            (
+                &adts,
+                None,
+                Codec::Aac,
+                AudioEvidence::AdtsHeader,
+                44_100,
+                1,
+            ),
+            (
+                &[0xd5; 160],
+                None,
+                Codec::Pcma,
+                AudioEvidence::DefaultG711,
+                8000,
+                1,
+            ),
+            (
+                &[0xd5; 160],
+                Some(Codec::Pcmu),
+                Codec::Pcmu,
+                AudioEvidence::DefaultG711,
+                8000,
+                1,
+            ),
+            // µ-law silence: 0xFF sync, but bitrate index 15 is forbidden.
+            (
+                &[0xff; 160],
+                Some(Codec::Pcmu),
+                Codec::Pcmu,
+                AudioEvidence::DefaultG711,
+                8000,
+                1,
+            ),
+        ];
+        for (payload, default, codec, evidence, rate, channels) in cases {
+            let mut s = pack();
+            s.extend(pes(0xc0, Some(9000), payload));
+            s.extend(pes(0xc0, Some(18000), payload));
+            let (d, ev) = demux_all(s, default);
+            let f = frames(&ev);
+            assert_eq!(f.len(), 2, "{codec:?}");
+            assert!(f.iter().all(|f| f.codec == codec), "{codec:?}");
+            let (c, p) = d.info().audio.clone().unwrap();
+            assert_eq!((c, p.sample_rate, p.channels), (codec, rate, channels));
+            assert_eq!(d.info().audio_decided_by, Some(evidence));
+            assert!(d.info().video.is_none());
+        }
+    }
+
+    #[test]
+    fn one_mpeg_audio_sync_followed_by_garbage_is_g711() {
+        let mut payload = vec![0xff, 0xfd, 0x84, 0xc0];
+        payload.resize(400, 0xd5);
+        assert_eq!(
+            sniff_audio(&payload, Codec::Pcma),
+            (Codec::Pcma, AudioEvidence::DefaultG711)
+        );
     }
 
     #[test]

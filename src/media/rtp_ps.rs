@@ -87,6 +87,11 @@ impl RtpPsReceiver {
         self.demux.set_resume_at_keyframe(on);
     }
 
+    /// See [`PsDemuxer::set_default_g711`].
+    pub fn set_default_g711(&mut self, codec: crate::media::frame::Codec) {
+        self.demux.set_default_g711(codec);
+    }
+
     pub fn stats(&self) -> &RtpPsStats {
         &self.stats
     }

@@ -201,6 +201,17 @@ pub fn render_with_range(
                     rate = t.clock_rate,
                 );
             }
+            MediaKind::Audio if t.codec == Codec::Mpa => {
+                // RFC 3555 registers MPA at 90 kHz; the stated clock is the
+                // sample rate our frames are timed in (ffmpeg, GStreamer
+                // and VLC take the rtpmap's clock).
+                let _ = write!(
+                    s,
+                    "m=audio 0 RTP/AVP {pt}\r\na=rtpmap:{pt} MPA/{rate}\r\n",
+                    pt = t.payload_type,
+                    rate = t.clock_rate,
+                );
+            }
             MediaKind::Audio => {
                 let _ = write!(s, "m=audio 0 RTP/AVP {}\r\n", t.payload_type);
                 let name = if t.codec == Codec::Pcmu {
@@ -230,6 +241,7 @@ mod tests {
 
     fn h264_info(audio: bool) -> StreamInfo {
         StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::H264,
                 VideoParams {
@@ -292,6 +304,7 @@ mod tests {
         assert!(!sdp.contains("m=audio"));
 
         let mjpeg = StreamInfo {
+            audio_decided_by: None,
             video: Some((Codec::Svac, VideoParams::default())),
             audio: Some((
                 Codec::Aac,
@@ -319,6 +332,7 @@ mod tests {
     #[test]
     fn mjpeg_uses_static_payload_type_26() {
         let info = StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::Mjpeg,
                 VideoParams {
@@ -369,6 +383,7 @@ mod tests {
     #[test]
     fn h265_sprops() {
         let info = StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::H265,
                 VideoParams {

@@ -42,6 +42,8 @@ pub struct RtspServerConfig {
     pub session_timeout: u32,
     /// How long DESCRIBE waits for the source to reveal its parameter sets.
     pub describe_timeout: Duration,
+    /// Audio with no video for this long is offered as audio only.
+    pub audio_only_after: Duration,
     /// Local address of the UDP RTP/RTCP port pairs.
     pub udp_bind_ip: IpAddr,
     /// Access policy; `None` lets everyone in.
@@ -62,6 +64,7 @@ impl Default for RtspServerConfig {
         Self {
             session_timeout: 60,
             describe_timeout: Duration::from_secs(3),
+            audio_only_after: crate::media::hub::DEFAULT_AUDIO_ONLY_AFTER,
             udp_bind_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             auth: None,
             max_viewers: 0,
@@ -170,10 +173,14 @@ fn open_stream(
     key: StreamKey,
     options: crate::streams::SourceOptions,
     describe_timeout: Duration,
+    audio_only_after: Duration,
 ) -> OpenFuture {
     Box::pin(async move {
         let viewer = streams.open_with(&key, options).await?;
-        let info = viewer.hub().wait_described(describe_timeout).await;
+        let info = viewer
+            .hub()
+            .wait_described_or_audio_only(describe_timeout, audio_only_after)
+            .await;
         Ok((viewer, info))
     })
 }
@@ -402,6 +409,7 @@ async fn run_connection(
                             key,
                             conn.open_options(),
                             config.describe_timeout,
+                            config.audio_only_after,
                         ));
                     } else {
                         info!(stream = %key, max = config.max_viewers, "viewer limit reached");

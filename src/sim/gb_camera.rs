@@ -76,6 +76,10 @@ pub struct SimCameraConfig {
     pub talk_media: TalkMedia,
     /// Add this AAC track instead of the G.711 tone (PS stream type 0x0F).
     pub aac: Option<Arc<super::aac_track::AacTrack>>,
+    /// Send this program stream file as it is (looped) instead of the clip.
+    pub ps_file: Option<Arc<super::ps_file::PsFile>>,
+    /// Send these captured RTP packets (looped) instead of the clip.
+    pub rtp_file: Option<Arc<super::rtp_file::RtpFile>>,
     /// Counters shared with whoever started the camera.
     pub stats: Arc<SimStats>,
     /// Tag every frame with an SEI naming this device
@@ -111,6 +115,8 @@ impl SimCameraConfig {
             audio: false,
             talk_media: TalkMedia::Udp,
             aac: None,
+            ps_file: None,
+            rtp_file: None,
             stats: Arc::default(),
             mark_frames: false,
             media_ip: None,
@@ -387,6 +393,8 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     let audio = Audio {
         g711: config.audio,
         aac: config.aac.clone(),
+        ps_file: config.ps_file.clone(),
+        rtp_file: config.rtp_file.clone(),
     };
     let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
     let (snapshots_tx, mut snapshots_rx) = mpsc::channel::<(String, Vec<String>)>(16);
@@ -710,7 +718,13 @@ fn on_event(
                             let _ = finished.send(call_id).await;
                         }
                     }
-                    None => stream_clip(sink, ssrc, clip, audio, stop, stats).await,
+                    None => match (audio.ps_file.clone(), audio.rtp_file.clone()) {
+                        (Some(file), _) => stream_ps_file(sink, ssrc, file, stop, stats).await,
+                        (None, Some(file)) => {
+                            stream_rtp_file(sink, ssrc, file, stop, stats).await;
+                        }
+                        (None, None) => stream_clip(sink, ssrc, clip, audio, stop, stats).await,
+                    },
                 }
             };
             tokio::spawn(task.instrument(span));
@@ -828,6 +842,10 @@ struct Audio {
     g711: bool,
     /// AAC frames from a file (wins over `g711`).
     aac: Option<Arc<super::aac_track::AacTrack>>,
+    /// A whole program stream file sent instead of clip and audio.
+    ps_file: Option<Arc<super::ps_file::PsFile>>,
+    /// Captured RTP packets sent instead of clip and audio.
+    rtp_file: Option<Arc<super::rtp_file::RtpFile>>,
 }
 
 /// Send the clip as PS over RTP to `dest`, one access unit per frame
@@ -919,6 +937,110 @@ async fn stream_clip(
             stop.cancelled().await;
             break;
         }
+    }
+    stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+    tracing::info!("stream stopped");
+}
+
+/// Send a program stream file over RTP as it is, piece by piece at the
+/// pace of its timestamps, looping until `stop`. RTP timestamps follow the
+/// media time sent; no marker bits (a piece may end inside a frame).
+async fn stream_ps_file(
+    mut sink: MediaSink,
+    ssrc: u32,
+    file: Arc<super::ps_file::PsFile>,
+    stop: CancellationToken,
+    stats: Arc<SimStats>,
+) {
+    use super::ps_file::{JUMP_TICKS, PsFile};
+    stats.active_streams.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(pieces = file.pieces.len(), "streaming PS file");
+    let mut rtp = RtpPacketizer::new(ssrc, PAYLOAD_TYPE_PS, rand::random());
+    let start = tokio::time::Instant::now();
+    // Media time sent so far over all laps, 90 kHz.
+    let mut ticks: u64 = 0;
+    let mut framed = Vec::with_capacity(2048);
+    'outer: loop {
+        let mut prev: Option<u64> = None;
+        for piece in &file.pieces {
+            if let Some(p) = piece.pts {
+                if let Some(q) = prev {
+                    ticks += PsFile::step(q, p);
+                }
+                prev = Some(p);
+            }
+            let due = start + Duration::from_micros(ticks * 100 / 9);
+            tokio::select! {
+                _ = stop.cancelled() => break 'outer,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+            for pkt in rtp.packetize_marked(&piece.data, ticks as u32, false) {
+                match sink.send(&pkt, &mut framed).await {
+                    Ok(n) => {
+                        stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
+                        stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if matches!(sink, MediaSink::Tcp(_)) => {
+                        tracing::info!(error = %e, "TCP media connection lost");
+                        break 'outer;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "RTP send failed"),
+                }
+            }
+        }
+        if file.pieces.is_empty() {
+            stop.cancelled().await;
+            break;
+        }
+        ticks += JUMP_TICKS;
+    }
+    stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+    tracing::info!("stream stopped");
+}
+
+/// Send captured RTP packets as they are (SSRC and lap sequence aside),
+/// paced by their timestamps, looping until `stop`.
+async fn stream_rtp_file(
+    mut sink: MediaSink,
+    ssrc: u32,
+    file: Arc<super::rtp_file::RtpFile>,
+    stop: CancellationToken,
+    stats: Arc<SimStats>,
+) {
+    use super::rtp_file::RtpFile;
+    stats.active_streams.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(packets = file.packets.len(), "streaming RTP file");
+    let start = tokio::time::Instant::now();
+    let mut ticks: u64 = 0;
+    let mut framed = Vec::with_capacity(2048);
+    let mut lap = 0u64;
+    'outer: while !file.packets.is_empty() {
+        for i in 0..file.packets.len() {
+            if i > 0 {
+                ticks += RtpFile::step(file.timestamp(i - 1), file.timestamp(i));
+            }
+            let due = start + Duration::from_micros(ticks * 100 / 9);
+            tokio::select! {
+                _ = stop.cancelled() => break 'outer,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+            let Some(pkt) = file.packet(i, lap, ssrc) else {
+                continue;
+            };
+            match sink.send(&pkt, &mut framed).await {
+                Ok(n) => {
+                    stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
+                    stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if matches!(sink, MediaSink::Tcp(_)) => {
+                    tracing::info!(error = %e, "TCP media connection lost");
+                    break 'outer;
+                }
+                Err(e) => tracing::debug!(error = %e, "RTP send failed"),
+            }
+        }
+        lap += 1;
+        ticks += super::ps_file::JUMP_TICKS;
     }
     stats.active_streams.fetch_sub(1, Ordering::Relaxed);
     tracing::info!("stream stopped");

@@ -43,11 +43,23 @@ impl RtpPacketizer {
     /// `Bytes` (header + payload), ready for `send_to`. An empty frame gives
     /// no packets.
     pub fn packetize(&mut self, frame: &[u8], timestamp: u32) -> Vec<Bytes> {
+        self.packetize_marked(frame, timestamp, true)
+    }
+
+    /// [`packetize`](Self::packetize), with the marker on the last packet
+    /// only if `mark_last` (bytes that may end inside a frame must not
+    /// claim to end one).
+    pub fn packetize_marked(
+        &mut self,
+        frame: &[u8],
+        timestamp: u32,
+        mark_last: bool,
+    ) -> Vec<Bytes> {
         let count = frame.len().div_ceil(MAX_RTP_PAYLOAD);
         let mut out = Vec::with_capacity(count);
         let mut buf = BytesMut::with_capacity(frame.len() + count * RTP_HEADER_LEN);
         for (i, chunk) in frame.chunks(MAX_RTP_PAYLOAD).enumerate() {
-            let marker = i + 1 == count;
+            let marker = mark_last && i + 1 == count;
             buf.put_u8(0x80); // V=2, no padding, no extension, CC=0
             buf.put_u8(if marker { 0x80 } else { 0 } | self.payload_type);
             buf.put_u16(self.seq);

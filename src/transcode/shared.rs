@@ -259,6 +259,7 @@ impl Output for HubOutput {
             self.hub.set_info(StreamInfo {
                 video: Some((Codec::H264, params.clone())),
                 audio: self.source.info().audio,
+                audio_decided_by: self.source.info().audio_decided_by,
             });
         }
         self.hub.publish(frame);

@@ -62,6 +62,8 @@ pub struct WebRtcConfig {
     pub max_peers: usize,
     /// How long a WHEP POST waits for the source to reveal its codec.
     pub describe_timeout: Duration,
+    /// Audio with no video for this long is offered as audio only.
+    pub audio_only_after: Duration,
     /// Transcoding of H.265 and MJPEG sources for browsers.
     pub transcode: crate::transcode::TranscodeConfig,
 }
@@ -75,6 +77,7 @@ impl Default for WebRtcConfig {
             connect_timeout: Duration::from_secs(15),
             max_peers: 2000,
             describe_timeout: Duration::from_secs(5),
+            audio_only_after: crate::media::hub::DEFAULT_AUDIO_ONLY_AFTER,
             transcode: crate::transcode::TranscodeConfig::default(),
         }
     }
@@ -289,9 +292,13 @@ impl WebRtc {
         let viewer = streams.open(&key).await?;
         let info = viewer
             .hub()
-            .wait_described(self.inner.config.describe_timeout)
+            .wait_described_or_audio_only(
+                self.inner.config.describe_timeout,
+                self.inner.config.audio_only_after,
+            )
             .await;
-        if info.video.is_none() {
+        // Audio only (an intercom, an audio channel) is served as such.
+        if info.video.is_none() && info.audio.is_none() {
             return Err(WhepError::NotDescribed);
         }
         // H.265 and MJPEG reach browsers through the stream's transcode,

@@ -227,7 +227,12 @@ impl Peer {
                 _ => {}
             }
         }
-        if peer.video.is_none() {
+        // An audio-only source needs the audio section; any other, video.
+        let usable = match &info.video {
+            None => peer.audio.is_some() && audio_codec.is_some(),
+            Some(_) => peer.video.is_some(),
+        };
+        if !usable {
             return Err(PeerError::NoCodec);
         }
         Ok((peer, answer))
@@ -428,6 +433,7 @@ mod tests {
 
     fn h264_info(sps: &'static [u8]) -> StreamInfo {
         StreamInfo {
+            audio_decided_by: None,
             video: Some((
                 Codec::H264,
                 VideoParams {
@@ -493,6 +499,33 @@ mod tests {
         .unwrap();
         assert!(answer.contains("203.0.113.7 8189 typ host"), "{answer}");
         assert!(!answer.contains("10.0.0.5"), "{answer}");
+    }
+
+    #[test]
+    fn audio_only_source_is_answered_with_its_audio() {
+        let info = StreamInfo {
+            audio: Some((
+                Codec::Pcma,
+                crate::media::frame::AudioParams {
+                    sample_rate: 8000,
+                    channels: 1,
+                    config: None,
+                },
+            )),
+            ..StreamInfo::default()
+        };
+        let (peer, answer) = Peer::accept(CHROMIUM_OFFER, &info, &local(), Instant::now()).unwrap();
+        assert!(peer.audio.is_some());
+        assert!(answer.contains("PCMA/8000"), "{answer}");
+        // Silent and blind: nothing to offer.
+        let e = Peer::accept(
+            CHROMIUM_OFFER,
+            &StreamInfo::default(),
+            &local(),
+            Instant::now(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), "no_codec");
     }
 
     #[test]

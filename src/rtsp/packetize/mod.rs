@@ -13,6 +13,7 @@ pub mod g711;
 pub mod h264;
 pub mod h265;
 pub mod jpeg;
+pub mod mpa;
 
 use std::sync::Arc;
 
@@ -127,6 +128,8 @@ pub enum Packetizer {
     Aac,
     /// JPEG (RFC 2435), one image per frame.
     Jpeg,
+    /// MPEG-1/2 audio, RFC 2250 §3.5.
+    Mpa,
 }
 
 impl Packetizer {
@@ -138,6 +141,7 @@ impl Packetizer {
             Codec::Pcma | Codec::Pcmu => Some(Self::G711),
             Codec::Aac => Some(Self::Aac),
             Codec::Mjpeg => Some(Self::Jpeg),
+            Codec::Mpa => Some(Self::Mpa),
             _ => None,
         }
     }
@@ -154,6 +158,7 @@ impl Packetizer {
             Self::G711 => g711::packetize(frame, mtu, out),
             Self::Aac => aac::packetize(frame, mtu, out),
             Self::Jpeg => jpeg::packetize(frame, mtu, out),
+            Self::Mpa => mpa::packetize(frame, mtu, out),
         }
     }
 }

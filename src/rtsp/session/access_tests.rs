@@ -10,6 +10,7 @@ const BASE: &str = "rtsp://127.0.0.1:8554/gb/dev/ch";
 
 fn info() -> StreamInfo {
     StreamInfo {
+        audio_decided_by: None,
         video: Some((
             Codec::H264,
             VideoParams {

@@ -22,6 +22,7 @@ fn new_conn() -> Connection {
 
 fn info(audio: bool) -> StreamInfo {
     StreamInfo {
+        audio_decided_by: None,
         video: Some((
             Codec::H264,
             VideoParams {
