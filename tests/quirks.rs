@@ -338,13 +338,15 @@ fn mu_law_without_psm_plays_as_pcmu_under_default_g711_ulaw() {
     assert_eq!(codecs, ["h264", "pcm_mulaw"], "{probe}");
 }
 
-/// After a gateway restart a device keeps sending keepalives and will not
-/// REGISTER again until its registration runs out: the first keepalive
-/// (an eXosip-style literal MESSAGE, LF line ends inside the body, GB2312
-/// declared) adopts it.
+/// After a gateway restart a device keeps sending keepalives and would not
+/// REGISTER again until its registration runs out. Its first keepalive (an
+/// eXosip-style literal MESSAGE, LF line ends inside the body, GB2312
+/// declared) is read and answered 403 — never adopted unauthenticated
+/// (issue 14: an adopted keepalive could hijack a camera) — and a 403 is
+/// what makes field devices register again at once, after which it plays.
 #[test]
-fn keepalive_before_register_adopts_the_device() {
-    let rig = Rig::start(Options::default());
+fn keepalive_before_register_is_refused_so_the_device_registers_again() {
+    let mut rig = Rig::start(Options::default());
     let device = "34010000001320000077";
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
@@ -376,14 +378,22 @@ fn keepalive_before_register_adopts_the_device() {
         .recv_from(&mut buf)
         .expect("an answer to the keepalive");
     let answer = String::from_utf8_lossy(&buf[..n]);
-    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
-    let adopted = common::wait_until(Duration::from_secs(5), || {
-        rig.metric(r#"camgate_sip_registrations_total{outcome="adopted"}"#) == 1.0
-    });
-    assert!(adopted, "{}", rig.metrics());
-    let listed = common::http_get(rig.ports.http, "/api/v1/devices")
-        .is_some_and(|(s, b)| s == 200 && b.contains(device));
-    assert!(listed, "device not listed after adoption");
+    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    assert_eq!(
+        rig.metric(r#"camgate_sip_rejected_total{reason="unregistered"}"#),
+        1.0
+    );
+    let http = rig.ports.http;
+    let listed = || {
+        common::http_get(http, "/api/v1/devices")
+            .is_some_and(|(s, b)| s == 200 && b.contains(device))
+    };
+    assert!(!listed(), "a keepalive alone must not create a device");
+    // The device registers again (digest), and is listed and playable.
+    let channel = "34010000001310000077";
+    rig.add_camera(device, channel, &[]);
+    rig.wait_channel(device, channel);
+    assert!(listed(), "device not listed after its REGISTER");
 }
 
 /// A WHEP viewer of an audio-only device (PSM announces video, none is
