@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod config_env;
+pub mod conn_limit;
 pub mod ctel;
 pub mod foscam;
 pub mod gb28181;

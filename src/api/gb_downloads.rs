@@ -65,7 +65,9 @@ async fn start(
         PlaybackRange { start, end },
         req.speed,
         req.format,
-    ) {
+    )
+    .await
+    {
         Ok(job) => (StatusCode::CREATED, Json(job)).into_response(),
         Err(e) => {
             let status = match e {

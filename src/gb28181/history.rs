@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use bytes::Bytes;
 
 use super::invite::{HistoryParams, start_session};
 use super::platform::GbPlatform;
@@ -73,7 +72,7 @@ pub async fn start_history(
     range: PlaybackRange,
     kind: HistoryKind,
     hub: Arc<Hub>,
-    ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    ps_sink: Option<super::ps_sink::PsSink>,
 ) -> Result<HistorySession, StartError> {
     let params = HistoryParams::new(&platform, device, channel, range, kind, ps_sink);
     let paused = params.paused.clone();

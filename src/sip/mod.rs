@@ -4,4 +4,8 @@ pub mod client;
 pub mod digest;
 pub mod invite;
 pub mod request;
+pub mod screen;
 pub mod stack;
+pub mod stack_warnings;
+pub mod tcp_gate;
+pub mod udp_screen;
