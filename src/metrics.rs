@@ -702,7 +702,17 @@ fn zero_known_series(m: &Metrics) {
     ];
     zero(&m.sip_requests, "method", SIP_METHODS);
     zero(&m.sip_errors, "kind", crate::sip::screen::Rejection::KINDS);
-    zero(&m.sip_errors, "kind", &["bad_header", "stack", "register_refused"]);
+    zero(
+        &m.sip_errors,
+        "kind",
+        &[
+            "bad_header",
+            "stack",
+            "register_refused",
+            "no_dialog",
+            "method_not_allowed",
+        ],
+    );
     zero(
         &m.connections_refused,
         "listener",

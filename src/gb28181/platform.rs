@@ -271,11 +271,15 @@ impl GbPlatform {
                 let _ = tx.reply(StatusCode::MethodNotAllowed).await;
             }
             None => {
-                let code = if tx.original.method == Method::Bye {
-                    StatusCode::CallTransactionDoesNotExist
+                let (code, kind) = if tx.original.method == Method::Bye {
+                    (StatusCode::CallTransactionDoesNotExist, "no_dialog")
                 } else {
-                    StatusCode::MethodNotAllowed
+                    (StatusCode::MethodNotAllowed, "method_not_allowed")
                 };
+                metrics::get()
+                    .sip_errors
+                    .get_or_create(&label("kind", kind))
+                    .inc();
                 let _ = tx.reply(code).await;
             }
         }

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 
-use rsipstack::sip::{SipMessage, Transport};
+use rsipstack::sip::{SipMessage, Transport, Version};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transport::SipConnection;
 
@@ -25,6 +25,8 @@ pub const MAX_MESSAGE: usize = 65_535;
 pub enum Rejection {
     #[error("not a SIP message")]
     Unparsable,
+    #[error("not SIP/2.0")]
+    BadVersion,
     #[error("no transaction key (top Via, From tag, Call-ID or CSeq missing or malformed)")]
     NoTransactionKey,
     #[error("top Via cannot take received/rport")]
@@ -36,12 +38,13 @@ pub enum Rejection {
 impl Rejection {
     /// Every `kind` label value, for pre-registering the series.
     pub const KINDS: &'static [&'static str] =
-        &["unparsable", "no_transaction_key", "bad_via", "too_large"];
+        &["unparsable", "bad_version", "no_transaction_key", "bad_via", "too_large"];
 
     /// The `kind` label of `camgate_sip_errors_total`.
     pub fn kind(self) -> &'static str {
         match self {
             Self::Unparsable => "unparsable",
+            Self::BadVersion => "bad_version",
             Self::NoTransactionKey => "no_transaction_key",
             Self::BadVia => "bad_via",
             Self::TooLarge => "too_large",
@@ -71,6 +74,14 @@ pub fn screen(message: &[u8], source: SocketAddr, transport: Transport) -> Verdi
     let Ok(msg) = SipMessage::try_from(message) else {
         return Verdict::Reject(Rejection::Unparsable);
     };
+    // RFC 3261 §7.1: this is SIP/2.0; the parser takes any version.
+    let version = match &msg {
+        SipMessage::Request(r) => &r.version,
+        SipMessage::Response(r) => &r.version,
+    };
+    if *version != Version::V2 {
+        return Verdict::Reject(Rejection::BadVersion);
+    }
     let keyed = match &msg {
         SipMessage::Request(r) => TransactionKey::from_request(r, TransactionRole::Server).is_ok(),
         SipMessage::Response(r) => {
@@ -165,7 +176,7 @@ Content-Length: 0\r\n\r\n";
             ("\u{1}\u{2}garbage\u{ff}", Rejection::Unparsable),
             (
                 &REGISTER.replace("SIP/2.0\r\nVia", "SIP/9.9\r\nVia")[..],
-                Rejection::Unparsable,
+                Rejection::BadVersion,
             ),
             (
                 &REGISTER.replace(";tag=a1", "")[..],
