@@ -96,8 +96,8 @@ fn link_error(kind: &'static str) {
 }
 
 /// Write one frame within [`WRITE_TIMEOUT`], or give up on shutdown.
-async fn write_frame(
-    socket: &mut TcpStream,
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    socket: &mut W,
     bytes: &[u8],
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
@@ -253,4 +253,33 @@ pub async fn bind_platform(
     let platform = CtelPlatform::new(ctel, config.advertised_ip());
     platform.set_link_port(listener.local_addr()?.port());
     Ok((Some(platform), Some(listener)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: a device that stops reading (zero window) must not hang
+    /// the link task forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_to_a_device_that_stops_reading_ends() {
+        let (mut ours, _device) = tokio::io::duplex(64);
+        let shutdown = CancellationToken::new();
+        let frame = vec![0u8; 4096];
+        let err = write_frame(&mut ours, &frame, &shutdown)
+            .await
+            .expect_err("the write cannot complete");
+        assert!(err.contains("took no data"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_a_stuck_write() {
+        let (mut ours, _device) = tokio::io::duplex(64);
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let err = write_frame(&mut ours, &[0u8; 4096], &shutdown)
+            .await
+            .expect_err("cancelled");
+        assert_eq!(err, "shutdown");
+    }
 }

@@ -23,6 +23,9 @@ use crate::log_limit::LogGate;
 
 pub const USER_AGENT: &str = concat!("camgate/", env!("CARGO_PKG_VERSION"));
 
+/// SO_RCVBUF asked for the SIP UDP socket.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SipStackError {
     #[error("cannot listen for SIP on {addr}: {source}")]
@@ -82,6 +85,10 @@ impl SipStack {
         let io_err = |e: std::io::Error| bind_err(rsipstack::Error::IoError(e));
         let udp_socket = std::net::UdpSocket::bind(listen).map_err(io_err)?;
         udp_socket.set_nonblocking(true).map_err(io_err)?;
+        // Room for a burst (a site's cameras re-registering after a power
+        // cut, or a flood being screened) beyond the small default; the
+        // kernel caps it at net.core.rmem_max.
+        let _ = socket2::SockRef::from(&udp_socket).set_recv_buffer_size(UDP_RECEIVE_BUFFER);
         let udp_socket = tokio::net::UdpSocket::from_std(udp_socket).map_err(io_err)?;
         // One limiter of warnings for both transports: a source flooding
         // either gets one line a minute.
