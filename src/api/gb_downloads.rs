@@ -59,14 +59,16 @@ async fn start(
     if s.gb.device(&id).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no device {id}"));
     }
-    match s.gb.start_download(
-        &id,
-        &ch,
-        PlaybackRange { start, end },
-        req.speed,
-        req.format,
-    )
-    .await
+    match s
+        .gb
+        .start_download(
+            &id,
+            &ch,
+            PlaybackRange { start, end },
+            req.speed,
+            req.format,
+        )
+        .await
     {
         Ok(job) => (StatusCode::CREATED, Json(job)).into_response(),
         Err(e) => {

@@ -95,8 +95,11 @@ async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
     // Leak gauges, read at scrape time (scripts/soak compares them).
     let m = metrics::get();
     m.sip_dialogs.set(s.gb.sip.dialog_count() as i64);
-    m.tokio_tasks
-        .set(tokio::runtime::Handle::current().metrics().num_alive_tasks() as i64);
+    m.tokio_tasks.set(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks() as i64,
+    );
     (
         [(
             header::CONTENT_TYPE,

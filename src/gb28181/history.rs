@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-
 use super::invite::{HistoryParams, start_session};
 use super::platform::GbPlatform;
 use super::playback::PlaybackRange;

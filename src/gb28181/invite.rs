@@ -15,7 +15,6 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-
 use super::history::{HistoryKind, history_offer};
 use super::platform::GbPlatform;
 use super::playback::{GbPlayback, PlaybackRange, range_of_key_segment};

@@ -337,7 +337,12 @@ impl GbPlatform {
             }
             RegisterDecision::Forbidden { reason } => {
                 count_refused_register();
-                crate::warn_limited!(bad_input_log(), facts.source.ip(), reason, "REGISTER refused");
+                crate::warn_limited!(
+                    bad_input_log(),
+                    facts.source.ip(),
+                    reason,
+                    "REGISTER refused"
+                );
                 tx.reply(StatusCode::Forbidden).await
             }
             RegisterDecision::BadRequest { reason } => {

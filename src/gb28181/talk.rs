@@ -350,9 +350,8 @@ async fn write_framed<W: tokio::io::AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
     framed.clear();
-    crate::ingest::rfc4571::frame(packet, framed).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "packet too large")
-    })?;
+    crate::ingest::rfc4571::frame(packet, framed)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "packet too large"))?;
     match tokio::time::timeout(limit, stream.write_all(framed)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(

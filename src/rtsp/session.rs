@@ -1486,7 +1486,10 @@ impl Connection {
         if !tcp_playing && !self.closing && self.waiting.is_none() {
             consider(self.last_activity + self.timeout());
         }
-        if let Some(d) = self.request_deadline.filter(|_| !self.closing && self.waiting.is_none()) {
+        if let Some(d) = self
+            .request_deadline
+            .filter(|_| !self.closing && self.waiting.is_none())
+        {
             consider(d);
         }
         if let Some(s) = self.session.as_ref().filter(|s| s.playing) {

@@ -37,8 +37,13 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every `kind` label value, for pre-registering the series.
-    pub const KINDS: &'static [&'static str] =
-        &["unparsable", "bad_version", "no_transaction_key", "bad_via", "too_large"];
+    pub const KINDS: &'static [&'static str] = &[
+        "unparsable",
+        "bad_version",
+        "no_transaction_key",
+        "bad_via",
+        "too_large",
+    ];
 
     /// The `kind` label of `camgate_sip_errors_total`.
     pub fn kind(self) -> &'static str {

@@ -53,7 +53,12 @@ enum Refused {
 
 /// Accept SIP TCP connections until `cancel`, handing screened ones to
 /// `endpoint`'s transport layer.
-pub async fn serve(listener: TcpListener, gate: TcpGate, endpoint: EndpointInnerRef, cancel: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    gate: TcpGate,
+    endpoint: EndpointInnerRef,
+    cancel: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -115,13 +120,14 @@ async fn admit(
         }
     }
     let token = cancel.child_token();
-    let connection = match TcpConnection::from_stream(stream, gate.local.clone(), Some(token.clone())) {
-        Ok(c) => c,
-        Err(e) => {
-            debug!(%peer, error = %e, "SIP TCP connection lost before hand-over");
-            return;
-        }
-    };
+    let connection =
+        match TcpConnection::from_stream(stream, gate.local.clone(), Some(token.clone())) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(%peer, error = %e, "SIP TCP connection lost before hand-over");
+                return;
+            }
+        };
     endpoint
         .transport_layer
         .add_connection(SipConnection::Tcp(connection));
@@ -133,7 +139,11 @@ async fn admit(
 
 /// Wait for the first complete message without consuming it; consume
 /// leading CRLF keepalives.
-async fn first_message(stream: &mut TcpStream, peer: SocketAddr, deadline: Instant) -> Result<(), Refused> {
+async fn first_message(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Result<(), Refused> {
     // Most first messages (REGISTER) fit in the first size; grow only
     // for a peer that really sends a big one.
     let mut buf = vec![0u8; 4096];

@@ -11,7 +11,6 @@
 //!
 //! Sans-IO: packets in, A-law packets out.
 
-
 use crate::gb28181::talk::SAMPLES_PER_PACKET;
 use crate::media::audio::g711;
 
@@ -151,14 +150,7 @@ impl OpusDecoder {
         // at `len` readable bytes (or is null with len 0); `pcm` has room
         // for `frame_size` mono samples, the most the decoder writes.
         let n = unsafe {
-            unsafe_libopus::opus_decode(
-                self.0.as_ptr(),
-                data,
-                len,
-                pcm.as_mut_ptr(),
-                frame_size,
-                0,
-            )
+            unsafe_libopus::opus_decode(self.0.as_ptr(), data, len, pcm.as_mut_ptr(), frame_size, 0)
         };
         usize::try_from(n).map_err(|_| unsafe_libopus::opus_strerror(n))
     }

@@ -863,7 +863,11 @@ fn a_connection_without_a_complete_request_closes_at_the_request_timeout() {
     let mut c = new_conn();
     assert_eq!(c.poll_timeout(), Some(t0() + timeout));
     c.receive(b"OPTIONS rtsp://h/ RTSP/1.0\r\n", t0() + timeout / 2);
-    assert_eq!(c.poll_timeout(), Some(t0() + timeout), "bytes do not extend it");
+    assert_eq!(
+        c.poll_timeout(),
+        Some(t0() + timeout),
+        "bytes do not extend it"
+    );
     c.handle_timeout(t0() + timeout - Duration::from_millis(1), SystemTime::now());
     assert!(events(&mut c).is_empty());
     c.handle_timeout(t0() + timeout, SystemTime::now());
