@@ -58,9 +58,10 @@ pub async fn run_live(
     let config = Arc::new(config);
     // The SIP stack outlives `shutdown` so BYEs can still be sent after it.
     let sip_cancel = CancellationToken::new();
-    let (sip, incoming) = SipStack::bind(
+    let (sip, incoming) = SipStack::bind_limited(
         config.sip.listen,
         config.advertised_ip(),
+        &config.limits,
         sip_cancel.clone(),
     )
     .await?;
@@ -159,6 +160,8 @@ pub async fn run_live(
             stall_timeout: config.rtsp.stall_timeout,
             send_buffer: config.rtsp.send_buffer,
             audio_only_after: config.media.audio_only_after,
+            max_connections_per_ip: config.limits.max_connections_per_ip,
+            request_timeout: config.limits.request_timeout,
             ..RtspServerConfig::default()
         },
         shutdown.clone(),
@@ -205,6 +208,7 @@ pub async fn run_live(
         tasks.spawn(crate::ctel::server::serve(
             listener,
             p.clone(),
+            config.limits.clone(),
             shutdown.clone(),
         ));
     }

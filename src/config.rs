@@ -39,6 +39,32 @@ pub struct Config {
     pub webrtc: WebRtcSection,
     /// H.265 and MJPEG sources transcoded to H.264 for WebRTC viewers.
     pub transcode: TranscodeSection,
+    /// Per-source limits on the TCP listeners (SIP, RTSP, HTTP, telecom).
+    pub limits: LimitsConfig,
+}
+
+/// What one peer may hold open: the defence against a single host
+/// exhausting file descriptors or memory with idle connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// TCP connections one peer IP may hold on each listener (SIP, RTSP,
+    /// HTTP, telecom link); past it new ones are closed at accept. 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// An RTSP or SIP TCP connection must complete a request within this
+    /// many seconds of opening (and a started request within this long of
+    /// its first byte), else it is closed.
+    #[serde(with = "secs")]
+    pub request_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections_per_ip: 64,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

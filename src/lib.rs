@@ -34,6 +34,7 @@ pub mod app;
 pub mod config;
 pub mod config_env;
 pub mod config_secs;
+pub mod conn_limit;
 pub mod ctel;
 pub mod foscam;
 pub mod gb28181;

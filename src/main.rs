@@ -162,15 +162,25 @@ enum Command {
 }
 
 fn init_logs(format: LogFormat) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // rsipstack's own warnings (one per dropped message) are counted and
+    // relayed rate-limited by `StackWarnings` instead of logged directly.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,rsipstack=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+        .unwrap_or_else(|_| "info,rsipstack=error".into());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(
+            camgate::sip::stack_warnings::StackWarnings
+                .with_filter(camgate::sip::stack_warnings::StackWarnings::filter()),
+        )
+        .init();
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, camgate::config::ConfigError> {

@@ -53,12 +53,18 @@ pub struct Metrics {
     pub rtsp_bytes_sent: Counter,
     pub http_requests: Counter,
     pub http_private_network_preflights: Counter,
+    pub http_errors: Family<Label, Counter>,
+    pub connections_refused: Family<Label, Counter>,
+    pub request_timeouts: Family<Label, Counter>,
+    pub sip_dialogs: Gauge,
+    pub tokio_tasks: Gauge,
     pub gb_events: Counter,
     pub gb_webhook_errors: Family<Label, Counter>,
     pub gb_queries: Family<Label, Counter>,
     pub gb_controls: Family<Label, Counter>,
     pub gb_playback_commands: Family<Label, Counter>,
     pub gb_downloads: Family<Label, Counter>,
+    pub gb_download_chunks_dropped: Counter,
     pub gb_talk_sessions: Family<Label, Counter>,
     pub gb_talk_packets_sent: Counter,
     pub gb_snapshot_requests: Family<Label, Counter>,
@@ -294,6 +300,31 @@ fn build() -> Metrics {
             "Preflights answered with Access-Control-Allow-Private-Network",
             Counter::default()
         ),
+        http_errors: reg!(
+            "camgate_http_errors",
+            "HTTP requests answered with a client error (4xx), by kind",
+            Family::default()
+        ),
+        connections_refused: reg!(
+            "camgate_connections_refused",
+            "TCP connections closed at accept: the peer IP already holds limits.max_connections_per_ip, by listener",
+            Family::default()
+        ),
+        request_timeouts: reg!(
+            "camgate_request_timeouts",
+            "TCP connections closed for sending no complete request within limits.request_timeout, by listener",
+            Family::default()
+        ),
+        sip_dialogs: reg!(
+            "camgate_sip_dialogs",
+            "SIP dialogs the stack holds (INVITE sessions with devices)",
+            Gauge::default()
+        ),
+        tokio_tasks: reg!(
+            "camgate_tokio_tasks",
+            "Tasks alive in the async runtime",
+            Gauge::default()
+        ),
         gb_events: reg!(
             "camgate_gb_events",
             "Device events (alarms, end of recording) recorded",
@@ -323,6 +354,11 @@ fn build() -> Metrics {
             "camgate_gb_downloads",
             "Recording download jobs, by outcome (started, done, failed, cancelled)",
             Family::default()
+        ),
+        gb_download_chunks_dropped: reg!(
+            "camgate_gb_download_chunks_dropped",
+            "Download PS chunks dropped because the file writer fell behind",
+            Counter::default()
         ),
         gb_talk_sessions: reg!(
             "camgate_gb_talk_sessions",
@@ -695,7 +731,25 @@ fn zero_known_series(m: &Metrics) {
         "GET_PARAMETER",
     ];
     zero(&m.sip_requests, "method", SIP_METHODS);
-    zero(&m.sip_errors, "kind", &["bad_header"]);
+    zero(&m.sip_errors, "kind", crate::sip::screen::Rejection::KINDS);
+    zero(
+        &m.sip_errors,
+        "kind",
+        &[
+            "bad_header",
+            "stack",
+            "register_refused",
+            "no_dialog",
+            "method_not_allowed",
+        ],
+    );
+    zero(
+        &m.connections_refused,
+        "listener",
+        &["sip", "rtsp", "http", "ctel"],
+    );
+    zero(&m.request_timeouts, "listener", &["sip", "rtsp", "ctel"]);
+    zero(&m.http_errors, "kind", crate::api::http_errors::KINDS);
     zero(
         &m.registrations,
         "outcome",

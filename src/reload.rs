@@ -96,6 +96,11 @@ macro_rules! for_restart_keys {
         $m!("demo.device_id", demo.device_id);
         $m!("demo.channel_id", demo.channel_id);
         $m!("demo.sip_port", demo.sip_port);
+        $m!(
+            "limits.max_connections_per_ip",
+            limits.max_connections_per_ip
+        );
+        $m!("limits.request_timeout", limits.request_timeout);
     };
 }
 

@@ -24,6 +24,7 @@ use super::{ApiState, error};
 use crate::foscam::FoscamCamera;
 use crate::foscam::ptz::{PtzAction, decoder_code};
 use crate::media::frame::{Codec, Frame};
+use crate::media::hub::Subscription;
 use crate::streams::{StartError, StreamKey};
 
 const BOUNDARY: &str = "camgateframe";
@@ -201,21 +202,7 @@ async fn mjpeg(
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
         // The viewer lives as long as the HTTP client reads.
-        let mut sub = viewer.subscribe();
-        while let Ok(frame) = sub.recv().await {
-            let Some(jpeg) = jpeg_of(&frame) else {
-                continue;
-            };
-            let head = format!(
-                "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                jpeg.len()
-            );
-            for part in [Bytes::from(head), jpeg, Bytes::from_static(b"\r\n")] {
-                if tx.send(part).await.is_err() {
-                    return;
-                }
-            }
-        }
+        mjpeg_parts(viewer.subscribe(), tx).await;
         drop(viewer);
     });
     Response::builder()
@@ -226,6 +213,34 @@ async fn mjpeg(
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::from_stream(ChannelStream(rx)))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Send each JPEG of `sub` as a multipart part until the stream ends or
+/// the client goes. The client's departure (the body, and with it the
+/// receiver, dropped) is noticed at once, not at the next frame: a camera
+/// that stalls must not keep a departed viewer — and so its stream — alive.
+async fn mjpeg_parts(mut sub: Subscription, tx: mpsc::Sender<Bytes>) {
+    loop {
+        let frame = tokio::select! {
+            _ = tx.closed() => return,
+            f = sub.recv() => match f {
+                Ok(f) => f,
+                Err(_) => return,
+            },
+        };
+        let Some(jpeg) = jpeg_of(&frame) else {
+            continue;
+        };
+        let head = format!(
+            "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            jpeg.len()
+        );
+        for part in [Bytes::from(head), jpeg, Bytes::from_static(b"\r\n")] {
+            if tx.send(part).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 fn jpeg_of(frame: &Frame) -> Option<Bytes> {
@@ -289,5 +304,29 @@ impl futures_core::Stream for ChannelStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.0.poll_recv(cx).map(|b| b.map(Ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::hub::{Hub, HubConfig};
+
+    /// Issue 13: with the camera stalled (no frame ever published), a
+    /// client that goes away must still end the viewer's task.
+    #[tokio::test(start_paused = true)]
+    async fn a_departed_client_ends_the_viewer_while_the_camera_is_silent() {
+        let hub = Hub::new(HubConfig::default());
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let task = tokio::spawn(mjpeg_parts(hub.subscribe(), tx));
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished());
+        drop(rx);
+        // Paused time: were the task stuck, the clock would jump to the
+        // timeout at once and this would fail.
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the viewer task ends when its client goes")
+            .unwrap();
     }
 }

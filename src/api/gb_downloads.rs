@@ -60,15 +60,20 @@ async fn start(
         return error(StatusCode::NOT_FOUND, format!("no device {id}"));
     }
     let config = s.gb.config();
-    match s.gb.downloads.start(
-        s.gb.clone(),
-        &config.gb,
-        &id,
-        &ch,
-        PlaybackRange { start, end },
-        req.speed,
-        req.format,
-    ) {
+    match s
+        .gb
+        .downloads
+        .start(
+            s.gb.clone(),
+            &config.gb,
+            &id,
+            &ch,
+            PlaybackRange { start, end },
+            req.speed,
+            req.format,
+        )
+        .await
+    {
         Ok(job) => (StatusCode::CREATED, Json(job)).into_response(),
         Err(e) => {
             let status = match e {

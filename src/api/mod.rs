@@ -33,6 +33,8 @@ mod gb_queries;
 mod gb_snapshots;
 mod gb_talk;
 mod gb_talk_webrtc;
+pub mod http_errors;
+mod limited_listener;
 mod openapi;
 pub mod stream_access;
 mod streams;
@@ -145,11 +147,26 @@ async fn authorize(
 
 async fn count_requests(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     metrics::get().http_requests.inc();
-    next.run(req).await
+    let response = next.run(req).await;
+    if let Some(kind) = http_errors::kind(response.status()) {
+        metrics::get()
+            .http_errors
+            .get_or_create(&metrics::label("kind", kind))
+            .inc();
+    }
+    response
 }
 
 async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
     refresh_device_series(&s);
+    // Leak gauges, read at scrape time (scripts/soak compares them).
+    let m = metrics::get();
+    m.sip_dialogs.set(s.gb.sip.dialog_count() as i64);
+    m.tokio_tasks.set(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks() as i64,
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -214,6 +231,8 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let max_per_ip = state.gb.config().limits.max_connections_per_ip;
+    let listener = limited_listener::LimitedListener::new(listener, max_per_ip);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -6,6 +6,12 @@
 //! commands queued by the API (with our own SEQ, matching responses by
 //! echoed SEQ), and closes a link silent for `heartbeat_timeout` (the spec's
 //! 360 s) or one that sent a bad frame.
+//!
+//! Limits (issue 13, scope 6): a peer IP holds at most
+//! `limits.max_connections_per_ip` links; a link must log in within
+//! `limits.request_timeout` of opening (the silence deadline only applies
+//! after); and every write has a deadline, so a device that stops reading
+//! (a zero TCP window) cannot hold the task, its commands and shutdown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,17 +28,28 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::frame::{FrameDecoder, Packet, SeqCounter, encode};
 use super::messages::cmd;
 use super::platform::{CtelPlatform, LinkCommand};
+use crate::config::LimitsConfig;
+use crate::conn_limit::ConnLimiter;
+use crate::log_limit::LogGate;
 use crate::metrics::{self, label};
+use crate::warn_limited;
 
 /// Platform commands in flight per link; more wait in the queue.
 const MAX_PENDING: usize = 32;
 
+/// How long one frame may take to be written: a device whose receive
+/// window stays shut longer is gone for our purposes.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub async fn serve(
     listener: TcpListener,
     platform: Arc<CtelPlatform>,
+    limits: LimitsConfig,
     shutdown: CancellationToken,
 ) {
     let tasks = TaskTracker::new();
+    let limiter = ConnLimiter::new("ctel", limits.max_connections_per_ip);
+    let refusals = LogGate::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -40,10 +57,25 @@ pub async fn serve(
         };
         match accepted {
             Ok((socket, peer)) => {
+                let Some(permit) = limiter.admit(peer.ip()) else {
+                    warn_limited!(refusals, peer.ip(), %peer, "telecom link refused: too many from this address");
+                    continue;
+                };
                 let _ = socket.set_nodelay(true);
                 let span = info_span!("ctel_link", %peer);
+                let link = run_link(
+                    socket,
+                    peer,
+                    platform.clone(),
+                    limits.request_timeout,
+                    shutdown.clone(),
+                );
                 tasks.spawn(
-                    run_link(socket, peer, platform.clone(), shutdown.clone()).instrument(span),
+                    async move {
+                        link.await;
+                        drop(permit);
+                    }
+                    .instrument(span),
                 );
             }
             Err(e) => {
@@ -63,10 +95,30 @@ fn link_error(kind: &'static str) {
         .inc();
 }
 
+/// Write one frame within [`WRITE_TIMEOUT`], or give up on shutdown.
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    socket: &mut W,
+    bytes: &[u8],
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    tokio::select! {
+        r = tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(bytes)) => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => {
+                link_error("write_timeout");
+                Err(format!("device took no data for {WRITE_TIMEOUT:?}"))
+            }
+        },
+        _ = shutdown.cancelled() => Err("shutdown".into()),
+    }
+}
+
 async fn run_link(
     mut socket: TcpStream,
     peer: SocketAddr,
     platform: Arc<CtelPlatform>,
+    login_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let (tx, mut commands) = mpsc::channel::<LinkCommand>(MAX_PENDING);
@@ -76,11 +128,21 @@ async fn run_link(
     let mut pending: HashMap<u16, (u8, oneshot::Sender<Packet>)> = HashMap::new();
     let silence = platform.config.heartbeat_timeout;
     let mut deadline = tokio::time::Instant::now() + silence;
+    // One deadline from the accept: a link that never logs in is not kept
+    // for the heartbeat silence (minutes).
+    let login_deadline = tokio::time::Instant::now() + login_timeout;
     let mut buf = vec![0u8; 16 * 1024];
     let reason: String = 'link: loop {
         tokio::select! {
             _ = shutdown.cancelled() => break 'link "shutdown".into(),
             _ = session.gone.cancelled() => break 'link "replaced by a newer login".into(),
+            _ = tokio::time::sleep_until(login_deadline), if session.dev_id.is_none() => {
+                metrics::get()
+                    .request_timeouts
+                    .get_or_create(&label("listener", "ctel"))
+                    .inc();
+                break 'link format!("no login within {login_timeout:?}");
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 link_error("timeout");
                 break 'link format!("silent for {silence:?}");
@@ -94,8 +156,8 @@ async fn run_link(
                     warn!(cmd = c.cmd, "command body too long; dropped");
                     continue;
                 };
-                if let Err(e) = socket.write_all(&bytes).await {
-                    break 'link format!("write failed: {e}");
+                if let Err(e) = write_frame(&mut socket, &bytes, &shutdown).await {
+                    break 'link e;
                 }
                 debug!(cmd = format_args!("{:#04x}", c.cmd), seq = s, "command sent");
                 pending.insert(s, (c.cmd, c.reply));
@@ -140,8 +202,8 @@ async fn run_link(
                                 warn!("response body too long");
                                 continue;
                             };
-                            if let Err(e) = socket.write_all(&bytes).await {
-                                break 'link format!("write failed: {e}");
+                            if let Err(e) = write_frame(&mut socket, &bytes, &shutdown).await {
+                                break 'link e;
                             }
                             if reply.close {
                                 break 'link "login refused".into();
@@ -159,7 +221,8 @@ async fn run_link(
     };
     debug!(%reason, "telecom link closed");
     platform.link_closed(&session, &reason);
-    let _ = socket.shutdown().await;
+    // Shutdown writes a FIN; bounded like every write.
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
 }
 
 /// The telecom device used by `--demo` (a 皓维 PUID).
@@ -190,4 +253,33 @@ pub async fn bind_platform(
     let platform = CtelPlatform::new(ctel, config.advertised_ip());
     platform.set_link_port(listener.local_addr()?.port());
     Ok((Some(platform), Some(listener)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: a device that stops reading (zero window) must not hang
+    /// the link task forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_to_a_device_that_stops_reading_ends() {
+        let (mut ours, _device) = tokio::io::duplex(64);
+        let shutdown = CancellationToken::new();
+        let frame = vec![0u8; 4096];
+        let err = write_frame(&mut ours, &frame, &shutdown)
+            .await
+            .expect_err("the write cannot complete");
+        assert!(err.contains("took no data"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_a_stuck_write() {
+        let (mut ours, _device) = tokio::io::duplex(64);
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let err = write_frame(&mut ours, &[0u8; 4096], &shutdown)
+            .await
+            .expect_err("cancelled");
+        assert_eq!(err, "shutdown");
+    }
 }

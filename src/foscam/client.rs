@@ -645,6 +645,8 @@ async fn serve(
                 let Some(cmd) = cmd else { return "client stopped".into() };
                 let (msg, kind) = match cmd {
                     Command::Start { kind, reply } => {
+                        // Bounded by the live requesters: the dead go first.
+                        pending[kind.index()].retain(|r| !r.is_closed());
                         pending[kind.index()].push_back(reply);
                         (kind.request(), Some(kind))
                     }
@@ -660,9 +662,24 @@ async fn serve(
     }
 }
 
+/// The oldest requester of a start still waiting for its answer. Those
+/// that gave up (timed out, their receiver dropped) are skipped: were one
+/// left at the head of the queue when the camera never answers its request,
+/// every later answer would go to it and every later start time out.
+fn live_waiter(
+    queue: &mut VecDeque<oneshot::Sender<Result<u32, CommandError>>>,
+) -> Option<oneshot::Sender<Result<u32, CommandError>>> {
+    while let Some(reply) = queue.pop_front() {
+        if !reply.is_closed() {
+            return Some(reply);
+        }
+    }
+    None
+}
+
 fn handle(camera: &FoscamCamera, msg: OpMessage, pending: &mut Pending) {
     let answer = |pending: &mut Pending, kind: StartKind, result: i16, id: Option<u32>| {
-        let Some(reply) = pending[kind.index()].pop_front() else {
+        let Some(reply) = live_waiter(&mut pending[kind.index()]) else {
             debug!(kind = kind.name(), result, "unrequested start response");
             return;
         };
@@ -700,5 +717,31 @@ fn handle(camera: &FoscamCamera, msg: OpMessage, pending: &mut Pending) {
             });
         }
         other => debug!(opcode = other.opcode(), "ignored message"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: a start requester that timed out must not take the answer
+    /// meant for the next one.
+    #[test]
+    fn answers_go_to_live_waiters_only() {
+        let mut queue = VecDeque::new();
+        let (dead, gave_up) = oneshot::channel();
+        drop(gave_up);
+        let (live, mut waiting) = oneshot::channel();
+        queue.push_back(dead);
+        queue.push_back(live);
+        let reply = live_waiter(&mut queue).expect("the live requester");
+        reply.send(Ok(7)).unwrap();
+        assert_eq!(waiting.try_recv().unwrap(), Ok(7));
+        assert!(queue.is_empty());
+        // Only dead requesters: nobody takes the answer.
+        let (dead, gave_up) = oneshot::channel::<Result<u32, CommandError>>();
+        drop(gave_up);
+        queue.push_back(dead);
+        assert!(live_waiter(&mut queue).is_none());
     }
 }

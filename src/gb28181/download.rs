@@ -18,12 +18,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use super::ps_sink::PsSink;
 use crate::config::GbConfig;
 use crate::media::hub::{Hub, HubConfig};
 use crate::metrics::{self, label};
@@ -45,7 +44,7 @@ pub trait RecordingFetch: Send + Sync + 'static {
         range: PlaybackRange,
         speed: u32,
         hub: Arc<Hub>,
-        ps: UnboundedSender<Bytes>,
+        ps: PsSink,
     ) -> FetchFuture;
 }
 
@@ -148,13 +147,24 @@ pub fn progress(range: PlaybackRange, first: i64, last: i64) -> f64 {
     ((last - first).max(0) as f64 / 90_000.0 / span).clamp(0.0, 1.0)
 }
 
-fn ffmpeg_present() -> bool {
-    std::process::Command::new("ffmpeg")
-        .arg("-version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Whether `ffmpeg` runs, asked once per process and off the async
+/// workers (it spawns a process and waits for it).
+async fn ffmpeg_present() -> bool {
+    static PRESENT: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    *PRESENT
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(|| {
+                std::process::Command::new("ffmpeg")
+                    .arg("-version")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .await
+            .unwrap_or(false)
+        })
+        .await
 }
 
 impl DownloadJobs {
@@ -162,7 +172,7 @@ impl DownloadJobs {
     /// limits of `cfg` (`max_downloads`, `download_dir`); the job runs in
     /// the background.
     #[allow(clippy::too_many_arguments)]
-    pub fn start(
+    pub async fn start(
         &self,
         fetch: Arc<dyn RecordingFetch>,
         cfg: &GbConfig,
@@ -172,20 +182,17 @@ impl DownloadJobs {
         speed: u32,
         format: DownloadFormat,
     ) -> Result<JobInfo, DownloadError> {
-        let running = lock(&self.jobs)
-            .values()
-            .filter(|j| matches!(lock(&j.info).state, JobState::Running | JobState::Remuxing))
-            .count();
-        if running >= cfg.max_downloads {
-            return Err(DownloadError::Busy(running));
-        }
-        if format == DownloadFormat::Mp4 && !ffmpeg_present() {
+        if format == DownloadFormat::Mp4 && !ffmpeg_present().await {
             return Err(DownloadError::NoFfmpeg);
         }
-        std::fs::create_dir_all(&cfg.download_dir).map_err(|e| DownloadError::Directory {
-            dir: cfg.download_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let dir = cfg.download_dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| DownloadError::Directory {
+                dir: cfg.download_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("{n}");
         let ps_path = cfg.download_dir.join(format!("download-{n}.ps"));
@@ -208,7 +215,16 @@ impl DownloadJobs {
             cancel: CancellationToken::new(),
         });
         {
+            // Counting and inserting under one lock: concurrent requests
+            // cannot both see a free slot.
             let mut jobs = lock(&self.jobs);
+            let running = jobs
+                .values()
+                .filter(|j| matches!(lock(&j.info).state, JobState::Running | JobState::Remuxing))
+                .count();
+            if running >= cfg.max_downloads {
+                return Err(DownloadError::Busy(running));
+            }
             jobs.insert(n, job.clone());
             // Forget the oldest finished jobs beyond the limit.
             while jobs.len() > MAX_KEPT_JOBS {
@@ -314,8 +330,15 @@ async fn download(
     speed: u32,
     path: &Path,
 ) -> Result<(), String> {
-    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let file = {
+        let owned = path.to_owned();
+        tokio::task::spawn_blocking(move || std::fs::File::create(owned))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    let (tx, mut rx) = PsSink::channel(super::ps_sink::CAPACITY);
+    let lost = tx.drop_count();
     let bytes = job.bytes.clone();
     // File writes block; they get their own thread and end when the media
     // session drops its sender.
@@ -358,6 +381,13 @@ async fn download(
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("writing {}: {e}", path.display())),
         Err(e) => return Err(format!("writer failed: {e}")),
+    }
+    let dropped = lost.load(Ordering::Relaxed);
+    if dropped > 0 {
+        return Err(format!(
+            "the disk fell behind: {dropped} chunks lost, {} is incomplete",
+            path.display()
+        ));
     }
     if reason == SourceExit::Finished {
         Ok(())

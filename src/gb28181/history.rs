@@ -9,8 +9,6 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use bytes::Bytes;
-
 use super::download::{FetchFuture, RecordingFetch};
 use super::invite::{HistoryParams, start_session};
 use super::platform::GbPlatform;
@@ -74,7 +72,7 @@ pub async fn start_history(
     range: PlaybackRange,
     kind: HistoryKind,
     hub: Arc<Hub>,
-    ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    ps_sink: Option<super::ps_sink::PsSink>,
 ) -> Result<HistorySession, StartError> {
     let params = HistoryParams::new(&platform, device, channel, range, kind, ps_sink);
     let paused = params.paused.clone();
@@ -96,7 +94,7 @@ impl RecordingFetch for GbPlatform {
         range: PlaybackRange,
         speed: u32,
         hub: Arc<Hub>,
-        ps: tokio::sync::mpsc::UnboundedSender<Bytes>,
+        ps: super::ps_sink::PsSink,
     ) -> FetchFuture {
         Box::pin(async move {
             let kind = HistoryKind::Download { speed };

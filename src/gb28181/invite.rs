@@ -15,8 +15,6 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use bytes::Bytes;
-
 use super::history::{HistoryKind, history_offer};
 use super::platform::{DeviceChange, GbPlatform};
 use super::playback::{GbPlayback, PlaybackRange, range_of_key_segment};
@@ -202,7 +200,7 @@ pub(crate) struct HistoryParams {
     pub(crate) kind: HistoryKind,
     /// Downloads: every RTP payload (the PS byte stream), in order. The
     /// writer is a file, faster than any device's download speed.
-    pub(crate) ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    pub(crate) ps_sink: Option<super::ps_sink::PsSink>,
     pub(crate) end_of_file: EndOfFile,
     /// Set while a viewer has the playback paused: no RTP is expected.
     pub(crate) paused: Arc<AtomicBool>,
@@ -217,7 +215,7 @@ impl HistoryParams {
         channel: &str,
         range: PlaybackRange,
         kind: HistoryKind,
-        ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+        ps_sink: Option<super::ps_sink::PsSink>,
     ) -> Self {
         Self {
             range,
@@ -551,7 +549,7 @@ struct MediaSession {
     /// `media.default_g711`, for audio no PSM declares.
     default_g711: crate::media::frame::Codec,
     /// Downloads: the PS byte stream goes here too.
-    ps_sink: Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    ps_sink: Option<super::ps_sink::PsSink>,
     /// Set while a viewer has the playback paused.
     paused: Option<Arc<AtomicBool>>,
 }
@@ -866,9 +864,8 @@ impl MediaSession {
         let m = metrics::get();
         for packet in ordered.drain(..) {
             if let Some(sink) = &self.ps_sink {
-                // The receiver (a download's file writer) outlives us; if
-                // it stopped, the job is over and the data has no reader.
-                let _ = sink.send(packet.payload.clone());
+                // Never waits on the disk: a full queue drops and counts.
+                sink.push(packet.payload.clone());
             }
             receiver.push(packet, events);
         }

@@ -17,6 +17,7 @@ pub mod mansrtsp;
 pub mod operations;
 pub mod platform;
 pub mod playback;
+pub mod ps_sink;
 pub mod ptz;
 pub mod registrar;
 pub mod registry;

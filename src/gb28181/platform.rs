@@ -91,6 +91,29 @@ fn has_to_tag(tx: &Transaction) -> bool {
         .is_some()
 }
 
+/// The address a request came from (the connection's, not the Via's).
+fn peer_ip(tx: &Transaction) -> std::net::IpAddr {
+    tx.connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok())
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+}
+
+/// A REGISTER answered 400 or 403 is a rejected SIP message too.
+fn count_refused_register() {
+    metrics::get()
+        .sip_errors
+        .get_or_create(&label("kind", "register_refused"))
+        .inc();
+}
+
+/// Warnings about bad requests, at most one per source per minute.
+fn bad_input_log() -> &'static crate::log_limit::LogGate {
+    static GATE: std::sync::OnceLock<crate::log_limit::LogGate> = std::sync::OnceLock::new();
+    GATE.get_or_init(Default::default)
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -229,7 +252,12 @@ impl GbPlatform {
                     .sip_errors
                     .get_or_create(&label("kind", e.kind()))
                     .inc();
-                warn!(%method, "bad SIP request: {e}");
+                crate::warn_limited!(
+                    bad_input_log(),
+                    peer_ip(&tx),
+                    %method,
+                    "bad SIP request: {e}"
+                );
                 let _ = tx.reply(StatusCode::BadRequest).await;
                 return;
             }
@@ -280,11 +308,15 @@ impl GbPlatform {
                 let _ = tx.reply(StatusCode::MethodNotAllowed).await;
             }
             None => {
-                let code = if tx.original.method == Method::Bye {
-                    StatusCode::CallTransactionDoesNotExist
+                let (code, kind) = if tx.original.method == Method::Bye {
+                    (StatusCode::CallTransactionDoesNotExist, "no_dialog")
                 } else {
-                    StatusCode::MethodNotAllowed
+                    (StatusCode::MethodNotAllowed, "method_not_allowed")
                 };
+                metrics::get()
+                    .sip_errors
+                    .get_or_create(&label("kind", kind))
+                    .inc();
                 let _ = tx.reply(code).await;
             }
         }
@@ -355,8 +387,9 @@ impl GbPlatform {
                 .await
             }
             RegisterDecision::Forbidden { reason } => {
+                count_refused_register();
                 crate::warn_limited!(
-                    self.sender_log,
+                    bad_input_log(),
                     facts.source.ip(),
                     reason,
                     "REGISTER refused"
@@ -376,7 +409,8 @@ impl GbPlatform {
                 tx.reply(StatusCode::Forbidden).await
             }
             RegisterDecision::BadRequest { reason } => {
-                warn!(%reason, "REGISTER refused");
+                count_refused_register();
+                crate::warn_limited!(bad_input_log(), facts.source.ip(), %reason, "REGISTER refused");
                 tx.reply(StatusCode::BadRequest).await
             }
             RegisterDecision::Unregister => {

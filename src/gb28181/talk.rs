@@ -45,6 +45,10 @@ pub const SILENCE: u8 = 0xD5;
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TCP audio connection may take to come up after our 200 OK.
 pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one packet may take to be written to a TCP audio connection:
+/// a device that stops reading for this long is treated as gone, so it
+/// cannot hold the task, a pool port and the channel.
+pub const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TalkError {
@@ -94,7 +98,53 @@ struct Pending {
 
 #[derive(Default)]
 pub struct TalkSessions {
-    by_channel: std::sync::Mutex<HashMap<String, Pending>>,
+    by_channel: Arc<std::sync::Mutex<HashMap<String, Pending>>>,
+}
+
+/// A channel taken for one talk session; the channel is free again when
+/// this is dropped — whether the talk ended, failed, or the HTTP handler
+/// waiting for the device's callback was dropped with its client.
+struct ChannelClaim {
+    by_channel: Arc<std::sync::Mutex<HashMap<String, Pending>>>,
+    channel: String,
+}
+
+impl TalkSessions {
+    /// Take `channel` for a talk with `device`; `invite` receives the
+    /// device's callback INVITE.
+    fn claim(
+        &self,
+        device: &str,
+        channel: &str,
+        invite: oneshot::Sender<Transaction>,
+    ) -> Result<ChannelClaim, TalkError> {
+        let mut talks = lock(&self.by_channel);
+        if talks.contains_key(channel) {
+            return Err(TalkError::Busy(channel.to_owned()));
+        }
+        talks.insert(
+            channel.to_owned(),
+            Pending {
+                device: device.to_owned(),
+                invite: Some(invite),
+            },
+        );
+        Ok(ChannelClaim {
+            by_channel: self.by_channel.clone(),
+            channel: channel.to_owned(),
+        })
+    }
+
+    /// Channels with a talk pending or running.
+    pub fn busy(&self) -> usize {
+        lock(&self.by_channel).len()
+    }
+}
+
+impl Drop for ChannelClaim {
+    fn drop(&mut self) {
+        lock(&self.by_channel).remove(&self.channel);
+    }
 }
 
 /// One RTP packet of PCMA (RFC 3550 §5.1; marker on the first packet of
@@ -283,14 +333,30 @@ impl AudioSink {
         match self {
             Self::Udp { pair, dest } => pair.rtp.send_to(packet, *dest).await.map(drop),
             Self::Tcp { stream, framed, .. } => {
-                use tokio::io::AsyncWriteExt;
-                framed.clear();
-                crate::ingest::rfc4571::frame(packet, framed).ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "packet too large")
-                })?;
-                stream.write_all(framed).await
+                write_framed(stream, packet, framed, TCP_WRITE_TIMEOUT).await
             }
         }
+    }
+}
+
+/// Write one RFC 4571 framed packet within `limit` (a deadline for this
+/// write, measured from its start).
+async fn write_framed<W: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut W,
+    packet: &[u8],
+    framed: &mut Vec<u8>,
+    limit: Duration,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    framed.clear();
+    crate::ingest::rfc4571::frame(packet, framed)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "packet too large"))?;
+    match tokio::time::timeout(limit, stream.write_all(framed)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the device took no audio for {limit:?}"),
+        )),
     }
 }
 
@@ -377,10 +443,7 @@ impl GbPlatform {
     ) -> Result<TalkStarted, TalkError> {
         let outcome = self.talk_inner(device, channel, feed).await;
         if let Err(e) = &outcome {
-            // A busy channel's entry is the running session's, not ours.
-            if !matches!(e, TalkError::Busy(_)) {
-                lock(&self.talks.by_channel).remove(channel);
-            }
+            // The channel was freed when talk_inner's claim was dropped.
             metrics::get()
                 .gb_talk_sessions
                 .get_or_create(&label("outcome", e.kind()))
@@ -397,19 +460,8 @@ impl GbPlatform {
         feed: TalkFeed,
     ) -> Result<TalkStarted, TalkError> {
         let (tx, rx) = oneshot::channel();
-        {
-            let mut talks = lock(&self.talks.by_channel);
-            if talks.contains_key(channel) {
-                return Err(TalkError::Busy(channel.to_owned()));
-            }
-            talks.insert(
-                channel.to_owned(),
-                Pending {
-                    device: device.to_owned(),
-                    invite: Some(tx),
-                },
-            );
-        }
+        // Held across every await below and then by the audio task.
+        let claim = self.talks.claim(device, channel, tx)?;
         let xml = broadcast_notify(self.next_sn(), &self.config().sip.server_id, channel);
         self.send_manscdp(device, &xml).await?;
         let mut invite = tokio::time::timeout(CALLBACK_TIMEOUT, rx)
@@ -493,7 +545,6 @@ impl GbPlatform {
             .inc();
         info!(%device, %channel, %link, packets, "talk accepted");
         let this = self.clone();
-        let channel = channel.to_owned();
         let span = info_span!("talk", device = %device, channel = %channel);
         // The device going offline or restarting ends the talk; so does a
         // live feed that stops (one deadline from its last packet).
@@ -574,8 +625,8 @@ impl GbPlatform {
                     warn!("talk BYE failed: {e}");
                 }
                 this.sip.dialogs.remove_dialog(&dialog.id());
-                lock(&this.talks.by_channel).remove(&channel);
                 drop(sink);
+                drop(claim);
             }
             .instrument(span),
         );
@@ -688,5 +739,48 @@ mod tests {
         assert_eq!(p.len(), 172);
         assert_eq!(&p[..12], &[0x80, 0x88, 1, 2, 10, 11, 12, 13, 0, 0, 0, 1]);
         assert_eq!(rtp_packet(0, 0, 0, false, &[])[1], 8);
+    }
+
+    /// Issue 13: the HTTP handler waiting for the device's callback is
+    /// dropped when its client disconnects; the channel must not stay busy.
+    #[tokio::test]
+    async fn a_dropped_waiting_talk_frees_its_channel() {
+        let sessions = TalkSessions::default();
+        let (tx, rx) = oneshot::channel::<Transaction>();
+        // The shape of talk_inner: claim, then wait for the callback.
+        let waiting = async {
+            let _claim = sessions.claim("dev", "ch1", tx)?;
+            let _ = rx.await;
+            Ok::<(), TalkError>(())
+        };
+        let mut waiting = Box::pin(waiting);
+        assert!(futures::poll!(&mut waiting).is_pending());
+        assert_eq!(sessions.busy(), 1);
+        let (tx2, _rx2) = oneshot::channel();
+        assert!(matches!(
+            sessions.claim("dev", "ch1", tx2),
+            Err(TalkError::Busy(_))
+        ));
+        drop(waiting);
+        assert_eq!(sessions.busy(), 0);
+        let (tx3, _rx3) = oneshot::channel();
+        assert!(sessions.claim("dev", "ch1", tx3).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_that_stops_reading_ends_the_tcp_talk() {
+        // The device's side of the connection is never read.
+        let (mut ours, _device) = tokio::io::duplex(512);
+        let mut framed = Vec::new();
+        let packet = rtp_packet(0, 0, 1, true, &[SILENCE; SAMPLES_PER_PACKET]);
+        let mut result = Ok(());
+        for _ in 0..10 {
+            result = write_framed(&mut ours, &packet, &mut framed, TCP_WRITE_TIMEOUT).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let err = result.expect_err("a stuck write must end");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     }
 }

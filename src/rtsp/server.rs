@@ -28,11 +28,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::auth::Authenticator;
 use super::fragment_cache::FragmentCache;
 use super::session::{Connection, Dest, Event, RequestError, SessionConfig, Transmit};
+use crate::conn_limit::ConnLimiter;
+use crate::log_limit::LogGate;
 use crate::media::frame::StreamInfo;
 use crate::media::hub::Subscription;
 use crate::metrics;
 use crate::metrics::label;
 use crate::streams::{PlaybackControl, StartError, StreamKey, Streams, Viewer};
+use crate::warn_limited;
 
 /// Server settings the app wiring passes to [`serve`].
 #[derive(Clone, Debug)]
@@ -57,6 +60,11 @@ pub struct RtspServerConfig {
     /// SO_SNDBUF of viewer connections (0 = the OS's autotuning): with
     /// the hub ring position, the bound on what one viewer can queue.
     pub send_buffer: usize,
+    /// Connections one peer IP may hold (`limits.max_connections_per_ip`);
+    /// 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Time to complete a request (`limits.request_timeout`).
+    pub request_timeout: Duration,
 }
 
 impl Default for RtspServerConfig {
@@ -70,6 +78,8 @@ impl Default for RtspServerConfig {
             max_viewers: 0,
             stall_timeout: Duration::from_secs(10),
             send_buffer: 0,
+            max_connections_per_ip: 0,
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -110,6 +120,8 @@ pub async fn serve(
     let tasks = TaskTracker::new();
     let count = ViewerCount::default();
     let fragments = Arc::new(FragmentCache::default());
+    let limiter = ConnLimiter::new("rtsp", config.max_connections_per_ip);
+    let refusals = LogGate::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -117,6 +129,10 @@ pub async fn serve(
         };
         match accepted {
             Ok((socket, peer)) => {
+                let Some(permit) = limiter.admit(peer.ip()) else {
+                    warn_limited!(refusals, peer.ip(), %peer, "RTSP connection refused: too many from this address");
+                    continue;
+                };
                 let _ = socket.set_nodelay(true);
                 if config.send_buffer > 0 {
                     let _ =
@@ -130,16 +146,20 @@ pub async fn serve(
                     stream = tracing::field::Empty,
                     session = tracing::field::Empty
                 );
+                let connection = run_connection(
+                    socket,
+                    peer,
+                    streams.clone(),
+                    config.clone(),
+                    count.clone(),
+                    fragments.clone(),
+                    shutdown.clone(),
+                );
                 tasks.spawn(
-                    run_connection(
-                        socket,
-                        peer,
-                        streams.clone(),
-                        config.clone(),
-                        count.clone(),
-                        fragments.clone(),
-                        shutdown.clone(),
-                    )
+                    async move {
+                        connection.await;
+                        drop(permit);
+                    }
                     .instrument(span),
                 );
             }
@@ -361,6 +381,7 @@ async fn run_connection(
         SessionConfig {
             session_timeout: config.session_timeout,
             auth: config.auth.clone(),
+            request_timeout: config.request_timeout,
             ..SessionConfig::default()
         },
         local_ip,

@@ -67,6 +67,10 @@ pub struct SessionConfig {
     pub mtu: usize,
     /// Access policy; `None` lets everyone in.
     pub auth: Option<Arc<Authenticator>>,
+    /// A connection must complete its first request this long after
+    /// opening, and any started request this long after its first byte
+    /// (`limits.request_timeout`).
+    pub request_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -75,6 +79,7 @@ impl Default for SessionConfig {
             session_timeout: 60,
             mtu: DEFAULT_MTU,
             auth: None,
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -476,6 +481,10 @@ pub struct Connection {
     described: Option<Described>,
     session: Option<Session>,
     last_activity: Instant,
+    /// When the request being awaited must be complete: set at opening and
+    /// at the first byte of each request, cleared when one completes. One
+    /// deadline per request, so dribbling bytes does not extend it.
+    request_deadline: Option<Instant>,
     closing: bool,
     rng: SmallRng,
     /// Query options of the request waiting on [`Event::OpenStream`].
@@ -623,6 +632,7 @@ impl Connection {
     /// `local_ip` goes into SDP `o=`; `seed` feeds SSRCs, sequence numbers,
     /// timestamps and session ids (the driver seeds it from the OS).
     pub fn new(config: SessionConfig, local_ip: IpAddr, seed: u64, now: Instant) -> Self {
+        let request_deadline = Some(now + config.request_timeout);
         Self {
             config,
             local_ip,
@@ -634,6 +644,7 @@ impl Connection {
             described: None,
             session: None,
             last_activity: now,
+            request_deadline,
             closing: false,
             rng: SmallRng::seed_from_u64(seed),
             nonce: String::new(),
@@ -684,8 +695,20 @@ impl Connection {
         if self.closing {
             return;
         }
+        // While a request waits (DESCRIBE on its stream opening, SETUP on
+        // its ports) nothing is parsed, so the buffer is bounded here: a
+        // client cannot push more than one request's worth meanwhile.
+        if self.waiting.is_some() && self.input.len() + data.len() > MAX_REQUEST {
+            self.fail_connection("too much input while a request waits");
+            return;
+        }
         self.input.extend_from_slice(data);
         self.process(now);
+    }
+
+    /// Bytes received and not yet parsed (bounded by [`MAX_REQUEST`]).
+    pub fn buffered(&self) -> usize {
+        self.input.len()
     }
 
     /// A datagram arrived from the client on a UDP port of this session:
@@ -738,6 +761,7 @@ impl Connection {
                 Ok((msg, used)) => {
                     self.input.advance(used);
                     self.last_activity = now;
+                    self.request_deadline = None;
                     match msg {
                         Message::Request(req) => self.handle(req, now),
                         // Client RTCP on an interleaved channel (RFC 2326
@@ -766,6 +790,14 @@ impl Connection {
                     break;
                 }
             }
+        }
+        // The first byte of the next request starts its clock.
+        if self.request_deadline.is_none()
+            && self.waiting.is_none()
+            && !self.closing
+            && !self.input.is_empty()
+        {
+            self.request_deadline = Some(now + self.config.request_timeout);
         }
     }
 
@@ -1457,6 +1489,12 @@ impl Connection {
         if !tcp_playing && !self.closing && self.waiting.is_none() {
             consider(self.last_activity + self.timeout());
         }
+        if let Some(d) = self
+            .request_deadline
+            .filter(|_| !self.closing && self.waiting.is_none())
+        {
+            consider(d);
+        }
         if let Some(s) = self.session.as_ref().filter(|s| s.playing) {
             for t in &s.tracks {
                 if let Some(at) = t.next_sr {
@@ -1475,6 +1513,20 @@ impl Connection {
     /// wallclock at `now`, for the SR's NTP timestamp.
     pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
         if self.closing {
+            return;
+        }
+        if self.waiting.is_none() && self.request_deadline.is_some_and(|d| now >= d) {
+            metrics::get()
+                .request_timeouts
+                .get_or_create(&label("listener", "rtsp"))
+                .inc();
+            debug!("closing RTSP connection: no complete request in time");
+            if self.session.is_some() || self.described.is_some() {
+                self.end_session(EndReason::Timeout);
+            }
+            self.input.clear();
+            self.closing = true;
+            self.events.push_back(Event::Close);
             return;
         }
         let tcp_playing = self

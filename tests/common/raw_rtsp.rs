@@ -93,4 +93,17 @@ impl RawRtsp {
             };
         }
     }
+
+    /// The next interleaved packet (channel, payload), skipping nothing
+    /// else: call after PLAY. `None` when the server closed or went quiet.
+    pub fn packet(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0u8; 4];
+        self.stream.read_exact(&mut head).ok()?;
+        if head[0] != b'$' {
+            return None;
+        }
+        let mut payload = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]]))];
+        self.stream.read_exact(&mut payload).ok()?;
+        Some((head[1], payload))
+    }
 }

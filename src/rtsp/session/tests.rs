@@ -833,3 +833,63 @@ fn recording_timestamps_follow_the_position_played() {
     assert_eq!(ts.first(), Some(&at_30));
     assert_eq!(ts.last(), Some(&at_30.wrapping_add(3600)));
 }
+
+/// Issue 13: while a DESCRIBE waits for its stream, a client could push
+/// bytes without bound; the buffer is capped on receive.
+#[test]
+fn input_is_bounded_while_a_request_waits() {
+    let mut c = new_conn();
+    c.receive(
+        request("DESCRIBE", BASE, 2, &["Accept: application/sdp"]).as_bytes(),
+        t0(),
+    );
+    assert_eq!(events(&mut c).len(), 1, "OpenStream");
+    let chunk = vec![b'x'; 4096];
+    let mut fed = 0;
+    while fed < 10 * MAX_REQUEST {
+        c.receive(&chunk, t0());
+        fed += chunk.len();
+        assert!(c.buffered() <= MAX_REQUEST, "{} buffered", c.buffered());
+    }
+    assert_eq!(events(&mut c), [Event::Close]);
+    let r = responses(&mut c);
+    assert_eq!(r.iter().map(status).collect::<Vec<_>>(), [400]);
+}
+
+/// Issue 13 scope 6: a connection must complete a request within the
+/// request timeout of opening; dribbling bytes does not extend it.
+#[test]
+fn a_connection_without_a_complete_request_closes_at_the_request_timeout() {
+    let timeout = SessionConfig::default().request_timeout;
+    let mut c = new_conn();
+    assert_eq!(c.poll_timeout(), Some(t0() + timeout));
+    c.receive(b"OPTIONS rtsp://h/ RTSP/1.0\r\n", t0() + timeout / 2);
+    assert_eq!(
+        c.poll_timeout(),
+        Some(t0() + timeout),
+        "bytes do not extend it"
+    );
+    c.handle_timeout(t0() + timeout - Duration::from_millis(1), SystemTime::now());
+    assert!(events(&mut c).is_empty());
+    c.handle_timeout(t0() + timeout, SystemTime::now());
+    assert_eq!(events(&mut c), [Event::Close]);
+    assert!(responses(&mut c).is_empty());
+}
+
+#[test]
+fn each_started_request_has_the_request_timeout_from_its_first_byte() {
+    let timeout = SessionConfig::default().request_timeout;
+    let mut c = new_conn();
+    exchange(&mut c, &request("OPTIONS", BASE, 1, &[]));
+    // Complete: only the session's idle timer is left.
+    assert_eq!(c.poll_timeout(), Some(t0() + Duration::from_secs(60)));
+    let later = t0() + Duration::from_secs(30);
+    c.receive(b"OPTIONS rtsp://h/ RTSP", later);
+    assert_eq!(c.poll_timeout(), Some(later + timeout));
+    c.receive(b"/1.0\r\nCSeq: 2\r\n\r\n", later + Duration::from_secs(1));
+    assert_eq!(responses(&mut c).len(), 1);
+    assert_eq!(
+        c.poll_timeout(),
+        Some(later + Duration::from_secs(1) + Duration::from_secs(60))
+    );
+}
