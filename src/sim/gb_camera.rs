@@ -76,6 +76,8 @@ pub struct SimCameraConfig {
     pub talk_media: TalkMedia,
     /// Add this AAC track instead of the G.711 tone (PS stream type 0x0F).
     pub aac: Option<Arc<super::aac_track::AacTrack>>,
+    /// Replay this RTP capture instead of the demo clip (load tests).
+    pub rtp_capture: Option<Arc<super::rtp_capture::RtpCapture>>,
     /// Counters shared with whoever started the camera.
     pub stats: Arc<SimStats>,
     /// Tag every frame with an SEI naming this device
@@ -111,6 +113,7 @@ impl SimCameraConfig {
             audio: false,
             talk_media: TalkMedia::Udp,
             aac: None,
+            rtp_capture: None,
             stats: Arc::default(),
             mark_frames: false,
             media_ip: None,
@@ -387,6 +390,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     let audio = Audio {
         g711: config.audio,
         aac: config.aac.clone(),
+        rtp_capture: config.rtp_capture.clone(),
     };
     let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
     let (snapshots_tx, mut snapshots_rx) = mpsc::channel::<(String, Vec<String>)>(16);
@@ -710,7 +714,12 @@ fn on_event(
                             let _ = finished.send(call_id).await;
                         }
                     }
-                    None => stream_clip(sink, ssrc, clip, audio, stop, stats).await,
+                    None => match audio.rtp_capture.clone() {
+                        Some(capture) => {
+                            super::rtp_capture::stream(sink, ssrc, capture, stop, stats).await
+                        }
+                        None => stream_clip(sink, ssrc, clip, audio, stop, stats).await,
+                    },
                 }
             };
             tokio::spawn(task.instrument(span));
@@ -828,6 +837,8 @@ struct Audio {
     g711: bool,
     /// AAC frames from a file (wins over `g711`).
     aac: Option<Arc<super::aac_track::AacTrack>>,
+    /// A recorded RTP session sent instead of the clip and any audio.
+    rtp_capture: Option<Arc<super::rtp_capture::RtpCapture>>,
 }
 
 /// Send the clip as PS over RTP to `dest`, one access unit per frame

@@ -29,6 +29,8 @@ pub mod gb_device_extra;
 pub mod history_stream;
 pub mod ps_mux;
 pub mod rtp;
+pub mod rtp_capture;
+pub mod rtsp_load;
 pub mod sip;
 pub mod snapshot_upload;
 pub mod talk_receive;
