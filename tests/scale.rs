@@ -58,11 +58,18 @@ fn twenty_streams_stay_under_the_per_stream_memory_bound() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
     // The last table row: every viewer played and got the stream.
-    let last = stdout.lines().rev().find(|l| l.starts_with("| 20 |")).expect("a sample row");
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("| 20 |"))
+        .expect("a sample row");
     let cells: Vec<&str> = last.split('|').map(str::trim).collect();
     let per_stream: u64 = cells[5].parse().expect("KB per stream");
     let min_packets: u64 = cells[7].split('/').next().unwrap().trim().parse().unwrap();
-    assert!(min_packets > 2_000, "a viewer got only {min_packets} packets in 60 s: {last}");
+    assert!(
+        min_packets > 2_000,
+        "a viewer got only {min_packets} packets in 60 s: {last}"
+    );
     assert_eq!(cells[8], "0", "viewers that never played: {last}");
     assert!(
         per_stream <= MAX_KB_PER_STREAM,

@@ -401,7 +401,9 @@ pub(crate) async fn start_session(
                 // is "no such stream", as when the catalog lacks it.
                 InviteError::Rejected { code: 404, reason } => (
                     "rejected",
-                    StartError::NotFound(format!("{device}/{channel}: device answered 404 {reason}")),
+                    StartError::NotFound(format!(
+                        "{device}/{channel}: device answered 404 {reason}"
+                    )),
                 ),
                 InviteError::Rejected { code, reason } => {
                     ("rejected", StartError::Rejected { code, reason })

@@ -98,8 +98,7 @@ fn recv_trunc(
     socket: &UdpSocket,
     buf: &mut [MaybeUninit<u8>],
 ) -> std::io::Result<(usize, SocketAddr)> {
-    let (len, addr) =
-        socket2::SockRef::from(socket).recv_from_with_flags(buf, libc::MSG_TRUNC)?;
+    let (len, addr) = socket2::SockRef::from(socket).recv_from_with_flags(buf, libc::MSG_TRUNC)?;
     let from = addr
         .as_socket()
         .ok_or_else(|| std::io::Error::other("datagram from a non-IP address"))?;
@@ -161,7 +160,10 @@ mod tests {
             let (d, _) = reader.recv(&rx).await.unwrap();
             let start = d.as_ptr() as usize;
             let base = *first.get_or_insert(start);
-            assert!(start >= base && start < base + BLOCK, "a fresh block was taken");
+            assert!(
+                start >= base && start < base + BLOCK,
+                "a fresh block was taken"
+            );
         }
         assert!(reader.buf.capacity() <= BLOCK);
     }

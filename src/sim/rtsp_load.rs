@@ -54,7 +54,8 @@ pub async fn run(urls: Vec<String>, report_every: Duration, shutdown: Cancellati
         });
     }
     let start = Instant::now();
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + report_every, report_every);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + report_every, report_every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -123,7 +124,9 @@ async fn view(url: &str, packets: &AtomicU64) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("SETUP without Session"))?
         .trim()
         .to_owned();
-    let play = format!("PLAY {base}/ RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\nRange: npt=0.000-\r\n\r\n");
+    let play = format!(
+        "PLAY {base}/ RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\nRange: npt=0.000-\r\n\r\n"
+    );
     wr.write_all(play.as_bytes()).await?;
     let (status, _, _) = read_response(&mut rd).await?;
     anyhow::ensure!(status == 200, "PLAY: {status}");
