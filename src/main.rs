@@ -101,6 +101,28 @@ enum Command {
         /// Seconds between keepalives (default 60).
         #[arg(long)]
         keepalive_interval: Option<f64>,
+        /// Stream this RTP dump (packets back to back with no length
+        /// prefix, e.g. the Hikvision capture `hik_h264_704x576.rtp`),
+        /// frame by frame at 25 fps, instead of the demo clip.
+        #[arg(long)]
+        rtp_dump: Option<PathBuf>,
+    },
+    /// Load test: one lightweight RTSP viewer (TCP interleaved, counts
+    /// packets) per camera of `sim-camera --count`, reporting per interval.
+    #[command(hide = true)]
+    RtspLoad {
+        /// e.g. rtsp://127.0.0.1:8554
+        #[arg(long, default_value = "rtsp://127.0.0.1:8554")]
+        server: String,
+        #[arg(long)]
+        device_id: Option<String>,
+        #[arg(long)]
+        channel_id: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Seconds between report lines.
+        #[arg(long, default_value_t = 10.0)]
+        report_secs: f64,
     },
     /// Run only a simulated China Telecom 手机看店 camera that registers at
     /// the gateway of the configuration (ids default to the first
@@ -273,6 +295,7 @@ fn main() -> ExitCode {
                 mark_frames,
                 media_ip,
                 keepalive_interval,
+                rtp_dump,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -318,6 +341,13 @@ fn main() -> ExitCode {
                     (false, Some(s)) => camgate::sim::gb_device::AnswerSsrc::Own(s),
                     (false, None) => camgate::sim::gb_device::AnswerSsrc::Offered,
                 };
+                if let Some(path) = rtp_dump {
+                    let data = std::fs::read(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    let capture = camgate::sim::rtp_capture::RtpCapture::parse(data.into())
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    sim.rtp_capture = Some(std::sync::Arc::new(capture));
+                }
                 sim.mark_frames = mark_frames;
                 sim.media_ip = media_ip;
                 if let Some(secs) = keepalive_interval {
@@ -330,6 +360,23 @@ fn main() -> ExitCode {
                 } else {
                     camgate::sim::run(sim, shutdown).await
                 }
+            }
+            Some(Command::RtspLoad {
+                server,
+                device_id,
+                channel_id,
+                count,
+                report_secs,
+            }) => {
+                let sim = camgate::sim::SimCameraConfig::from_config(&config);
+                let device: u128 = device_id.unwrap_or(sim.device_id).parse()?;
+                let channel: u128 = channel_id.unwrap_or(sim.channel_id).parse()?;
+                let urls = (0..u128::from(count))
+                    .map(|i| format!("{server}/gb/{}/{}", device + i, channel + i))
+                    .collect();
+                let every = std::time::Duration::from_secs_f64(report_secs.clamp(0.1, 3600.0));
+                camgate::sim::rtsp_load::run(urls, every, shutdown).await;
+                Ok(())
             }
             Some(Command::SimCtel {
                 register_url,

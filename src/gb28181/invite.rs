@@ -395,6 +395,14 @@ pub(crate) async fn start_session(
             platform.release_ssrc(ssrc);
             let (outcome, err) = match e {
                 InviteError::Timeout(t) => ("timeout", StartError::Timeout(t)),
+                // The device does not know the channel: to the viewer that
+                // is "no such stream", as when the catalog lacks it.
+                InviteError::Rejected { code: 404, reason } => (
+                    "rejected",
+                    StartError::NotFound(format!(
+                        "{device}/{channel}: device answered 404 {reason}"
+                    )),
+                ),
                 InviteError::Rejected { code, reason } => {
                     ("rejected", StartError::Rejected { code, reason })
                 }

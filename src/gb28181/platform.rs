@@ -55,6 +55,11 @@ pub struct DeviceRoute {
     pub transport: Transport,
 }
 
+/// First wait before asking an incomplete catalog again; doubles per try.
+const CATALOG_RETRY_FIRST: Duration = Duration::from_secs(2);
+/// Longest wait between catalog retries.
+const CATALOG_RETRY_MAX: Duration = Duration::from_secs(60);
+
 pub struct GbPlatform {
     live: LiveConfig,
     pub sip: SipStack,
@@ -499,20 +504,34 @@ impl GbPlatform {
             // The catalog may come in several MESSAGEs; pages update the
             // registry as they arrive, and a complete answer replaces the
             // channel list so channels the device dropped go too.
+            // A lost answer (a burst of registrations overflows any socket
+            // buffer) must not leave the device without channels: ask again
+            // with backoff until the list is complete or the device is gone.
             let id = &route.device_id;
-            match this.query_catalog(id).await {
-                Ok(done) if !done.partial => {
-                    info!(device = %id, channels = done.items.len(), "catalog complete");
-                    let channels = done.items.iter().map(Channel::from).collect();
-                    lock(&this.registry).set_channels(id, channels);
+            let mut backoff = CATALOG_RETRY_FIRST;
+            loop {
+                match this.query_catalog(id).await {
+                    Ok(done) if !done.partial => {
+                        info!(device = %id, channels = done.items.len(), "catalog complete");
+                        let channels = done.items.iter().map(Channel::from).collect();
+                        lock(&this.registry).set_channels(id, channels);
+                        break;
+                    }
+                    Ok(done) => warn!(
+                        device = %id,
+                        received = done.items.len(),
+                        sum_num = done.sum_num,
+                        retry_in = ?backoff,
+                        "catalog incomplete at the deadline"
+                    ),
+                    Err(e) => warn!(device = %id, retry_in = ?backoff, "catalog query failed: {e}"),
                 }
-                Ok(done) => warn!(
-                    device = %id,
-                    received = done.items.len(),
-                    sum_num = done.sum_num,
-                    "catalog incomplete at the deadline"
-                ),
-                Err(e) => warn!(device = %id, "catalog query failed: {e}"),
+                tokio::time::sleep(backoff).await;
+                let online = lock(&this.registry).get(id).is_some_and(|d| d.online());
+                if !online {
+                    break;
+                }
+                backoff = (backoff * 2).min(CATALOG_RETRY_MAX);
             }
             // After the full list: changes then apply on top of it.
             if this.config().gb.subscribe_catalog {
@@ -902,15 +921,21 @@ impl GbPlatform {
         if !dev.online() {
             return Err(StartError::Offline(device.to_owned()));
         }
-        // A device with no catalog yet may still be asked for its own id.
-        let has_channel = channel == device
+        // A channel the catalog has not listed (yet: a lost or partial
+        // Catalog answer, issue 17) is INVITEd anyway; GB/T 28181 addresses
+        // the INVITE to the channel id, and the device's 404 is the answer
+        // that counts. Only ids that cannot be a GB28181 id are refused here.
+        let listed = channel == device
             || reg
                 .channels(device)
                 .is_some_and(|cs| cs.iter().any(|c| c.id == channel));
-        if !has_channel {
-            return Err(StartError::NotFound(format!(
-                "device {device} has no channel {channel}"
-            )));
+        if !listed {
+            if channel.len() != 20 || !channel.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(StartError::NotFound(format!(
+                    "device {device} has no channel {channel}"
+                )));
+            }
+            debug!(device, channel, "channel not in the catalog; INVITE anyway");
         }
         Ok(DeviceRoute {
             device_id: device.to_owned(),

@@ -10,8 +10,11 @@
 //! keyframe) instead of a stall. Packets older than what was already
 //! released are late and dropped: the frame they belonged to is gone.
 //!
-//! Storage is a fixed ring allocated once, so steady-state operation does
-//! not allocate.
+//! Storage is a ring indexed by sequence number. It starts small and
+//! doubles (up to `depth` + 1 slots, rounded to a power of two) only when
+//! more packets than it holds wait behind a hole, so a clean stream keeps
+//! a few slots instead of `depth` (issue 17: a thousand streams each with
+//! 128 idle slots cost 16 MB), and steady-state operation does not allocate.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,8 @@ use super::rtp::RtpPacket;
 const MAX_DROPOUT: i64 = 3000;
 /// Largest `depth` accepted; a deeper buffer only adds latency.
 pub const MAX_DEPTH: usize = 4096;
+/// Ring slots before any reordering was seen.
+const FIRST_SLOTS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JitterConfig {
@@ -53,6 +58,8 @@ pub struct JitterStats {
     pub lost: u64,
     /// The source jumped (new sequence space); buffer flushed and restarted.
     pub restarts: u64,
+    /// Times the ring doubled to hold packets behind a hole.
+    pub ring_growths: u64,
 }
 
 struct Slot {
@@ -65,6 +72,8 @@ pub struct JitterBuffer {
     config: JitterConfig,
     ring: Vec<Option<Slot>>,
     mask: usize,
+    /// Slots the ring may grow to: `depth` + 1, rounded up to a power of 2.
+    full: usize,
     /// Extended sequence number to release next.
     next: Option<i64>,
     /// Highest extended sequence number received.
@@ -98,13 +107,15 @@ impl std::fmt::Debug for JitterBuffer {
 impl JitterBuffer {
     pub fn new(config: JitterConfig) -> Self {
         let depth = config.depth.clamp(1, MAX_DEPTH);
-        let size = (depth + 1).next_power_of_two();
+        let full = (depth + 1).next_power_of_two();
+        let size = FIRST_SLOTS.min(full);
         let mut ring = Vec::with_capacity(size);
         ring.resize_with(size, || None);
         Self {
             config: JitterConfig { depth, ..config },
             ring,
             mask: size - 1,
+            full,
             next: None,
             highest: 0,
             held: 0,
@@ -178,6 +189,8 @@ impl JitterBuffer {
         while seq - self.next_or(seq) > depth {
             self.advance(out);
         }
+        self.make_room(seq);
+        let idx = (seq as usize) & self.mask;
         self.ring[idx] = Some(Slot { seq, packet });
         self.held += 1;
         self.highest = self.highest.max(seq);
@@ -218,6 +231,26 @@ impl JitterBuffer {
         }
         self.hole_since = None;
         self.starting = false;
+    }
+
+    /// Grow the ring so every packet from `next` to the newest (`seq`
+    /// included) has its own slot; held packets move to their new slots.
+    fn make_room(&mut self, seq: i64) {
+        let lowest = self.next_or(seq).min(seq);
+        let span = usize::try_from(self.highest.max(seq) - lowest).unwrap_or(0) + 1;
+        if span <= self.ring.len() || self.ring.len() >= self.full {
+            return;
+        }
+        let size = span.next_power_of_two().min(self.full);
+        let mut ring = Vec::with_capacity(size);
+        ring.resize_with(size, || None);
+        for slot in self.ring.drain(..).flatten() {
+            let idx = (slot.seq as usize) & (size - 1);
+            ring[idx] = Some(slot);
+        }
+        self.ring = ring;
+        self.mask = size - 1;
+        self.stats.ring_growths += 1;
     }
 
     fn next_or(&self, seq: i64) -> i64 {
@@ -305,6 +338,31 @@ mod tests {
 
     fn seqs(out: &mut Vec<RtpPacket>) -> Vec<u16> {
         out.drain(..).map(|p| p.sequence).collect()
+    }
+
+    #[test]
+    fn ring_stays_small_in_order_and_grows_behind_a_hole() {
+        let t0 = Instant::now();
+        let mut j = JitterBuffer::new(JitterConfig::default());
+        let mut out = Vec::new();
+        j.push(pkt(100), t0, &mut out);
+        j.poll(t0 + Duration::from_millis(50), &mut out);
+        for s in 101..1_000 {
+            j.push(pkt(s), t0, &mut out);
+        }
+        assert_eq!(seqs(&mut out), (100..1_000).collect::<Vec<u16>>());
+        assert_eq!(j.ring.len(), FIRST_SLOTS);
+        // 1_000 is missing; 40 packets wait behind it in a grown ring, and
+        // come out in order once it arrives.
+        for s in 1_001..1_041 {
+            j.push(pkt(s), t0, &mut out);
+        }
+        assert!(out.is_empty());
+        assert_eq!(j.ring.len(), 64);
+        assert_eq!(j.stats().ring_growths, 3);
+        j.push(pkt(1_000), t0, &mut out);
+        assert_eq!(seqs(&mut out), (1_000..1_041).collect::<Vec<u16>>());
+        assert_eq!(j.stats().lost, 0);
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct SimCameraConfig {
     pub ps_file: Option<Arc<super::ps_file::PsFile>>,
     /// Send these captured RTP packets (looped) instead of the clip.
     pub rtp_file: Option<Arc<super::rtp_file::RtpFile>>,
+    /// Replay this RTP capture instead of the demo clip (load tests).
+    pub rtp_capture: Option<Arc<super::rtp_capture::RtpCapture>>,
     /// Counters shared with whoever started the camera.
     pub stats: Arc<SimStats>,
     /// Tag every frame with an SEI naming this device
@@ -117,6 +119,7 @@ impl SimCameraConfig {
             aac: None,
             ps_file: None,
             rtp_file: None,
+            rtp_capture: None,
             stats: Arc::default(),
             mark_frames: false,
             media_ip: None,
@@ -395,6 +398,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         aac: config.aac.clone(),
         ps_file: config.ps_file.clone(),
         rtp_file: config.rtp_file.clone(),
+        rtp_capture: config.rtp_capture.clone(),
     };
     let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
     let (snapshots_tx, mut snapshots_rx) = mpsc::channel::<(String, Vec<String>)>(16);
@@ -718,12 +722,21 @@ fn on_event(
                             let _ = finished.send(call_id).await;
                         }
                     }
-                    None => match (audio.ps_file.clone(), audio.rtp_file.clone()) {
-                        (Some(file), _) => stream_ps_file(sink, ssrc, file, stop, stats).await,
-                        (None, Some(file)) => {
+                    None => match (
+                        audio.ps_file.clone(),
+                        audio.rtp_file.clone(),
+                        audio.rtp_capture.clone(),
+                    ) {
+                        (Some(file), _, _) => stream_ps_file(sink, ssrc, file, stop, stats).await,
+                        (None, Some(file), _) => {
                             stream_rtp_file(sink, ssrc, file, stop, stats).await;
                         }
-                        (None, None) => stream_clip(sink, ssrc, clip, audio, stop, stats).await,
+                        (None, None, Some(capture)) => {
+                            super::rtp_capture::stream(sink, ssrc, capture, stop, stats).await
+                        }
+                        (None, None, None) => {
+                            stream_clip(sink, ssrc, clip, audio, stop, stats).await
+                        }
                     },
                 }
             };
@@ -846,6 +859,8 @@ struct Audio {
     ps_file: Option<Arc<super::ps_file::PsFile>>,
     /// Captured RTP packets sent instead of clip and audio.
     rtp_file: Option<Arc<super::rtp_file::RtpFile>>,
+    /// A recorded RTP session sent instead of the clip and any audio.
+    rtp_capture: Option<Arc<super::rtp_capture::RtpCapture>>,
 }
 
 /// Send the clip as PS over RTP to `dest`, one access unit per frame
