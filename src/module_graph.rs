@@ -35,10 +35,14 @@ const API_ADAPTER_ROUTES: [&str; 10] = [
 ];
 
 /// GB28181 subsystems the platform holds that take narrow handles (a
-/// store, a [`crate::gb28181::download::RecordingFetch`]) instead of the
-/// whole platform: they may not name it, so the platform ↔ subsystem
-/// cycle cannot come back.
-const NARROW_GB_SUBSYSTEMS: [&str; 2] = ["gb28181/download.rs", "gb28181/snapshot.rs"];
+/// store, a [`crate::gb28181::download::RecordingFetch`], a
+/// [`crate::gb28181::talk::TalkHost`]) instead of the whole platform: they
+/// may not name it, so the platform ↔ subsystem cycle cannot come back.
+const NARROW_GB_SUBSYSTEMS: [&str; 3] = [
+    "gb28181/download.rs",
+    "gb28181/snapshot.rs",
+    "gb28181/talk.rs",
+];
 
 /// Lines of code (comments stripped) in `text` that name the GB28181
 /// platform, for a file that must not.
@@ -239,6 +243,11 @@ mod tests {
             [1, 3]
         );
         assert!(names_the_platform("use super::history::start;\n").is_empty());
+        // A renamed or moved subsystem must not drop out of the check.
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for file in NARROW_GB_SUBSYSTEMS {
+            assert!(src.join(file).is_file(), "{file} is not under src/");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use super::registrar::{Credentials, RegisterAttempt, RegisterDecision, Registrar
 use super::registry::{Channel, DeviceInfo, DeviceSummary, Registry, RegistryEvent, SipTransport};
 use super::reports::{self, Report};
 use super::ssrc::{Ssrc, SsrcAllocator, SsrcKind};
+use super::talk::{HostFuture, TalkError, TalkFeed, TalkHost, TalkSessions, TalkStarted};
 use crate::config::Config;
 use crate::ingest::port_pool::PortPool;
 use crate::metrics::{self, label};
@@ -80,7 +81,7 @@ pub struct GbPlatform {
     pub(crate) subscriptions: Mutex<super::subscriptions::Subscriptions>,
     pub(crate) downloads: super::download::DownloadJobs,
     pub(crate) snapshots: super::snapshot::Snapshots,
-    pub(crate) talks: super::talk::TalkSessions,
+    pub(crate) talks: TalkSessions,
     /// Lifecycle changes for the media sessions of each device.
     device_tx: tokio::sync::broadcast::Sender<(String, DeviceChange)>,
     /// Warnings about requests from the wrong sender, rate-limited per IP.
@@ -284,7 +285,9 @@ impl GbPlatform {
                 Method::Ack => self.ack(tx).await,
                 // An INVITE outside a dialog is a device calling back for
                 // voice broadcast (§9.12).
-                Method::Invite if !has_to_tag(&tx) => self.on_talk_invite(tx, &facts).await,
+                Method::Invite if !has_to_tag(&tx) => {
+                    super::talk::on_talk_invite(&*self, tx, &facts).await
+                }
                 _ => self.in_dialog(tx).await,
             }
         }
@@ -1021,6 +1024,80 @@ fn gb_date(t: SystemTime) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
+}
+
+/// Talk (voice broadcast) works through this narrow handle, so talk.rs
+/// does not name the platform (issue 15).
+impl TalkHost for GbPlatform {
+    fn talk_sessions(&self) -> &TalkSessions {
+        &self.talks
+    }
+
+    fn config(&self) -> Arc<Config> {
+        GbPlatform::config(self)
+    }
+
+    fn next_sn(&self) -> u32 {
+        GbPlatform::next_sn(self)
+    }
+
+    fn sip(&self) -> &SipStack {
+        &self.sip
+    }
+
+    fn ports(&self) -> &PortPool {
+        &self.ports
+    }
+
+    fn send_manscdp<'a>(
+        &'a self,
+        device: &'a str,
+        xml: &'a str,
+    ) -> HostFuture<'a, Result<(), QueryError>> {
+        Box::pin(GbPlatform::send_manscdp(self, device, xml))
+    }
+
+    fn device_change(&self, device: &str) -> HostFuture<'static, String> {
+        let change = GbPlatform::device_change(self, device);
+        Box::pin(async move { format!("{:?}", change.await) })
+    }
+
+    fn sender_verdict(&self, device: &str, facts: &RequestFacts) -> Result<(), &'static str> {
+        GbPlatform::sender_verdict(self, device, facts)
+    }
+
+    fn refuse_sender<'a>(
+        &'a self,
+        tx: &'a mut Transaction,
+        facts: &'a RequestFacts,
+        reason: &'static str,
+    ) -> HostFuture<'a, ()> {
+        Box::pin(GbPlatform::refuse_sender(self, tx, facts, reason))
+    }
+}
+
+/// Voice broadcast (GB/T 28181-2016 §9.12, see [`super::talk`]).
+impl GbPlatform {
+    /// Ask `channel` to call back, then play `alaw` to it. Returns once the
+    /// device accepted; the audio goes on in the background.
+    pub async fn talk(
+        &self,
+        device: &str,
+        channel: &str,
+        alaw: Vec<u8>,
+    ) -> Result<TalkStarted, TalkError> {
+        super::talk::talk(self, device, channel, alaw).await
+    }
+
+    /// [`talk`](Self::talk) from any [`TalkFeed`], e.g. live audio.
+    pub async fn talk_feed(
+        &self,
+        device: &str,
+        channel: &str,
+        feed: TalkFeed,
+    ) -> Result<TalkStarted, TalkError> {
+        super::talk::talk_feed(self, device, channel, feed).await
+    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,10 @@
 //! out with RFC 4571's two-byte length in front.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rsipstack::dialog::dialog::DialogState;
@@ -30,12 +32,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::control::broadcast_notify;
 use super::exchanges::QueryError;
-use super::platform::{GbPlatform, lock};
 use super::sdp::{Direction, GbSdp, MediaKind, Payload, SessionName, Setup, Transport};
+use crate::config::Config;
 use crate::ingest::port_pool::{BoundPair, BoundTcp, PortError, PortHold, PortPool};
 use crate::ingest::tcp::{accept_device, connect_device};
 use crate::metrics::{self, label};
 use crate::sip::request::RequestFacts;
+use crate::sip::stack::SipStack;
 
 pub use crate::media::audio::g711::SAMPLES_PER_PACKET;
 pub const PAYLOAD_TYPE_PCMA: u8 = 8;
@@ -49,6 +52,49 @@ pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// a device that stops reading for this long is treated as gone, so it
 /// cannot hold the task, a pool port and the channel.
 pub const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A boxed future a [`TalkHost`] returns (the trait is used as `dyn`).
+pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a talk session needs from the GB28181 side that holds it, and no
+/// more: the sessions, config, serial numbers, SIP stack (dialogs), port
+/// pool, MANSCDP sending, device state and sender checks. Taking this
+/// narrow handle instead of the platform keeps the platform ↔ talk
+/// dependency one-way (issue 15; enforced by `crate::module_graph`).
+pub trait TalkHost: Send + Sync {
+    /// The talk sessions, one per channel, this host keeps.
+    fn talk_sessions(&self) -> &TalkSessions;
+    fn config(&self) -> Arc<Config>;
+    /// The next MANSCDP `SN`.
+    fn next_sn(&self) -> u32;
+    fn sip(&self) -> &SipStack;
+    fn ports(&self) -> &PortPool;
+    /// Send a MANSCDP document to `device` and wait for its 200.
+    fn send_manscdp<'a>(
+        &'a self,
+        device: &'a str,
+        xml: &'a str,
+    ) -> HostFuture<'a, Result<(), QueryError>>;
+    /// Resolves, with a description for the log, at the next change of
+    /// `device`'s state (offline, restarted) — subscribed at the call.
+    fn device_change(&self, device: &str) -> HostFuture<'static, String>;
+    /// `Ok` if the request came from where `device` last registered, else
+    /// the reason to refuse it with.
+    fn sender_verdict(&self, device: &str, facts: &RequestFacts) -> Result<(), &'static str>;
+    /// Refuse a request from the wrong sender (403, counted, logged).
+    fn refuse_sender<'a>(
+        &'a self,
+        tx: &'a mut Transaction,
+        facts: &'a RequestFacts,
+        reason: &'static str,
+    ) -> HostFuture<'a, ()>;
+}
+
+/// A poisoned lock still guards consistent records (each update is one
+/// insert or removal), so it is used as is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TalkError {
@@ -422,260 +468,258 @@ impl Packets {
     }
 }
 
-impl GbPlatform {
-    /// Ask `channel` to call back, then play `alaw` to it. Returns once the
-    /// device accepted; the audio goes on in the background.
-    pub async fn talk(
-        self: &Arc<Self>,
-        device: &str,
-        channel: &str,
-        alaw: Vec<u8>,
-    ) -> Result<TalkStarted, TalkError> {
-        self.talk_feed(device, channel, TalkFeed::Clip(alaw)).await
-    }
+/// Ask `channel` to call back, then play `alaw` to it. Returns once the
+/// device accepted; the audio goes on in the background.
+pub async fn talk(
+    host: &dyn TalkHost,
+    device: &str,
+    channel: &str,
+    alaw: Vec<u8>,
+) -> Result<TalkStarted, TalkError> {
+    talk_feed(host, device, channel, TalkFeed::Clip(alaw)).await
+}
 
-    /// [`talk`](Self::talk) from any [`TalkFeed`], e.g. live audio.
-    pub async fn talk_feed(
-        self: &Arc<Self>,
-        device: &str,
-        channel: &str,
-        feed: TalkFeed,
-    ) -> Result<TalkStarted, TalkError> {
-        let outcome = self.talk_inner(device, channel, feed).await;
-        if let Err(e) = &outcome {
-            // The channel was freed when talk_inner's claim was dropped.
-            metrics::get()
-                .gb_talk_sessions
-                .get_or_create(&label("outcome", e.kind()))
-                .inc();
-            warn!(%device, %channel, "talk failed: {e}");
-        }
-        outcome
-    }
-
-    async fn talk_inner(
-        self: &Arc<Self>,
-        device: &str,
-        channel: &str,
-        feed: TalkFeed,
-    ) -> Result<TalkStarted, TalkError> {
-        let (tx, rx) = oneshot::channel();
-        // Held across every await below and then by the audio task.
-        let claim = self.talks.claim(device, channel, tx)?;
-        let xml = broadcast_notify(self.next_sn(), &self.config().sip.server_id, channel);
-        self.send_manscdp(device, &xml).await?;
-        let mut invite = tokio::time::timeout(CALLBACK_TIMEOUT, rx)
-            .await
-            .map_err(|_| TalkError::NoCallback(CALLBACK_TIMEOUT))?
-            .map_err(|_| TalkError::Failed("talk superseded".into()))?;
-        let offer_text = String::from_utf8_lossy(invite.original.body()).into_owned();
-        let offer = match GbSdp::parse(&offer_text)
-            .map_err(|e| e.to_string())
-            .and_then(|o| destination(&o).map(|d| (o, d)))
-        {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = invite.reply(StatusCode::NotAcceptableHere).await;
-                return Err(TalkError::BadOffer(e));
-            }
-        };
-        let (offer, link) = offer;
-        let port = match AudioPort::bind(&self.ports, link).await {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = invite.reply(StatusCode::NotAcceptableHere).await;
-                return Err(TalkError::Failed(format!("no RTP port: {e}")));
-            }
-        };
-        let ssrc_text = offer
-            .ssrc
-            .clone()
-            .filter(|s| super::ssrc::Ssrc::parse(s).is_some())
-            .unwrap_or_else(|| format!("{:010}", rand::random::<u32>() % 1_000_000_000));
-        let ssrc = super::ssrc::Ssrc::parse(&ssrc_text).map_or(0, |s| s.value());
-        let ip = self.config().advertised_ip().to_string();
-        let answer = answer_sdp(
-            &self.config().sip.server_id,
-            &ip,
-            port.port(),
-            &ssrc_text,
-            link,
-        );
-        let (state_tx, mut states) = self.sip.dialogs.new_dialog_state_channel();
-        let contact = rsipstack::sip::Uri::try_from(
-            format!(
-                "sip:{}@{}",
-                self.config().sip.server_id,
-                self.sip.advertised
-            )
-            .as_str(),
-        )
-        .ok();
-        let dialog = self
-            .sip
-            .dialogs
-            .get_or_create_server_invite(&invite, state_tx, None, contact)
-            .map_err(|e| TalkError::Failed(format!("dialog: {e}")))?;
-        dialog
-            .accept(
-                Some(vec![Header::ContentType("application/sdp".into())]),
-                Some(answer.into_bytes()),
-            )
-            .map_err(|e| TalkError::Failed(format!("accept: {e}")))?;
-        {
-            let mut handler = dialog.clone();
-            tokio::spawn(async move {
-                let _ = handler.handle(&mut invite).await;
-            });
-        }
-        let mut feed = Packets::new(feed);
-        let packets = feed.clip_packets();
-        let started = TalkStarted {
-            device: device.to_owned(),
-            channel: channel.to_owned(),
-            destination: link.to_string(),
-            transport: link.transport(),
-            ssrc,
-            packets,
-            duration_ms: (packets * SAMPLES_PER_PACKET) as u64 * 1000 / 8000,
-        };
+/// [`talk`] from any [`TalkFeed`], e.g. live audio.
+pub async fn talk_feed(
+    host: &dyn TalkHost,
+    device: &str,
+    channel: &str,
+    feed: TalkFeed,
+) -> Result<TalkStarted, TalkError> {
+    let outcome = talk_inner(host, device, channel, feed).await;
+    if let Err(e) = &outcome {
+        // The channel was freed when talk_inner's claim was dropped.
         metrics::get()
             .gb_talk_sessions
-            .get_or_create(&label("outcome", "ok"))
+            .get_or_create(&label("outcome", e.kind()))
             .inc();
-        info!(%device, %channel, %link, packets, "talk accepted");
-        let this = self.clone();
-        let span = info_span!("talk", device = %device, channel = %channel);
-        // The device going offline or restarting ends the talk; so does a
-        // live feed that stops (one deadline from its last packet).
-        let device_change = self.device_change(device);
-        let silence_limit = self.config().media.rtp_timeout;
-        tokio::spawn(
-            async move {
-                tokio::pin!(device_change);
-                let mut last_audio = tokio::time::Instant::now();
-                let silence = tokio::time::sleep_until(last_audio + silence_limit);
-                tokio::pin!(silence);
-                let mut sink = match port.open(link).await {
-                    Ok(sink) => Some(sink),
-                    Err(e) => {
-                        metrics::get()
-                            .gb_talk_sessions
-                            .get_or_create(&label("outcome", "media_failed"))
-                            .inc();
-                        warn!(%link, "talk audio connection failed: {e}");
-                        None
+        warn!(%device, %channel, "talk failed: {e}");
+    }
+    outcome
+}
+
+async fn talk_inner(
+    host: &dyn TalkHost,
+    device: &str,
+    channel: &str,
+    feed: TalkFeed,
+) -> Result<TalkStarted, TalkError> {
+    let (tx, rx) = oneshot::channel();
+    // Held across every await below and then by the audio task.
+    let claim = host.talk_sessions().claim(device, channel, tx)?;
+    let xml = broadcast_notify(host.next_sn(), &host.config().sip.server_id, channel);
+    host.send_manscdp(device, &xml).await?;
+    let mut invite = tokio::time::timeout(CALLBACK_TIMEOUT, rx)
+        .await
+        .map_err(|_| TalkError::NoCallback(CALLBACK_TIMEOUT))?
+        .map_err(|_| TalkError::Failed("talk superseded".into()))?;
+    let offer_text = String::from_utf8_lossy(invite.original.body()).into_owned();
+    let offer = match GbSdp::parse(&offer_text)
+        .map_err(|e| e.to_string())
+        .and_then(|o| destination(&o).map(|d| (o, d)))
+    {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = invite.reply(StatusCode::NotAcceptableHere).await;
+            return Err(TalkError::BadOffer(e));
+        }
+    };
+    let (offer, link) = offer;
+    let port = match AudioPort::bind(host.ports(), link).await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = invite.reply(StatusCode::NotAcceptableHere).await;
+            return Err(TalkError::Failed(format!("no RTP port: {e}")));
+        }
+    };
+    let ssrc_text = offer
+        .ssrc
+        .clone()
+        .filter(|s| super::ssrc::Ssrc::parse(s).is_some())
+        .unwrap_or_else(|| format!("{:010}", rand::random::<u32>() % 1_000_000_000));
+    let ssrc = super::ssrc::Ssrc::parse(&ssrc_text).map_or(0, |s| s.value());
+    let ip = host.config().advertised_ip().to_string();
+    let answer = answer_sdp(
+        &host.config().sip.server_id,
+        &ip,
+        port.port(),
+        &ssrc_text,
+        link,
+    );
+    let (state_tx, mut states) = host.sip().dialogs.new_dialog_state_channel();
+    let contact = rsipstack::sip::Uri::try_from(
+        format!(
+            "sip:{}@{}",
+            host.config().sip.server_id,
+            host.sip().advertised
+        )
+        .as_str(),
+    )
+    .ok();
+    let dialog = host
+        .sip()
+        .dialogs
+        .get_or_create_server_invite(&invite, state_tx, None, contact)
+        .map_err(|e| TalkError::Failed(format!("dialog: {e}")))?;
+    dialog
+        .accept(
+            Some(vec![Header::ContentType("application/sdp".into())]),
+            Some(answer.into_bytes()),
+        )
+        .map_err(|e| TalkError::Failed(format!("accept: {e}")))?;
+    {
+        let mut handler = dialog.clone();
+        tokio::spawn(async move {
+            let _ = handler.handle(&mut invite).await;
+        });
+    }
+    let mut feed = Packets::new(feed);
+    let packets = feed.clip_packets();
+    let started = TalkStarted {
+        device: device.to_owned(),
+        channel: channel.to_owned(),
+        destination: link.to_string(),
+        transport: link.transport(),
+        ssrc,
+        packets,
+        duration_ms: (packets * SAMPLES_PER_PACKET) as u64 * 1000 / 8000,
+    };
+    metrics::get()
+        .gb_talk_sessions
+        .get_or_create(&label("outcome", "ok"))
+        .inc();
+    info!(%device, %channel, %link, packets, "talk accepted");
+    let dialogs = host.sip().dialogs.clone();
+    let span = info_span!("talk", device = %device, channel = %channel);
+    // The device going offline or restarting ends the talk; so does a
+    // live feed that stops (one deadline from its last packet).
+    let device_change = host.device_change(device);
+    let silence_limit = host.config().media.rtp_timeout;
+    tokio::spawn(
+        async move {
+            tokio::pin!(device_change);
+            let mut last_audio = tokio::time::Instant::now();
+            let silence = tokio::time::sleep_until(last_audio + silence_limit);
+            tokio::pin!(silence);
+            let mut sink = match port.open(link).await {
+                Ok(sink) => Some(sink),
+                Err(e) => {
+                    metrics::get()
+                        .gb_talk_sessions
+                        .get_or_create(&label("outcome", "media_failed"))
+                        .inc();
+                    warn!(%link, "talk audio connection failed: {e}");
+                    None
+                }
+            };
+            let mut seq: u16 = rand::random();
+            let mut ts: u32 = rand::random();
+            let mut sent = 0usize;
+            let mut hung_up = false;
+            let mut first = true;
+            while let Some(out) = sink.as_mut() {
+                let chunk = tokio::select! {
+                    chunk = feed.next() => match chunk {
+                        Some(c) => {
+                            last_audio = tokio::time::Instant::now();
+                            c
+                        }
+                        None => break,
+                    },
+                    change = &mut device_change => {
+                        info!(%change, "talk ended by the device's state");
+                        break;
                     }
-                };
-                let mut seq: u16 = rand::random();
-                let mut ts: u32 = rand::random();
-                let mut sent = 0usize;
-                let mut hung_up = false;
-                let mut first = true;
-                while let Some(out) = sink.as_mut() {
-                    let chunk = tokio::select! {
-                        chunk = feed.next() => match chunk {
-                            Some(c) => {
-                                last_audio = tokio::time::Instant::now();
-                                c
-                            }
-                            None => break,
-                        },
-                        change = &mut device_change => {
-                            info!(?change, "talk ended by the device's state");
-                            break;
-                        }
-                        _ = &mut silence => {
-                            let due = last_audio + silence_limit;
-                            if due > tokio::time::Instant::now() {
-                                silence.as_mut().reset(due);
-                                continue;
-                            }
-                            info!("talk audio feed silent: ending");
-                            break;
-                        }
-                        s = states.recv() => {
-                            if matches!(s, None | Some(DialogState::Terminated(..))) {
-                                hung_up = true;
-                                break;
-                            }
-                            // Other dialog states (ACK arrived) do not pace.
+                    _ = &mut silence => {
+                        let due = last_audio + silence_limit;
+                        if due > tokio::time::Instant::now() {
+                            silence.as_mut().reset(due);
                             continue;
                         }
-                    };
-                    let pkt = rtp_packet(seq, ts, ssrc, first, &chunk);
-                    first = false;
-                    match out.send(&pkt).await {
-                        Ok(()) => {
-                            sent += 1;
-                            metrics::get().gb_talk_packets_sent.inc();
-                        }
-                        // A closed TCP connection will not come back.
-                        Err(e) if matches!(out, AudioSink::Tcp { .. }) => {
-                            warn!("talk audio connection lost: {e}");
+                        info!("talk audio feed silent: ending");
+                        break;
+                    }
+                    s = states.recv() => {
+                        if matches!(s, None | Some(DialogState::Terminated(..))) {
+                            hung_up = true;
                             break;
                         }
-                        Err(_) => {}
+                        // Other dialog states (ACK arrived) do not pace.
+                        continue;
                     }
-                    seq = seq.wrapping_add(1);
-                    ts = ts.wrapping_add(SAMPLES_PER_PACKET as u32);
+                };
+                let pkt = rtp_packet(seq, ts, ssrc, first, &chunk);
+                first = false;
+                match out.send(&pkt).await {
+                    Ok(()) => {
+                        sent += 1;
+                        metrics::get().gb_talk_packets_sent.inc();
+                    }
+                    // A closed TCP connection will not come back.
+                    Err(e) if matches!(out, AudioSink::Tcp { .. }) => {
+                        warn!("talk audio connection lost: {e}");
+                        break;
+                    }
+                    Err(_) => {}
                 }
-                info!(sent, hung_up, "talk audio done");
-                if !hung_up && let Err(e) = dialog.bye().await {
-                    warn!("talk BYE failed: {e}");
-                }
-                this.sip.dialogs.remove_dialog(&dialog.id());
-                drop(sink);
-                drop(claim);
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(SAMPLES_PER_PACKET as u32);
             }
-            .instrument(span),
-        );
-        Ok(started)
-    }
+            info!(sent, hung_up, "talk audio done");
+            if !hung_up && let Err(e) = dialog.bye().await {
+                warn!("talk BYE failed: {e}");
+            }
+            dialogs.remove_dialog(&dialog.id());
+            drop(sink);
+            drop(claim);
+        }
+        .instrument(span),
+    );
+    Ok(started)
+}
 
-    /// An INVITE from a device outside any dialog: the callback of a
-    /// Broadcast we sent, matched by the caller (`From` user) being the
-    /// channel or its device.
-    pub(crate) async fn on_talk_invite(&self, mut tx: Transaction, facts: &RequestFacts) {
-        // The callback must come from the registered device it claims to
-        // be (or whose channel it names), or anyone could take the call.
-        let device = lock(&self.talks.by_channel)
-            .iter()
+/// An INVITE from a device outside any dialog: the callback of a
+/// Broadcast we sent, matched by the caller (`From` user) being the
+/// channel or its device.
+pub async fn on_talk_invite(host: &dyn TalkHost, mut tx: Transaction, facts: &RequestFacts) {
+    // The callback must come from the registered device it claims to
+    // be (or whose channel it names), or anyone could take the call.
+    let device = lock(&host.talk_sessions().by_channel)
+        .iter()
+        .find(|(ch, p)| {
+            p.invite.is_some() && (**ch == facts.from_user || p.device == facts.from_user)
+        })
+        .map(|(_, p)| p.device.clone());
+    if let Some(device) = &device
+        && let Err(reason) = host.sender_verdict(device, facts)
+    {
+        host.refuse_sender(&mut tx, facts, reason).await;
+        return;
+    }
+    let waiting = {
+        let mut talks = lock(&host.talk_sessions().by_channel);
+        talks
+            .iter_mut()
             .find(|(ch, p)| {
                 p.invite.is_some() && (**ch == facts.from_user || p.device == facts.from_user)
             })
-            .map(|(_, p)| p.device.clone());
-        if let Some(device) = &device
-            && let Err(reason) = self.sender_verdict(device, facts)
-        {
-            self.refuse_sender(&mut tx, facts, reason).await;
-            return;
+            .and_then(|(_, p)| p.invite.take())
+    };
+    match waiting {
+        Some(sender) => {
+            info!(caller = %facts.from_user, "talk callback INVITE");
+            let _ = tx.send_trying().await;
+            if let Err(mut tx) = sender.send(tx) {
+                let _ = tx.reply(StatusCode::RequestTimeout).await;
+            }
         }
-        let waiting = {
-            let mut talks = lock(&self.talks.by_channel);
-            talks
-                .iter_mut()
-                .find(|(ch, p)| {
-                    p.invite.is_some() && (**ch == facts.from_user || p.device == facts.from_user)
-                })
-                .and_then(|(_, p)| p.invite.take())
-        };
-        match waiting {
-            Some(sender) => {
-                info!(caller = %facts.from_user, "talk callback INVITE");
-                let _ = tx.send_trying().await;
-                if let Err(mut tx) = sender.send(tx) {
-                    let _ = tx.reply(StatusCode::RequestTimeout).await;
-                }
-            }
-            None => {
-                metrics::get()
-                    .gb_talk_sessions
-                    .get_or_create(&label("outcome", "unexpected_invite"))
-                    .inc();
-                warn!(caller = %facts.from_user, "INVITE from a device with no talk pending");
-                let _ = tx.reply(StatusCode::NotFound).await;
-            }
+        None => {
+            metrics::get()
+                .gb_talk_sessions
+                .get_or_create(&label("outcome", "unexpected_invite"))
+                .inc();
+            warn!(caller = %facts.from_user, "INVITE from a device with no talk pending");
+            let _ = tx.reply(StatusCode::NotFound).await;
         }
     }
 }
