@@ -961,6 +961,7 @@ fn zero_known_series(m: &Metrics) {
             "audio_format",
             "connection_lost",
             "media_lost",
+            "viewer_no_media",
         ],
     );
     zero(&m.foscam_frames, "kind", &["video", "audio"]);

@@ -617,6 +617,63 @@ fn device_offline_ends_its_streams() {
     assert_eq!(rig.metric("camgate_rtp_ports_in_use"), 0.0);
 }
 
+/// The camera's registration lapses: `sip.max_expires` grants it 4 s (it
+/// refreshes every 2 s), then it freezes (SIGSTOP: no refresh, no
+/// keepalive, no media) while its keepalive and media deadlines are far
+/// off. The registration's expiry alone must end its stream within
+/// expiry + 2 s — viewer closed, stop counted as `device_gone`, not
+/// restarted, device gone from the API.
+#[test]
+fn registration_expiry_ends_its_streams() {
+    const EXPIRES: u64 = 4;
+    let mut rig = Rig::start(Options {
+        rtp_timeout: 30.0,
+        keepalive_timeout: 60.0,
+        sip_extra: format!("  max_expires: {EXPIRES}"),
+        ..Options::default()
+    });
+    rig.add_camera(DEVICE, CHANNEL, &["--mark-frames"]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL), DEVICE);
+    assert!(viewer.wait(Duration::from_secs(10), |s| s.own.len() >= 10));
+    // Refreshes within the short lifetime keep it registered and streaming.
+    std::thread::sleep(Duration::from_secs(2 * EXPIRES));
+    assert!(
+        viewer.seen().closed.is_none(),
+        "viewer ended while the camera still refreshed\n{}",
+        rig.logs()
+    );
+    send_signal(rig.cameras[0].child.id(), "STOP");
+    let stopped = Instant::now();
+    let limit = Duration::from_secs(EXPIRES + 2);
+    assert!(
+        viewer.wait(limit + Duration::from_secs(3), |s| s.closed.is_some()),
+        "viewer not ended after the registration lapsed\n{}",
+        rig.logs()
+    );
+    let after = viewer.seen().closed.unwrap().duration_since(stopped);
+    eprintln!("registration expiry: viewer ended {after:?} after SIGSTOP");
+    assert!(after <= limit, "{after:?}\n{}", rig.logs());
+    assert!(
+        plain(&rig.gateway.log_text()).contains("registration expired"),
+        "{}",
+        rig.logs()
+    );
+    assert_eq!(
+        rig.metric("camgate_stream_stops_total{reason=\"device_gone\"}"),
+        1.0
+    );
+    assert_eq!(
+        rig.metric("camgate_stream_stops_total{reason=\"no_media\"}"),
+        0.0
+    );
+    assert!(wait_until(Duration::from_secs(2), || stream_count(&rig) == 0));
+    assert_eq!(rig.metric("camgate_rtp_ports_in_use"), 0.0);
+    let (status, _) = http_get(rig.ports.http, &format!("/api/v1/devices/{DEVICE}")).unwrap();
+    assert_eq!(status, 404, "the lapsed device is forgotten");
+    send_signal(rig.cameras[0].child.id(), "CONT");
+}
+
 /// The device unregisters (REGISTER with `Expires: 0`, sent by sipp under
 /// the camera's id while it streams): its stream ends within a second,
 /// counted as `device_gone`, and is not restarted.

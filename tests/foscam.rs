@@ -412,3 +412,76 @@ fn camera_vanishes_then_reconnects_and_the_viewer_resumes() {
     drop(rig);
     let _ = reader.join();
 }
+
+/// Issue 13: a camera that freezes (SIGSTOP: no FIN, no packet) must not
+/// hold an HTTP MJPEG response open forever. It ends within
+/// `media.rtp_timeout` (5 s here) + 2 s of the camera's last picture,
+/// counted as `camgate_foscam_errors_total{kind="viewer_no_media"}`.
+#[test]
+fn http_mjpeg_ends_when_the_camera_goes_silent() {
+    let rig = Rig::start_foscam(Options::default(), CAM, &[], "");
+    rig.wait_foscam_state(CAM, "online");
+    let parts = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let addr: SocketAddr = ([127, 0, 0, 1], rig.ports.http).into();
+    let reader = {
+        let (parts, ended) = (parts.clone(), ended.clone());
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // Without keep-alive the end of the response closes the socket.
+        write!(
+            s,
+            "GET /mjpeg/foscam/{CAM} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 65536];
+            let mut tail = Vec::new();
+            // Only a clean end counts; a read timeout leaves `ended` unset.
+            while let Ok(n) = s.read(&mut chunk) {
+                if n == 0 {
+                    *ended.lock().unwrap() = Some(Instant::now());
+                    break;
+                }
+                tail.extend_from_slice(&chunk[..n]);
+                let found = tail.windows(14).filter(|w| w == b"--camgateframe").count();
+                parts.fetch_add(found, Ordering::SeqCst);
+                let keep = tail.len().min(13);
+                tail.drain(..tail.len() - keep);
+            }
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || (parts.load(Ordering::SeqCst)
+            >= 5)
+            .then_some(()))
+        .is_some(),
+        "no parts before the stop\n{}",
+        rig.logs()
+    );
+    send_signal(rig.cameras[0].child.id(), "STOP");
+    let stopped = Instant::now();
+    let limit = Duration::from_secs(5 + 2);
+    let end = wait_for(limit + Duration::from_secs(5), || *ended.lock().unwrap());
+    let end = end.unwrap_or_else(|| {
+        panic!(
+            "MJPEG response still open {:?} after SIGSTOP\n{}",
+            stopped.elapsed(),
+            rig.logs()
+        )
+    });
+    let after = end.duration_since(stopped);
+    eprintln!("mjpeg: response ended {after:?} after SIGSTOP");
+    assert!(
+        after <= limit,
+        "ended {after:?} after SIGSTOP\n{}",
+        rig.logs()
+    );
+    assert_eq!(
+        rig.metric("camgate_foscam_errors_total{kind=\"viewer_no_media\"}"),
+        1.0
+    );
+    send_signal(rig.cameras[0].child.id(), "CONT");
+    drop(rig);
+    let _ = reader.join();
+}

@@ -96,3 +96,95 @@ fn console_talk_button_sends_the_microphone_to_the_camera_as_pcma() {
         rig.logs()
     );
 }
+
+/// Issue 13: a browser that stops sending audio (its sender's track
+/// replaced by none: ICE and DTLS stay up, no RTP) must not keep the talk
+/// session, and the device's talk channel, busy. The live feed's silence
+/// deadline (`media.rtp_timeout`, 5 s here, from its last packet) ends the
+/// talk: the camera gets its BYE within rtp_timeout + 2 s, the WebRTC
+/// session ends with it, and the channel takes a new talk at once.
+#[test]
+fn a_browser_that_stops_sending_audio_frees_the_talk_channel() {
+    if !have("chromium") || !have("chromedriver") {
+        return;
+    }
+    let mut rig = Rig::start(Options::default());
+    rig.add_camera(DEVICE, CHANNEL, &[]);
+    rig.wait_channel(DEVICE, CHANNEL);
+    let browser = Browser::start_with_args(
+        rig.ports.spare,
+        rig.dir.path().join("chromedriver.log"),
+        &[
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+        ],
+    );
+    browser.goto(&format!("http://127.0.0.1:{}/", rig.ports.http));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while browser.eval("return !!(window.camgate && window.camgate.select);") != true {
+        assert!(Instant::now() < deadline, "console did not load");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    browser.eval(&format!(
+        "window.camgate.select('{DEVICE}', '{CHANNEL}'); document.getElementById('talk').click(); return 0;"
+    ));
+    let packets_sent = || {
+        browser
+            .eval("return Number(document.getElementById('talk-note').dataset.packetsSent || 0);")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || (packets_sent() >= 50)
+            .then_some(()))
+        .is_some(),
+        "the browser never talked\n{}",
+        rig.logs()
+    );
+    // Silence the microphone without hanging up.
+    browser.eval(
+        "window.camgate.state.talk.pc.getSenders().forEach((s) => s.replaceTrack(null)); return 0;",
+    );
+    let silenced = Instant::now();
+    let ended = wait_for(Duration::from_secs(15), || {
+        plain(&rig.cameras[0].log_text())
+            .lines()
+            .find(|l| l.contains("talk ended"))
+            .map(|_| Instant::now())
+    })
+    .unwrap_or_else(|| panic!("the silent talk never ended at the camera\n{}", rig.logs()));
+    let after = ended.duration_since(silenced);
+    eprintln!("silent browser: camera's talk ended {after:?} after the track was removed");
+    assert!(
+        after <= Duration::from_secs(5 + 2),
+        "{after:?}\n{}",
+        rig.logs()
+    );
+    let gateway_ended = wait_for(Duration::from_secs(3), || {
+        plain(&rig.gateway.log_text())
+            .lines()
+            .find(|l| l.contains("browser talk ended"))
+            .map(str::to_owned)
+    });
+    assert!(
+        gateway_ended.is_some(),
+        "the WebRTC talk session outlived the device's talk\n{}",
+        rig.logs()
+    );
+    // The channel is free: a new talk is accepted, not refused as busy.
+    browser.eval(
+        "window.camgate.stopTalk('silent'); document.getElementById('talk').click(); return 0;",
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            (rig.metric(r#"camgate_webrtc_talk_sessions_total{outcome="ok"}"#) >= 2.0).then_some(())
+        })
+        .is_some(),
+        "second talk not accepted\n{}",
+        rig.logs()
+    );
+    assert_eq!(
+        rig.metric(r#"camgate_webrtc_talk_sessions_total{outcome="busy"}"#),
+        0.0
+    );
+}

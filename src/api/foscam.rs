@@ -25,6 +25,7 @@ use crate::foscam::FoscamCamera;
 use crate::foscam::ptz::{PtzAction, decoder_code};
 use crate::media::frame::{Codec, Frame};
 use crate::media::hub::Subscription;
+use crate::metrics::{self, label};
 use crate::streams::{StartError, StreamKey};
 
 const BOUNDARY: &str = "camgateframe";
@@ -199,10 +200,18 @@ async fn mjpeg(
             return start_error(&e);
         }
     };
+    let silence_limit = s.gb.config().media.rtp_timeout;
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
-        // The viewer lives as long as the HTTP client reads.
-        mjpeg_parts(viewer.subscribe(), tx).await;
+        // The viewer lives as long as the HTTP client reads and the
+        // camera keeps sending pictures.
+        if mjpeg_parts(viewer.subscribe(), tx, silence_limit).await == MjpegEnd::NoMedia {
+            metrics::get()
+                .foscam_errors
+                .get_or_create(&label("kind", "viewer_no_media"))
+                .inc();
+            info!(stream = %key, ?silence_limit, "MJPEG viewer ended: no picture from the camera");
+        }
         drop(viewer);
     });
     Response::builder()
@@ -215,29 +224,53 @@ async fn mjpeg(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Send each JPEG of `sub` as a multipart part until the stream ends or
-/// the client goes. The client's departure (the body, and with it the
-/// receiver, dropped) is noticed at once, not at the next frame: a camera
-/// that stalls must not keep a departed viewer — and so its stream — alive.
-async fn mjpeg_parts(mut sub: Subscription, tx: mpsc::Sender<Bytes>) {
+/// Why an MJPEG response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MjpegEnd {
+    /// The client went, or the stream ended.
+    Closed,
+    /// No JPEG for `media.rtp_timeout`.
+    NoMedia,
+}
+
+/// Send each JPEG of `sub` as a multipart part until the stream ends, the
+/// client goes, or no JPEG came for `silence_limit`. The client's
+/// departure (the body, and with it the receiver, dropped) is noticed at
+/// once, not at the next frame: a camera that stalls must not keep a
+/// departed viewer — and so its stream — alive. The silence deadline is
+/// one timer, set from the last JPEG (issue 13: a timeout re-created on
+/// each loop turn never fires while anything else wakes the loop), so a
+/// stalled camera does not hold the response open forever either.
+async fn mjpeg_parts(
+    mut sub: Subscription,
+    tx: mpsc::Sender<Bytes>,
+    silence_limit: Duration,
+) -> MjpegEnd {
+    let silence = tokio::time::sleep(silence_limit);
+    tokio::pin!(silence);
     loop {
         let frame = tokio::select! {
-            _ = tx.closed() => return,
+            _ = tx.closed() => return MjpegEnd::Closed,
+            () = &mut silence => return MjpegEnd::NoMedia,
             f = sub.recv() => match f {
                 Ok(f) => f,
-                Err(_) => return,
+                Err(_) => return MjpegEnd::Closed,
             },
         };
+        // Audio frames and anything else are not a picture.
         let Some(jpeg) = jpeg_of(&frame) else {
             continue;
         };
+        silence
+            .as_mut()
+            .reset(tokio::time::Instant::now() + silence_limit);
         let head = format!(
             "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
             jpeg.len()
         );
         for part in [Bytes::from(head), jpeg, Bytes::from_static(b"\r\n")] {
             if tx.send(part).await.is_err() {
-                return;
+                return MjpegEnd::Closed;
             }
         }
     }
@@ -318,15 +351,59 @@ mod tests {
     async fn a_departed_client_ends_the_viewer_while_the_camera_is_silent() {
         let hub = Hub::new(HubConfig::default());
         let (tx, rx) = mpsc::channel::<Bytes>(8);
-        let task = tokio::spawn(mjpeg_parts(hub.subscribe(), tx));
+        let task = tokio::spawn(mjpeg_parts(hub.subscribe(), tx, Duration::from_secs(600)));
         tokio::task::yield_now().await;
         assert!(!task.is_finished());
         drop(rx);
         // Paused time: were the task stuck, the clock would jump to the
         // timeout at once and this would fail.
-        tokio::time::timeout(Duration::from_secs(60), task)
+        let end = tokio::time::timeout(Duration::from_secs(60), task)
             .await
             .expect("the viewer task ends when its client goes")
             .unwrap();
+        assert_eq!(end, MjpegEnd::Closed);
+    }
+
+    fn jpeg(pts: i64) -> Frame {
+        Frame {
+            codec: Codec::Mjpeg,
+            pts,
+            dts: pts,
+            keyframe: true,
+            units: [crate::media::frame::Chunks::from(Bytes::from_static(
+                b"\xff\xd8jpeg\xff\xd9",
+            ))]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    /// Issue 13: a camera that stops sending pictures ends the response
+    /// `silence_limit` after its last JPEG — measured from that JPEG, not
+    /// from the response's start, and not postponed by non-picture frames.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_camera_ends_the_response_after_the_limit_from_its_last_jpeg() {
+        let limit = Duration::from_secs(5);
+        let hub = Hub::new(HubConfig::default());
+        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(mjpeg_parts(hub.subscribe(), tx, limit));
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        hub.publish(jpeg(0));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Audio after the last picture does not keep the response alive.
+        hub.publish(Frame {
+            codec: Codec::Pcma,
+            ..jpeg(1)
+        });
+        let end = task.await.unwrap();
+        assert_eq!(end, MjpegEnd::NoMedia);
+        assert_eq!(start.elapsed(), Duration::from_secs(3) + limit);
+        let mut parts = 0;
+        while rx.try_recv().is_ok() {
+            parts += 1;
+        }
+        assert_eq!(parts, 3, "one JPEG sent as head, image, tail");
     }
 }

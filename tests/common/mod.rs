@@ -98,6 +98,8 @@ pub struct Options {
     pub streams_extra: String,
     /// YAML lines added to the `media:` section (indented two spaces).
     pub media_extra: String,
+    /// YAML lines added to the `sip:` section (indented two spaces).
+    pub sip_extra: String,
 }
 
 impl Default for Options {
@@ -117,6 +119,7 @@ impl Default for Options {
             keepalive_timeout: 180.0,
             streams_extra: String::new(),
             media_extra: String::new(),
+            sip_extra: String::new(),
         }
     }
 }
@@ -128,6 +131,7 @@ pub fn write_config(dir: &std::path::Path, ports: &Ports, opts: &Options) -> Pat
   password: "{password}"
   invite_timeout: {invite}
   keepalive_timeout: {keepalive}
+{sip_extra}
 media:
   rtp_bind: "127.0.0.1"
   rtp_port_min: {rtp_min}
@@ -167,6 +171,7 @@ webrtc:
         keepalive = opts.keepalive_timeout,
         streams_extra = opts.streams_extra,
         media_extra = opts.media_extra,
+        sip_extra = opts.sip_extra,
     );
     let yaml = yaml + &opts.extra_yaml;
     let path = dir.join("camgate.yaml");
