@@ -156,6 +156,58 @@ fn proxied_media(rig: &Rig) -> common::impair::Impair {
     impair
 }
 
+/// One camera whose media crosses the impairment proxy, and a viewer seen
+/// to get ten of its frames through it.
+fn watch_through_proxy(rig: &mut Rig) -> (common::impair::Impair, LiveViewer) {
+    let impair = proxied_media(rig);
+    rig.add_camera(
+        DEVICE,
+        CHANNEL,
+        &["--mark-frames", "--media-ip", "127.0.0.2"],
+    );
+    rig.wait_channel(DEVICE, CHANNEL);
+    let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL), DEVICE);
+    assert!(
+        viewer.wait(Duration::from_secs(10), |s| s.own.len() >= 10),
+        "no frames through the proxy: {:?}\n{}",
+        viewer.seen(),
+        rig.logs()
+    );
+    (impair, viewer)
+}
+
+/// `count` frame-marking cameras (one `sim-camera --count`, with `flags`)
+/// online, and one viewer per camera seen to get a frame of its own.
+fn watch_cameras(
+    rig: &mut Rig,
+    count: u32,
+    flags: &[&str],
+) -> (Vec<(String, String)>, Vec<LiveViewer>) {
+    let count_arg = count.to_string();
+    let mut args = vec!["--count", count_arg.as_str(), "--mark-frames"];
+    args.extend_from_slice(flags);
+    rig.add_camera(DEVICE, CHANNEL, &args);
+    let cameras = rig.wait_cameras(count);
+    let viewers = watch_all(rig, &cameras);
+    (cameras, viewers)
+}
+
+/// One viewer per camera, each seen to get a frame of its own camera.
+fn watch_all(rig: &Rig, cameras: &[(String, String)]) -> Vec<LiveViewer> {
+    let viewers: Vec<LiveViewer> = cameras
+        .iter()
+        .map(|(d, c)| LiveViewer::start(rig.ports.rtsp, &rig.url(d, c), d))
+        .collect();
+    for v in &viewers {
+        assert!(
+            v.wait(Duration::from_secs(15), |s| !s.own.is_empty()),
+            "{}",
+            rig.logs()
+        );
+    }
+    viewers
+}
+
 /// The first stream row of `/api/v1/streams`.
 fn stream_row(rig: &Rig) -> serde_json::Value {
     let v = streams_json(rig);
@@ -180,20 +232,7 @@ fn blackhole_then_restore_resumes_the_same_viewer() {
         streams_extra: "  reconnect_window: 60".into(),
         ..Options::default()
     });
-    let impair = proxied_media(&rig);
-    rig.add_camera(
-        DEVICE,
-        CHANNEL,
-        &["--mark-frames", "--media-ip", "127.0.0.2"],
-    );
-    rig.wait_channel(DEVICE, CHANNEL);
-    let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL), DEVICE);
-    assert!(
-        viewer.wait(Duration::from_secs(10), |s| s.own.len() >= 10),
-        "no frames through the proxy: {:?}\n{}",
-        viewer.seen(),
-        rig.logs()
-    );
+    let (impair, viewer) = watch_through_proxy(&mut rig);
     let invites_before = rig.metric("camgate_invites_total{outcome=\"ok\"}");
     impair.blackhole(true);
     let dark_at = Instant::now();
@@ -343,39 +382,7 @@ fn lossy_link_ten_streams_keep_their_frames() {
         ..Options::default()
     });
     let impair = proxied_media(&rig);
-    let count = CAMERAS.to_string();
-    rig.add_camera(
-        DEVICE,
-        CHANNEL,
-        &[
-            "--count",
-            &count,
-            "--mark-frames",
-            "--media-ip",
-            "127.0.0.2",
-        ],
-    );
-    let nth = |id: &str, i: u32| {
-        let v: u128 = id.parse().unwrap();
-        format!("{:0>20}", v + u128::from(i))
-    };
-    let cameras: Vec<(String, String)> = (0..CAMERAS)
-        .map(|i| (nth(DEVICE, i), nth(CHANNEL, i)))
-        .collect();
-    for (device, channel) in &cameras {
-        rig.wait_channel(device, channel);
-    }
-    let viewers: Vec<LiveViewer> = cameras
-        .iter()
-        .map(|(d, c)| LiveViewer::start(rig.ports.rtsp, &rig.url(d, c), d))
-        .collect();
-    for v in &viewers {
-        assert!(
-            v.wait(Duration::from_secs(15), |s| !s.own.is_empty()),
-            "{}",
-            rig.logs()
-        );
-    }
+    let (cameras, viewers) = watch_cameras(&mut rig, CAMERAS, &["--media-ip", "127.0.0.2"]);
     // The link turns bad under running streams (a DESCRIBE needs one
     // whole keyframe first, which 5 % loss of its ~20 packets often denies).
     impair.set(common::impair::Impairment {
@@ -437,39 +444,7 @@ fn gateway_restart_devices_return_and_viewers_reconnect() {
     };
     let invite_timeout = Duration::from_secs_f64(opts.invite_timeout);
     let mut rig = Rig::start(opts);
-    let count = CAMERAS.to_string();
-    rig.add_camera(
-        DEVICE,
-        CHANNEL,
-        &[
-            "--count",
-            &count,
-            "--mark-frames",
-            "--keepalive-interval",
-            "1",
-        ],
-    );
-    let nth = |id: &str, i: u32| {
-        let v: u128 = id.parse().unwrap();
-        format!("{:0>20}", v + u128::from(i))
-    };
-    let cameras: Vec<(String, String)> = (0..CAMERAS)
-        .map(|i| (nth(DEVICE, i), nth(CHANNEL, i)))
-        .collect();
-    for (device, channel) in &cameras {
-        rig.wait_channel(device, channel);
-    }
-    let viewers: Vec<LiveViewer> = cameras
-        .iter()
-        .map(|(d, c)| LiveViewer::start(rig.ports.rtsp, &rig.url(d, c), d))
-        .collect();
-    for v in &viewers {
-        assert!(
-            v.wait(Duration::from_secs(15), |s| !s.own.is_empty()),
-            "{}",
-            rig.logs()
-        );
-    }
+    let (cameras, viewers) = watch_cameras(&mut rig, CAMERAS, &["--keepalive-interval", "1"]);
     let status = rig.gateway.terminate(Duration::from_secs(15));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -690,46 +665,16 @@ fn device_unregister_ends_its_streams() {
     rig.wait_channel(DEVICE, CHANNEL);
     let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL), DEVICE);
     assert!(viewer.wait(Duration::from_secs(10), |s| s.own.len() >= 10));
-    let scenario = rig.dir.path().join("unregister.xml");
-    std::fs::write(
-        &scenario,
-        include_str!("sipp/register.xml")
-            .replace("FINAL_STATUS", "200")
-            .replace("Expires: 3600", "Expires: 0"),
-    )
-    .unwrap();
-    let port = rig.ports.spare.to_string();
-    let server = format!("127.0.0.1:{}", rig.ports.sip);
-    let out = run_with_timeout(
-        std::process::Command::new("sipp").args([
-            "-sf",
-            scenario.to_str().unwrap(),
-            "-key",
-            "device",
-            DEVICE,
-            "-key",
-            "server",
-            "34020000002000000001",
-            "-key",
-            "domain",
-            "3402000000",
-            "-au",
-            DEVICE,
-            "-ap",
-            "12345678",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-m",
-            "1",
-            "-timeout",
-            "10s",
-            "-timeout_error",
-            "-nostdin",
-            &server,
-        ]),
-        Duration::from_secs(20),
+    let unregister = include_str!("sipp/register.xml")
+        .replace("FINAL_STATUS", "200")
+        .replace("Expires: 3600", "Expires: 0");
+    let out = sipp_register_scenario(
+        &rig,
+        &unregister,
+        "unregister.xml",
+        "u1",
+        DEVICE,
+        "12345678",
     );
     let unregistered = Instant::now();
     assert!(
@@ -893,19 +838,7 @@ fn cut_tcp_media_connection_is_called_again() {
         streams_extra: "  reconnect_window: 60".into(),
         ..Options::default()
     });
-    let impair = proxied_media(&rig);
-    rig.add_camera(
-        DEVICE,
-        CHANNEL,
-        &["--mark-frames", "--media-ip", "127.0.0.2"],
-    );
-    rig.wait_channel(DEVICE, CHANNEL);
-    let viewer = LiveViewer::start(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL), DEVICE);
-    assert!(
-        viewer.wait(Duration::from_secs(10), |s| s.own.len() >= 10),
-        "no frames through the TCP proxy\n{}",
-        rig.logs()
-    );
+    let (impair, viewer) = watch_through_proxy(&mut rig);
     impair.cut();
     let cut = Instant::now();
     let back = viewer.wait(Duration::from_secs(8), |s| {

@@ -36,11 +36,23 @@ fn start_quiet(opts: Options, extra_yaml: &str) -> (Rig, std::path::PathBuf) {
         .push_str(&extra_yaml.replace("{spare}", &ports.spare.to_string()));
     let config = write_config(dir.path(), &ports, &opts);
     let stdout = dir.path().join("gateway.stdout");
+    let out = std::fs::File::create(&stdout).unwrap().into();
+    (spawn_without_rust_log(dir, ports, config, out), stdout)
+}
+
+/// The gateway on `config`, without the caller's RUST_LOG, its stdout to
+/// `stdout` and its log in the rig's folder, once it answers HTTP.
+fn spawn_without_rust_log(
+    dir: tempdir::Dir,
+    ports: Ports,
+    config: std::path::PathBuf,
+    stdout: std::process::Stdio,
+) -> Rig {
     let log = dir.path().join("gateway.log");
     let child = Command::new(env!("CARGO_BIN_EXE_camgate"))
         .args(["--config", config.to_str().unwrap()])
         .env_remove("RUST_LOG")
-        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stdout(stdout)
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn camgate");
@@ -52,7 +64,7 @@ fn start_quiet(opts: Options, extra_yaml: &str) -> (Rig, std::path::PathBuf) {
         cameras: Vec::new(),
     };
     rig.wait_http();
-    (rig, stdout)
+    rig
 }
 
 const REGISTER: &str = "REGISTER sip:34020000002000000001@3402000000 SIP/2.0\r\n\
@@ -394,16 +406,7 @@ fn sip_tcp_connections_must_open_with_a_valid_request_in_time() {
         "{}",
         rig.metrics()
     );
-    assert!(closed_within(&mut silent, Duration::from_secs(5)));
-    let took = opened.elapsed();
-    assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
-        "silent SIP TCP connection closed after {took:?}"
-    );
-    assert_eq!(
-        rig.metric(r#"camgate_request_timeouts_total{listener="sip"}"#),
-        1.0
-    );
+    closed_at_request_timeout(&rig, &mut silent, opened, "sip");
 }
 
 /// Issue 13: a telecom link that never logs in was kept for the heartbeat
@@ -413,14 +416,23 @@ fn a_telecom_link_that_never_logs_in_is_closed_at_the_request_timeout() {
     let (rig, _) = start_quiet(Options::default(), LIMITS);
     let opened = Instant::now();
     let mut link = connect_from([127, 0, 0, 1], rig.ports.spare);
-    assert!(closed_within(&mut link, Duration::from_secs(5)));
+    closed_at_request_timeout(&rig, &mut link, opened, "ctel");
+}
+
+/// `conn`, opened at `opened` on `listener` and silent since, is closed
+/// at the 2 s request timeout of `LIMITS` (not before it, nor 2 s after),
+/// and that listener counts one request timeout.
+fn closed_at_request_timeout(rig: &Rig, conn: &mut TcpStream, opened: Instant, listener: &str) {
+    assert!(closed_within(conn, Duration::from_secs(5)));
     let took = opened.elapsed();
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(4),
-        "closed after {took:?}"
+        "silent {listener} connection closed after {took:?}"
     );
     assert_eq!(
-        rig.metric(r#"camgate_request_timeouts_total{listener="ctel"}"#),
+        rig.metric(&format!(
+            r#"camgate_request_timeouts_total{{listener="{listener}"}}"#
+        )),
         1.0
     );
 }
@@ -545,22 +557,7 @@ fn soak_churn_leaves_no_residue() {
         ..Options::default()
     };
     let config = write_config(dir.path(), &ports, &opts);
-    let log = dir.path().join("gateway.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_camgate"))
-        .args(["--config", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn camgate");
-    let mut rig = Rig {
-        dir,
-        ports,
-        config,
-        gateway: Proc { child, log },
-        cameras: Vec::new(),
-    };
-    rig.wait_http();
+    let mut rig = spawn_without_rust_log(dir, ports, config, std::process::Stdio::null());
     let count = devices.to_string();
     rig.add_camera(DEVICE, CHANNEL, &["--count", &count]);
     let registered = wait_for(Duration::from_secs(60), || {
@@ -571,12 +568,8 @@ fn soak_churn_leaves_no_residue() {
         "devices did not register\n{}",
         rig.logs()
     );
-    let nth = |base: &str, i: u32| {
-        let (head, tail) = base.split_at(base.len() - 7);
-        format!("{head}{:07}", tail.parse::<u32>().unwrap() + i)
-    };
     let urls: Vec<String> = (0..devices)
-        .map(|i| rig.url(&nth(DEVICE, i), &nth(CHANNEL, i)))
+        .map(|i| rig.url(&nth_id(DEVICE, i), &nth_id(CHANNEL, i)))
         .collect();
 
     // Viewers join and leave until the gateway has started `target` more

@@ -9,50 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ffprobe_json(url: &str, transport: &str) -> serde_json::Value {
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-show_streams",
-            "-of",
-            "json",
-            url,
-        ]),
-        Duration::from_secs(20),
-    );
-    assert!(
-        out.status.success(),
-        "ffprobe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ffprobe json")
-}
-
-fn ffmpeg_decode(url: &str, transport: &str, seconds: &str) -> std::process::Output {
-    run_with_timeout(
-        Command::new("ffmpeg").args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-i",
-            url,
-            "-t",
-            seconds,
-            "-f",
-            "null",
-            "-progress",
-            "pipe:1",
-            "-",
-        ]),
-        Duration::from_secs(30),
-    )
-}
-
 #[test]
 fn rtsp_clients_play_the_simulated_camera() {
     if !have("ffprobe") || !have("ffmpeg") {
@@ -70,7 +26,7 @@ fn rtsp_clients_play_the_simulated_camera() {
     assert_eq!(video["height"], 360, "{probe}");
 
     for transport in ["tcp", "udp"] {
-        let out = ffmpeg_decode(&url, transport, "2");
+        let out = ffmpeg_decode(&url, transport, ["-t", "2"]);
         let frames = ffmpeg_frames(&out);
         assert!(
             frames >= 25,
@@ -124,7 +80,7 @@ fn viewers_share_one_invite_and_idle_sends_one_bye() {
     // Two viewers at once: one INVITE.
     let a = {
         let url = url.clone();
-        std::thread::spawn(move || ffmpeg_frames(&ffmpeg_decode(&url, "tcp", "3")))
+        std::thread::spawn(move || ffmpeg_frames(&ffmpeg_decode(&url, "tcp", ["-t", "3"])))
     };
     std::thread::sleep(Duration::from_millis(300));
     let during = {
@@ -132,7 +88,7 @@ fn viewers_share_one_invite_and_idle_sends_one_bye() {
         while rig.metric("camgate_viewers") < 1.0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let b = ffmpeg_frames(&ffmpeg_decode(&url, "tcp", "1"));
+        let b = ffmpeg_frames(&ffmpeg_decode(&url, "tcp", ["-t", "1"]));
         assert!(b >= 10, "second viewer decoded {b}");
         rig.metrics()
     };
@@ -197,7 +153,8 @@ fn dead_device_fails_fast_and_other_streams_keep_flowing() {
     rig.wait_channel(dead, dead_ch);
 
     let live_url = rig.url(DEVICE, CHANNEL);
-    let viewer = std::thread::spawn(move || ffmpeg_frames(&ffmpeg_decode(&live_url, "tcp", "6")));
+    let viewer =
+        std::thread::spawn(move || ffmpeg_frames(&ffmpeg_decode(&live_url, "tcp", ["-t", "6"])));
     std::thread::sleep(Duration::from_secs(1));
 
     let started = Instant::now();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Options, Rig, ffmpeg_frames, have, run_with_timeout};
+use common::{Options, Rig, ffmpeg_decode, ffmpeg_frames, ffprobe_codecs, ffprobe_json, have};
 
 use camgate::media::frame::{AudioParams, Codec, StreamInfo, VideoParams};
 use camgate::media::hub::{Hub, HubConfig};
@@ -174,50 +174,6 @@ async fn audio_without_video_is_described_audio_only_after_the_wait() {
     assert_eq!(info.video.as_ref().map(|v| v.1.width), Some(640));
 }
 
-fn ffprobe_streams(url: &str) -> serde_json::Value {
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "tcp",
-            "-show_streams",
-            "-of",
-            "json",
-            url,
-        ]),
-        Duration::from_secs(20),
-    );
-    assert!(
-        out.status.success(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ffprobe json")
-}
-
-fn ffmpeg_play(url: &str, frames: &str) -> std::process::Output {
-    run_with_timeout(
-        Command::new("ffmpeg").args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "tcp",
-            "-i",
-            url,
-            "-frames:v",
-            frames,
-            "-f",
-            "null",
-            "-progress",
-            "pipe:1",
-            "-",
-        ]),
-        Duration::from_secs(30),
-    )
-}
-
 /// Codec name and size ffprobe should report for a README video cell.
 fn expected_video(cell: &str) -> Option<(&str, Vec<(u64, u64)>)> {
     let (codec, rest) = cell.split_once(' ')?;
@@ -264,7 +220,7 @@ fn every_case_plays_live_over_rtsp() {
         rig.add_camera(device, channel, &[flag, path.to_str().unwrap()]);
         rig.wait_channel(device, channel);
         let url = rig.url(device, channel);
-        let probe = ffprobe_streams(&url);
+        let probe = ffprobe_json(&url, "tcp");
         let streams = probe["streams"].as_array().cloned().unwrap_or_default();
         let ctx = format!("{}: {probe}", row.file);
         let video = streams.iter().find(|s| s["codec_type"] == "video");
@@ -301,7 +257,7 @@ fn every_case_plays_live_over_rtsp() {
             assert_eq!(got_audio, want_audio, "{ctx}");
         }
         if video.is_some() {
-            let out = ffmpeg_play(&url, "25");
+            let out = ffmpeg_decode(&url, "tcp", ["-frames:v", "25"]);
             let frames = ffmpeg_frames(&out);
             assert!(
                 frames >= 25,
@@ -328,13 +284,8 @@ fn mu_law_without_psm_plays_as_pcmu_under_default_g711_ulaw() {
     let path = corpus_dir().join("nopsm_g711u.ps");
     rig.add_camera(device, channel, &["--ps-file", path.to_str().unwrap()]);
     rig.wait_channel(device, channel);
-    let probe = ffprobe_streams(&rig.url(device, channel));
-    let codecs: Vec<&str> = probe["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["codec_name"].as_str())
-        .collect();
+    let probe = ffprobe_json(&rig.url(device, channel), "tcp");
+    let codecs = ffprobe_codecs(&probe);
     assert_eq!(codecs, ["h264", "pcm_mulaw"], "{probe}");
 }
 

@@ -4,32 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-fn ffprobe_streams(url: &str) -> serde_json::Value {
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "tcp",
-            "-show_streams",
-            "-of",
-            "json",
-            url,
-        ]),
-        Duration::from_secs(20),
-    );
-    assert!(
-        out.status.success(),
-        "ffprobe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ffprobe json")
-}
 
 /// Gateway on `transport`, one camera with `camera_flags`; ffprobe must
 /// see the clip's H.264 640x360, and the metrics must show the transport.
@@ -41,7 +18,7 @@ fn probe_over(transport: &'static str, camera_flags: &[&str], ssrc_policy: &'sta
     });
     rig.add_camera(DEVICE, CHANNEL, camera_flags);
     rig.wait_channel(DEVICE, CHANNEL);
-    let probe = ffprobe_streams(&rig.url(DEVICE, CHANNEL));
+    let probe = ffprobe_json(&rig.url(DEVICE, CHANNEL), "tcp");
     let video = &probe["streams"][0];
     assert_eq!(video["codec_name"], "h264", "{probe}\n{}", rig.logs());
     assert_eq!(video["width"], 640, "{probe}");
@@ -274,7 +251,7 @@ fn per_request_transport_override() {
     let (status, _) = rtsp_describe(rig.ports.rtsp, &bad);
     assert_eq!(status, 404);
     let url = format!("{}?transport=tcp_active", rig.url(DEVICE, CHANNEL));
-    let probe = ffprobe_streams(&url);
+    let probe = ffprobe_json(&url, "tcp");
     assert_eq!(probe["streams"][0]["codec_name"], "h264", "{probe}");
     // Every start (a restart included, should the first TCP connection
     // drop) used the requested transport.
@@ -297,7 +274,7 @@ fn h265_source_is_served_as_hevc() {
     let mut rig = Rig::start(Options::default());
     rig.add_camera(DEVICE, CHANNEL, &["--h265"]);
     rig.wait_channel(DEVICE, CHANNEL);
-    let probe = ffprobe_streams(&rig.url(DEVICE, CHANNEL));
+    let probe = ffprobe_json(&rig.url(DEVICE, CHANNEL), "tcp");
     let video = &probe["streams"][0];
     assert_eq!(video["codec_name"], "hevc", "{probe}\n{}", rig.logs());
     assert_eq!(video["width"], 640, "{probe}");
@@ -315,13 +292,8 @@ fn g711a_in_ps_is_offered_as_pcma() {
     let (status, sdp) = rtsp_describe(rig.ports.rtsp, &rig.url(DEVICE, CHANNEL));
     assert_eq!(status, 200, "{sdp}");
     assert!(sdp.contains("PCMA/8000"), "{sdp}");
-    let probe = ffprobe_streams(&rig.url(DEVICE, CHANNEL));
-    let codecs: Vec<&str> = probe["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["codec_name"].as_str())
-        .collect();
+    let probe = ffprobe_json(&rig.url(DEVICE, CHANNEL), "tcp");
+    let codecs = ffprobe_codecs(&probe);
     assert!(codecs.contains(&"pcm_alaw"), "{probe}");
     assert!(codecs.contains(&"h264"), "{probe}");
     let audio = probe["streams"]
@@ -356,16 +328,7 @@ fn udp_shared_port_50_cameras_50_viewers_no_crosstalk() {
     });
     let count = CAMERAS.to_string();
     rig.add_camera(DEVICE, CHANNEL, &["--count", &count, "--mark-frames"]);
-    let nth = |id: &str, i: u32| {
-        let v: u128 = id.parse().unwrap();
-        format!("{:0>20}", v + u128::from(i))
-    };
-    let cameras: Vec<(String, String)> = (0..CAMERAS)
-        .map(|i| (nth(DEVICE, i), nth(CHANNEL, i)))
-        .collect();
-    for (device, channel) in &cameras {
-        rig.wait_channel(device, channel);
-    }
+    let cameras = rig.wait_cameras(CAMERAS);
     let viewers: Vec<_> = cameras
         .iter()
         .map(|(device, channel)| {

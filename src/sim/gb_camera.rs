@@ -28,8 +28,12 @@ use super::gb_device::{
     AnswerSsrc, DeviceConfig, DeviceError, DeviceEvent, GbDevice, MediaLink, StopReason, TalkMedia,
 };
 use super::history_stream::{HistoryRequest, stream_history};
+use super::ps_file::PsFileReplay;
 use super::ps_mux::PsMuxer;
+use super::replay::{MediaOut, replay};
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
+use super::rtp_capture::CaptureReplay;
+use super::rtp_file::RtpFileReplay;
 use super::snapshot_upload::upload_snapshots;
 use super::talk_receive::{TalkCounters, accept_talk_tcp, receive_talk, receive_talk_tcp};
 use crate::config::Config;
@@ -727,12 +731,16 @@ fn on_event(
                         audio.rtp_file.clone(),
                         audio.rtp_capture.clone(),
                     ) {
-                        (Some(file), _, _) => stream_ps_file(sink, ssrc, file, stop, stats).await,
+                        (Some(file), _, _) => {
+                            tracing::info!(pieces = file.pieces.len(), "streaming PS file");
+                            replay(PsFileReplay::new(file, ssrc), sink, stop, stats).await
+                        }
                         (None, Some(file), _) => {
-                            stream_rtp_file(sink, ssrc, file, stop, stats).await;
+                            tracing::info!(packets = file.packets.len(), "streaming RTP file");
+                            replay(RtpFileReplay::new(file, ssrc), sink, stop, stats).await
                         }
                         (None, None, Some(capture)) => {
-                            super::rtp_capture::stream(sink, ssrc, capture, stop, stats).await
+                            replay(CaptureReplay::new(capture, ssrc), sink, stop, stats).await
                         }
                         (None, None, None) => {
                             stream_clip(sink, ssrc, clip, audio, stop, stats).await
@@ -866,7 +874,7 @@ struct Audio {
 /// Send the clip as PS over RTP to `dest`, one access unit per frame
 /// interval, looping with continuing timestamps until `stop`.
 async fn stream_clip(
-    mut sink: MediaSink,
+    sink: MediaSink,
     ssrc: u32,
     clip: Arc<Clip>,
     audio: Audio,
@@ -901,8 +909,7 @@ async fn stream_clip(
     let mut tick = tokio::time::interval(Duration::from_secs(1) / DEMO_FPS);
     // Burst keeps the average rate after a stall, like an encoder's output.
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut send_errors = 0u64;
-    let mut framed = Vec::with_capacity(2048);
+    let mut out = MediaOut::new(sink, stats.clone());
     'outer: loop {
         for unit in clip.units() {
             tokio::select! {
@@ -927,22 +934,8 @@ async fn stream_clip(
                 }
             }
             for pkt in rtp.packetize(&ps, pts as u32) {
-                match sink.send(&pkt, &mut framed).await {
-                    Ok(n) => {
-                        stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
-                        stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if matches!(sink, MediaSink::Tcp(_)) => {
-                        tracing::info!(error = %e, "TCP media connection lost");
-                        break 'outer;
-                    }
-                    Err(e) => {
-                        send_errors += 1;
-                        // One line per burst of failures, not per packet.
-                        if send_errors.is_power_of_two() {
-                            tracing::debug!(error = %e, send_errors, "RTP send failed");
-                        }
-                    }
+                if !out.send(&pkt).await {
+                    break 'outer;
                 }
             }
             stats.frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -952,110 +945,6 @@ async fn stream_clip(
             stop.cancelled().await;
             break;
         }
-    }
-    stats.active_streams.fetch_sub(1, Ordering::Relaxed);
-    tracing::info!("stream stopped");
-}
-
-/// Send a program stream file over RTP as it is, piece by piece at the
-/// pace of its timestamps, looping until `stop`. RTP timestamps follow the
-/// media time sent; no marker bits (a piece may end inside a frame).
-async fn stream_ps_file(
-    mut sink: MediaSink,
-    ssrc: u32,
-    file: Arc<super::ps_file::PsFile>,
-    stop: CancellationToken,
-    stats: Arc<SimStats>,
-) {
-    use super::ps_file::{JUMP_TICKS, PsFile};
-    stats.active_streams.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(pieces = file.pieces.len(), "streaming PS file");
-    let mut rtp = RtpPacketizer::new(ssrc, PAYLOAD_TYPE_PS, rand::random());
-    let start = tokio::time::Instant::now();
-    // Media time sent so far over all laps, 90 kHz.
-    let mut ticks: u64 = 0;
-    let mut framed = Vec::with_capacity(2048);
-    'outer: loop {
-        let mut prev: Option<u64> = None;
-        for piece in &file.pieces {
-            if let Some(p) = piece.pts {
-                if let Some(q) = prev {
-                    ticks += PsFile::step(q, p);
-                }
-                prev = Some(p);
-            }
-            let due = start + Duration::from_micros(ticks * 100 / 9);
-            tokio::select! {
-                _ = stop.cancelled() => break 'outer,
-                _ = tokio::time::sleep_until(due) => {}
-            }
-            for pkt in rtp.packetize_marked(&piece.data, ticks as u32, false) {
-                match sink.send(&pkt, &mut framed).await {
-                    Ok(n) => {
-                        stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
-                        stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if matches!(sink, MediaSink::Tcp(_)) => {
-                        tracing::info!(error = %e, "TCP media connection lost");
-                        break 'outer;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "RTP send failed"),
-                }
-            }
-        }
-        if file.pieces.is_empty() {
-            stop.cancelled().await;
-            break;
-        }
-        ticks += JUMP_TICKS;
-    }
-    stats.active_streams.fetch_sub(1, Ordering::Relaxed);
-    tracing::info!("stream stopped");
-}
-
-/// Send captured RTP packets as they are (SSRC and lap sequence aside),
-/// paced by their timestamps, looping until `stop`.
-async fn stream_rtp_file(
-    mut sink: MediaSink,
-    ssrc: u32,
-    file: Arc<super::rtp_file::RtpFile>,
-    stop: CancellationToken,
-    stats: Arc<SimStats>,
-) {
-    use super::rtp_file::RtpFile;
-    stats.active_streams.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(packets = file.packets.len(), "streaming RTP file");
-    let start = tokio::time::Instant::now();
-    let mut ticks: u64 = 0;
-    let mut framed = Vec::with_capacity(2048);
-    let mut lap = 0u64;
-    'outer: while !file.packets.is_empty() {
-        for i in 0..file.packets.len() {
-            if i > 0 {
-                ticks += RtpFile::step(file.timestamp(i - 1), file.timestamp(i));
-            }
-            let due = start + Duration::from_micros(ticks * 100 / 9);
-            tokio::select! {
-                _ = stop.cancelled() => break 'outer,
-                _ = tokio::time::sleep_until(due) => {}
-            }
-            let Some(pkt) = file.packet(i, lap, ssrc) else {
-                continue;
-            };
-            match sink.send(&pkt, &mut framed).await {
-                Ok(n) => {
-                    stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
-                    stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(e) if matches!(sink, MediaSink::Tcp(_)) => {
-                    tracing::info!(error = %e, "TCP media connection lost");
-                    break 'outer;
-                }
-                Err(e) => tracing::debug!(error = %e, "RTP send failed"),
-            }
-        }
-        lap += 1;
-        ticks += super::ps_file::JUMP_TICKS;
     }
     stats.active_streams.fetch_sub(1, Ordering::Relaxed);
     tracing::info!("stream stopped");

@@ -29,6 +29,7 @@ pub mod gb_device_extra;
 pub mod history_stream;
 pub mod ps_file;
 pub mod ps_mux;
+mod replay;
 pub mod rtp;
 pub mod rtp_capture;
 pub mod rtp_file;

@@ -4,7 +4,12 @@
 //! headers and paced by the PTS found in each piece. Sans-IO: the file is
 //! split once here; the driver only sleeps and sends.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+
+use super::replay::ReplaySource;
+use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
 
 /// One piece to send: the bytes from a pack header to the next (the first
 /// piece also holds whatever precedes the first pack header), and the
@@ -65,6 +70,54 @@ impl PsFile {
             0
         } else {
             JUMP_TICKS
+        }
+    }
+}
+
+/// A [`PsFile`] as a call's stream: pieces paced by their PTS, packetized
+/// with the call's SSRC, RTP timestamps following the media time sent, and
+/// no marker bits (a piece may end inside a frame).
+pub(crate) struct PsFileReplay {
+    file: Arc<PsFile>,
+    rtp: RtpPacketizer,
+    /// The last pacing timestamp seen in this lap.
+    prev: Option<u64>,
+}
+
+impl PsFileReplay {
+    pub(crate) fn new(file: Arc<PsFile>, ssrc: u32) -> Self {
+        Self {
+            file,
+            rtp: RtpPacketizer::new(ssrc, PAYLOAD_TYPE_PS, rand::random()),
+            prev: None,
+        }
+    }
+}
+
+impl ReplaySource for PsFileReplay {
+    fn items(&self) -> usize {
+        self.file.pieces.len()
+    }
+
+    fn advance(&mut self, i: usize) -> u64 {
+        if i == 0 {
+            self.prev = None;
+        }
+        let Some(p) = self.file.pieces.get(i).and_then(|piece| piece.pts) else {
+            return 0;
+        };
+        let step = self.prev.map_or(0, |q| PsFile::step(q, p));
+        self.prev = Some(p);
+        step
+    }
+
+    fn lap_gap(&self) -> u64 {
+        JUMP_TICKS
+    }
+
+    fn packets(&mut self, i: usize, _lap: u64, ticks: u64, out: &mut Vec<Bytes>) {
+        if let Some(piece) = self.file.pieces.get(i) {
+            out.extend(self.rtp.packetize_marked(&piece.data, ticks as u32, false));
         }
     }
 }

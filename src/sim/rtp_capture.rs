@@ -9,18 +9,14 @@
 //! that continue across laps, so a receiver sees one endless stream.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::time::MissedTickBehavior;
-use tokio_util::sync::CancellationToken;
+use bytes::{Bytes, BytesMut};
 
-use super::gb_camera::{MediaSink, SimStats};
+use super::replay::ReplaySource;
 
 const RTP_HEADER: usize = 12;
 /// Frame interval of the capture (25 fps) in 90 kHz ticks.
-const FRAME_TICKS: u32 = 3_600;
+const FRAME_TICKS: u64 = 3_600;
 
 /// The frames of a capture, each a list of whole RTP packets.
 #[derive(Debug)]
@@ -75,52 +71,56 @@ impl RtpCapture {
     }
 }
 
-/// Send the capture to `sink` with `ssrc`, looping until `stop`.
-pub(crate) async fn stream(
-    mut sink: MediaSink,
-    ssrc: u32,
+/// An [`RtpCapture`] as a call's stream: one frame per 40 ms, each packet
+/// with the call's SSRC and a sequence number and timestamp that run on
+/// across laps.
+pub(crate) struct CaptureReplay {
     capture: Arc<RtpCapture>,
-    stop: CancellationToken,
-    stats: Arc<SimStats>,
-) {
-    stats.active_streams.fetch_add(1, Ordering::Relaxed);
-    let mut seq: u16 = rand::random();
-    let mut ts: u32 = rand::random();
-    let mut tick = tokio::time::interval(Duration::from_millis(40));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut out = Vec::with_capacity(2048);
-    let mut framed = Vec::with_capacity(2048);
-    'outer: loop {
-        for frame in &capture.frames {
-            tokio::select! {
-                _ = stop.cancelled() => break 'outer,
-                _ = tick.tick() => {}
-            }
-            for pkt in frame {
-                out.clear();
-                out.extend_from_slice(pkt);
-                out[2..4].copy_from_slice(&seq.to_be_bytes());
-                out[4..8].copy_from_slice(&ts.to_be_bytes());
-                out[8..12].copy_from_slice(&ssrc.to_be_bytes());
-                seq = seq.wrapping_add(1);
-                match sink.send(&out, &mut framed).await {
-                    Ok(n) => {
-                        stats.rtp_packets_sent.fetch_add(1, Ordering::Relaxed);
-                        stats.rtp_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if matches!(sink, MediaSink::Tcp(_)) => {
-                        tracing::info!(error = %e, "TCP media connection lost");
-                        break 'outer;
-                    }
-                    // UDP send errors are the receiver's problem; keep pace.
-                    Err(_) => {}
-                }
-            }
-            stats.frames_sent.fetch_add(1, Ordering::Relaxed);
-            ts = ts.wrapping_add(FRAME_TICKS);
+    ssrc: u32,
+    seq: u16,
+    /// RTP timestamp of media time 0.
+    ts_base: u32,
+}
+
+impl CaptureReplay {
+    pub(crate) fn new(capture: Arc<RtpCapture>, ssrc: u32) -> Self {
+        Self {
+            capture,
+            ssrc,
+            seq: rand::random(),
+            ts_base: rand::random(),
         }
     }
-    stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl ReplaySource for CaptureReplay {
+    fn items(&self) -> usize {
+        self.capture.frames.len()
+    }
+
+    fn advance(&mut self, i: usize) -> u64 {
+        if i == 0 { 0 } else { FRAME_TICKS }
+    }
+
+    fn lap_gap(&self) -> u64 {
+        FRAME_TICKS
+    }
+
+    fn packets(&mut self, i: usize, _lap: u64, ticks: u64, out: &mut Vec<Bytes>) {
+        let ts = self.ts_base.wrapping_add(ticks as u32);
+        for pkt in self.capture.frames.get(i).into_iter().flatten() {
+            let mut p = BytesMut::from(&pkt[..]);
+            p[2..4].copy_from_slice(&self.seq.to_be_bytes());
+            p[4..8].copy_from_slice(&ts.to_be_bytes());
+            p[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+            self.seq = self.seq.wrapping_add(1);
+            out.push(p.freeze());
+        }
+    }
+
+    fn items_are_frames(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

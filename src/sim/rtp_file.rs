@@ -6,7 +6,11 @@
 //! (SSRC) and the lap (sequence numbers run on); the driver sleeps and
 //! sends.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
+
+use super::replay::ReplaySource;
 
 /// One JUMP_TICKS-long pause stands for any timestamp jump.
 use super::ps_file::JUMP_TICKS;
@@ -64,6 +68,40 @@ impl RtpFile {
         out[2..4].copy_from_slice(&seq.to_be_bytes());
         out[8..12].copy_from_slice(&ssrc.to_be_bytes());
         Some(out.freeze())
+    }
+}
+
+/// An [`RtpFile`] as a call's stream: packets paced by their timestamps,
+/// with a one-frame pause between laps.
+pub(crate) struct RtpFileReplay {
+    file: Arc<RtpFile>,
+    ssrc: u32,
+}
+
+impl RtpFileReplay {
+    pub(crate) fn new(file: Arc<RtpFile>, ssrc: u32) -> Self {
+        Self { file, ssrc }
+    }
+}
+
+impl ReplaySource for RtpFileReplay {
+    fn items(&self) -> usize {
+        self.file.packets.len()
+    }
+
+    fn advance(&mut self, i: usize) -> u64 {
+        match i.checked_sub(1) {
+            Some(prev) => RtpFile::step(self.file.timestamp(prev), self.file.timestamp(i)),
+            None => 0,
+        }
+    }
+
+    fn lap_gap(&self) -> u64 {
+        JUMP_TICKS
+    }
+
+    fn packets(&mut self, i: usize, lap: u64, _ticks: u64, out: &mut Vec<Bytes>) {
+        out.extend(self.file.packet(i, lap, self.ssrc));
     }
 }
 

@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 pub const DEVICE: &str = "34020000001320000001";
 pub const CHANNEL: &str = "34020000001310000001";
 
+/// The 20-digit GB28181 id `i` places after `id`, as `sim-camera --count`
+/// numbers its devices and channels.
+pub fn nth_id(id: &str, i: u32) -> String {
+    let v: u128 = id.parse().unwrap();
+    format!("{:0>20}", v + u128::from(i))
+}
+
 /// Whether an external tool is on PATH; tests print SKIPPED without it.
 pub fn have(tool: &str) -> bool {
     let found = Command::new("sh")
@@ -305,6 +312,19 @@ impl Rig {
         );
     }
 
+    /// The `count` cameras of one `sim-camera --count` run from
+    /// [`DEVICE`]/[`CHANNEL`] (ids counted up in decimal), once each is
+    /// online and lists its channel.
+    pub fn wait_cameras(&self, count: u32) -> Vec<(String, String)> {
+        let cameras: Vec<(String, String)> = (0..count)
+            .map(|i| (nth_id(DEVICE, i), nth_id(CHANNEL, i)))
+            .collect();
+        for (device, channel) in &cameras {
+            self.wait_channel(device, channel);
+        }
+        cameras
+    }
+
     pub fn url(&self, device: &str, channel: &str) -> String {
         format!("rtsp://127.0.0.1:{}/gb/{device}/{channel}", self.ports.rtsp)
     }
@@ -479,6 +499,64 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
     child.wait_with_output().expect("tool output")
 }
 
+/// ffprobe's `-show_streams` JSON for `url`, read over RTSP `transport`.
+pub fn ffprobe_json(url: &str, transport: &str) -> serde_json::Value {
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-show_streams",
+            "-of",
+            "json",
+            url,
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
+
+/// The `codec_name` of each stream in ffprobe's JSON, in order.
+pub fn ffprobe_codecs(probe: &serde_json::Value) -> Vec<&str> {
+    probe["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["codec_name"].as_str())
+        .collect()
+}
+
+/// ffmpeg decoding `url` (RTSP over `transport`) to nothing until `limit`
+/// (`["-t", "2"]`, `["-frames:v", "25"]`), with `-progress` on stdout for
+/// [`ffmpeg_frames`].
+pub fn ffmpeg_decode(url: &str, transport: &str, limit: [&str; 2]) -> Output {
+    run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            url,
+            limit[0],
+            limit[1],
+            "-f",
+            "null",
+            "-progress",
+            "pipe:1",
+            "-",
+        ]),
+        Duration::from_secs(30),
+    )
+}
+
 /// Frames ffmpeg decoded, from its `-progress` output.
 pub fn ffmpeg_frames(out: &Output) -> u64 {
     String::from_utf8_lossy(&out.stdout)
@@ -585,16 +663,25 @@ pub fn sipp_register(
     password: &str,
     expect: u16,
 ) -> std::process::Output {
-    let template = include_str!("../sipp/register.xml");
-    let scenario = rig
-        .dir
-        .path()
-        .join(format!("register-{transport}-{device}-{expect}.xml"));
-    std::fs::write(
-        &scenario,
-        template.replace("FINAL_STATUS", &expect.to_string()),
-    )
-    .expect("write sipp scenario");
+    let scenario =
+        include_str!("../sipp/register.xml").replace("FINAL_STATUS", &expect.to_string());
+    let name = format!("register-{transport}-{device}-{expect}.xml");
+    sipp_register_scenario(rig, &scenario, &name, transport, device, password)
+}
+
+/// Run one REGISTER `scenario` (sipp XML, saved as `name` in the rig's
+/// folder) as `device` with `password` over sipp transport `transport`.
+pub fn sipp_register_scenario(
+    rig: &Rig,
+    scenario: &str,
+    name: &str,
+    transport: &str,
+    device: &str,
+    password: &str,
+) -> std::process::Output {
+    let path = rig.dir.path().join(name);
+    std::fs::write(&path, scenario).expect("write sipp scenario");
+    let scenario = path;
     let port = rig.ports.spare.to_string();
     let server = format!("127.0.0.1:{}", rig.ports.sip);
     run_with_timeout(
