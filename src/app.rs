@@ -72,18 +72,43 @@ pub async fn run_live(
         config.media.rtp_port_max,
     );
     let platform = GbPlatform::new(live.clone(), sip, ports);
+    // ---- cluster (issue 18): placement of REGISTERs and viewers ----
+    let cluster = config
+        .cluster
+        .enabled
+        .then(|| crate::cluster::Cluster::new(config.cluster.clone()));
+    if let Some(c) = &cluster {
+        platform.set_cluster(c.clone());
+    }
     let streams = Streams::new(StreamsConfig {
         idle_timeout: config.streams.idle_timeout,
         reconnect_window: config.streams.reconnect_window,
         start_timeout: config.sip.invite_timeout + Duration::from_millis(500),
         hub: HubConfig {
             queue_frames: config.media.viewer_queue_frames,
+            queue_duration: config.media.viewer_queue_seconds,
             gop_cache: config.media.gop_cache,
             ..HubConfig::default()
         },
         ..StreamsConfig::default()
     })
-    .with_provider("gb", Arc::new(GbSources::new(platform.clone())));
+    .with_provider("gb", {
+        let local: Arc<dyn crate::streams::SourceProvider> =
+            Arc::new(GbSources::new(platform.clone()));
+        // Relay mode: another node's devices are pulled from it.
+        match &cluster {
+            Some(c)
+                if c.config().viewer_routing == crate::cluster::config::ViewerRouting::Relay =>
+            {
+                Arc::new(crate::cluster::relay::RelaySources::new(
+                    local,
+                    c.clone(),
+                    config.sip.invite_timeout + Duration::from_secs(5),
+                ))
+            }
+            _ => local,
+        }
+    });
     let (ctel, ctel_listener) = crate::ctel::server::bind_platform(&config, demo).await?;
     let streams = match &ctel {
         Some(p) => streams.with_provider(
@@ -94,6 +119,10 @@ pub async fn run_live(
     };
     let foscam = Arc::new(FoscamSources::spawn(&config.foscam, &sip_cancel));
     let streams = streams.with_provider("foscam", foscam.clone());
+    let streams = match &cluster {
+        Some(c) => streams.with_owners(Arc::new(c.clone())),
+        None => streams,
+    };
 
     let rtsp_listener = TcpListener::bind(config.rtsp.listen)
         .await
@@ -166,6 +195,24 @@ pub async fn run_live(
         },
         shutdown.clone(),
     ));
+    // Cascade (issue 19): register to the upper platforms configured.
+    let cascade_cancel = CancellationToken::new();
+    let crate::cascade::driver::Cascade {
+        status: cascade_status,
+        tasks: cascade_tasks,
+    } = crate::cascade::driver::spawn(
+        &config.cascade,
+        // This node's own devices: a cascade does not span a cluster (yet).
+        device_directories(&platform, &foscam, ctel.as_ref(), None),
+        crate::cascade::session::MediaServices {
+            streams: streams.clone(),
+            transcodes: Arc::new(crate::transcode::shared::Transcodes::new(
+                config.transcode.to_transcode_config(),
+            )),
+            describe_timeout: Duration::from_secs(10),
+        },
+        cascade_cancel.clone(),
+    );
     {
         let state = crate::api::ApiState {
             streams: streams.clone(),
@@ -179,7 +226,8 @@ pub async fn run_live(
                 rtsp_auth.clone(),
                 &config.rtsp.auth,
             )),
-            directories: device_directories(&platform, &foscam, ctel.as_ref()),
+            directories: device_directories(&platform, &foscam, ctel.as_ref(), cluster.as_ref()),
+            cascade: cascade_status.clone(),
             ports: crate::api::Ports {
                 http: http_port,
                 rtsp: rtsp_port,
@@ -195,6 +243,7 @@ pub async fn run_live(
                 &config.rtsp.auth.realm,
                 config.metrics.auth,
             )),
+            cluster: cluster.clone(),
         };
         let cancel = http_cancel.clone();
         tasks.spawn(async move {
@@ -213,6 +262,59 @@ pub async fn run_live(
         ));
     }
 
+    if let Some(c) = &cluster {
+        let ip = config.advertised_ip();
+        let a = &config.cluster.advertise;
+        let advertised = crate::cluster::Advertised {
+            sip: a.sip.unwrap_or((ip, sip_port).into()),
+            rtsp: a.rtsp.unwrap_or((ip, rtsp_port).into()),
+            http: a.http.unwrap_or((ip, http_port).into()),
+        };
+        let gb = platform.clone();
+        let load = Box::new(move || crate::cluster::records::Load {
+            devices: gb.devices().len() as u64,
+            streams: crate::metrics::get().streams_active.get().max(0) as u64,
+            viewers: crate::metrics::get().viewers.get().max(0) as u64,
+        });
+        let driver = c.start(
+            advertised,
+            platform.clone(),
+            load,
+            health.clone(),
+            sip_cancel.clone(),
+        )?;
+        tasks.spawn(async move {
+            let _ = driver.await;
+        });
+        // Events cluster-wide: ours out to the Redis Stream, the other
+        // nodes' in to our feed (SSE, webhook, GET /api/v1/events).
+        let (to_stream, from_here) = tokio::sync::mpsc::channel(1024);
+        let mut ours = platform.event_tx.subscribe();
+        tasks.spawn(async move {
+            use crate::gb28181::events::EventKind;
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match ours.recv().await {
+                    Ok(e) if matches!(e.kind, EventKind::Cluster { .. }) => {}
+                    Ok(e) => {
+                        if let Ok(v) = serde_json::to_value(&e) {
+                            // Full (Redis slow or down): the event stays local.
+                            let _ = to_stream.try_send(v);
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        let gb = platform.clone();
+        c.start_events(
+            from_here,
+            Box::new(move |node: &str, event| gb.record_cluster_event(node, event)),
+            sip_cancel.clone(),
+        )?;
+        info!(node = %c.node_id(), sip = %advertised.sip, "cluster node starting");
+    }
     health.set_listeners_bound();
     let host = config.advertised_ip();
     info!(
@@ -278,9 +380,18 @@ pub async fn run_live(
         grace_s = grace.as_secs_f64(),
         "draining: viewers closed, sending BYE to devices"
     );
+    // Unregister from upper platforms (Expires: 0) while streams drain.
+    cascade_cancel.cancel();
     streams
         .shutdown(grace.saturating_sub(TEARDOWN_RESERVE))
         .await;
+    let cascade_left = grace.saturating_sub(started.elapsed());
+    if tokio::time::timeout(cascade_left, futures_join(cascade_tasks))
+        .await
+        .is_err()
+    {
+        warn!("cascade: unregistering did not finish within shutdown_grace");
+    }
     webrtc.wait().await;
     sip_cancel.cancel();
     http_cancel.cancel();
@@ -292,6 +403,13 @@ pub async fn run_live(
     }
     info!(took_s = started.elapsed().as_secs_f64(), "drained");
     Ok(())
+}
+
+/// Wait for every task (their panics are already logged by tokio).
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
 }
 
 /// The WebRTC engine's settings; candidate IPs default to the advertised IP.
@@ -318,9 +436,15 @@ fn device_directories(
     gb: &Arc<crate::gb28181::platform::GbPlatform>,
     foscam: &Arc<FoscamSources>,
     ctel: Option<&Arc<crate::ctel::platform::CtelPlatform>>,
+    cluster: Option<&crate::cluster::Cluster>,
 ) -> Arc<[Arc<dyn crate::streams::directory::DeviceDirectory>]> {
+    // In a cluster the GB28181 list is every node's devices.
+    let gb: Arc<dyn crate::streams::directory::DeviceDirectory> = match cluster {
+        Some(c) => c.directory(gb.clone()),
+        None => gb.clone(),
+    };
     let mut all: Vec<Arc<dyn crate::streams::directory::DeviceDirectory>> =
-        vec![gb.clone(), foscam.clone()];
+        vec![gb, foscam.clone()];
     if let Some(c) = ctel {
         all.push(c.clone());
     }

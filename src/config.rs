@@ -34,6 +34,8 @@ pub struct Config {
     /// BYE) may take before the process exits anyway.
     pub shutdown_grace: ShutdownGrace,
     pub ctel: crate::ctel::config::CtelConfig,
+    /// Upper GB28181 platforms camgate registers to (cascade, issue 19).
+    pub cascade: crate::cascade::config::CascadeConfig,
     /// Foscam MJPEG cameras (MO_O / MO_V protocol), served as `foscam/{name}`.
     pub foscam: Vec<FoscamCameraConfig>,
     pub webrtc: WebRtcSection,
@@ -41,6 +43,8 @@ pub struct Config {
     pub transcode: TranscodeSection,
     /// Per-source limits on the TCP listeners (SIP, RTSP, HTTP, telecom).
     pub limits: LimitsConfig,
+    /// Many nodes as one gateway, Redis as the shared state (off by default).
+    pub cluster: crate::cluster::config::ClusterConfig,
 }
 
 /// What one peer may hold open: the defence against a single host
@@ -140,6 +144,11 @@ pub struct MediaConfig {
     pub rtp_timeout: Duration,
     /// Frames a viewer may fall behind before skipping to the next keyframe.
     pub viewer_queue_frames: usize,
+    /// Media a viewer may fall behind, in seconds at the stream's bit rate
+    /// (at least 256 KiB), before skipping to the next keyframe: bounds the
+    /// memory a slow viewer holds.
+    #[serde(with = "secs")]
+    pub viewer_queue_seconds: Duration,
     /// New viewers start at the last keyframe.
     pub gop_cache: bool,
     /// Default RTP transport asked of devices (GB/T 28181-2016 Annex F):
@@ -368,7 +377,8 @@ impl Default for MediaConfig {
             rtp_port_min: 30000,
             rtp_port_max: 30999,
             rtp_timeout: Duration::from_secs(10),
-            viewer_queue_frames: 512,
+            viewer_queue_frames: 128,
+            viewer_queue_seconds: Duration::from_secs(2),
             gop_cache: true,
             transport: crate::ingest::transport::MediaTransport::Udp,
             shared_rtp_port: 31000,
@@ -592,6 +602,14 @@ impl Config {
             })?
         };
         config.read_password_file(origin)?;
+        config
+            .cluster
+            .read_password_file()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key,
+                message,
+            })?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -686,6 +704,18 @@ impl Config {
                 format!("must be 1 to {}", crate::media::jitter::MAX_DEPTH),
             ));
         }
+        if self.media.viewer_queue_frames == 0 {
+            return Err(invalid(
+                "media.viewer_queue_frames",
+                "must be above 0".into(),
+            ));
+        }
+        if self.media.viewer_queue_seconds.is_zero() {
+            return Err(invalid(
+                "media.viewer_queue_seconds",
+                "must be above 0".into(),
+            ));
+        }
         if self.media.shared_rtp_port == 0 || self.media.shared_rtp_port == u16::MAX {
             return Err(invalid(
                 "media.shared_rtp_port",
@@ -739,6 +769,9 @@ impl Config {
         self.ctel
             .validate()
             .map_err(|(key, message)| invalid(key, message))?;
+        self.cascade
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         if !self.webrtc.nat_1to1_ips.is_empty()
             && self.webrtc.nat_1to1_ips.len() != self.webrtc.ips.len().max(1)
         {
@@ -749,6 +782,9 @@ impl Config {
         }
         self.validate_foscam(origin)?;
         self.transcode.validate(origin)?;
+        self.cluster
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 

@@ -21,6 +21,9 @@ pub struct Health {
 struct Flags {
     listeners_bound: AtomicBool,
     draining: AtomicBool,
+    /// Cluster: Redis unreachable. Still ready (this node serves what it
+    /// owns), but `/readyz` says so.
+    redis_degraded: AtomicBool,
 }
 
 impl Health {
@@ -39,6 +42,21 @@ impl Health {
     pub fn set_draining(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
         self.publish();
+    }
+
+    /// Cluster: Redis is (un)reachable.
+    pub fn set_degraded_redis(&self, degraded: bool) {
+        self.inner.redis_degraded.store(degraded, Ordering::SeqCst);
+    }
+
+    /// What works only in part, while still ready: `["redis"]` when the
+    /// cluster's Redis is unreachable.
+    pub fn degraded(&self) -> Vec<&'static str> {
+        let mut d = Vec::new();
+        if self.inner.redis_degraded.load(Ordering::SeqCst) {
+            d.push("redis");
+        }
+        d
     }
 
     pub fn is_draining(&self) -> bool {
@@ -74,6 +92,11 @@ mod tests {
         assert_eq!(h.readiness(), Err(vec!["listeners not bound"]));
         h.set_listeners_bound();
         assert_eq!(h.readiness(), Ok(()));
+        h.set_degraded_redis(true);
+        assert_eq!(h.readiness(), Ok(()));
+        assert_eq!(h.degraded(), ["redis"]);
+        h.set_degraded_redis(false);
+        assert!(h.degraded().is_empty());
         h.set_draining();
         assert_eq!(h.readiness(), Err(vec!["draining"]));
     }

@@ -31,6 +31,8 @@
 
 pub mod api;
 pub mod app;
+pub mod cascade;
+pub mod cluster;
 pub mod config;
 pub mod config_env;
 pub mod config_secs;

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub stream_stops: Family<Label, Counter>,
     pub viewers: Gauge,
     pub viewer_frames_skipped: Counter,
+    pub viewer_queue_overflows: Counter,
     pub rtp_packets_received: Counter,
     pub rtp_bytes_received: Counter,
     pub rtp_errors: Family<Label, Counter>,
@@ -84,6 +85,13 @@ pub struct Metrics {
     pub rtsp_first_frame_seconds: Histogram,
     pub rtsp_viewers_dropped: Family<Label, Counter>,
     pub rtsp_tokens_minted: Counter,
+    pub cascade_upstreams_registered: Gauge,
+    pub cascade_registrations: Family<Label, Counter>,
+    pub cascade_keepalives: Family<Label, Counter>,
+    pub cascade_errors: Family<Label, Counter>,
+    pub cascade_queries: Family<Label, Counter>,
+    pub cascade_invites: Family<Label, Counter>,
+    pub cascade_rtp_bytes_sent: Counter,
     pub ctel_registrations: Family<Label, Counter>,
     pub ctel_logins: Family<Label, Counter>,
     pub ctel_devices_online: Gauge,
@@ -125,6 +133,21 @@ pub struct Metrics {
     pub sip_rejected: Family<Label, Counter>,
     pub http_auth_failures: Family<Label, Counter>,
     pub webrtc_routes: Gauge,
+    // ---- cluster (issue 18) ----
+    pub cluster_nodes: Gauge,
+    pub cluster_redis_up: Gauge,
+    pub cluster_redirects: Family<Label, Counter>,
+    pub cluster_forwarded_requests: Family<Label, Counter>,
+    pub cluster_relays: Gauge,
+    pub cluster_events: Family<Label, Counter>,
+    pub cluster_relay_errors: Family<Label, Counter>,
+    pub cluster_redis_command_seconds: Family<Label, Histogram, fn() -> Histogram>,
+}
+
+fn redis_latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    ])
 }
 
 /// A per-device label; only populated when `metrics.per_device_labels` is on.
@@ -213,6 +236,11 @@ fn build() -> Metrics {
         viewer_frames_skipped: reg!(
             "camgate_viewer_frames_skipped",
             "Frames skipped by viewers that fell behind",
+            Counter::default()
+        ),
+        viewer_queue_overflows: reg!(
+            "camgate_viewer_queue_overflows",
+            "Times a viewer fell more than media.viewer_queue_seconds of media behind and skipped to the next keyframe",
             Counter::default()
         ),
         rtp_packets_received: reg!(
@@ -455,6 +483,41 @@ fn build() -> Metrics {
             "One-time RTSP hash tokens minted through the API",
             Counter::default()
         ),
+        cascade_upstreams_registered: reg!(
+            "camgate_cascade_upstreams_registered",
+            "Upper platforms (cascade.upstreams) camgate is registered to now",
+            Gauge::default()
+        ),
+        cascade_registrations: reg!(
+            "camgate_cascade_registrations",
+            "Registration outcomes toward upper platforms, by outcome (ok, failed, redirected, lost)",
+            Family::default()
+        ),
+        cascade_keepalives: reg!(
+            "camgate_cascade_keepalives",
+            "Keepalives to upper platforms, by outcome (answered, missed)",
+            Family::default()
+        ),
+        cascade_errors: reg!(
+            "camgate_cascade_errors",
+            "Cascade SIP input dropped or refused, by kind (unparsable, bad_header, stray_response, request_not_served, ...)",
+            Family::default()
+        ),
+        cascade_queries: reg!(
+            "camgate_cascade_queries",
+            "Upper-platform queries answered, by cmd (catalog, device_info, device_status)",
+            Family::default()
+        ),
+        cascade_invites: reg!(
+            "camgate_cascade_invites",
+            "INVITEs from upper platforms, by outcome (ok, not_found, refused, failed)",
+            Family::default()
+        ),
+        cascade_rtp_bytes_sent: reg!(
+            "camgate_cascade_rtp_bytes_sent",
+            "RTP bytes (PS) sent to upper platforms, counted when each upward stream ends",
+            Counter::default()
+        ),
         ctel_registrations: reg!(
             "camgate_ctel_registrations",
             "Telecom HTTP registrations, by outcome (ok, unknown_device, wrong_key, bad_request, redirect)",
@@ -659,6 +722,48 @@ fn build() -> Metrics {
             "camgate_webrtc_routes",
             "Remote addresses routed to a WebRTC peer (verified STUN only)",
             Gauge::default()
+        ),
+        cluster_nodes: reg!(
+            "camgate_cluster_nodes",
+            "Live cluster nodes (their Redis lease holds), this one included",
+            Gauge::default()
+        ),
+        cluster_redis_up: reg!(
+            "camgate_cluster_redis_up",
+            "1 when the last cluster sync reached Redis, 0 when it failed or no cluster is configured",
+            Gauge::default()
+        ),
+        cluster_redirects: reg!(
+            "camgate_cluster_redirects",
+            "Requests sent to the owning node, by kind (register, rtsp, whep)",
+            Family::default()
+        ),
+        cluster_forwarded_requests: reg!(
+            "camgate_cluster_forwarded_requests",
+            "API requests for another node's device forwarded to it, by outcome (ok, unreachable, timeout, bad_answer)",
+            Family::default()
+        ),
+        cluster_events: reg!(
+            "camgate_cluster_events",
+            "Events through the cluster's Redis Stream, by outcome (published, publish_failed, received)",
+            Family::default()
+        ),
+        cluster_relays: reg!(
+            "camgate_cluster_relays",
+            "Streams this node pulls from the owning node and serves locally (viewer_routing: relay)",
+            Gauge::default()
+        ),
+        cluster_relay_errors: reg!(
+            "camgate_cluster_relay_errors",
+            "Relay pulls from the owning node that failed, by kind (rtsp, connect, oversize_frame, bad_length_prefix)",
+            Family::default()
+        ),
+        cluster_redis_command_seconds: reg!(
+            "camgate_cluster_redis_command_seconds",
+            "Redis command round-trip time, by command",
+            Family::<Label, Histogram, fn() -> Histogram>::new_with_constructor(
+                redis_latency_histogram
+            )
         ),
         registry: r,
     }
@@ -898,6 +1003,32 @@ fn zero_known_series(m: &Metrics) {
     );
     zero(&m.rtsp_viewers_dropped, "reason", &["stalled"]);
     zero(
+        &m.cascade_registrations,
+        "outcome",
+        &["ok", "failed", "redirected", "lost"],
+    );
+    zero(&m.cascade_keepalives, "outcome", &["answered", "missed"]);
+    zero(
+        &m.cascade_errors,
+        "kind",
+        &[
+            "unparsable",
+            "bad_header",
+            "stray_response",
+            "request_not_served",
+        ],
+    );
+    zero(
+        &m.cascade_queries,
+        "cmd",
+        &["catalog", "device_info", "device_status"],
+    );
+    zero(
+        &m.cascade_invites,
+        "outcome",
+        &["ok", "not_found", "refused", "failed"],
+    );
+    zero(
         &m.ctel_registrations,
         "outcome",
         &[
@@ -1095,5 +1226,27 @@ fn zero_known_series(m: &Metrics) {
         &m.webrtc_sessions,
         "outcome",
         &["too_many_transcodes", "transcode_failed"],
+    );
+    zero(&m.cluster_redirects, "kind", &["register", "rtsp", "whep"]);
+    zero(
+        &m.cluster_events,
+        "outcome",
+        &["published", "publish_failed", "received"],
+    );
+    for command in crate::cluster::store::COMMANDS {
+        drop(
+            m.cluster_redis_command_seconds
+                .get_or_create(&label("command", command)),
+        );
+    }
+    zero(
+        &m.cluster_relay_errors,
+        "kind",
+        &["rtsp", "connect", "oversize_frame", "bad_length_prefix"],
+    );
+    zero(
+        &m.cluster_forwarded_requests,
+        "outcome",
+        &["ok", "unreachable", "timeout", "bad_answer"],
     );
 }

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 const ADAPTERS: [&str; 4] = ["gb28181", "foscam", "ctel", "sim"];
 /// The media core and the stream table.
 const CORE: [&str; 3] = ["streams", "media", "ingest"];
-/// Northbound egress.
-const EGRESS: [&str; 3] = ["rtsp", "webrtc", "api"];
+/// Northbound egress. `cascade` (registering to an upper GB28181
+/// platform) is egress too: the upper platform is a viewer that speaks SIP,
+/// reached through the stream table and device directories like the rest.
+const EGRESS: [&str; 4] = ["rtsp", "webrtc", "api", "cascade"];
 
 /// Files of `api/` that are the adapters' own HTTP faces and the route
 /// wiring that merges them: they may import the adapter they serve.
@@ -87,6 +89,11 @@ fn module_of(file: &str) -> &str {
 /// Whether `file` may import top-level module `target`.
 fn allowed(file: &str, target: &str) -> bool {
     let from = module_of(file);
+    // The cluster is placement and shared state: adapters and egress ask
+    // it, it asks none of them (it sees devices through the directory).
+    if from == "cluster" && (ADAPTERS.contains(&target) || EGRESS.contains(&target)) {
+        return false;
+    }
     if from == target || !ADAPTERS.contains(&target) {
         return true;
     }
@@ -256,12 +263,20 @@ mod tests {
             check_source(file, &format!("use crate::{target}::x;\n")).is_empty()
         };
         assert!(!imports("rtsp/session.rs", "gb28181"));
+        assert!(!imports("cluster/sync.rs", "gb28181"));
+        assert!(!imports("cluster/mod.rs", "rtsp"));
+        assert!(imports("cluster/mod.rs", "streams"));
+        assert!(imports("gb28181/platform.rs", "cluster"));
         assert!(!imports("webrtc/talk.rs", "gb28181"));
         assert!(!imports("media/ps.rs", "sim"));
         assert!(!imports("streams/recording.rs", "gb28181"));
         assert!(!imports("api/devices.rs", "foscam"));
         assert!(!imports("ctel/platform.rs", "gb28181"));
         assert!(!imports("gb28181/invite.rs", "sim"));
+        assert!(!imports("cascade/register.rs", "gb28181"));
+        assert!(!imports("cascade/driver.rs", "sim"));
+        assert!(imports("cascade/register.rs", "sip"));
+        assert!(imports("cascade/driver.rs", "media"));
         assert!(imports("api/gb_control.rs", "gb28181"));
         assert!(imports("gb28181/invite.rs", "streams"));
         assert!(imports("app.rs", "ctel"));

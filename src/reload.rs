@@ -83,6 +83,7 @@ macro_rules! for_restart_keys {
         $m!("media.rtp_port_min", media.rtp_port_min);
         $m!("media.rtp_port_max", media.rtp_port_max);
         $m!("media.viewer_queue_frames", media.viewer_queue_frames);
+        $m!("media.viewer_queue_seconds", media.viewer_queue_seconds);
         $m!("media.gop_cache", media.gop_cache);
         $m!("streams.idle_timeout", streams.idle_timeout);
         $m!("streams.reconnect_window", streams.reconnect_window);

@@ -8,6 +8,7 @@
 //! arrived" can never interleave badly.
 
 pub mod directory;
+pub mod owners;
 pub mod recording;
 
 use std::collections::HashMap;
@@ -307,6 +308,8 @@ struct Inner {
     table: Mutex<HashMap<StreamKey, Arc<Entry>>>,
     shutdown: CancellationToken,
     supervisors: tokio_util::task::TaskTracker,
+    /// Cluster: which node serves a key (none on a single node).
+    owners: Option<Arc<dyn owners::StreamOwners>>,
 }
 
 /// The table of live streams.
@@ -379,8 +382,22 @@ impl Streams {
                 table: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 supervisors: tokio_util::task::TaskTracker::new(),
+                owners: None,
             }),
         }
+    }
+
+    /// Cluster placement: who serves which key. Call before sharing.
+    pub fn with_owners(mut self, owners: Arc<dyn owners::StreamOwners>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("owners are set before the table is shared")
+            .owners = Some(owners);
+        self
+    }
+
+    /// The other node that serves `key`, when a cluster routes it there.
+    pub fn remote_owner(&self, key: &StreamKey) -> Option<owners::RemoteNode> {
+        self.inner.owners.as_ref()?.remote_owner(key.as_str())
     }
 
     /// Register the provider for a scheme. Call before sharing `Streams`.

@@ -14,6 +14,7 @@ fn check(file: &str, env: &[(&str, &str)]) -> std::process::Output {
         .env_remove("CAMGATE_EXTERNAL_IP")
         .env_remove("CAMGATE_SECRETS_DIR")
         .env_remove("CAMGATE_API_KEY_SHA256")
+        .env_remove("CAMGATE_POD_NAME")
         .envs(env.iter().copied())
         .output()
         .expect("run camgate check-config")
@@ -44,4 +45,19 @@ fn shipped_configs_load_with_the_pod_environment() {
 
     let shared = check("overlays/shared-port/camgate.yaml", &pod_env);
     assert!(shared.status.success(), "{shared:?}");
+
+    // The cluster overlay also reads the Redis password and the cluster
+    // secret from the Secret, and names the node after the pod.
+    std::fs::write(dir.path().join("redis-password"), "r\n").unwrap();
+    std::fs::write(dir.path().join("cluster-secret"), "c\n").unwrap();
+    let mut cluster_env = pod_env.to_vec();
+    cluster_env.push(("CAMGATE_POD_NAME", "camgate-1"));
+    let cluster = check("overlays/cluster/camgate.yaml", &cluster_env);
+    assert!(cluster.status.success(), "{cluster:?}");
+    let unnamed = check("overlays/cluster/camgate.yaml", &pod_env);
+    assert!(!unnamed.status.success());
+    assert!(
+        String::from_utf8_lossy(&unnamed.stderr).contains("CAMGATE_POD_NAME"),
+        "{unnamed:?}"
+    );
 }

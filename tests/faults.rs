@@ -493,13 +493,13 @@ fn gateway_restart_devices_return_and_viewers_reconnect() {
 fn after_loss_policy_keeps_or_holds_the_frames_after_a_hole() {
     use bytes::BytesMut;
     use camgate::media::ps::PsEvent;
+    use camgate::media::ps_mux::PsMuxer;
     use camgate::media::rtp_ps::RtpPsReceiver;
-    use camgate::sim::ps_mux::PsMuxer;
     use camgate::sim::rtp::RtpPacketizer;
 
     // A keyframe, then four P-frames of two packets each; the second
     // packet of frame 2 is lost.
-    let mux = PsMuxer::new();
+    let mut mux = PsMuxer::new();
     let mut rtp = RtpPacketizer::new(7, 96, 100);
     let mut packets = Vec::new();
     let mut ps = BytesMut::new();
@@ -859,4 +859,73 @@ fn cut_tcp_media_connection_is_called_again() {
         rig.logs()
     );
     assert!(rig.metric("camgate_media_streams_total{transport=\"tcp_passive\"}") >= 2.0);
+}
+
+/// Issue 17, "every stream starts": the device's first two Catalog answers
+/// are lost (the 200 OK to the query comes, the Response MESSAGE never
+/// does, as when a registration burst overflows a socket buffer). The
+/// gateway asks again after each `gb.query_timeout` with backoff (2 s,
+/// then 4 s), so the channel gets listed; and before it is, a viewer of the not-yet-listed channel plays
+/// anyway (the INVITE goes to the channel id), while a channel id the
+/// device refuses (its 404 to the INVITE) gives the viewer 404.
+#[test]
+fn lost_catalog_answer_is_asked_again_and_unlisted_channels_are_invited() {
+    let mut rig = Rig::start_with_yaml(Options::default(), "gb:\n  query_timeout: 2\n");
+    let (device, channel) = ("34020000001320000171", "34020000001310000171");
+    let started = Instant::now();
+    rig.add_camera(device, channel, &["--lose-catalog-answers", "2"]);
+    let http = rig.ports.http;
+    let online =
+        || http_get(http, "/api/v1/devices").is_some_and(|(s, b)| s == 200 && b.contains(device));
+    assert!(
+        wait_until(Duration::from_secs(10), online),
+        "device never registered\n{}",
+        rig.logs()
+    );
+    let listed = || {
+        http_get(http, &format!("/api/v1/devices/{device}/channels"))
+            .is_some_and(|(s, b)| s == 200 && b.contains(channel))
+    };
+    assert!(
+        !listed(),
+        "the first catalog answers were lost: nothing listed yet"
+    );
+
+    // An unlisted channel plays: ffprobe sees the H.264 track.
+    let probe = ffprobe_json(&rig.url(device, channel), "tcp");
+    assert_eq!(ffprobe_codecs(&probe), ["h264"], "{probe}\n{}", rig.logs());
+    let played_unlisted = !listed();
+
+    // A channel the device does not have: its 404 is the viewer's.
+    let other = "34020000001310000999";
+    let mut rtsp = common::raw_rtsp::RawRtsp::connect(rig.ports.rtsp);
+    let reply = rtsp.request(
+        "DESCRIBE",
+        &rig.url(device, other),
+        &["Accept: application/sdp"],
+    );
+    assert_eq!(reply.status, 404, "{}\n{}", reply.head, rig.logs());
+
+    // The catalog is asked again: the channel gets listed without any
+    // new registration, after three queries and two backoffs (3 × 2 s +
+    // 2 s + 4 s) and some slack.
+    assert!(
+        wait_until(Duration::from_secs(25), listed),
+        "channel never listed after the lost catalog answer\n{}",
+        rig.logs()
+    );
+    let took = started.elapsed();
+    let logs = rig.logs();
+    assert_eq!(
+        plain(&logs)
+            .matches("catalog incomplete at the deadline")
+            .count(),
+        2,
+        "two lost answers, two retries\n{logs}"
+    );
+    assert!(took < Duration::from_secs(30), "listed after {took:?}");
+    assert!(
+        played_unlisted,
+        "the viewer played only after the channel was listed (took {took:?})"
+    );
 }

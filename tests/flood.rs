@@ -419,6 +419,44 @@ fn a_telecom_link_that_never_logs_in_is_closed_at_the_request_timeout() {
     closed_at_request_timeout(&rig, &mut link, opened, "ctel");
 }
 
+/// HTTP: a silent connection and one dribbling a request head are closed
+/// at the request timeout (they were held forever: hyper ran without a
+/// timer); a long response (the SSE event stream) outlives the timeout.
+#[test]
+fn http_connections_must_send_a_request_head_in_time() {
+    let (rig, _) = start_quiet(Options::default(), LIMITS);
+    let opened = Instant::now();
+    let mut events = connect_from([127, 0, 0, 1], rig.ports.http);
+    events
+        .write_all(b"GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut silent = connect_from([127, 0, 0, 1], rig.ports.http);
+    let mut dribbler = connect_from([127, 0, 0, 1], rig.ports.http);
+    for b in b"GET /healthz HTTP/1.1\r\nHost:" {
+        dribbler.write_all(&[*b]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(closed_within(&mut dribbler, Duration::from_secs(3)));
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "dribbling HTTP connection closed after {took:?}"
+    );
+    assert!(closed_within(&mut silent, Duration::from_millis(500)));
+    assert_eq!(
+        rig.metric(r#"camgate_request_timeouts_total{listener="http"}"#),
+        2.0
+    );
+    // The event stream answered and is still open well past the timeout.
+    let (head, closed) = read_all(&mut events, Duration::from_secs(2));
+    assert!(!closed, "the SSE stream was closed");
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
 /// `conn`, opened at `opened` on `listener` and silent since, is closed
 /// at the 2 s request timeout of `LIMITS` (not before it, nor 2 s after),
 /// and that listener counts one request timeout.

@@ -538,9 +538,9 @@ fn invite_target(rig: &Rig) -> Option<(u16, u32)> {
 #[test]
 fn rtp_with_the_right_ssrc_from_another_port_is_dropped() {
     use bytes::BytesMut;
+    use camgate::media::ps_mux::PsMuxer;
     use camgate::sim::clip::Clip;
     use camgate::sim::frame_marker::marker_sei;
-    use camgate::sim::ps_mux::PsMuxer;
     use camgate::sim::rtp::RtpPacketizer;
 
     let mut rig = Rig::start(Options {
@@ -558,7 +558,7 @@ fn rtp_with_the_right_ssrc_from_another_port_is_dropped() {
     // Let the camera's first packets pin the source, then inject.
     std::thread::sleep(Duration::from_secs(1));
     let evil = Clip::demo().with_unit_in_every_frame(&marker_sei("injected-by-a-stranger", false));
-    let muxer = PsMuxer::new();
+    let mut muxer = PsMuxer::new();
     let mut rtp = RtpPacketizer::new(ssrc, 96, rand::random());
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut sent = 0u64;

@@ -584,10 +584,10 @@ fn assert_decodes_cleanly(path: &std::path::Path, frames: Option<usize>) {
 
 #[test]
 fn whole_demo_clip_muxes_to_a_clean_program_stream() {
+    use camgate::media::ps_mux::PsMuxer;
     use camgate::sim::clip::Clip;
-    use camgate::sim::ps_mux::PsMuxer;
     let clip = Clip::demo();
-    let mux = PsMuxer::new();
+    let mut mux = PsMuxer::new();
     let mut ps = bytes::BytesMut::new();
     for (i, unit) in clip.units().iter().enumerate() {
         mux.write_video(&unit.nals, 3600 * i as u64, unit.keyframe, &mut ps);

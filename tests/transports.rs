@@ -151,8 +151,8 @@ async fn shared_port_50_ssrcs_no_crosstalk() {
     use bytes::BytesMut;
     use camgate::ingest::shared_udp::SharedUdpPort;
     use camgate::media::ps::PsEvent;
+    use camgate::media::ps_mux::PsMuxer;
     use camgate::media::rtp_ps::RtpPsReceiver;
-    use camgate::sim::ps_mux::PsMuxer;
     use camgate::sim::rtp::RtpPacketizer;
 
     const STREAMS: u32 = 50;
@@ -171,7 +171,7 @@ async fn shared_port_50_ssrcs_no_crosstalk() {
         .collect();
     let sender = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let dest = std::net::SocketAddr::from(([127, 0, 0, 1], shared.port));
-    let mux = PsMuxer::new();
+    let mut mux = PsMuxer::new();
     let mut rtp: Vec<_> = (0..STREAMS)
         .map(|i| RtpPacketizer::new(ssrc(i), 96, (i * 1000) as u16))
         .collect();

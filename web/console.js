@@ -176,6 +176,20 @@ async function refreshStreams() {
   } catch (_) { /* the table keeps its last contents */ }
 }
 
+// Each upper platform of `cascade.upstreams`: registration state, lapse,
+// keepalives answered/sent and the last error.
+async function refreshCascade() {
+  try {
+    const { upstreams } = await getJson("/api/v1/cascade");
+    $("cascade").innerHTML = upstreams.map((u) =>
+      `<tr data-name="${esc(u.name)}"><td>${esc(u.name)}</td><td>${esc(u.server_id)} @ ${esc(u.target || u.address)}</td>` +
+      `<td>${esc(u.platform_id)}</td><td class="state">${esc(u.state)}</td>` +
+      `<td>${u.expires_in == null ? "—" : `${u.expires_in} s`}</td>` +
+      `<td>${u.stats.keepalives_answered}/${u.stats.keepalives_sent}</td><td class="error">${esc(u.last_error || "")}</td></tr>`
+    ).join("") || '<tr><td class="note" colspan="7">none configured</td></tr>';
+  } catch (_) { /* the table keeps its last contents */ }
+}
+
 function waitIceGathering(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
@@ -714,9 +728,11 @@ setInterval(refreshDownloads, 2000);
 window.camgate = { play, stop, state, select, refreshDevices, refreshDownloads, startDownload, ptzCommand, searchRecords, playbackCommand, presetCommand, toggleTalk, stopTalk };
 refreshDevices();
 refreshStreams();
+refreshCascade();
 connectEvents();
 setInterval(refreshDevices, 10000);
 setInterval(refreshStreams, 3000);
+setInterval(refreshCascade, 3000);
 setInterval(refreshStats, 500);
 // `#play={stream key}` opens a stream at once (bookmarks, the `console`
 // URL of GET /api/v1/devices, tests); its channel is selected once the

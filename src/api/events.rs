@@ -47,6 +47,7 @@ fn to_sse(e: &Event) -> SseEvent {
         EventKind::Alarm(_) => "alarm",
         EventKind::MediaEnd { .. } => "media_end",
         EventKind::CameraAlarm { .. } => "camera_alarm",
+        EventKind::Cluster { .. } => "cluster",
     };
     SseEvent::default()
         .id(e.seq.to_string())

@@ -20,6 +20,8 @@ use crate::streams::Streams;
 use crate::streams::directory::DeviceDirectory;
 
 pub mod access;
+mod cascade;
+mod cluster_forward;
 mod console;
 pub mod cors;
 mod ctel;
@@ -36,6 +38,7 @@ mod gb_talk_webrtc;
 pub mod http_errors;
 mod limited_listener;
 mod openapi;
+mod serve;
 pub mod stream_access;
 mod streams;
 mod tokens;
@@ -64,6 +67,10 @@ pub struct ApiState {
     pub cors: Arc<cors::CorsPolicy>,
     /// `http.auth`: who may use the API ([`access`]).
     pub access: Arc<access::ApiAccess>,
+    /// Cluster: device requests for another node's devices are forwarded.
+    pub cluster: Option<crate::cluster::Cluster>,
+    /// Upper platforms registered to (`cascade.upstreams`).
+    pub cascade: crate::cascade::status::StatusBoard,
 }
 
 /// The listening ports as bound (a configured 0 becomes the real port).
@@ -91,10 +98,16 @@ pub fn router(state: ApiState) -> Router {
         .merge(openapi::routes())
         .merge(tokens::routes())
         .merge(ctel::routes())
+        .merge(cascade::routes())
         .merge(foscam::routes())
         .merge(whep::routes())
         .merge(webrtc_playback::routes())
         .merge(console::routes())
+        // Inside `authorize`: the entry node checks the client first.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster_forward::forward,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -115,6 +128,17 @@ async fn authorize(
     next: axum::middleware::Next,
 ) -> Response {
     let path = req.uri().path();
+    // A request another node forwarded with the cluster secret was
+    // authorized there.
+    if let Some(cluster) = &s.cluster
+        && req
+            .headers()
+            .get(crate::cluster::forward::SECRET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| cluster.is_secret(v))
+    {
+        return next.run(req).await;
+    }
     let door = access::door(req.method().as_str(), path);
     let presented = access::Presented {
         authorization: req
@@ -179,6 +203,14 @@ async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
 /// 200 `ready`, or 503 with the reasons, one per line.
 async fn readyz(State(s): State<ApiState>) -> Response {
     match s.health.readiness() {
+        // Cluster: Redis down still serves what this node owns, so the
+        // pod stays in its Services; the text tells operators why the
+        // shared view may be stale.
+        Ok(()) if !s.health.degraded().is_empty() => (
+            StatusCode::OK,
+            format!("degraded: {}\n", s.health.degraded().join(", ")),
+        )
+            .into_response(),
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(reasons) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -231,9 +263,7 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let max_per_ip = state.gb.config().limits.max_connections_per_ip;
-    let listener = limited_listener::LimitedListener::new(listener, max_per_ip);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let limits = state.gb.config().limits.clone();
+    let listener = limited_listener::LimitedListener::new(listener, limits.max_connections_per_ip);
+    serve::serve_http(listener, router(state), limits.request_timeout, shutdown).await
 }

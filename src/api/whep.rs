@@ -141,6 +141,25 @@ async fn offer(
     let Some(key) = StreamKey::from_path_and_query(&path, query.as_deref()) else {
         return error(StatusCode::NOT_FOUND, format!("no stream at /whep/{path}"));
     };
+    // Cluster: another node holds the device. 307 keeps the method and
+    // the SDP body (RFC 9110 §15.4.8); the owner applies its own access
+    // rules, since tokens are minted per node.
+    if let Some(owner) = s.streams.remote_owner(&key) {
+        crate::metrics::get()
+            .cluster_redirects
+            .get_or_create(&crate::metrics::label("kind", "whep"))
+            .inc();
+        let mut location = format!("http://{}/whep/{path}", owner.http);
+        if let Some(q) = &query {
+            location.push('?');
+            location.push_str(q);
+        }
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, location)
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
     if let Some(refused) = refuse(&s, &key, &headers, query.as_deref()) {
         return refused;
     }

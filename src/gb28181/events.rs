@@ -43,6 +43,12 @@ pub enum EventKind {
         /// Motion rectangle, when the camera reports one.
         area: Option<[i16; 4]>,
     },
+    /// An event of a device another cluster node holds, as that node
+    /// recorded it (read from the cluster's Redis Stream).
+    Cluster {
+        node: String,
+        event: serde_json::Value,
+    },
 }
 
 pub struct EventRing {

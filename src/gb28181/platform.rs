@@ -86,6 +86,8 @@ pub struct GbPlatform {
     device_tx: tokio::sync::broadcast::Sender<(String, DeviceChange)>,
     /// Warnings about requests from the wrong sender, rate-limited per IP.
     pub(crate) sender_log: crate::log_limit::LogGate,
+    /// Cluster placement of REGISTERs (issue 18); unset on a single node.
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
 }
 
 fn has_to_tag(tx: &Transaction) -> bool {
@@ -164,10 +166,45 @@ impl GbPlatform {
             talks: Default::default(),
             device_tx: tokio::sync::broadcast::channel(256).0,
             sender_log: Default::default(),
+            cluster: std::sync::OnceLock::new(),
             live,
             sip,
             ports,
         })
+    }
+
+    /// Place REGISTERs across a cluster: a device another node owns is
+    /// sent there with 302. Set once, before SIP is served.
+    pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Where a REGISTER from `device_id` belongs when a cluster is set.
+    fn cluster_route(&self, device_id: &str) -> Option<crate::cluster::view::RegisterRoute> {
+        let cluster = self.cluster.get()?;
+        let known_here = lock(&self.registry).get(device_id).is_some();
+        Some(cluster.route_register(device_id, known_here))
+    }
+
+    /// 302 Moved Temporarily with the platform to register to instead
+    /// (GB/T 28181-2022 §9.1.2.3): its id at `target` as Contact.
+    async fn redirect_register(&self, tx: &mut Transaction, target: SocketAddr, why: &str) {
+        let contact = format!("<sip:{}@{target}>", self.config().sip.server_id);
+        metrics::get()
+            .registrations
+            .get_or_create(&label("outcome", "redirected"))
+            .inc();
+        info!(%target, why, "REGISTER redirected");
+        if let Err(e) = tx
+            .reply_with(
+                StatusCode::MovedTemporarily,
+                vec![Header::Contact(contact.into())],
+                None,
+            )
+            .await
+        {
+            warn!("cannot answer REGISTER: {e}");
+        }
     }
 
     /// The configuration in effect now: read it per decision, so a SIGHUP
@@ -344,23 +381,31 @@ impl GbPlatform {
         let config = self.config();
         if let Some(target) = config.gb.redirect.get(&device_id) {
             // GB/T 28181-2022 §9.1.2.4: send the device to another platform.
-            let contact = format!("<sip:{}@{target}>", config.sip.server_id);
-            metrics::get()
-                .registrations
-                .get_or_create(&label("outcome", "redirected"))
-                .inc();
-            info!(%target, "REGISTER redirected");
-            if let Err(e) = tx
-                .reply_with(
-                    StatusCode::MovedTemporarily,
-                    vec![Header::Contact(contact.into())],
-                    None,
-                )
-                .await
-            {
-                warn!("cannot answer REGISTER: {e}");
-            }
+            self.redirect_register(tx, *target, "gb.redirect").await;
             return;
+        }
+        // A cluster places the device on its owner; an un-REGISTER is for
+        // whichever node holds the registration, so it stays here.
+        if attempt.expires != Some(0) {
+            use crate::cluster::view::RegisterRoute;
+            match self.cluster_route(&device_id) {
+                Some(RegisterRoute::Redirect { node, sip }) => {
+                    debug!(owner = %node, "device belongs to another node");
+                    self.redirect_register(tx, sip, "cluster").await;
+                    return;
+                }
+                Some(RegisterRoute::Refuse) => {
+                    metrics::get()
+                        .registrations
+                        .get_or_create(&label("outcome", "unavailable"))
+                        .inc();
+                    if let Err(e) = tx.reply(StatusCode::ServiceUnavailable).await {
+                        warn!("cannot answer REGISTER: {e}");
+                    }
+                    return;
+                }
+                Some(RegisterRoute::Local) | None => {}
+            }
         }
         let decision = if config.device_allowed(&device_id) {
             let credentials = config.password_for(&device_id).map(|password| Credentials {
@@ -763,6 +808,25 @@ impl GbPlatform {
     }
 
     /// Add an event to the ring, the live feed and the webhook.
+    /// An event another cluster node recorded (its JSON as that node's
+    /// feed shows it): into this node's ring, SSE and webhook, once.
+    pub fn record_cluster_event(&self, node: &str, event: serde_json::Value) {
+        let device: String = event
+            .get("device_id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .chars()
+            .take(64)
+            .collect();
+        self.record_event(
+            &device,
+            EventKind::Cluster {
+                node: node.to_owned(),
+                event,
+            },
+        );
+    }
+
     pub(crate) fn record_event(&self, device: &str, kind: EventKind) {
         let received = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

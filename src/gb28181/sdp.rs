@@ -269,7 +269,7 @@ pub struct MediaFormat {
 impl MediaFormat {
     /// Parse `v/…a/…`; `None` if the shape is not recognisable.
     pub fn parse(f: &str) -> Option<Self> {
-        let f = f.trim();
+        let f = f.trim_ascii();
         let rest = f.strip_prefix('v').or_else(|| f.strip_prefix('V'))?;
         let rest = rest.strip_prefix('/')?;
         // The audio part starts at the `a` that ends the video part
@@ -278,7 +278,7 @@ impl MediaFormat {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
             None => (rest, None),
         };
-        let num = |s: &str| s.trim().parse::<u32>().ok();
+        let num = |s: &str| s.trim_ascii().parse::<u32>().ok();
         let v: Vec<&str> = video.split('/').collect();
         if v.len() > 5 {
             return None;
@@ -509,15 +509,15 @@ impl GbSdp {
 
         for (idx, raw) in text.lines().enumerate() {
             let line_no = idx + 1;
-            let line = raw.trim();
+            let line = raw.trim_ascii();
             let Some((field, value)) = line.split_once('=') else {
                 continue;
             };
-            let mut chars = field.trim().chars();
+            let mut chars = field.trim_ascii().chars();
             let (Some(field), None) = (chars.next(), chars.next()) else {
                 continue;
             };
-            let value = value.trim();
+            let value = value.trim_ascii();
             let malformed = || SdpError::Malformed {
                 line: line_no,
                 field,
@@ -645,7 +645,7 @@ fn static_payload(pt: u8) -> (&'static str, u32) {
 
 fn apply_media_attribute(m: &mut Media, value: &str) {
     let (name, arg) = match value.split_once(':') {
-        Some((n, a)) => (n.trim(), Some(a.trim())),
+        Some((n, a)) => (n.trim_ascii(), Some(a.trim_ascii())),
         None => (value, None),
     };
     let lname = name.to_ascii_lowercase();
@@ -686,9 +686,9 @@ fn apply_rtpmap(m: &mut Media, arg: &str) -> bool {
     let Ok(pt) = pt.parse::<u8>() else {
         return false;
     };
-    let mut parts = rest.trim().split('/');
-    let encoding = parts.next().unwrap_or("").trim();
-    let Some(Ok(clock)) = parts.next().map(|c| c.trim().parse::<u32>()) else {
+    let mut parts = rest.trim_ascii().split('/');
+    let encoding = parts.next().unwrap_or("").trim_ascii();
+    let Some(Ok(clock)) = parts.next().map(|c| c.trim_ascii().parse::<u32>()) else {
         return false;
     };
     if encoding.is_empty() || parts.next().is_some() {
@@ -772,6 +772,19 @@ mod tests {
         let built = sdp.build();
         assert!(built.contains("\r\ny=0000001002\r\nf=v/0/0/0/0/0a/0/0/0\r\n"));
         assert_eq!(GbSdp::parse(&built).unwrap(), sdp);
+    }
+
+    /// Found by the `gb_sdp` fuzz target: a vertical tab (not ASCII
+    /// whitespace to the tokenizer, but whitespace to Unicode `trim`) ended
+    /// the `c=` address; it survived the first parse and was trimmed away
+    /// by the second. Every trim in the parser is ASCII now.
+    #[test]
+    fn control_characters_round_trip_unchanged() {
+        let text = "v=0\r\no=u 1 1 IN IP4 10.0.0.1\x0b\r\ns=Play\x0b\r\n\
+                    c=IN IP4 \x01\0\x0b\r\r:\r\nt=0 0\r\n";
+        let sdp = GbSdp::parse(text).unwrap();
+        assert_eq!(sdp.connection_ip, "\x01\0\x0b");
+        assert_eq!(GbSdp::parse(&sdp.build()).unwrap(), sdp);
     }
 
     #[test]

@@ -19,10 +19,16 @@ pub const MIN_FRAME: usize = 12;
 /// Bytes skipped looking for a frame boundary before the stream is
 /// declared unusable.
 pub const MAX_RESYNC: usize = 64 * 1024;
-/// Read block: many frames per allocation.
-const BLOCK: usize = 1 << 20;
-/// Room wanted before each read: the largest frame plus its prefix.
-const READ_ROOM: usize = 65_537;
+/// Read block: a few dozen frames per allocation. Small, because a block
+/// stays resident while any frame sliced from it lives (the GOP cache pins
+/// the block its keyframe starts in and every one since; with 1 MiB blocks
+/// that was one to two MiB per stream, issue 17).
+const BLOCK: usize = 32 * 1024;
+/// Room wanted before each read. Below it a fresh block is started and the
+/// partial frame at the end moves there: at most this much copied per
+/// block (~2 % of the bytes for 1,400-byte frames), and at most this much
+/// left unused at the end of a block.
+const READ_ROOM: usize = 4 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FramingError {
@@ -92,7 +98,8 @@ impl Rfc4571Decoder {
     }
 
     /// The buffer to read into (`AsyncReadExt::read_buf`); there is room
-    /// for at least one maximal frame.
+    /// for at least [`READ_ROOM`] bytes (a larger frame arrives over
+    /// several reads).
     pub fn read_buf(&mut self) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < READ_ROOM {
             // A block nobody references any more is reclaimed in place;

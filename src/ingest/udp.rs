@@ -7,14 +7,17 @@
 //! reclaims the same allocation; otherwise it takes a fresh block. Either
 //! way the cost is one allocation per block, never one per packet.
 //!
-//! Blocks are small (32 KiB, about half a second of a 0.5 Mbit/s stream)
-//! because a block stays resident while any slice of it lives: the GOP
-//! cache holds the last keyframe onward, and with 1 MiB blocks that pinned
-//! one to two MiB per stream (issue 17). Small blocks need the datagram's
-//! true size: reads use `MSG_TRUNC` (recv(2), Linux), which reports the
-//! full length of a datagram larger than the room given. Such a datagram
-//! is dropped and counted, and the room kept free before each read grows
-//! to its size, so a source sending jumbo datagrams loses one packet once.
+//! Blocks are small (16 KiB, about a quarter of a second of a 0.5 Mbit/s
+//! stream) because a block stays resident while any slice of it lives: the
+//! GOP cache holds the last keyframe onward, so it pins the block its
+//! keyframe starts in, every block since and the one being filled. With
+//! 1 MiB blocks that was one to two MiB per stream; with 16 KiB it is the
+//! GOP's own bytes plus about 24 KiB (issue 17). Small blocks need the
+//! datagram's true size: reads use `MSG_TRUNC` (recv(2), Linux), which
+//! reports the full length of a datagram larger than the room given. Such
+//! a datagram is dropped and counted, and the room kept free before each
+//! read grows to its size, so a source sending datagrams larger than an
+//! Ethernet MTU loses one packet once.
 
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -25,12 +28,14 @@ use tokio::net::UdpSocket;
 
 /// Largest datagram we accept (the UDP maximum payload).
 const MAX_DATAGRAM: usize = 65_536;
-/// Block size: room for a few dozen packets, small enough that a block
-/// pinned by one cached frame costs little.
-const BLOCK: usize = 32 * 1024;
+/// Block size: room for about ten packets, small enough that a block
+/// pinned by one cached frame costs little, large enough that a 0.5 Mbit/s
+/// stream takes four allocations a second.
+const BLOCK: usize = 16 * 1024;
 /// Room kept free before each read until a larger datagram is seen: an
-/// Ethernet jumbo frame. RTP senders packetize to the path MTU.
-const FIRST_ROOM: usize = 9_216;
+/// Ethernet MTU with room to spare (RTP senders packetize to the path
+/// MTU). The tail of a block left unused is at most this.
+const FIRST_ROOM: usize = 2_048;
 
 /// Reads datagrams as `Bytes` slices of pooled blocks.
 pub struct DatagramReader {

@@ -2,9 +2,13 @@
 //!
 //! The source publishes each frame once; viewers read from a shared ring
 //! (`tokio::sync::broadcast`), so publishing never waits for a viewer and
-//! costs the same for one viewer as for a thousand. A viewer that falls a
-//! whole ring behind is told how many frames it lost, and then skips to the
-//! next keyframe so its decoder restarts cleanly; the skip is counted.
+//! costs the same for one viewer as for a thousand. A viewer that falls
+//! behind skips to the next keyframe so its decoder restarts cleanly; the
+//! skip is counted. "Behind" is bounded twice: a whole ring of frames, and
+//! a number of bytes sized by the stream's bit rate (`queue_duration` of
+//! media). The byte bound is what keeps memory small: every frame a viewer
+//! has not read yet stays in the ring and pins the receive blocks it
+//! points into (issue 17), and a frame count says nothing about bytes.
 //!
 //! The GOP cache keeps the last keyframe (with its parameter sets) and every
 //! frame since, so a new viewer starts decoding at once instead of waiting
@@ -21,11 +25,20 @@ use super::frame::{Frame, MediaKind, StreamInfo};
 /// `media.audio_only_after` when nobody set it.
 pub const DEFAULT_AUDIO_ONLY_AFTER: Duration = Duration::from_secs(2);
 
+/// Lag bound of a stream whose bit rate is not known yet (its first
+/// second) or low: room for a large keyframe.
+pub const MIN_QUEUE_BYTES: u64 = 256 * 1024;
+
 /// Hub tuning, from the `media` section of the config.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
-    /// Frames a viewer may fall behind before it skips to the next keyframe.
+    /// Frames a viewer may fall behind before it skips to the next keyframe
+    /// (the ring's size; its slots are allocated up front).
     pub queue_frames: usize,
+    /// Media a viewer may fall behind, as a duration at the stream's bit
+    /// rate (at least [`MIN_QUEUE_BYTES`]), before it skips to the next
+    /// keyframe.
+    pub queue_duration: Duration,
     /// Start new viewers at the last keyframe instead of the next one.
     pub gop_cache: bool,
     /// Upper bound on cached frames, for sources that never send a keyframe.
@@ -35,7 +48,8 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
-            queue_frames: 512,
+            queue_frames: 128,
+            queue_duration: Duration::from_secs(2),
             gop_cache: true,
             gop_cache_max_frames: 1024,
         }
@@ -57,8 +71,19 @@ impl HubStats {
     }
 }
 
+/// Bytes published so far and how far behind them a viewer may be;
+/// shared by the hub and its subscriptions.
+#[derive(Debug)]
+struct LagBound {
+    published_bytes: AtomicU64,
+    max_behind_bytes: AtomicU64,
+}
+
+/// A frame in the ring, with the stream's byte count before it.
+type Published = (Arc<Frame>, u64);
+
 struct State {
-    sender: Option<broadcast::Sender<Arc<Frame>>>,
+    sender: Option<broadcast::Sender<Published>>,
     gop: Vec<Arc<Frame>>,
     has_video: bool,
     window_start: Instant,
@@ -79,6 +104,7 @@ pub struct Hub {
     restart_patience_ms: AtomicU64,
     state: Mutex<State>,
     info: watch::Sender<StreamInfo>,
+    lag: Arc<LagBound>,
     pub stats: HubStats,
 }
 
@@ -105,6 +131,10 @@ impl Hub {
                 first_video_pts: None,
             }),
             info,
+            lag: Arc::new(LagBound {
+                published_bytes: AtomicU64::new(0),
+                max_behind_bytes: AtomicU64::new(MIN_QUEUE_BYTES),
+            }),
             stats: HubStats::default(),
         })
     }
@@ -132,6 +162,11 @@ impl Hub {
         if elapsed >= Duration::from_secs(1) {
             let bps = st.window_bytes * 8 * 1000 / (elapsed.as_millis() as u64).max(1);
             self.stats.bitrate_bps.store(bps, Ordering::Relaxed);
+            let queue_ms = self.config.queue_duration.as_millis() as u64;
+            let bound = (bps / 8).saturating_mul(queue_ms) / 1000;
+            self.lag
+                .max_behind_bytes
+                .store(bound.max(MIN_QUEUE_BYTES), Ordering::Relaxed);
             st.window_start = now;
             st.window_bytes = 0;
         }
@@ -151,9 +186,11 @@ impl Hub {
                 st.gop.push(frame.clone());
             }
         }
+        // Under the lock, so the ring's order and the byte counts agree.
+        let before = self.lag.published_bytes.fetch_add(len, Ordering::Relaxed);
         if let Some(sender) = &st.sender {
             // An error only means nobody is subscribed right now.
-            let _ = sender.send(frame);
+            let _ = sender.send((frame, before));
         }
     }
 
@@ -260,6 +297,7 @@ impl Hub {
         Subscription {
             backlog: st.gop.clone().into(),
             receiver,
+            lag: self.lag.clone(),
             awaiting_keyframe: st.gop.is_empty(),
             has_video: st.has_video,
             skipped: 0,
@@ -279,6 +317,7 @@ impl Hub {
         Subscription {
             backlog: Default::default(),
             receiver: st.sender.as_ref().map(|s| s.subscribe()),
+            lag: self.lag.clone(),
             awaiting_keyframe: true,
             has_video: st.has_video,
             skipped: 0,
@@ -304,7 +343,8 @@ impl Hub {
 /// One viewer's read side of a hub.
 pub struct Subscription {
     backlog: std::collections::VecDeque<Arc<Frame>>,
-    receiver: Option<broadcast::Receiver<Arc<Frame>>>,
+    receiver: Option<broadcast::Receiver<Published>>,
+    lag: Arc<LagBound>,
     /// After a lag (or when joining with an empty cache) frames are dropped
     /// until a keyframe, so the decoder never sees a broken reference chain.
     awaiting_keyframe: bool,
@@ -326,7 +366,24 @@ impl Subscription {
                 None => {
                     let rx = self.receiver.as_mut().ok_or(StreamEnded)?;
                     match rx.recv().await {
-                        Ok(f) => f,
+                        Ok((f, before)) => {
+                            // Media published after this frame.
+                            let published = self.lag.published_bytes.load(Ordering::Relaxed);
+                            let behind = published.saturating_sub(before + f.len() as u64);
+                            if behind > self.lag.max_behind_bytes.load(Ordering::Relaxed) {
+                                // Too much media queued for this viewer: drop
+                                // through to a keyframe near the head, which
+                                // also releases what the ring holds for it.
+                                if !self.awaiting_keyframe {
+                                    crate::metrics::get().viewer_queue_overflows.inc();
+                                    self.awaiting_keyframe = true;
+                                }
+                                self.skipped += 1;
+                                crate::metrics::get().viewer_frames_skipped.inc();
+                                continue;
+                            }
+                            f
+                        }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             self.skipped += n;
                             crate::metrics::get().viewer_frames_skipped.inc_by(n);
@@ -396,6 +453,7 @@ mod tests {
             queue_frames: 4,
             gop_cache: false,
             gop_cache_max_frames: 0,
+            ..HubConfig::default()
         });
         let mut sub = hub.subscribe();
         // Nothing cached, so the viewer waits for a keyframe first.
@@ -409,6 +467,42 @@ mod tests {
         assert_eq!(first.pts, 36000, "skips the lost GOP");
         assert!(sub.skipped() >= 7, "skipped {}", sub.skipped());
         assert_eq!(sub.recv().await.unwrap().pts, 39600);
+    }
+
+    fn sized(pts: i64, keyframe: bool, len: usize) -> Frame {
+        Frame {
+            units: [Chunks::from(Bytes::from(vec![0x65; len]))]
+                .into_iter()
+                .collect(),
+            ..video(pts, keyframe)
+        }
+    }
+
+    #[tokio::test]
+    async fn viewer_more_than_the_byte_bound_behind_skips_to_a_recent_keyframe() {
+        // A ring far larger than the frames published: only the byte bound
+        // (MIN_QUEUE_BYTES while the bit rate is unknown) can make it skip.
+        let hub = Hub::new(HubConfig {
+            queue_frames: 1024,
+            gop_cache: false,
+            ..HubConfig::default()
+        });
+        let mut sub = hub.subscribe();
+        let frame = 10_000;
+        // GOPs of 10 frames (100 KB); 5 of them = 500 KB queued unread.
+        for i in 0..50 {
+            hub.publish(sized(i * 3600, i % 10 == 0, frame));
+        }
+        let first = sub.recv().await.unwrap();
+        // Behind by at most the bound: the first keyframe with at most
+        // 256 KiB published after it is frame 30 (190 KB after it).
+        assert_eq!(first.pts, 30 * 3600);
+        assert!(first.keyframe);
+        assert_eq!(sub.skipped(), 30);
+        for i in 31..50 {
+            assert_eq!(sub.recv().await.unwrap().pts, i * 3600);
+        }
+        assert_eq!(sub.skipped(), 30);
     }
 
     #[tokio::test]

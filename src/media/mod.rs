@@ -11,6 +11,8 @@ pub mod jpeg;
 pub mod mapped_file;
 pub mod probe;
 pub mod ps;
+pub mod ps_mux;
 pub mod rtcp_rr;
 pub mod rtp;
 pub mod rtp_ps;
+pub mod rtsp_pull;

@@ -225,6 +225,13 @@ async fn bind_pair(ip: IpAddr) -> io::Result<(UdpSocket, UdpSocket)> {
 
 /// Wait for any datagram on any of the session's UDP sockets; returns the
 /// sender, its length, and whether it came to an RTCP port.
+/// Transmits a connection's send batch keeps room for between frames:
+/// a P frame of a few Mbit/s stream.
+const BATCH_KEPT: usize = 8;
+
+/// Room for one datagram a client sends to our UDP ports (RTCP).
+const UDP_READ_BUF: usize = 2048;
+
 async fn udp_activity(udp: &[Option<UdpPair>; 2], buf: &mut [u8]) -> (SocketAddr, usize, bool) {
     std::future::poll_fn(|cx| {
         for pair in udp.iter().flatten() {
@@ -400,10 +407,13 @@ async fn run_connection(
     let mut opening: Option<OpenFuture> = None;
     let mut udp: [Option<UdpPair>; 2] = [None, None];
     let mut started_at: Option<Instant> = None;
-    let mut rbuf = BytesMut::with_capacity(4096);
-    let mut udp_buf = vec![0u8; 2048];
+    // Sized for requests and client RTCP; grows for a larger request. The
+    // UDP buffers are taken only by sessions over UDP (a viewer's fixed
+    // cost is what limits viewers per node, issue 17).
+    let mut rbuf = BytesMut::with_capacity(1024);
+    let mut udp_buf: Vec<u8> = Vec::new();
     let mut batch: Vec<Transmit> = Vec::new();
-    let mut scratch: Vec<u8> = Vec::with_capacity(1500);
+    let mut scratch: Vec<u8> = Vec::new();
     let mut close = false;
     let mut drop_udp = false;
     // Registered once: a fresh `cancelled()` per loop turn would take the
@@ -421,6 +431,18 @@ async fn run_connection(
             match ev {
                 Event::OpenStream(key) => {
                     tracing::Span::current().record("stream", tracing::field::display(&key));
+                    // Cluster: another node holds the device; send the
+                    // viewer there (RFC 2326 §11.3.3, 302 + Location).
+                    if let Some(owner) = streams.remote_owner(&key) {
+                        metrics::get()
+                            .cluster_redirects
+                            .get_or_create(&label("kind", "rtsp"))
+                            .inc();
+                        let location = format!("rtsp://{}/{}", owner.rtsp, key.as_str());
+                        info!(stream = %key, node = %owner.node, %location, "viewer redirected to the owning node");
+                        conn.stream_opened(Err(RequestError::Moved(location)), Instant::now());
+                        continue;
+                    }
                     if slot.is_none() {
                         slot = count.acquire(config.max_viewers);
                     }
@@ -473,6 +495,7 @@ async fn run_connection(
                             if let (Ok(ports), Some(slot)) =
                                 (ports, udp.get_mut(usize::from(track)))
                             {
+                                udp_buf.resize(UDP_READ_BUF, 0);
                                 *slot = Some(UdpPair {
                                     rtp,
                                     rtcp,
@@ -569,6 +592,10 @@ async fn run_connection(
                 Err(e) => Err(e),
             };
             batch.clear();
+            // A keyframe's packets grow the batch to dozens of entries; kept
+            // at that size by every viewer it would be the largest part of
+            // a viewer's memory (issue 17). Regrowing once a GOP is cheap.
+            batch.shrink_to(BATCH_KEPT);
             match result {
                 Ok(n) => {
                     metrics::get().rtsp_bytes_sent.inc_by(n as u64);

@@ -235,6 +235,9 @@ pub enum RequestError {
     TooManyViewers,
     #[error("header not valid for this stream: {0}")]
     HeaderNotValid(&'static str),
+    /// Another cluster node serves the stream: 302 with this `Location`.
+    #[error("served by another node: {0}")]
+    Moved(String),
     #[error(transparent)]
     Start(#[from] StartError),
 }
@@ -258,6 +261,7 @@ impl RequestError {
             Self::Forbidden => StatusCode::Forbidden,
             Self::TooManyViewers => StatusCode::NotEnoughBandwidth,
             Self::HeaderNotValid(_) => StatusCode::HeaderFieldNotValidForResource,
+            Self::Moved(_) => StatusCode::Found,
             Self::Start(e) => match e {
                 StartError::NotFound(_) => StatusCode::NotFound,
                 StartError::Offline(_) | StartError::Failed(_) => StatusCode::ServiceUnavailable,
@@ -286,6 +290,7 @@ impl RequestError {
             Self::Forbidden => "forbidden",
             Self::TooManyViewers => "viewer_limit",
             Self::HeaderNotValid(_) => "header_not_valid",
+            Self::Moved(_) => "moved",
             Self::Start(e) => match e {
                 StartError::NotFound(_) => "not_found",
                 StartError::Offline(_) => "offline",
@@ -523,6 +528,7 @@ fn builder(status: StatusCode) -> ResponseBuilder {
     let code = u16::from(status);
     let phrase = match code {
         200 => "OK",
+        302 => "Moved Temporarily",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -676,9 +682,15 @@ impl Connection {
         self.events.pop_front()
     }
 
-    /// Move everything queued for sending into `into`, in order.
+    /// Move everything queued for sending into `into`, in order. An empty
+    /// `into` trades buffers with the queue, so the one the driver keeps
+    /// small (see `rtsp::server`) is what the next frame is queued in.
     pub fn take_transmits(&mut self, into: &mut Vec<Transmit>) {
-        into.append(&mut self.out);
+        if into.is_empty() {
+            std::mem::swap(into, &mut self.out);
+        } else {
+            into.append(&mut self.out);
+        }
     }
 
     pub fn is_playing(&self) -> bool {
@@ -880,6 +892,9 @@ impl Connection {
         }
         if *e == RequestError::MethodNotAllowed {
             b = b.header(headers::ALLOW, PUBLIC);
+        }
+        if let RequestError::Moved(location) = e {
+            b = b.header(headers::LOCATION, location.as_str());
         }
         if let Some(s) = &self.session {
             b = b.header(headers::SESSION, self.session_header(s));

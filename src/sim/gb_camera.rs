@@ -29,7 +29,6 @@ use super::gb_device::{
 };
 use super::history_stream::{HistoryRequest, stream_history};
 use super::ps_file::PsFileReplay;
-use super::ps_mux::PsMuxer;
 use super::replay::{MediaOut, replay};
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
 use super::rtp_capture::CaptureReplay;
@@ -38,6 +37,7 @@ use super::snapshot_upload::upload_snapshots;
 use super::talk_receive::{TalkCounters, accept_talk_tcp, receive_talk, receive_talk_tcp};
 use crate::config::Config;
 use crate::gb28181::mansrtsp::PlaybackCommand;
+use crate::media::ps_mux::PsMuxer;
 use tokio::sync::mpsc;
 
 /// How long shutdown waits for the BYEs and the un-REGISTER to be answered.
@@ -65,9 +65,13 @@ pub struct SimCameraConfig {
     pub advertised_ip: Option<IpAddr>,
     pub register_expires: u32,
     pub keepalive_interval: Duration,
+    /// Unanswered keepalives in a row before registering again at home.
+    pub keepalive_misses: u32,
     pub register_retry: Duration,
     /// `false`: a dead device that never answers INVITE.
     pub answer_invites: bool,
+    /// The first this many Catalog answers are never sent.
+    pub lose_catalog_answers: u32,
     /// Accept TCP/RTP/AVP offers (both `a=setup` roles).
     pub tcp_media: bool,
     /// The `y=` of INVITE answers.
@@ -113,8 +117,10 @@ impl SimCameraConfig {
             advertised_ip: None,
             register_expires: d.register_expires,
             keepalive_interval: d.keepalive_interval,
+            keepalive_misses: d.keepalive_misses,
             register_retry: d.register_retry,
             answer_invites: true,
+            lose_catalog_answers: 0,
             tcp_media: true,
             answer_ssrc: AnswerSsrc::Offered,
             h265: false,
@@ -207,6 +213,8 @@ fn nth_id(id: &str, n: u32) -> anyhow::Result<String> {
 #[derive(Debug, Default)]
 pub struct SimStats {
     pub registrations: AtomicU64,
+    /// 302 answers to REGISTER followed.
+    pub redirects: AtomicU64,
     pub registration_failures: AtomicU64,
     pub keepalives_sent: AtomicU64,
     pub queries_answered: AtomicU64,
@@ -364,8 +372,10 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     dc.password = config.password.clone();
     dc.register_expires = config.register_expires;
     dc.keepalive_interval = config.keepalive_interval;
+    dc.keepalive_misses = config.keepalive_misses;
     dc.register_retry = config.register_retry;
     dc.answer_invites = config.answer_invites;
+    dc.lose_catalog_answers = config.lose_catalog_answers;
     dc.tcp_media_port = tcp_port;
     dc.answer_ssrc = config.answer_ssrc;
     dc.audio_addr = SocketAddr::new(ip, audio_local.port());
@@ -654,6 +664,10 @@ fn on_event(
         DeviceEvent::Unregistered => {
             stats.registered.store(false, Ordering::Relaxed);
             tracing::info!("unregistered");
+        }
+        DeviceEvent::Redirected { to } => {
+            inc(&stats.redirects);
+            tracing::info!(%to, "REGISTER redirected (302)");
         }
         DeviceEvent::KeepaliveSent { sn } => {
             inc(&stats.keepalives_sent);

@@ -9,7 +9,9 @@
 //! What it does, by GB/T 28181-2016 section:
 //! - §9.1 registration: REGISTER with `Expires`, answering a 401 digest
 //!   challenge (RFC 3261 §22.2, RFC 2617, `qop` absent or `auth`), refresh
-//!   before expiry, retry after failure, `Expires: 0` on shutdown.
+//!   before expiry, retry after failure, `Expires: 0` on shutdown; a 302
+//!   (GB/T 28181-2022 §9.1.2.3) sends it to the platform in its Contact
+//!   until that one is lost, then it starts over at its configured server.
 //! - §9.6 status: a Keepalive `Notify` MESSAGE every `keepalive_interval`;
 //!   three unanswered keepalives, or one refused, mean the platform lost us,
 //!   so the device registers again (what the Dahua trace shows after a 400).
@@ -44,6 +46,9 @@ const TX_TIMEOUT: Duration = Duration::from_secs(32);
 /// Keepalives in a row that may go unanswered before re-registering
 /// (GB/T 28181-2016 §9.6.1 uses three).
 const KEEPALIVE_MISSES: u32 = 3;
+/// 3xx answers to REGISTER followed in a row before giving up (a loop of
+/// platforms sending us to each other).
+const MAX_REDIRECTS: u32 = 3;
 /// Bounds on the state a hostile or confused peer can make us hold.
 const MAX_CLIENT_TX: usize = 64;
 const MAX_SERVER_TX: usize = 256;
@@ -85,6 +90,10 @@ pub struct DeviceConfig {
     pub register_retry: Duration,
     /// `false` makes a dead device: INVITEs are counted and never answered.
     pub answer_invites: bool,
+    /// Catalog queries whose Response MESSAGE is never sent (the query
+    /// still gets its 200 OK), as if a busy platform's socket dropped the
+    /// answer: the first this many.
+    pub lose_catalog_answers: u32,
     pub user_agent: String,
     /// Firmware string in DeviceInfo.
     pub firmware: String,
@@ -95,6 +104,9 @@ pub struct DeviceConfig {
     pub answer_ssrc: AnswerSsrc,
     /// How our talk INVITE asks for the platform's audio.
     pub talk_media: TalkMedia,
+    /// Keepalives in a row left unanswered (by the time the next is due,
+    /// or by Timer F) before the device registers again, to `server_addr`.
+    pub keepalive_misses: u32,
 }
 
 /// The transport a talk callback INVITE offers (GB/T 28181-2016 §9.12,
@@ -160,11 +172,13 @@ impl DeviceConfig {
             keepalive_interval: Duration::from_secs(60),
             register_retry: Duration::from_secs(5),
             answer_invites: true,
+            lose_catalog_answers: 0,
             user_agent: concat!("camgate-sim/", env!("CARGO_PKG_VERSION")).into(),
             firmware: env!("CARGO_PKG_VERSION").into(),
             tcp_media_port: None,
             answer_ssrc: AnswerSsrc::Offered,
             talk_media: TalkMedia::Udp,
+            keepalive_misses: KEEPALIVE_MISSES,
         }
     }
 }
@@ -200,6 +214,10 @@ pub enum DeviceEvent {
     },
     /// Our `Expires: 0` was accepted.
     Unregistered,
+    /// A 302 sent our REGISTER to another platform.
+    Redirected {
+        to: SocketAddr,
+    },
     KeepaliveSent {
         sn: u32,
     },
@@ -444,6 +462,11 @@ impl SplitMix {
 #[derive(Debug)]
 pub struct GbDevice {
     cfg: DeviceConfig,
+    /// Where requests go now: `cfg.server_addr` (home), or the platform a
+    /// 302 sent us to (GB/T 28181-2022 §9.1.2.3) until it is lost.
+    server: SocketAddr,
+    /// 3xx answers followed since the last registration.
+    redirects: u32,
     rng: SplitMix,
     reg_state: RegState,
     reg_call_id: String,
@@ -459,6 +482,8 @@ pub struct GbDevice {
     next_keepalive: Option<Instant>,
     keepalive_misses: u32,
     sn: u32,
+    /// Catalog answers withheld so far (`lose_catalog_answers`).
+    catalog_answers_lost: u32,
     client_tx: Vec<ClientTx>,
     server_tx: VecDeque<ServerTx>,
     calls: Vec<Call>,
@@ -476,6 +501,8 @@ impl GbDevice {
         let reg_call_id = format!("{}@{}", rng.token(), cfg.local_addr.ip());
         let reg_from_tag = rng.token();
         Self {
+            server: cfg.server_addr,
+            redirects: 0,
             cfg,
             rng,
             reg_state: RegState::Idle,
@@ -490,6 +517,7 @@ impl GbDevice {
             next_keepalive: None,
             keepalive_misses: 0,
             sn: 0,
+            catalog_answers_lost: 0,
             client_tx: Vec::new(),
             server_tx: VecDeque::new(),
             calls: Vec::new(),
@@ -541,6 +569,11 @@ impl GbDevice {
 
     pub fn is_registered(&self) -> bool {
         self.reg_state == RegState::Registered
+    }
+
+    /// The platform requests go to now (home, or where a 302 sent us).
+    pub fn server(&self) -> SocketAddr {
+        self.server
     }
 
     /// The recording streamed on `call_id` reached its end: tell the
@@ -669,8 +702,21 @@ impl GbDevice {
         if let Some(at) = self.next_keepalive
             && at <= now
         {
-            self.next_keepalive = Some(now + self.cfg.keepalive_interval);
-            self.send_keepalive(now);
+            // The previous keepalive still unanswered when the next is due
+            // counts as missed, as cameras count them (Timer F, 32 s,
+            // would stretch a failover far past the keepalive period).
+            let pending = self
+                .client_tx
+                .iter()
+                .position(|t| matches!(t.kind, TxKind::Keepalive));
+            if let Some(i) = pending {
+                self.client_tx.remove(i);
+                self.keepalive_missed(now);
+            }
+            if self.next_keepalive.is_some() {
+                self.next_keepalive = Some(now + self.cfg.keepalive_interval);
+                self.send_keepalive(now);
+            }
         }
     }
 
@@ -772,6 +818,7 @@ impl GbDevice {
                     .map_or(expires, |e| e.min(expires));
                 let was_registered = self.reg_state == RegState::Registered;
                 self.reg_state = RegState::Registered;
+                self.redirects = 0;
                 self.auth_answers = 0;
                 self.keepalive_misses = 0;
                 // Refresh a minute early, or halfway for short lifetimes.
@@ -788,6 +835,26 @@ impl GbDevice {
                     // it is what marks the device online on many platforms.
                     self.next_keepalive = Some(now + self.cfg.keepalive_interval);
                     self.send_keepalive(now);
+                }
+            }
+            301 | 302 if expires > 0 => {
+                // GB/T 28181-2022 §9.1.2.3: register to the platform the
+                // Contact names instead (a cluster node's owner).
+                let target = msg
+                    .header("Contact")
+                    .and_then(|c| contact_addr(sip::uri_of(c)));
+                match target {
+                    Some(addr) if self.redirects < MAX_REDIRECTS => {
+                        self.redirects += 1;
+                        self.server = addr;
+                        self.challenge = None;
+                        self.answered_nonce = None;
+                        self.auth_answers = 0;
+                        self.events.push_back(DeviceEvent::Redirected { to: addr });
+                        self.send_register(now, expires);
+                    }
+                    Some(_) => self.register_failed(now, Some(status), "too many redirects"),
+                    None => self.register_failed(now, Some(status), "302 without a usable Contact"),
                 }
             }
             401 | 407 => {
@@ -834,6 +901,9 @@ impl GbDevice {
 
     fn register_failed(&mut self, now: Instant, status: Option<u16>, reason: &str) {
         self.reg_state = RegState::Backoff;
+        // Start over at home: it knows where we belong now.
+        self.server = self.cfg.server_addr;
+        self.redirects = 0;
         self.next_keepalive = None;
         self.answered_nonce = None;
         self.auth_answers = 0;
@@ -844,10 +914,15 @@ impl GbDevice {
         });
     }
 
-    /// The platform forgot us: register again now.
+    /// The platform forgot us (or is gone): register again now, at home.
     fn reregister(&mut self, now: Instant) {
         if self.reg_state == RegState::Registered {
             self.reg_state = RegState::Registering;
+            if self.server != self.cfg.server_addr {
+                self.server = self.cfg.server_addr;
+                self.redirects = 0;
+                self.challenge = None;
+            }
             self.next_keepalive = None;
             self.answered_nonce = None;
             self.auth_answers = 0;
@@ -917,6 +992,10 @@ impl GbDevice {
         let target = sanitize(xml_value(&text, "DeviceID").unwrap_or(&self.cfg.device_id));
         self.reply(now, from, msg, Reply::new(200, "OK"));
         let body = match (root, cmd.as_str()) {
+            ("Query", "Catalog") if self.catalog_answers_lost < self.cfg.lose_catalog_answers => {
+                self.catalog_answers_lost += 1;
+                None
+            }
             ("Query", "Catalog") => Some(self.catalog_body(&sn)),
             ("Query", "DeviceInfo") => Some(self.device_info_body(&sn, &target)),
             ("Query", "DeviceStatus") => Some(self.device_status_body(&sn, &target)),
@@ -1242,7 +1321,7 @@ impl GbDevice {
         let target = msg
             .header_uri("Contact")
             .map(str::to_owned)
-            .unwrap_or_else(|| format!("sip:{}", self.cfg.server_addr));
+            .unwrap_or_else(|| format!("sip:{}", self.server));
         let mut s = String::with_capacity(300);
         let _ = write!(
             s,
@@ -1258,7 +1337,7 @@ impl GbDevice {
             call_id = talk.call_id,
         );
         self.transmits.push_back(Transmit {
-            dest: self.cfg.server_addr,
+            dest: self.server,
             payload: Bytes::from(sip::finish(s, None)),
         });
         if ok {
@@ -1740,19 +1819,21 @@ impl GbDevice {
         match tx.kind {
             TxKind::Register { expires: 0 } => self.reg_state = RegState::Idle,
             TxKind::Register { .. } => self.register_failed(now, None, "no answer"),
-            TxKind::Keepalive => {
-                self.keepalive_misses += 1;
-                if self.keepalive_misses >= KEEPALIVE_MISSES {
-                    self.keepalive_misses = 0;
-                    self.reregister(now);
-                }
-            }
+            TxKind::Keepalive => self.keepalive_missed(now),
             TxKind::Message | TxKind::Bye => {}
             TxKind::TalkInvite => {
                 self.talk = None;
                 self.events
                     .push_back(DeviceEvent::TalkFailed { status: None });
             }
+        }
+    }
+
+    fn keepalive_missed(&mut self, now: Instant) {
+        self.keepalive_misses += 1;
+        if self.keepalive_misses >= self.cfg.keepalive_misses.max(1) {
+            self.keepalive_misses = 0;
+            self.reregister(now);
         }
     }
 
@@ -1765,7 +1846,7 @@ impl GbDevice {
 
     fn start_client_tx(&mut self, now: Instant, branch: String, kind: TxKind, payload: Vec<u8>) {
         let payload = Bytes::from(payload);
-        let dest = self.cfg.server_addr;
+        let dest = self.server;
         self.transmits.push_back(Transmit {
             dest,
             payload: payload.clone(),
@@ -1999,6 +2080,18 @@ fn answer_audio_addr(sdp: &str) -> Option<SocketAddr> {
 }
 
 /// Name of the root element (skipping the declaration and comments).
+/// The `host:port` of a redirect Contact URI (`sip:id@10.0.0.2:5060;…`);
+/// a missing port is 5060 (RFC 3261 §19.1.2). Names are not resolved.
+fn contact_addr(uri: &str) -> Option<SocketAddr> {
+    let rest = uri.strip_prefix("sip:")?;
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host_port = host_port.split([';', '?']).next()?;
+    host_port.parse().ok().or_else(|| {
+        let ip: IpAddr = host_port.trim_matches(['[', ']']).parse().ok()?;
+        Some(SocketAddr::new(ip, 5060))
+    })
+}
+
 fn xml_root(text: &str) -> Option<&str> {
     let mut rest = text;
     for _ in 0..16 {

@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::clip::{Clip, DEMO_FPS};
 use super::gb_camera::{MediaSink, SimStats};
-use super::ps_mux::PsMuxer;
 use super::rtp::{PAYLOAD_TYPE_PS, RtpPacketizer};
 use crate::gb28181::mansrtsp::PlaybackCommand;
+use crate::media::ps_mux::PsMuxer;
 
 /// Length of one recorded file.
 pub const FILE_SECS: u64 = 3600;
@@ -182,7 +182,7 @@ pub(crate) async fn stream_history(
         first_pts = cursor.pts(),
         "playback first frame"
     );
-    let muxer = PsMuxer::new();
+    let mut muxer = PsMuxer::new();
     let mut rtp = RtpPacketizer::new(ssrc, PAYLOAD_TYPE_PS, rand::random());
     let mut ps = BytesMut::with_capacity(64 * 1024);
     let mut framed = Vec::new();

@@ -1,9 +1,10 @@
 //! Simulated devices: genuine network peers used by `--demo` and the tests.
 //!
 //! The GB28181 camera is split the way every protocol in camgate is:
-//! sans-IO cores ([`sip`], [`gb_device`], [`ps_mux`], [`rtp`], [`clip`])
+//! sans-IO cores ([`sip`], [`gb_device`], [`rtp`], [`clip`])
 //! that turn bytes and a `now` into bytes and events, and one thin tokio
-//! driver ([`gb_camera`]) that owns the sockets and timers.
+//! driver ([`gb_camera`]) that owns the sockets and timers. The PS muxer
+//! they use lives in the media core ([`crate::media::ps_mux`]).
 //!
 //! ```no_run
 //! # async fn demo(config: camgate::config::Config) -> anyhow::Result<()> {
@@ -28,7 +29,6 @@ pub mod gb_device;
 pub mod gb_device_extra;
 pub mod history_stream;
 pub mod ps_file;
-pub mod ps_mux;
 mod replay;
 pub mod rtp;
 pub mod rtp_capture;

@@ -9,7 +9,8 @@
 //! `WWW-Authenticate` of a 401, [`DigestCredentials::parse`] reads the
 //! `Authorization` that comes back, [`NonceStore::check`] and
 //! [`DigestCredentials::verify`] decide. Client side (the simulated camera):
-//! [`DigestChallenge::parse`] then [`DigestCredentials::answer`].
+//! [`DigestChallenge::parse`] then [`DigestCredentials::answer`] (the simulated camera's
+//! counterpart, and the cascade client registering to an upper platform).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -321,7 +322,15 @@ impl DigestCredentials {
             nc: "00000001".into(),
             cnonce: cnonce.to_owned(),
         });
-        let response = compute_response(
+        // The challenge's algorithm (MD5 or SHA-256, RFC 8760); parsing
+        // refused any other.
+        let sha256 = challenge
+            .algorithm
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case("sha-256"));
+        let algorithm = if sha256 { "SHA-256" } else { "MD5" };
+        let response = compute_response_with(
+            Some(algorithm),
             username,
             &challenge.realm,
             password,
@@ -336,7 +345,7 @@ impl DigestCredentials {
             nonce: challenge.nonce.clone(),
             uri: uri.to_owned(),
             response,
-            algorithm: Some("MD5".into()),
+            algorithm: Some(algorithm.into()),
             opaque: challenge.opaque.clone(),
             qop,
         }

@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rsipstack::dialog::DialogId;
-use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, StatusCodeKind, Transport};
 use rsipstack::transport::SipAddr;
 
+use super::dialog_ends::DialogEnds;
 use super::stack::SipStack;
 
 #[derive(Debug, Clone)]
@@ -45,7 +45,15 @@ pub struct Call {
     dialog: InviteDialog,
     stack_dialogs: std::sync::Arc<rsipstack::dialog::dialog_layer::DialogLayer>,
     pub answer_sdp: String,
-    states: DialogStateReceiver,
+    /// The end, from the stack's shared [`DialogEnds`]; `None` once seen.
+    end: Option<tokio::sync::oneshot::Receiver<String>>,
+    ends: DialogEnds,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.ends.unwatch(&self.dialog.id());
+    }
 }
 
 impl Call {
@@ -55,15 +63,12 @@ impl Call {
 
     /// Resolves when the device ends the call (its BYE) or the dialog dies.
     pub async fn ended(&mut self) -> String {
-        while let Some(state) = self.states.recv().await {
-            if let DialogState::Terminated(_, reason) = state {
-                return match reason {
-                    TerminatedReason::UasBye => "device sent BYE".to_owned(),
-                    other => format!("dialog terminated: {other:?}"),
-                };
-            }
-        }
-        "dialog closed".to_owned()
+        let Some(end) = self.end.as_mut() else {
+            return "dialog closed".to_owned();
+        };
+        let why = end.await.unwrap_or_else(|_| "dialog closed".to_owned());
+        self.end = None;
+        why
     }
 
     /// Forget the dialog without a word to the device: it no longer has it
@@ -107,7 +112,7 @@ pub async fn invite(
         headers: Some(vec![Header::Subject(req.subject.into())]),
         ..Default::default()
     };
-    let (state_tx, states) = stack.dialogs.new_dialog_state_channel();
+    let state_tx = stack.dialog_ends.sender();
     let outcome = tokio::time::timeout(timeout, stack.dialogs.do_invite(option, state_tx)).await;
     let (dialog, response) = match outcome {
         Err(_) => return Err(InviteError::Timeout(timeout)),
@@ -125,11 +130,13 @@ pub async fn invite(
                 .unwrap_or_else(|| response.status_code.to_string()),
         });
     }
+    let end = stack.dialog_ends.watch(&dialog.id());
     Ok(Call {
         dialog,
         stack_dialogs: stack.dialogs.clone(),
         answer_sdp: String::from_utf8_lossy(response.body()).into_owned(),
-        states,
+        end: Some(end),
+        ends: stack.dialog_ends.clone(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! SIP glue over `rsipstack`: transports, digest auth, dialogs.
 
 pub mod client;
+pub mod dialog_ends;
 pub mod digest;
 pub mod invite;
 pub mod request;

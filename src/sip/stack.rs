@@ -39,6 +39,8 @@ pub enum SipStackError {
 pub struct SipStack {
     pub endpoint: Endpoint,
     pub dialogs: Arc<DialogLayer>,
+    /// Where outgoing calls learn that they ended.
+    pub dialog_ends: super::dialog_ends::DialogEnds,
     /// Address (UDP) we advertise in Via and Contact.
     pub advertised: SocketAddr,
     /// Actual bound UDP address (the port may have been 0).
@@ -138,6 +140,7 @@ impl SipStack {
             Self {
                 endpoint,
                 dialogs,
+                dialog_ends: super::dialog_ends::DialogEnds::spawn(),
                 advertised: SocketAddr::new(advertised_ip, local_udp.port()),
                 local_udp,
             },

@@ -7,10 +7,10 @@
 //! viewer reached the gateway, so the adapters never build them). This
 //! keeps the rule of `lib.rs`: egress reads this module, never an adapter.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which adapter a device came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Gb28181,
@@ -19,7 +19,7 @@ pub enum Protocol {
 }
 
 /// What a channel can do besides live video.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     /// Pan/tilt (and zoom where the protocol has it).
     pub ptz: bool,
@@ -36,7 +36,7 @@ pub struct Capabilities {
 }
 
 /// One playable channel of a device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelEntry {
     pub id: String,
     pub name: Option<String>,
@@ -48,7 +48,7 @@ pub struct ChannelEntry {
 }
 
 /// One device as every adapter describes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceEntry {
     pub protocol: Protocol,
     pub id: String,

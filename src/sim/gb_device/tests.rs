@@ -1016,3 +1016,88 @@ fn hostile_input_never_panics() {
     }
     h.run_for(Duration::from_secs(100));
 }
+
+#[test]
+fn follows_302_then_returns_home_after_missed_keepalives() {
+    let owner: SocketAddr = "127.0.0.2:5070".parse().unwrap();
+    let mut cfg = config();
+    cfg.keepalive_interval = Duration::from_secs(5);
+    cfg.keepalive_misses = 2;
+    let mut h = Harness::new(cfg);
+    h.dev.start(h.now);
+    let reg = h.out().remove(0);
+    h.feed(&reply(
+        &reg,
+        "302 Moved Temporarily",
+        "Contact: <sip:34020000002000000001@127.0.0.2:5070>\r\n",
+    ))
+    .unwrap();
+    assert_eq!(h.events(), vec![DeviceEvent::Redirected { to: owner }]);
+    let again = h.raw_out();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].dest, owner, "REGISTER goes to the Contact");
+    let reg2 = SipMessage::parse(&again[0].payload).unwrap();
+    assert_eq!(reg2.method(), Some("REGISTER"));
+    h.feed(&reply(&reg2, "200 OK", "Expires: 3600\r\n"))
+        .unwrap();
+    assert!(h.dev.is_registered());
+    let ka = h.raw_out();
+    assert_eq!(ka.len(), 1);
+    assert_eq!(ka[0].dest, owner, "keepalives go to the owner");
+    assert_eq!(h.dev.server(), owner);
+    // The owner dies: keepalives at 0 and 5 s go unanswered; at 10 s the
+    // second miss is counted (long before Timer F's 32 s) and the device
+    // registers at home again.
+    let mut home_register_at = None;
+    let start = h.now;
+    while h.now < start + Duration::from_secs(11) {
+        h.advance(Duration::from_millis(500));
+        for t in h.raw_out() {
+            let m = SipMessage::parse(&t.payload).unwrap();
+            if m.method() == Some("REGISTER") && home_register_at.is_none() {
+                assert_eq!(t.dest, SERVER.parse::<SocketAddr>().unwrap());
+                home_register_at = Some(h.now - start);
+            }
+        }
+    }
+    assert_eq!(home_register_at, Some(Duration::from_secs(10)));
+    assert_eq!(h.dev.server(), SERVER.parse::<SocketAddr>().unwrap());
+}
+
+#[test]
+fn redirect_loops_and_bad_contacts_fail_the_registration() {
+    let mut h = Harness::new(config());
+    h.dev.start(h.now);
+    let mut reg = h.out().remove(0);
+    for _ in 0..MAX_REDIRECTS {
+        h.feed(&reply(
+            &reg,
+            "302 Moved Temporarily",
+            "Contact: <sip:x@127.0.0.3:5080;transport=udp>\r\n",
+        ))
+        .unwrap();
+        reg = h.out().remove(0);
+    }
+    h.feed(&reply(
+        &reg,
+        "302 Moved Temporarily",
+        "Contact: <sip:x@127.0.0.3:5080>\r\n",
+    ))
+    .unwrap();
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        DeviceEvent::RegistrationFailed { reason, .. } if reason == "too many redirects"
+    )));
+    // Back home for the retry.
+    assert_eq!(h.dev.server(), SERVER.parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        contact_addr("sip:a@10.0.0.9"),
+        Some("10.0.0.9:5060".parse().unwrap())
+    );
+    assert_eq!(
+        contact_addr("sip:a@[::1]:5062;lr"),
+        Some("[::1]:5062".parse().unwrap())
+    );
+    assert_eq!(contact_addr("sip:a@camgate-1.svc:5060"), None);
+    assert_eq!(contact_addr("tel:123"), None);
+}

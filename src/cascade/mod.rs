@@ -1,0 +1,22 @@
+//! GB/T 28181 cascade (级联, §5 networking): camgate as a lower platform
+//! registering to upper platforms.
+//!
+//! An egress like RTSP: the upper platform is one more viewer, one that
+//! speaks SIP. [`register`] is the sans-IO registration and keepalive
+//! client (§9.1.2, §9.6), [`wire`] the SIP text it reads and writes,
+//! [`answers`] the MANSCDP answers to the upper platform's queries,
+//! [`channel_ids`] the stable ids of non-GB28181 channels, [`media`] the
+//! INVITE's SDP and PS-over-RTP packing, [`session`] one upward stream,
+//! [`driver`] the tokio task owning each upstream's socket and timer, and
+//! [`status`] what `GET /api/v1/cascade` and the metrics show.
+
+pub mod answers;
+pub mod channel_ids;
+pub mod config;
+pub mod driver;
+pub mod media;
+pub mod register;
+pub mod session;
+pub mod status;
+pub mod subscription;
+pub mod wire;
