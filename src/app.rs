@@ -204,6 +204,7 @@ pub async fn run_live(
         &config.cascade,
         // This node's own devices: a cascade does not span a cluster (yet).
         device_directories(&platform, &foscam, ctel.as_ref(), None),
+        channel_controls(&platform, &foscam, ctel.as_ref()),
         crate::cascade::session::MediaServices {
             streams: streams.clone(),
             transcodes: Arc::new(crate::transcode::shared::Transcodes::new(
@@ -429,6 +430,21 @@ fn webrtc_config(config: &Config) -> crate::webrtc::WebRtcConfig {
         audio_only_after: config.media.audio_only_after,
         ..crate::webrtc::WebRtcConfig::default()
     }
+}
+
+/// Each adapter's way to act on its channels (PTZ, recordings), for the
+/// cascade.
+fn channel_controls(
+    gb: &Arc<crate::gb28181::platform::GbPlatform>,
+    foscam: &Arc<FoscamSources>,
+    ctel: Option<&Arc<crate::ctel::platform::CtelPlatform>>,
+) -> Arc<[Arc<dyn crate::streams::control::ChannelControl>]> {
+    let mut all: Vec<Arc<dyn crate::streams::control::ChannelControl>> =
+        vec![gb.clone(), foscam.clone()];
+    if let Some(c) = ctel {
+        all.push(c.clone());
+    }
+    all.into()
 }
 
 /// Each adapter's device list, in the order the API groups them.

@@ -91,6 +91,7 @@ pub struct Metrics {
     pub cascade_errors: Family<Label, Counter>,
     pub cascade_queries: Family<Label, Counter>,
     pub cascade_invites: Family<Label, Counter>,
+    pub cascade_forwarded: Family<Label, Counter>,
     pub cascade_rtp_bytes_sent: Counter,
     pub ctel_registrations: Family<Label, Counter>,
     pub ctel_logins: Family<Label, Counter>,
@@ -505,12 +506,17 @@ fn build() -> Metrics {
         ),
         cascade_queries: reg!(
             "camgate_cascade_queries",
-            "Upper-platform queries answered, by cmd (catalog, device_info, device_status)",
+            "Upper-platform queries answered, by cmd (catalog, device_info, device_status, device_control, record_info)",
             Family::default()
         ),
         cascade_invites: reg!(
             "camgate_cascade_invites",
             "INVITEs from upper platforms, by outcome (ok, not_found, refused, failed)",
+            Family::default()
+        ),
+        cascade_forwarded: reg!(
+            "camgate_cascade_forwarded",
+            "DeviceControl and RecordInfo from upper platforms carried out on cameras, by outcome (ok, not_found, busy, unknown_channel, unsupported, refused, unreachable, timeout)",
             Family::default()
         ),
         cascade_rtp_bytes_sent: reg!(
@@ -1016,12 +1022,32 @@ fn zero_known_series(m: &Metrics) {
             "bad_header",
             "stray_response",
             "request_not_served",
+            "ptz_word_invalid",
+            "control_unsupported",
         ],
     );
     zero(
         &m.cascade_queries,
         "cmd",
-        &["catalog", "device_info", "device_status"],
+        &[
+            "catalog",
+            "device_info",
+            "device_status",
+            "device_control",
+            "record_info",
+        ],
+    );
+    zero(
+        &m.cascade_forwarded,
+        "outcome",
+        &[
+            "ok",
+            "not_found",
+            "unsupported",
+            "refused",
+            "unreachable",
+            "timeout",
+        ],
     );
     zero(
         &m.cascade_invites,

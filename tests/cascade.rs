@@ -1169,3 +1169,244 @@ fn catalog_subscription_notifies_a_camera_added_and_removed() {
         "{log}"
     );
 }
+
+// ---------------------------------------------------------------------
+// Control and recordings from the upper camgate, forwarded down to each
+// demo camera of the lower (DeviceControl §9.3, RecordInfo §9.7.1).
+
+/// Wait until the lower's three demo cameras are online and listed as
+/// channels on the upper; the lower's channel id of each stream
+/// (`gb/…`, `foscam/demo`, `ctel/…/0`).
+fn lower_listed_on_upper(upper: &Rig, lower: &Lower) -> std::collections::BTreeMap<String, String> {
+    let online = wait_for(Duration::from_secs(30), || {
+        let (_, body) = http_get(lower.ports.http, "/api/v1/devices")?;
+        let list: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+        (list.len() == 3 && list.iter().all(|d| d["online"] == true)).then_some(())
+    });
+    assert!(
+        online.is_some(),
+        "demo cameras not online\n{}",
+        lower.gateway.log_text()
+    );
+    wait_for(Duration::from_secs(20), || {
+        let _ = http_post(
+            upper.ports.http,
+            &format!("/api/v1/devices/{PLATFORM_ID}/catalog"),
+            "{}",
+        );
+        let (status, body) = http_get(
+            upper.ports.http,
+            &format!("/api/v1/devices/{PLATFORM_ID}/channels"),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let list = v.as_array().or_else(|| v["channels"].as_array())?.clone();
+        (status == 200 && list.len() >= 3).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "upper never listed 3 channels\n{}",
+            plain(&upper.gateway.log_text())
+        )
+    });
+    let mut ids: std::collections::BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(lower.dir.path().join("ids.json")).expect("id file"),
+    )
+    .unwrap();
+    ids.insert(format!("gb/{DEVICE}/{CHANNEL}"), CHANNEL.to_owned());
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    ids
+}
+
+/// The lower's log lines (ANSI stripped) containing every one of `parts`.
+fn lower_lines(lower: &Lower, parts: &[&str]) -> Vec<String> {
+    plain(&lower.gateway.log_text())
+        .lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn ptz_from_the_upper_reaches_each_demo_camera_of_the_lower() {
+    let upper = Rig::start(Options::default());
+    let lower = Lower::start(upper.ports.sip, "");
+    let ids = lower_listed_on_upper(&upper, &lower);
+    let id_of = |prefix: &str| {
+        ids.iter()
+            .find(|(stream, _)| stream.starts_with(prefix))
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("no {prefix} channel in {ids:?}"))
+    };
+    let ptz = |id: &str, action: &str| {
+        let (status, body) = http_post(
+            upper.ports.http,
+            &format!("/api/v1/devices/{PLATFORM_ID}/channels/{id}/ptz"),
+            &format!("{{\"action\":\"{action}\"}}"),
+        )
+        .expect("upper answers");
+        assert_eq!(status, 200, "{action} on {id}: {body}");
+    };
+    // Nothing moved any camera before.
+    assert!(lower_lines(&lower, &["PTZ command received"]).is_empty());
+    assert!(lower_lines(&lower, &["ptz decoder_control"]).is_empty());
+    assert!(lower_lines(&lower, &["sim-ctel PTZ"]).is_empty());
+
+    // GB28181: the camera receives the same word the upper wrote for
+    // "left" at its default speed (A5 0F 00 02 80 00 00 36).
+    ptz(CHANNEL, "left");
+    let gb = wait_for(Duration::from_secs(5), || {
+        let l = lower_lines(&lower, &["PTZ command received"]);
+        (!l.is_empty()).then_some(l)
+    })
+    .unwrap_or_else(|| panic!("GB camera got no PTZ\n{}", plain(&lower.gateway.log_text())));
+    assert_eq!(gb.len(), 1, "{gb:?}");
+    assert!(
+        gb[0].contains("A50F000280000036") && gb[0].contains("valid=true"),
+        "{gb:?}"
+    );
+
+    // Foscam: left is decoder_control code 4 (swap_pan off).
+    ptz(&id_of("foscam/"), "left");
+    let foscam = wait_for(Duration::from_secs(5), || {
+        let l = lower_lines(&lower, &["ptz decoder_control"]);
+        (!l.is_empty()).then_some(l)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "Foscam camera got no PTZ\n{}",
+            plain(&lower.gateway.log_text())
+        )
+    });
+    assert_eq!(foscam.len(), 1, "{foscam:?}");
+    assert!(foscam[0].contains("code=4"), "{foscam:?}");
+
+    // Telecom: left is VIDEO_PTZ_REQ direction 3; then stop is 0.
+    let ctel = id_of("ctel/");
+    ptz(&ctel, "left");
+    let got = wait_for(Duration::from_secs(5), || {
+        let l = lower_lines(&lower, &["sim-ctel PTZ"]);
+        (!l.is_empty()).then_some(l)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "telecom camera got no PTZ\n{}",
+            plain(&lower.gateway.log_text())
+        )
+    });
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("direction=3"), "{got:?}");
+    ptz(&ctel, "stop");
+    let got = wait_for(Duration::from_secs(5), || {
+        let l = lower_lines(&lower, &["sim-ctel PTZ"]);
+        (l.len() == 2).then_some(l)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "telecom camera got no stop\n{}",
+            plain(&lower.gateway.log_text())
+        )
+    });
+    assert!(got[1].contains("direction=0"), "{got:?}");
+
+    // Zoom has no telecom command: refused on the camera's side, counted,
+    // and the camera is sent nothing.
+    ptz(&ctel, "zoom_in");
+    let m = wait_for(Duration::from_secs(5), || {
+        let m = lower_metrics(&lower);
+        (metric_value(
+            &m,
+            "camgate_cascade_forwarded_total{outcome=\"unsupported\"}",
+        ) == 1.0)
+            .then_some(m)
+    })
+    .unwrap_or_else(|| panic!("zoom not refused: {}", lower_metrics(&lower)));
+    assert_eq!(lower_lines(&lower, &["sim-ctel PTZ"]).len(), 2);
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_forwarded_total{outcome=\"ok\"}"),
+        4.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_queries_total{cmd=\"device_control\"}"),
+        5.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn record_search_from_the_upper_returns_the_cameras_records() {
+    let upper = Rig::start(Options::default());
+    let lower = Lower::start(upper.ports.sip, "");
+    let ids = lower_listed_on_upper(&upper, &lower);
+    let records = |port: u16, device: &str, channel: &str, range: &str| {
+        let (status, body) = http_get(
+            port,
+            &format!("/api/v1/devices/{device}/channels/{channel}/records?{range}"),
+        )
+        .expect("answered");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    // Ten hours of the simulated GB camera: more than one MESSAGE's worth
+    // of items, so the answer comes in pages.
+    let range = "start=2024-05-01T00:00:00&end=2024-05-01T10:00:00";
+    let direct = records(lower.ports.http, DEVICE, CHANNEL, range);
+    let through = records(upper.ports.http, PLATFORM_ID, CHANNEL, range);
+    let direct_items = direct["records"].as_array().unwrap();
+    assert_eq!(direct_items.len(), 10, "{direct}");
+    assert_eq!(through["sum_num"], 10, "{through}");
+    assert_eq!(through["partial"], false, "{through}");
+    assert_eq!(through["records"], direct["records"], "{through}\n{direct}");
+    let log = lower_lines(&lower, &["answering RecordInfo", "records=10"]);
+    assert_eq!(log.len(), 1, "{log:?}");
+    let pages: usize = log[0]
+        .split("messages=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(pages >= 3, "{log:?}");
+
+    // The telecom camera's day of files (24, read in three pages below),
+    // as RecordInfo items with ISO times.
+    let ctel = ids
+        .iter()
+        .find(|(s, _)| s.starts_with("ctel/"))
+        .map(|(_, id)| id.clone())
+        .unwrap();
+    let day = records(
+        upper.ports.http,
+        PLATFORM_ID,
+        &ctel,
+        "start=2026-01-01T00:00:00&end=2026-01-01T23:59:00",
+    );
+    let items = day["records"].as_array().unwrap();
+    assert_eq!(items.len(), 24, "{day}");
+    assert_eq!(items[0]["start_time"], "2026-01-01T00:00:00", "{day}");
+    assert_eq!(items[0]["end_time"], "2026-01-01T00:59:00", "{day}");
+    assert_eq!(items[23]["file_path"], "ch0_20260101230000.mp4", "{day}");
+    assert_eq!(items[23]["file_size"], 50_000_023, "{day}");
+
+    // Foscam records nothing: an answer with SumNum 0, not a timeout.
+    let foscam = ids
+        .iter()
+        .find(|(s, _)| s.starts_with("foscam/"))
+        .map(|(_, id)| id.clone())
+        .unwrap();
+    let none = records(upper.ports.http, PLATFORM_ID, &foscam, range);
+    assert_eq!(none["sum_num"], 0, "{none}");
+    assert_eq!(none["partial"], false, "{none}");
+    assert_eq!(none["records"].as_array().map(Vec::len), Some(0), "{none}");
+
+    let m = lower_metrics(&lower);
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_queries_total{cmd=\"record_info\"}"),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_forwarded_total{outcome=\"ok\"}"),
+        3.0,
+        "{m}"
+    );
+}

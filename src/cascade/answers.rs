@@ -58,7 +58,7 @@ pub struct ExposedChannel {
 }
 
 /// Text of element `<tag>` directly in `xml` (first occurrence), trimmed.
-fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+pub(crate) fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");
     let start = xml.find(&open)? + open.len();
@@ -86,7 +86,7 @@ pub fn parse_query(body: &[u8]) -> Result<Query, AnswerError> {
 }
 
 /// XML text escaping for element content.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -102,11 +102,11 @@ fn escape(s: &str) -> String {
 
 /// Encode as GB2312 (GBK, its superset that encoding_rs provides);
 /// characters outside it become numeric references.
-fn gb2312(text: &str) -> Vec<u8> {
+pub(crate) fn gb2312(text: &str) -> Vec<u8> {
     encoding_rs::GBK.encode(text).0.into_owned()
 }
 
-const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n";
+pub(crate) const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n";
 
 fn catalog_item(c: &ExposedChannel, parent: &str, civil_code: &str, event: Option<&str>) -> String {
     let mut s = String::with_capacity(400);
@@ -145,7 +145,15 @@ pub fn catalog_pages(
         .iter()
         .map(|c| catalog_item(c, platform_id, civil_code, None))
         .collect();
-    paged("Response", q.sn, platform_id, items)
+    paged(
+        "Response",
+        "Catalog",
+        q.sn,
+        platform_id,
+        "",
+        "DeviceList",
+        items,
+    )
 }
 
 /// Catalog change notifications (§9.7.1, A.2.5.6): the changed channels,
@@ -160,21 +168,38 @@ pub fn catalog_notify_pages(
         .iter()
         .map(|(c, event)| catalog_item(c, platform_id, civil_code, Some(event)))
         .collect();
-    paged("Notify", sn, platform_id, items)
+    paged(
+        "Notify",
+        "Catalog",
+        sn,
+        platform_id,
+        "",
+        "DeviceList",
+        items,
+    )
 }
 
-/// Documents `<{root}><CmdType>Catalog</CmdType>…` holding `items` (XML
-/// text), as many per document as fit [`CATALOG_BODY_BUDGET`], each
-/// stating the total in `SumNum`.
-fn paged(root: &str, sn: u32, platform_id: &str, items: Vec<String>) -> Vec<Vec<u8>> {
+/// Documents `<{root}><CmdType>{cmd}</CmdType>…<{list} Num=…>` holding
+/// `items` (XML text), as many per document as fit
+/// [`CATALOG_BODY_BUDGET`], each stating the total in `SumNum`. `extra`
+/// (whole elements, CRLF-ended) goes between `DeviceID` and `SumNum`.
+pub(crate) fn paged(
+    root: &str,
+    cmd: &str,
+    sn: u32,
+    device_id: &str,
+    extra: &str,
+    list: &str,
+    items: Vec<String>,
+) -> Vec<Vec<u8>> {
     let sum = items.len();
     let head = |n: usize| {
         format!(
-            "{DECLARATION}<{root}>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n\
-             <DeviceID>{platform_id}</DeviceID>\r\n<SumNum>{sum}</SumNum>\r\n<DeviceList Num=\"{n}\">\r\n",
+            "{DECLARATION}<{root}>\r\n<CmdType>{cmd}</CmdType>\r\n<SN>{sn}</SN>\r\n\
+             <DeviceID>{device_id}</DeviceID>\r\n{extra}<SumNum>{sum}</SumNum>\r\n<{list} Num=\"{n}\">\r\n",
         )
     };
-    let tail = format!("</DeviceList>\r\n</{root}>\r\n");
+    let tail = format!("</{list}>\r\n</{root}>\r\n");
     let frame = gb2312(&head(sum)).len() + tail.len();
     let items: Vec<Vec<u8>> = items.iter().map(|i| gb2312(i)).collect();
     let mut pages: Vec<Vec<&Vec<u8>>> = Vec::new();

@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use super::answers::{self, ExposedChannel};
 use super::channel_ids::{ChannelIds, is_gb_id};
 use super::config::{CascadeConfig, UpstreamConfig};
+use super::control::{self as control_doc, ControlParseError};
+use super::forward::{self, Upward};
 use super::media;
+use super::records::{self, RecordQueryError};
 use super::register::{ClientEvent, ClientParams, Phase, RegisterClient};
 use super::session::{self, MediaServices};
 use super::status::{StatusBoard, UpstreamStatus, unix_now};
@@ -24,6 +27,7 @@ use super::wire;
 use crate::log_limit::LogGate;
 use crate::metrics::{self, label};
 use crate::streams::StreamKey;
+use crate::streams::control::{ChannelControl, for_key};
 use crate::streams::directory::{DeviceDirectory, all_devices};
 use crate::warn_limited;
 
@@ -38,10 +42,12 @@ pub struct Cascade {
 }
 
 /// Start one task per configured upstream, showing the channels of
-/// `directories`. Each unregisters and ends when `shutdown` is cancelled.
+/// `directories` and acting on them through `controls`. Each unregisters
+/// and ends when `shutdown` is cancelled.
 pub fn spawn(
     config: &CascadeConfig,
     directories: Arc<[Arc<dyn DeviceDirectory>]>,
+    controls: Arc<[Arc<dyn ChannelControl>]>,
     media: MediaServices,
     shutdown: CancellationToken,
 ) -> Cascade {
@@ -64,6 +70,8 @@ pub fn spawn(
         });
         let catalog = Catalog {
             directories: directories.clone(),
+            controls: controls.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(forward::MAX_IN_FLIGHT)),
             ids: ids.clone(),
             media: media.clone(),
             sessions: Arc::new(Mutex::new(HashMap::new())),
@@ -365,6 +373,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Clone)]
 struct Catalog {
     directories: Arc<[Arc<dyn DeviceDirectory>]>,
+    /// Each adapter's way to act on its channels (PTZ, records).
+    controls: Arc<[Arc<dyn ChannelControl>]>,
+    /// Forwarded DeviceControl and RecordInfo requests running now.
+    in_flight: Arc<tokio::sync::Semaphore>,
     ids: Arc<IdStore>,
     media: MediaServices,
     sessions: Sessions,
@@ -517,6 +529,9 @@ async fn serve_request(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr)
         let _ = ctx.socket.send_to(&resp, from).await;
         return;
     }
+    if method == "MESSAGE" && serve_forwarded(ctx, message, from).await {
+        return;
+    }
     let query = (method == "MESSAGE")
         .then(|| answers::parse_query(&message.body))
         .and_then(Result::ok)
@@ -579,6 +594,90 @@ async fn serve_request(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr)
             warn!(upstream = %ctx.name, "cascade: sending {} answer: {e}", query.cmd_type);
         }
     }
+}
+
+/// A DeviceControl or RecordInfo for one channel: 200 at once, then
+/// carried out on the camera in a task ([`forward`]). Whether `message`
+/// was one of them (else it is served as a query).
+async fn serve_forwarded(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) -> bool {
+    let m = metrics::get();
+    let reply = |code: u16, reason: &str| wire::response_to(message, code, reason, "camgate", None);
+    let control = control_doc::parse_control(&message.body);
+    let record = records::parse_record_query(&message.body);
+    let refused = match (&control, &record) {
+        (Ok(_), _) | (_, Ok(_)) => None,
+        (Err(ControlParseError::NotAControl), Err(RecordQueryError::NotRecordInfo)) => {
+            return false;
+        }
+        (Err(ControlParseError::NotAControl), Err(e)) => Some((e.kind(), e.to_string(), 400)),
+        (Err(e @ (ControlParseError::Unsupported | ControlParseError::UnsupportedPtz(_))), _) => {
+            Some((e.kind(), e.to_string(), 501))
+        }
+        (Err(e), _) => Some((e.kind(), e.to_string(), 400)),
+    };
+    if let Some((kind, why, code)) = refused {
+        m.cascade_errors.get_or_create(&label("kind", kind)).inc();
+        warn_limited!(ctx.bad_input, from.ip(), upstream = %ctx.name, %from, "cascade: request refused ({code}): {why}");
+        let reason = if code == 400 {
+            "Bad Request"
+        } else {
+            "Not Implemented"
+        };
+        let _ = ctx.socket.send_to(&reply(code, reason), from).await;
+        return true;
+    }
+    let channel_id = match (&control, &record) {
+        (Ok(c), _) => c.device_id.clone(),
+        (_, Ok(q)) => q.device_id.clone(),
+        _ => return true,
+    };
+    let count = |outcome: &'static str| {
+        m.cascade_forwarded
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+    };
+    let channels = ctx.catalog.exposed(ctx.up);
+    let found = channels
+        .iter()
+        .find(|c| c.id == channel_id)
+        .and_then(|c| Some((StreamKey::from_path(&c.stream)?, c.name.clone())));
+    let Some((key, name)) = found else {
+        count("not_found");
+        let _ = ctx.socket.send_to(&reply(404, "Not Found"), from).await;
+        return true;
+    };
+    let Ok(permit) = ctx.catalog.in_flight.clone().try_acquire_owned() else {
+        count("busy");
+        let _ = ctx.socket.send_to(&reply(486, "Busy Here"), from).await;
+        return true;
+    };
+    let _ = ctx.socket.send_to(&reply(200, "OK"), from).await;
+    let channel = for_key(&ctx.catalog.controls, &key).cloned();
+    let up = Upward {
+        name: ctx.name.to_owned(),
+        socket: ctx.socket.clone(),
+        target: ctx.target,
+        local: ctx.local,
+        server_id: ctx.up.server_id.clone(),
+        realm: ctx.up.realm.clone(),
+        platform_id: ctx.up.platform_id.clone(),
+    };
+    match (control, record) {
+        (Ok(req), _) => {
+            m.cascade_queries
+                .get_or_create(&label("cmd", "device_control"))
+                .inc();
+            tokio::spawn(forward::control(up, channel, key, req, permit));
+        }
+        (_, Ok(q)) => {
+            m.cascade_queries
+                .get_or_create(&label("cmd", "record_info"))
+                .inc();
+            tokio::spawn(forward::records(up, channel, key, name, q, permit));
+        }
+        _ => {}
+    }
+    true
 }
 
 fn cmd_label(cmd: &str) -> &'static str {

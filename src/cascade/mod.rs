@@ -7,14 +7,19 @@
 //! [`answers`] the MANSCDP answers to the upper platform's queries,
 //! [`channel_ids`] the stable ids of non-GB28181 channels, [`media`] the
 //! INVITE's SDP and PS-over-RTP packing, [`session`] one upward stream,
+//! [`control`] and [`records`] the DeviceControl and RecordInfo requests
+//! for one channel, carried out on the camera by [`forward`],
 //! [`driver`] the tokio task owning each upstream's socket and timer, and
 //! [`status`] what `GET /api/v1/cascade` and the metrics show.
 
 pub mod answers;
 pub mod channel_ids;
 pub mod config;
+pub mod control;
 pub mod driver;
+pub mod forward;
 pub mod media;
+pub mod records;
 pub mod register;
 pub mod session;
 pub mod status;

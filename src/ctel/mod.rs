@@ -6,6 +6,7 @@
 //! ([`token`]) with the platform per viewer; [`source`] pulls that RTSP into
 //! a hub for the `ctel` stream scheme.
 
+pub mod channel_control;
 pub mod config;
 pub mod directory;
 pub mod frame;

@@ -8,6 +8,7 @@
 //! viewers watch.
 
 pub mod adpcm;
+pub mod channel_control;
 pub mod client;
 pub mod directory;
 pub mod events;

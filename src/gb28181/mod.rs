@@ -2,6 +2,7 @@
 
 pub mod aggregate;
 pub mod catalog_notify;
+pub mod channel_control;
 pub mod control;
 pub mod directory;
 pub mod download;
