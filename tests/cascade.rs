@@ -1331,6 +1331,37 @@ fn ptz_from_the_upper_reaches_each_demo_camera_of_the_lower() {
         5.0,
         "{m}"
     );
+
+    // A command with a Result (A.2.6.1): the GB camera's OK comes back up
+    // through the lower; the Foscam camera cannot record, so ERROR.
+    let control = |channel: &str| {
+        http_post(
+            upper.ports.http,
+            &format!("/api/v1/devices/{PLATFORM_ID}/control"),
+            &format!("{{\"action\":\"record_stop\",\"channel\":\"{channel}\"}}"),
+        )
+        .expect("upper answers")
+    };
+    let (status, body) = control(CHANNEL);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"OK\""), "{body}");
+    let (status, body) = control(&id_of("foscam/"));
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("ERROR"), "{body}");
+    let m = lower_metrics(&lower);
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_forwarded_total{outcome=\"ok\"}"),
+        5.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "camgate_cascade_forwarded_total{outcome=\"unsupported\"}"
+        ),
+        2.0,
+        "{m}"
+    );
 }
 
 #[test]
