@@ -1,12 +1,14 @@
 #![no_main]
 //! The cascade client's input from an upper platform: any datagram into
 //! the registration core (after it has sent its first REGISTER), and the
-//! MANSCDP query and SDP offer readers on the same bytes. Nothing may
-//! panic, and the core must keep a deadline while it is running.
+//! MANSCDP query, SDP offer (with a recording's `t=`) and MANSRTSP INFO
+//! readers on the same bytes. Nothing may panic, and the core must keep a
+//! deadline while it is running.
 use std::time::{Duration, Instant};
 
 use camgate::cascade::answers::parse_query;
 use camgate::cascade::media::parse_offer;
+use camgate::cascade::playback::{parse_info, range_of_t};
 use camgate::cascade::register::{ClientParams, Phase, RegisterClient};
 use libfuzzer_sys::fuzz_target;
 
@@ -32,5 +34,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(client.poll_timeout().is_some());
     }
     let _ = parse_query(data);
-    let _ = parse_offer(&String::from_utf8_lossy(data));
+    let text = String::from_utf8_lossy(data);
+    let _ = parse_offer(&text);
+    let _ = range_of_t(&text);
+    let _ = parse_info(Some("Application/MANSRTSP"), data);
 });
