@@ -614,6 +614,8 @@ struct TestUpper {
     port: u16,
     answering: std::sync::Arc<std::sync::atomic::AtomicBool>,
     seen: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    /// Every request's text, in arrival order.
+    texts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -628,8 +630,10 @@ impl TestUpper {
         let port = socket.local_addr().unwrap().port();
         let answering = Arc::new(AtomicBool::new(true));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let texts = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, s, st) = (answering.clone(), seen.clone(), stop.clone());
+        let tx = texts.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_535];
             while !st.load(Ordering::SeqCst) {
@@ -645,6 +649,9 @@ impl TestUpper {
                 s.lock()
                     .unwrap()
                     .push((std::time::Instant::now(), method.clone()));
+                tx.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 if a.load(Ordering::SeqCst) {
                     let resp = camgate::cascade::wire::response_to(&m, 200, "OK", "up", None);
                     let _ = socket.send_to(&resp, from);
@@ -655,6 +662,7 @@ impl TestUpper {
             port,
             answering,
             seen,
+            texts,
             stop,
         }
     }
@@ -1336,6 +1344,15 @@ fn playback_through_the_upper_plays_the_range_and_ends_with_the_recording() {
         ),
         0.0
     );
+    // The upper's answers to our notify were expected, not stray.
+    assert_eq!(
+        metric_value(
+            &hung_up,
+            "camgate_cascade_errors_total{kind=\"stray_response\"}"
+        ),
+        0.0,
+        "{hung_up}"
+    );
     let m = upper.metrics();
     assert_eq!(
         metric_value(&m, "camgate_stream_stops_total{reason=\"finished\"}"),
@@ -1488,9 +1505,11 @@ fn playback_through_the_upper_pauses_and_plays_at_scale_2_at_the_camera() {
     assert_eq!(status, 200, "{head}\n{}", logs());
     let resumed = frames_within(&mut c, Duration::from_secs(2));
     eprintln!("frames in 2 s: {playing} playing, {paused} paused, {resumed} at scale 2");
+    // The camera plays at 25 fps: at scale 2 two seconds carry about 100
+    // frames, at 1× about 50.
     assert!(
-        resumed >= 20,
-        "{resumed} frames after PLAY Scale: 2\n{}",
+        resumed >= 65,
+        "{resumed} frames in 2 s after PLAY Scale: 2\n{}",
         logs()
     );
 
@@ -1527,4 +1546,166 @@ fn playback_through_the_upper_pauses_and_plays_at_scale_2_at_the_camera() {
         "{m}"
     );
     assert_eq!(c.request("TEARDOWN", &base, &[]).status, 200);
+}
+
+#[test]
+fn download_runs_at_its_speed_and_the_lower_hangs_up_when_the_upper_does_not() {
+    // The upper here is the test: a bare SIP endpoint that registers the
+    // lower, then INVITEs from a socket of its own on the same address.
+    let upper = TestUpper::start();
+    let lower = Lower::start(upper.port, "      channels: [\"gb/\"]\n");
+    // The demo GB28181 camera registered below, the lower registered above.
+    let ready = wait_for(Duration::from_secs(30), || {
+        let (_, devices) = http_get(lower.ports.http, &format!("/api/v1/devices/{DEVICE}"))?;
+        let (_, cascade) = http_get(lower.ports.http, "/api/v1/cascade")?;
+        (devices.contains("\"online\":true") && cascade.contains("\"registered\"")).then_some(())
+    });
+    assert!(ready.is_some(), "{}", plain(&lower.gateway.log_text()));
+    let to = lower_cascade_address(&lower);
+    let sip = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sip.local_addr().unwrap();
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = format!(
+        "v=0\r\no={UPPER_ID} 0 0 IN IP4 127.0.0.1\r\ns=Download\r\nu={CHANNEL}:0\r\n\
+         c=IN IP4 127.0.0.1\r\nt=1714550430 1714550434\r\nm=video {} RTP/AVP 96\r\n\
+         a=rtpmap:96 PS/90000\r\na=recvonly\r\na=downloadspeed:4\r\ny=1100000007\r\n",
+        media.local_addr().unwrap().port()
+    );
+    let invite = format!(
+        "INVITE sip:{CHANNEL}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdl1\r\n\
+         From: <sip:{UPPER_ID}@3402000000>;tag=up7\r\nTo: <sip:{CHANNEL}@3402000000>\r\n\
+         Call-ID: download@test\r\nCSeq: 1 INVITE\r\nContact: <sip:{UPPER_ID}@{me}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sip.send_to(invite.as_bytes(), to).unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let ok = loop {
+        let (n, _) = sip
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no answer: {e}\n{}", plain(&lower.gateway.log_text())));
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        break text;
+    };
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("\r\ns=Download\r\n"), "{ok}");
+    assert!(ok.contains("\r\nt=1714550430 1714550434\r\n"), "{ok}");
+    assert!(ok.contains("\r\ny=1100000007\r\n"), "{ok}");
+    let ack = format!(
+        "ACK sip:{CHANNEL}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdl2\r\n\
+         From: <sip:{UPPER_ID}@3402000000>;tag=up7\r\nTo: <sip:{CHANNEL}@3402000000>;tag=camgate\r\n\
+         Call-ID: download@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    sip.send_to(ack.as_bytes(), to).unwrap();
+
+    // The four seconds arrive as PS over RTP with our SSRC, then stop.
+    media
+        .set_read_timeout(Some(Duration::from_millis(1_500)))
+        .unwrap();
+    let (mut packets, mut frames) = (0usize, 0usize);
+    let started = std::time::Instant::now();
+    let mut last = started;
+    while let Ok((n, _)) = media.recv_from(&mut buf) {
+        let p = &buf[..n];
+        assert!(n > 12 && p[1] & 0x7f == 96, "not PS over RTP");
+        assert_eq!(
+            u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+            1_100_000_007
+        );
+        packets += 1;
+        frames += usize::from(p[1] & 0x80 != 0);
+        last = std::time::Instant::now();
+    }
+    let took = last - started;
+    eprintln!("download: {frames} frames ({packets} packets) in {took:?}");
+    // Four seconds of recording at speed 4: about one second (at 1× it
+    // would take four).
+    assert!(
+        took <= Duration::from_millis(2_500),
+        "{took:?} for 4 s of recording at speed 4"
+    );
+    assert!(
+        frames >= 60,
+        "{frames} frames\n{}",
+        plain(&lower.gateway.log_text())
+    );
+    // The camera was asked for speed 4 in the lower's own dialog.
+    let log = plain(&lower.gateway.log_text());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("playback control received") && l.contains(r"Scale: 4\r\n")),
+        "{log}"
+    );
+
+    // End of recording: MediaStatus 121 for the channel went to the
+    // upper; it never hangs up, so the lower does after its wait.
+    sip.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let bye = loop {
+        let (n, from) = sip.recv_from(&mut buf).expect("no BYE from the lower");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("BYE ") {
+            let m = camgate::cascade::wire::Message::parse(&buf[..n]).unwrap();
+            let resp = camgate::cascade::wire::response_to(&m, 200, "OK", "up7", None);
+            sip.send_to(&resp, from).unwrap();
+            break text;
+        }
+    };
+    let waited = last.elapsed();
+    eprintln!("our BYE came {waited:?} after the last packet");
+    assert!(
+        bye.starts_with(&format!("BYE sip:{UPPER_ID}@{me} SIP/2.0\r\n")),
+        "{bye}"
+    );
+    assert!(bye.contains("Call-ID: download@test\r\n"), "{bye}");
+    assert!(
+        bye.contains(";tag=camgate\r\n") && bye.contains(";tag=up7\r\n"),
+        "{bye}"
+    );
+    assert!(
+        waited >= Duration::from_secs(9),
+        "BYE {waited:?} after the end, before the upper had its 10 s"
+    );
+    let texts = upper.texts.lock().unwrap().clone();
+    let notify = texts
+        .iter()
+        .find(|t| t.contains("<CmdType>MediaStatus</CmdType>"))
+        .unwrap_or_else(|| panic!("no MediaStatus at the upper: {texts:?}"));
+    assert!(notify.starts_with("MESSAGE "), "{notify}");
+    assert!(
+        notify.contains(&format!("<DeviceID>{CHANNEL}</DeviceID>")),
+        "{notify}"
+    );
+    assert!(notify.contains("<NotifyType>121</NotifyType>"), "{notify}");
+    let m = wait_for(Duration::from_secs(3), || {
+        let m = lower_metrics(&lower);
+        (metric_value(
+            &m,
+            "camgate_cascade_recording_ends_total{outcome=\"our_bye\"}",
+        ) == 1.0)
+            .then_some(m)
+    })
+    .unwrap_or_else(|| lower_metrics(&lower));
+    assert_eq!(
+        metric_value(
+            &m,
+            "camgate_cascade_recording_ends_total{outcome=\"our_bye\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_recorded_invites_total{outcome=\"ok\"}"),
+        1.0,
+        "{m}"
+    );
+    // The 200 to our BYE was expected, not stray.
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_errors_total{kind=\"stray_response\"}"),
+        0.0,
+        "{m}"
+    );
 }
