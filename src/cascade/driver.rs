@@ -735,10 +735,10 @@ fn count_control(outcome: &'static str) {
 }
 
 /// A MANSRTSP INFO (§9.8.2) in a playback dialog: read at once (400 when
-/// unreadable, 481 outside an active playback), then forwarded to the
-/// recording's source in a task of its own, which answers with the
-/// device's verdict — 200 once the device took it. A retransmission of
-/// an INFO already forwarded gets 200 without a second command.
+/// unreadable, 481 outside any dialog, 488 in a live one), then forwarded
+/// to the recording's source in a task of its own, which answers with the
+/// device's verdict — 200 once the device took it. A retransmission of an
+/// INFO already forwarded gets 200 without a second command.
 fn serve_info(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) {
     let call_id = message.call_id().unwrap_or_default().to_owned();
     let sip_cseq = message.cseq().map_or(0, |(n, _)| n);
@@ -757,11 +757,18 @@ fn serve_info(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) {
                 recorded: Some(key),
                 infos,
                 ..
-            }) => Some((key.clone(), infos.admit(sip_cseq))),
-            _ => None,
+            }) => Some(Some((key.clone(), infos.admit(sip_cseq)))),
+            // A live view cannot pause or change speed.
+            Some(_) => Some(None),
+            None => None,
         }
     };
-    let Some((key, fresh)) = admitted else {
+    if admitted == Some(None) {
+        count_control("bad_request");
+        tokio::spawn(send(reply(488, "Not Acceptable Here (live session)")));
+        return;
+    }
+    let Some(Some((key, fresh))) = admitted else {
         count_control("unknown_call");
         if let Some(skipped) = ctx.bad_input.admit(from.ip()) {
             warn!(upstream = %ctx.name, %call_id, skipped, "cascade: INFO outside a playback (481)");
@@ -1071,7 +1078,11 @@ impl InviteTask {
     /// (MediaStatus 121, A.2.5) and keep the dialog until its BYE, or
     /// [`END_BYE_WAIT`] from now, then hang up ourselves.
     async fn recording_ended(&self) {
-        let seed = unix_now() ^ u64::from(std::process::id()) << 24 ^ self.call_id.len() as u64;
+        // Branch and Call-ID differ per dialog: FNV-1a of its Call-ID.
+        let dialog = self.call_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let seed = unix_now() ^ dialog;
         let sn = (seed % 1_000_000) as u32;
         let notify = self
             .upward
