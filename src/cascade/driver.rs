@@ -16,7 +16,7 @@ use super::answers::{self, ExposedChannel};
 use super::channel_ids::{ChannelIds, is_gb_id};
 use super::config::{CascadeConfig, UpstreamConfig};
 use super::media;
-use super::playback::{self, CalleeDialog, InfoSequence, SessionKind};
+use super::playback::{self, CalleeDialog, InfoSequence, InfoTurn, SessionKind};
 use super::register::{ClientEvent, ClientParams, Phase, RegisterClient};
 use super::session::{self, MediaServices};
 use super::status::{StatusBoard, UpstreamStatus, unix_now};
@@ -737,8 +737,8 @@ fn count_control(outcome: &'static str) {
 /// A MANSRTSP INFO (§9.8.2) in a playback dialog: read at once (400 when
 /// unreadable, 481 outside any dialog, 488 in a live one), then forwarded
 /// to the recording's source in a task of its own, which answers with the
-/// device's verdict — 200 once the device took it. A retransmission of an
-/// INFO already forwarded gets 200 without a second command.
+/// device's verdict — 200 once the device took it. A retransmission is
+/// never forwarded twice (see [`InfoSequence`]).
 fn serve_info(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) {
     let call_id = message.call_id().unwrap_or_default().to_owned();
     let sip_cseq = message.cseq().map_or(0, |(n, _)| n);
@@ -768,7 +768,7 @@ fn serve_info(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) {
         tokio::spawn(send(reply(488, "Not Acceptable Here (live session)")));
         return;
     }
-    let Some(Some((key, fresh))) = admitted else {
+    let Some(Some((key, turn))) = admitted else {
         count_control("unknown_call");
         if let Some(skipped) = ctx.bad_input.admit(from.ip()) {
             warn!(upstream = %ctx.name, %call_id, skipped, "cascade: INFO outside a playback (481)");
@@ -776,11 +776,26 @@ fn serve_info(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) {
         tokio::spawn(send(reply(481, "Call/Transaction Does Not Exist")));
         return;
     };
-    if !fresh {
-        count_control("repeated");
-        tokio::spawn(send(reply(200, "OK")));
-        return;
+    match turn {
+        InfoTurn::Forward => {}
+        InfoTurn::InFlight | InfoTurn::Stale => {
+            count_control("repeated");
+            return;
+        }
+        InfoTurn::Repeat(answer) => {
+            count_control("repeated");
+            tokio::spawn(send(answer));
+            return;
+        }
     }
+    let sessions = ctx.catalog.sessions.clone();
+    // Remember the final answer for retransmissions, then send it.
+    let answer = move |bytes: Vec<u8>| {
+        if let Some(h) = lock(&sessions).get_mut(&call_id) {
+            h.infos.answered(sip_cseq, bytes.clone());
+        }
+        send(bytes)
+    };
     let command = match playback::parse_info(message.header("Content-Type"), &message.body) {
         Ok((cmd, _)) => cmd,
         Err(e) => {
@@ -789,8 +804,8 @@ fn serve_info(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) {
                 .cascade_errors
                 .get_or_create(&label("kind", e.kind()))
                 .inc();
-            warn_limited!(ctx.bad_input, from.ip(), upstream = %ctx.name, %call_id, "cascade: unreadable playback INFO: {e}");
-            tokio::spawn(send(reply(400, "Bad Request")));
+            warn_limited!(ctx.bad_input, from.ip(), upstream = %ctx.name, "cascade: unreadable playback INFO: {e}");
+            tokio::spawn(answer(reply(400, "Bad Request")));
             return;
         }
     };
@@ -803,24 +818,24 @@ fn serve_info(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) {
         let Some(control) = streams.playback(&key) else {
             // The recording already ended (or never started).
             count_control("unknown_call");
-            return send(gone).await;
+            return answer(gone).await;
         };
         let outcome = tokio::time::timeout(INFO_DEADLINE, control.command(command)).await;
         match outcome {
             Ok(Ok(())) => {
                 count_control("ok");
                 info!(upstream = %name, stream = %key, ?command, "cascade: playback control forwarded");
-                send(ok).await;
+                answer(ok).await;
             }
             Ok(Err(e)) => {
                 count_control("refused");
                 warn!(upstream = %name, stream = %key, ?command, "cascade: playback control refused: {e}");
-                send(refused).await;
+                answer(refused).await;
             }
             Err(_) => {
                 count_control("refused");
                 warn!(upstream = %name, stream = %key, ?command, "cascade: playback control unanswered within {INFO_DEADLINE:?}");
-                send(refused).await;
+                answer(refused).await;
             }
         }
     });

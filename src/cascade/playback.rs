@@ -237,22 +237,52 @@ impl CalleeDialog {
     }
 }
 
-/// Which INFOs of a dialog have been acted on: a retransmission (same SIP
-/// CSeq) is answered again without being forwarded twice.
+/// Which INFOs of a dialog have been acted on (RFC 3261 §17.2.2, a
+/// non-INVITE server transaction): a retransmission (same SIP CSeq) is
+/// never forwarded twice; while the first is at the device it is not
+/// answered (the final answer is on its way), afterwards it gets that
+/// same answer again.
 #[derive(Debug, Default)]
 pub struct InfoSequence {
     last: Option<u32>,
+    /// The final answer to `last`, once sent.
+    answer: Option<Vec<u8>>,
+}
+
+/// What to do with an INFO, by [`InfoSequence::admit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InfoTurn {
+    /// A new INFO: forward it.
+    Forward,
+    /// A repeat of the one at the device: wait for its answer.
+    InFlight,
+    /// A repeat of one answered: send this again.
+    Repeat(Vec<u8>),
+    /// Older than the last one: dropped.
+    Stale,
 }
 
 impl InfoSequence {
-    /// True when the INFO with SIP CSeq `cseq` is new and must be
-    /// forwarded; false for a repeat or an older one.
-    pub fn admit(&mut self, cseq: u32) -> bool {
-        if self.last.is_some_and(|l| cseq <= l) {
-            return false;
+    pub fn admit(&mut self, cseq: u32) -> InfoTurn {
+        match self.last {
+            Some(l) if cseq < l => InfoTurn::Stale,
+            Some(l) if cseq == l => match &self.answer {
+                Some(a) => InfoTurn::Repeat(a.clone()),
+                None => InfoTurn::InFlight,
+            },
+            _ => {
+                self.last = Some(cseq);
+                self.answer = None;
+                InfoTurn::Forward
+            }
         }
-        self.last = Some(cseq);
-        true
+    }
+
+    /// The final answer sent to the INFO with SIP CSeq `cseq`.
+    pub fn answered(&mut self, cseq: u32, answer: Vec<u8>) {
+        if self.last == Some(cseq) {
+            self.answer = Some(answer);
+        }
     }
 }
 
@@ -378,9 +408,28 @@ mod tests {
     #[test]
     fn retransmitted_infos_are_forwarded_once() {
         let mut seq = InfoSequence::default();
-        assert!(seq.admit(5));
-        assert!(!seq.admit(5));
-        assert!(!seq.admit(4));
-        assert!(seq.admit(6));
+        assert_eq!(seq.admit(5), InfoTurn::Forward);
+        assert_eq!(seq.admit(5), InfoTurn::InFlight);
+        seq.answered(5, b"200".to_vec());
+        assert_eq!(seq.admit(5), InfoTurn::Repeat(b"200".to_vec()));
+        assert_eq!(seq.admit(4), InfoTurn::Stale);
+        assert_eq!(seq.admit(6), InfoTurn::Forward);
+        // A late answer to an older INFO does not stand for the new one.
+        seq.answered(5, b"500".to_vec());
+        assert_eq!(seq.admit(6), InfoTurn::InFlight);
+    }
+
+    #[test]
+    fn odd_input_is_refused_not_panicked_on() {
+        assert_eq!(
+            range_of_t("18446744073709551615 18446744073709551615"),
+            None
+        );
+        assert_eq!(range_of_t("99999999999999999999999 1"), None);
+        assert_eq!(range_of_t("-1 5"), None);
+        assert!(parse_info(Some("Application/MANSRTSP"), &[0xff; 2000]).is_err());
+        assert!(parse_info(Some("Application/MANSRTSP; x=中"), b"PLAY").is_err());
+        assert_eq!(uri_of("<>"), "");
+        assert_eq!(uri_of(">sip:a<"), ">sip:a<");
     }
 }
