@@ -1190,8 +1190,8 @@ const PLAYBACK_START: &str = "2024-05-01T08:00:30";
 const PLAYBACK_END: &str = "2024-05-01T08:00:34";
 
 /// Upper and lower camgates, the lower's GB28181 channel listed above.
-fn cascade_with_gb_channel(lower_yaml: &str) -> (Rig, Lower) {
-    let upper = Rig::start(Options::default());
+fn cascade_with_gb_channel(upper: Options, lower_yaml: &str) -> (Rig, Lower) {
+    let upper = Rig::start(upper);
     let lower = Lower::start(upper.ports.sip, lower_yaml);
     let listed = wait_for(Duration::from_secs(30), || {
         let _ = http_post(
@@ -1248,7 +1248,7 @@ fn playback_through_the_upper_plays_the_range_and_ends_with_the_recording() {
     if !have("ffprobe") {
         return;
     }
-    let (upper, lower) = cascade_with_gb_channel("");
+    let (upper, lower) = cascade_with_gb_channel(Options::default(), "");
     let url = format!(
         "rtsp://127.0.0.1:{}/gb/{PLATFORM_ID}/{CHANNEL}?start={PLAYBACK_START}&end={PLAYBACK_END}",
         upper.ports.rtsp
@@ -1449,7 +1449,7 @@ fn upper_stream_frames(upper: &Rig, key_part: &str) -> Option<u64> {
 #[test]
 fn playback_through_the_upper_pauses_and_plays_at_scale_2_at_the_camera() {
     use common::raw_rtsp::{RawRtsp, Reply};
-    let (upper, lower) = cascade_with_gb_channel("");
+    let (upper, lower) = cascade_with_gb_channel(Options::default(), "");
     let logs = || {
         format!(
             "--- upper\n{}\n--- lower\n{}",
@@ -1708,4 +1708,91 @@ fn download_runs_at_its_speed_and_the_lower_hangs_up_when_the_upper_does_not() {
         0.0,
         "{m}"
     );
+}
+
+#[test]
+fn download_job_on_the_upper_fetches_the_lower_channel_at_speed_4() {
+    let dir = tempdir::Dir::new();
+    let downloads = dir.path().join("dl");
+    let (upper, lower) = cascade_with_gb_channel(
+        Options {
+            extra_yaml: format!("gb:\n  download_dir: \"{}\"\n", downloads.display()),
+            ..Options::default()
+        },
+        "",
+    );
+    let jobs = format!("/api/v1/devices/{PLATFORM_ID}/channels/{CHANNEL}/downloads");
+    let (status, body) = http_send(
+        upper.ports.http,
+        "POST",
+        &jobs,
+        r#"{"start":"2024-05-01T08:00:00","end":"2024-05-01T08:00:08","speed":4,"format":"ps"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = std::time::Instant::now();
+    let done = wait_for(Duration::from_secs(20), || {
+        let (_, body) = http_get(upper.ports.http, &format!("{jobs}/{id}"))?;
+        let j: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (j["state"] != "running" && j["state"] != "remuxing").then_some(j)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "download never finished\n--- lower\n{}",
+            plain(&lower.gateway.log_text())
+        )
+    });
+    let took = started.elapsed();
+    eprintln!("8 s downloaded through the cascade in {took:?}: {done}");
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["progress"], 1.0, "{done}");
+    // 8 s at 4×: about 2 s (8 s at 1×), finished by the lower's 121.
+    assert!(took <= Duration::from_secs(5), "{took:?}");
+    let log = plain(&lower.gateway.log_text());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cascade: download at speed") && l.contains("speed=4 scale=4")),
+        "{log}"
+    );
+    assert!(
+        log.contains("recording ended; MediaStatus 121 sent"),
+        "{log}"
+    );
+    let m = lower_metrics(&lower);
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_recorded_invites_total{outcome=\"ok\"}"),
+        1.0,
+        "{m}"
+    );
+    if !have("ffprobe") {
+        return;
+    }
+    let file = done["file"].as_str().unwrap();
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            file,
+        ])
+        .output()
+        .unwrap();
+    let frames: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or_else(|_| panic!("{out:?}"));
+    eprintln!("{frames} frames in the downloaded file");
+    // 8 s at 25 fps, through two UDP hops on loopback.
+    assert!((190..=200).contains(&frames), "{frames} frames in {file}");
 }
