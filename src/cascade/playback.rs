@@ -8,7 +8,7 @@
 //! Sans-IO: offers, bodies and headers in; stream keys, commands and SIP
 //! text out. The driver (`super::driver`) owns sockets and timers.
 
-use crate::gb28181::mansrtsp::{self, MansrtspError, PlaybackCommand as Mansrtsp};
+use crate::sip::mansrtsp::{self, MansrtspError, PlaybackCommand as Mansrtsp};
 use crate::streams::recording::{PlaybackRange, SCALES};
 use crate::streams::{PlaybackCommand, StreamKey};
 
@@ -365,17 +365,6 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("<NotifyType>121</NotifyType>"), "{body}");
-        // Our own report reader takes it as end of file.
-        let tree = crate::gb28181::manscdp::decode_tree(&media_status_end(9, "c")).unwrap();
-        let report = crate::gb28181::reports::classify(&tree);
-        assert!(
-            matches!(
-                &report,
-                Ok(Some(crate::gb28181::reports::Report::MediaStatus { device_id, notify_type }))
-                    if device_id == "c" && notify_type == "121"
-            ),
-            "{report:?}"
-        );
     }
 
     #[test]
