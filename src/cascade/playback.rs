@@ -54,15 +54,6 @@ impl SessionKind {
     pub fn is_recorded(self) -> bool {
         self != Self::Play
     }
-
-    /// The metric label of an INVITE of this kind.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Play => "play",
-            Self::Playback => "playback",
-            Self::Download { .. } => "download",
-        }
-    }
 }
 
 /// One `t=` time as Unix seconds. GB/T 28181 offers carry Unix seconds
