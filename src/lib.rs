@@ -24,7 +24,9 @@
 //! - A concept two layers need lives in the lower one: stream keys and
 //!   recording ranges in [`streams`] ([`streams::recording`]), the
 //!   wall-clock time format in [`media::datetime`], the G.711 packet size
-//!   in [`media::audio::g711`], duration settings in [`config_secs`].
+//!   in [`media::audio::g711`], duration settings in [`config_secs`], the
+//!   MANSRTSP playback-control body (GB28181 adapter and [`cascade`]) in
+//!   [`sip::mansrtsp`].
 //!
 //! The unit test in `module_graph.rs` scans every `crate::…` path under
 //! `src/` and fails on an import that breaks this rule.

@@ -92,6 +92,9 @@ pub struct Metrics {
     pub cascade_queries: Family<Label, Counter>,
     pub cascade_invites: Family<Label, Counter>,
     pub cascade_forwarded: Family<Label, Counter>,
+    pub cascade_recorded_invites: Family<Label, Counter>,
+    pub cascade_playback_controls: Family<Label, Counter>,
+    pub cascade_recording_ends: Family<Label, Counter>,
     pub cascade_rtp_bytes_sent: Counter,
     pub ctel_registrations: Family<Label, Counter>,
     pub ctel_logins: Family<Label, Counter>,
@@ -511,7 +514,22 @@ fn build() -> Metrics {
         ),
         cascade_invites: reg!(
             "camgate_cascade_invites",
-            "INVITEs from upper platforms, by outcome (ok, not_found, refused, failed)",
+            "Live INVITEs (s=Play, or an unreadable offer) from upper platforms, by outcome (ok, not_found, refused, failed)",
+            Family::default()
+        ),
+        cascade_recorded_invites: reg!(
+            "camgate_cascade_recorded_invites",
+            "Playback and download INVITEs from upper platforms, by outcome (ok, not_found, not_recorded, refused, failed)",
+            Family::default()
+        ),
+        cascade_playback_controls: reg!(
+            "camgate_cascade_playback_controls",
+            "MANSRTSP INFOs from upper platforms, by outcome (ok, repeated, unknown_call, bad_request, refused)",
+            Family::default()
+        ),
+        cascade_recording_ends: reg!(
+            "camgate_cascade_recording_ends",
+            "Recordings played to their end for an upper platform (MediaStatus 121 sent), by outcome: who hung up (upper_bye, our_bye)",
             Family::default()
         ),
         cascade_forwarded: reg!(
@@ -1053,6 +1071,21 @@ fn zero_known_series(m: &Metrics) {
         &m.cascade_invites,
         "outcome",
         &["ok", "not_found", "refused", "failed"],
+    );
+    zero(
+        &m.cascade_recorded_invites,
+        "outcome",
+        &["ok", "not_found", "not_recorded", "refused", "failed"],
+    );
+    zero(
+        &m.cascade_playback_controls,
+        "outcome",
+        &["ok", "repeated", "unknown_call", "bad_request", "refused"],
+    );
+    zero(
+        &m.cascade_recording_ends,
+        "outcome",
+        &["upper_bye", "our_bye"],
     );
     zero(
         &m.ctel_registrations,

@@ -614,6 +614,8 @@ struct TestUpper {
     port: u16,
     answering: std::sync::Arc<std::sync::atomic::AtomicBool>,
     seen: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    /// Every request's text, in arrival order.
+    texts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -628,8 +630,10 @@ impl TestUpper {
         let port = socket.local_addr().unwrap().port();
         let answering = Arc::new(AtomicBool::new(true));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let texts = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, s, st) = (answering.clone(), seen.clone(), stop.clone());
+        let tx = texts.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_535];
             while !st.load(Ordering::SeqCst) {
@@ -645,6 +649,9 @@ impl TestUpper {
                 s.lock()
                     .unwrap()
                     .push((std::time::Instant::now(), method.clone()));
+                tx.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 if a.load(Ordering::SeqCst) {
                     let resp = camgate::cascade::wire::response_to(&m, 200, "OK", "up", None);
                     let _ = socket.send_to(&resp, from);
@@ -655,6 +662,7 @@ impl TestUpper {
             port,
             answering,
             seen,
+            texts,
             stop,
         }
     }
@@ -1168,6 +1176,625 @@ fn catalog_subscription_notifies_a_camera_added_and_removed() {
         log.matches("catalog changes notified").count() >= 2,
         "{log}"
     );
+}
+
+// ---------------------------------------------------------------------
+// Playback through the cascade (GB/T 28181-2016 §9.8): a viewer of the
+// upper's RTSP URL with `?start=…&end=…` makes the upper INVITE the lower
+// with s=Playback; RTSP PAUSE and PLAY Scale become MANSRTSP INFO in that
+// dialog; the end of the recording comes up as MediaStatus 121.
+
+/// Four seconds of the demo camera's 08:00 recording (the simulated
+/// camera plays any range of its files; see tests/gb_playback.rs).
+const PLAYBACK_START: &str = "2024-05-01T08:00:30";
+const PLAYBACK_END: &str = "2024-05-01T08:00:34";
+
+/// Upper and lower camgates, the lower's GB28181 channel listed above.
+fn cascade_with_gb_channel(upper: Options, lower_yaml: &str) -> (Rig, Lower) {
+    let upper = Rig::start(upper);
+    let lower = Lower::start(upper.ports.sip, lower_yaml);
+    let listed = wait_for(Duration::from_secs(30), || {
+        let _ = http_post(
+            upper.ports.http,
+            &format!("/api/v1/devices/{PLATFORM_ID}/catalog"),
+            "{}",
+        );
+        let (_, body) = http_get(
+            upper.ports.http,
+            &format!("/api/v1/devices/{PLATFORM_ID}/channels"),
+        )?;
+        body.contains(CHANNEL).then_some(())
+    });
+    assert!(
+        listed.is_some(),
+        "channel not listed above\n{}",
+        plain(&lower.gateway.log_text())
+    );
+    (upper, lower)
+}
+
+/// Where the lower's cascade socket is (what the upper sends to).
+fn lower_cascade_address(lower: &Lower) -> std::net::SocketAddr {
+    let (_, body) = http_get(lower.ports.http, "/api/v1/cascade").unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    doc["upstreams"][0]["local"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no local address: {doc}"))
+}
+
+/// Send `request` from 127.0.0.1 (the upper's address, so it is served)
+/// and return the first final status code answered.
+fn final_code(to: std::net::SocketAddr, request: &str) -> Option<u16> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let request = request.replace("{me}", &socket.local_addr().unwrap().to_string());
+    socket.send_to(request.as_bytes(), to).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let code = text.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok());
+        if let Some(code) = code.filter(|c| *c >= 200) {
+            return Some(code);
+        }
+    }
+    None
+}
+
+#[test]
+fn playback_through_the_upper_plays_the_range_and_ends_with_the_recording() {
+    if !have("ffprobe") {
+        return;
+    }
+    let (upper, lower) = cascade_with_gb_channel(Options::default(), "");
+    let url = format!(
+        "rtsp://127.0.0.1:{}/gb/{PLATFORM_ID}/{CHANNEL}?start={PLAYBACK_START}&end={PLAYBACK_END}",
+        upper.ports.rtsp
+    );
+    // No duration limit: ffprobe stops only because the stream ends, which
+    // takes the lower's MediaStatus 121 reaching the upper.
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name:frame=pts_time",
+            "-of",
+            "json",
+            &url,
+        ]),
+        Duration::from_secs(40),
+    );
+    let logs = || {
+        format!(
+            "--- upper\n{}\n--- lower\n{}",
+            plain(&upper.gateway.log_text()),
+            plain(&lower.gateway.log_text())
+        )
+    };
+    assert!(
+        out.status.success(),
+        "ffprobe did not end cleanly: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    assert_eq!(ffprobe_codecs(&doc).first().copied(), Some("h264"), "{doc}");
+    let times: Vec<f64> = doc["frames"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["pts_time"].as_str()?.parse().ok())
+        .collect();
+    eprintln!("{} frames through the cascade", times.len());
+    // 4 s at 25 fps is 100 frames; a viewer joins at the GOP cache, so the
+    // first second may be cut to its keyframe.
+    assert!(
+        (70..=100).contains(&times.len()),
+        "{} frames\n{}",
+        times.len(),
+        logs()
+    );
+    let span = times.last().unwrap() - times.first().unwrap();
+    assert!((2.9..=4.0).contains(&span), "frames span {span} s of 4 s");
+
+    // The demo camera was asked for exactly that range (Unix seconds from
+    // the upper's t= all the way down) and played it to its end.
+    let log = plain(&lower.gateway.log_text());
+    let first = log
+        .lines()
+        .find(|l| l.contains("playback first frame"))
+        .unwrap_or_else(|| panic!("{}", logs()));
+    assert!(first.contains("start=1714550430"), "{first}");
+    assert!(first.contains("end=1714550434"), "{first}");
+    assert!(log.contains("recording ended: MediaStatus 121"), "{log}");
+    assert!(
+        log.contains("recording ended; MediaStatus 121 sent"),
+        "{log}"
+    );
+    // Above: the source finished (not failed, not restarted) on our 121,
+    // and the upper hung up, which is what the lower waited for.
+    let hung_up = wait_for(Duration::from_secs(10), || {
+        let m = lower_metrics(&lower);
+        (metric_value(
+            &m,
+            "camgate_cascade_recording_ends_total{outcome=\"upper_bye\"}",
+        ) == 1.0)
+            .then_some(m)
+    })
+    .unwrap_or_else(|| panic!("{}\n{}", lower_metrics(&lower), logs()));
+    assert_eq!(
+        metric_value(
+            &hung_up,
+            "camgate_cascade_recorded_invites_total{outcome=\"ok\"}"
+        ),
+        1.0,
+        "{hung_up}"
+    );
+    assert_eq!(
+        metric_value(
+            &hung_up,
+            "camgate_cascade_recording_ends_total{outcome=\"our_bye\"}"
+        ),
+        0.0
+    );
+    // The upper's answers to our notify were expected, not stray.
+    assert_eq!(
+        metric_value(
+            &hung_up,
+            "camgate_cascade_errors_total{kind=\"stray_response\"}"
+        ),
+        0.0,
+        "{hung_up}"
+    );
+    let m = upper.metrics();
+    assert_eq!(
+        metric_value(&m, "camgate_stream_stops_total{reason=\"finished\"}"),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        plain(&upper.gateway.log_text()).contains("device reported end of file"),
+        "{}",
+        logs()
+    );
+
+    // A recording of a channel the stream table plays only live (the
+    // Foscam camera) is refused with 488, and an INFO outside any
+    // playback dialog gets 481.
+    let ids: std::collections::BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(lower.dir.path().join("ids.json")).expect("id file"),
+    )
+    .unwrap();
+    let foscam = ids
+        .iter()
+        .find(|(stream, _)| stream.starts_with("foscam/"))
+        .map(|(_, id)| id.clone())
+        .unwrap_or_else(|| panic!("{ids:?}"));
+    let to = lower_cascade_address(&lower);
+    let sdp = "v=0\r\no=x 0 0 IN IP4 127.0.0.1\r\ns=Playback\r\nu=X:0\r\nc=IN IP4 127.0.0.1\r\n\
+               t=1714550430 1714550434\r\nm=video 9 RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\n\
+               a=recvonly\r\ny=1100000001\r\n"
+        .replace("X", &foscam);
+    let invite = format!(
+        "INVITE sip:{foscam}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {{me}};branch=z9hG4bKpb1\r\n\
+         From: <sip:{UPPER_ID}@3402000000>;tag=t1\r\nTo: <sip:{foscam}@3402000000>\r\n\
+         Call-ID: pb-foscam@test\r\nCSeq: 1 INVITE\r\nContact: <sip:{UPPER_ID}@{{me}}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    assert_eq!(final_code(to, &invite), Some(488));
+    let body = "PAUSE RTSP/1.0\r\nCSeq: 1\r\nPauseTime: now\r\n";
+    let info = format!(
+        "INFO sip:{CHANNEL}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {{me}};branch=z9hG4bKpb2\r\n\
+         From: <sip:{UPPER_ID}@3402000000>;tag=t2\r\nTo: <sip:{CHANNEL}@3402000000>;tag=x\r\n\
+         Call-ID: no-such-call@test\r\nCSeq: 2 INFO\r\n\
+         Content-Type: Application/MANSRTSP\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(final_code(to, &info), Some(481));
+    let m = lower_metrics(&lower);
+    assert_eq!(
+        metric_value(
+            &m,
+            "camgate_cascade_recorded_invites_total{outcome=\"not_recorded\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "camgate_cascade_playback_controls_total{outcome=\"unknown_call\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+/// Frames (RTP packets with the marker bit) read from `c` for `window`.
+fn frames_within(c: &mut common::raw_rtsp::RawRtsp, window: Duration) -> usize {
+    c.set_read_timeout(Duration::from_millis(200));
+    let until = std::time::Instant::now() + window;
+    let mut frames = 0;
+    while std::time::Instant::now() < until {
+        match c.packet() {
+            Some((0, p)) if p.len() > 1 && p[1] & 0x80 != 0 => frames += 1,
+            Some(_) => {}
+            // Quiet for the read timeout: nothing is flowing.
+            None => {}
+        }
+    }
+    // Replies go through both camgates and the camera: more patience.
+    c.set_read_timeout(Duration::from_secs(15));
+    frames
+}
+
+/// The `frames` count of the upper's stream `key_part` is in.
+fn upper_stream_frames(upper: &Rig, key_part: &str) -> Option<u64> {
+    let (_, body) = http_get(upper.ports.http, "/api/v1/streams")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let list = v.as_array().or_else(|| v["streams"].as_array())?.clone();
+    list.iter()
+        .find(|s| s["key"].as_str().is_some_and(|k| k.contains(key_part)))
+        .and_then(|s| s["frames"].as_u64())
+}
+
+#[test]
+fn playback_through_the_upper_pauses_and_plays_at_scale_2_at_the_camera() {
+    use common::raw_rtsp::{RawRtsp, Reply};
+    let (upper, lower) = cascade_with_gb_channel(Options::default(), "");
+    let logs = || {
+        format!(
+            "--- upper\n{}\n--- lower\n{}",
+            plain(&upper.gateway.log_text()),
+            plain(&lower.gateway.log_text())
+        )
+    };
+    // Two minutes of recording: it does not end during the test.
+    let url = format!(
+        "rtsp://127.0.0.1:{}/gb/{PLATFORM_ID}/{CHANNEL}?start=2024-05-01T08:00:00&end=2024-05-01T08:02:00",
+        upper.ports.rtsp
+    );
+    let mut c = RawRtsp::connect(upper.ports.rtsp);
+    let Reply { status, head, .. } = c.request("DESCRIBE", &url, &["Accept: application/sdp"]);
+    assert_eq!(status, 200, "{head}\n{}", logs());
+    let base = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Base:"))
+        .map(|b| b.trim().to_owned())
+        .unwrap_or_else(|| format!("{url}/"));
+    let track = format!("{base}trackID=0");
+    let Reply { status, head, .. } = c.request(
+        "SETUP",
+        &track,
+        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
+    );
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(c.request("PLAY", &base, &["Range: npt=0-"]).status, 200);
+    let playing = frames_within(&mut c, Duration::from_secs(2));
+    assert!(
+        playing >= 20,
+        "{playing} frames in 2 s before PAUSE\n{}",
+        logs()
+    );
+
+    assert_eq!(c.request("PAUSE", &base, &[]).status, 200);
+    // Frames already on their way drain; then nothing flows — not to the
+    // viewer, and not into the upper's stream from the lower, because the
+    // camera itself paused.
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = frames_within(&mut c, Duration::from_millis(300));
+    let before = upper_stream_frames(&upper, "/playback/").expect("upper stream");
+    let paused = frames_within(&mut c, Duration::from_secs(2));
+    let after = upper_stream_frames(&upper, "/playback/").expect("upper stream");
+    assert_eq!(paused, 0, "frames reached the viewer during PAUSE");
+    assert!(
+        after - before <= 1,
+        "{} frames came up from the lower during PAUSE",
+        after - before
+    );
+
+    let Reply { status, head, .. } = c.request("PLAY", &base, &["Scale: 2"]);
+    assert_eq!(status, 200, "{head}\n{}", logs());
+    let resumed = frames_within(&mut c, Duration::from_secs(2));
+    eprintln!("frames in 2 s: {playing} playing, {paused} paused, {resumed} at scale 2");
+    // The camera plays at 25 fps: at scale 2 two seconds carry about 100
+    // frames, at 1× about 50.
+    assert!(
+        resumed >= 65,
+        "{resumed} frames in 2 s after PLAY Scale: 2\n{}",
+        logs()
+    );
+
+    // What reached the demo camera below, byte for byte: the upper's
+    // INFOs went through the lower's dialog into the lower's own
+    // playback dialog with the camera.
+    let bodies = wait_for(Duration::from_secs(5), || {
+        let log = plain(&lower.gateway.log_text());
+        let bodies: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("playback control received"))
+            .filter_map(|l| l.split("body=\"").nth(1))
+            .filter_map(|b| b.split('"').next())
+            .map(str::to_owned)
+            .collect();
+        (bodies.len() >= 3).then_some(bodies)
+    })
+    .unwrap_or_else(|| panic!("the camera saw too few INFOs\n{}", logs()));
+    assert_eq!(
+        bodies,
+        [
+            r"PAUSE RTSP/1.0\r\nCSeq: 1\r\nPauseTime: now\r\n",
+            r"PLAY RTSP/1.0\r\nCSeq: 2\r\nScale: 2\r\n",
+            r"PLAY RTSP/1.0\r\nCSeq: 3\r\nRange: npt=now-\r\n",
+        ]
+    );
+    let m = lower_metrics(&lower);
+    assert_eq!(
+        metric_value(
+            &m,
+            "camgate_cascade_playback_controls_total{outcome=\"ok\"}"
+        ),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(c.request("TEARDOWN", &base, &[]).status, 200);
+}
+
+#[test]
+fn download_runs_at_its_speed_and_the_lower_hangs_up_when_the_upper_does_not() {
+    // The upper here is the test: a bare SIP endpoint that registers the
+    // lower, then INVITEs from a socket of its own on the same address.
+    let upper = TestUpper::start();
+    let lower = Lower::start(upper.port, "      channels: [\"gb/\"]\n");
+    // The demo GB28181 camera registered below, the lower registered above.
+    let ready = wait_for(Duration::from_secs(30), || {
+        let (_, devices) = http_get(lower.ports.http, &format!("/api/v1/devices/{DEVICE}"))?;
+        let (_, cascade) = http_get(lower.ports.http, "/api/v1/cascade")?;
+        (devices.contains("\"online\":true") && cascade.contains("\"registered\"")).then_some(())
+    });
+    assert!(ready.is_some(), "{}", plain(&lower.gateway.log_text()));
+    let to = lower_cascade_address(&lower);
+    let sip = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sip.local_addr().unwrap();
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = format!(
+        "v=0\r\no={UPPER_ID} 0 0 IN IP4 127.0.0.1\r\ns=Download\r\nu={CHANNEL}:0\r\n\
+         c=IN IP4 127.0.0.1\r\nt=1714550430 1714550434\r\nm=video {} RTP/AVP 96\r\n\
+         a=rtpmap:96 PS/90000\r\na=recvonly\r\na=downloadspeed:4\r\ny=1100000007\r\n",
+        media.local_addr().unwrap().port()
+    );
+    let invite = format!(
+        "INVITE sip:{CHANNEL}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdl1\r\n\
+         From: <sip:{UPPER_ID}@3402000000>;tag=up7\r\nTo: <sip:{CHANNEL}@3402000000>\r\n\
+         Call-ID: download@test\r\nCSeq: 1 INVITE\r\nContact: <sip:{UPPER_ID}@{me}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sip.send_to(invite.as_bytes(), to).unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let ok = loop {
+        let (n, _) = sip
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no answer: {e}\n{}", plain(&lower.gateway.log_text())));
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        break text;
+    };
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("\r\ns=Download\r\n"), "{ok}");
+    assert!(ok.contains("\r\nt=1714550430 1714550434\r\n"), "{ok}");
+    assert!(ok.contains("\r\ny=1100000007\r\n"), "{ok}");
+    let ack = format!(
+        "ACK sip:{CHANNEL}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdl2\r\n\
+         From: <sip:{UPPER_ID}@3402000000>;tag=up7\r\nTo: <sip:{CHANNEL}@3402000000>;tag=camgate\r\n\
+         Call-ID: download@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    sip.send_to(ack.as_bytes(), to).unwrap();
+
+    // The four seconds arrive as PS over RTP with our SSRC, then stop.
+    media
+        .set_read_timeout(Some(Duration::from_millis(1_500)))
+        .unwrap();
+    let (mut packets, mut frames) = (0usize, 0usize);
+    let started = std::time::Instant::now();
+    let mut last = started;
+    while let Ok((n, _)) = media.recv_from(&mut buf) {
+        let p = &buf[..n];
+        assert!(n > 12 && p[1] & 0x7f == 96, "not PS over RTP");
+        assert_eq!(
+            u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+            1_100_000_007
+        );
+        packets += 1;
+        frames += usize::from(p[1] & 0x80 != 0);
+        last = std::time::Instant::now();
+    }
+    let took = last - started;
+    eprintln!("download: {frames} frames ({packets} packets) in {took:?}");
+    // Four seconds of recording at speed 4: about one second (at 1× it
+    // would take four).
+    assert!(
+        took <= Duration::from_millis(2_500),
+        "{took:?} for 4 s of recording at speed 4"
+    );
+    assert!(
+        frames >= 60,
+        "{frames} frames\n{}",
+        plain(&lower.gateway.log_text())
+    );
+    // The camera was asked for speed 4 in the lower's own dialog.
+    let log = plain(&lower.gateway.log_text());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("playback control received") && l.contains(r"Scale: 4\r\n")),
+        "{log}"
+    );
+
+    // End of recording: MediaStatus 121 for the channel went to the
+    // upper; it never hangs up, so the lower does after its wait.
+    sip.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let bye = loop {
+        let (n, from) = sip.recv_from(&mut buf).expect("no BYE from the lower");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("BYE ") {
+            let m = camgate::cascade::wire::Message::parse(&buf[..n]).unwrap();
+            let resp = camgate::cascade::wire::response_to(&m, 200, "OK", "up7", None);
+            sip.send_to(&resp, from).unwrap();
+            break text;
+        }
+    };
+    let waited = last.elapsed();
+    eprintln!("our BYE came {waited:?} after the last packet");
+    assert!(
+        bye.starts_with(&format!("BYE sip:{UPPER_ID}@{me} SIP/2.0\r\n")),
+        "{bye}"
+    );
+    assert!(bye.contains("Call-ID: download@test\r\n"), "{bye}");
+    assert!(
+        bye.contains(";tag=camgate\r\n") && bye.contains(";tag=up7\r\n"),
+        "{bye}"
+    );
+    assert!(
+        waited >= Duration::from_secs(9),
+        "BYE {waited:?} after the end, before the upper had its 10 s"
+    );
+    let texts = upper.texts.lock().unwrap().clone();
+    let notify = texts
+        .iter()
+        .find(|t| t.contains("<CmdType>MediaStatus</CmdType>"))
+        .unwrap_or_else(|| panic!("no MediaStatus at the upper: {texts:?}"));
+    assert!(notify.starts_with("MESSAGE "), "{notify}");
+    assert!(
+        notify.contains(&format!("<DeviceID>{CHANNEL}</DeviceID>")),
+        "{notify}"
+    );
+    assert!(notify.contains("<NotifyType>121</NotifyType>"), "{notify}");
+    let m = wait_for(Duration::from_secs(3), || {
+        let m = lower_metrics(&lower);
+        (metric_value(
+            &m,
+            "camgate_cascade_recording_ends_total{outcome=\"our_bye\"}",
+        ) == 1.0)
+            .then_some(m)
+    })
+    .unwrap_or_else(|| lower_metrics(&lower));
+    assert_eq!(
+        metric_value(
+            &m,
+            "camgate_cascade_recording_ends_total{outcome=\"our_bye\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_recorded_invites_total{outcome=\"ok\"}"),
+        1.0,
+        "{m}"
+    );
+    // The 200 to our BYE was expected, not stray.
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_errors_total{kind=\"stray_response\"}"),
+        0.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn download_job_on_the_upper_fetches_the_lower_channel_at_speed_4() {
+    let dir = tempdir::Dir::new();
+    let downloads = dir.path().join("dl");
+    let (upper, lower) = cascade_with_gb_channel(
+        Options {
+            extra_yaml: format!("gb:\n  download_dir: \"{}\"\n", downloads.display()),
+            ..Options::default()
+        },
+        "",
+    );
+    let jobs = format!("/api/v1/devices/{PLATFORM_ID}/channels/{CHANNEL}/downloads");
+    let (status, body) = http_send(
+        upper.ports.http,
+        "POST",
+        &jobs,
+        r#"{"start":"2024-05-01T08:00:00","end":"2024-05-01T08:00:08","speed":4,"format":"ps"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = std::time::Instant::now();
+    let done = wait_for(Duration::from_secs(20), || {
+        let (_, body) = http_get(upper.ports.http, &format!("{jobs}/{id}"))?;
+        let j: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (j["state"] != "running" && j["state"] != "remuxing").then_some(j)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "download never finished\n--- lower\n{}",
+            plain(&lower.gateway.log_text())
+        )
+    });
+    let took = started.elapsed();
+    eprintln!("8 s downloaded through the cascade in {took:?}: {done}");
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["progress"], 1.0, "{done}");
+    // 8 s at 4×: about 2 s (8 s at 1×), finished by the lower's 121.
+    assert!(took <= Duration::from_secs(5), "{took:?}");
+    let log = plain(&lower.gateway.log_text());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cascade: download at speed") && l.contains("speed=4 scale=4")),
+        "{log}"
+    );
+    assert!(
+        log.contains("recording ended; MediaStatus 121 sent"),
+        "{log}"
+    );
+    let m = lower_metrics(&lower);
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_recorded_invites_total{outcome=\"ok\"}"),
+        1.0,
+        "{m}"
+    );
+    if !have("ffprobe") {
+        return;
+    }
+    let file = done["file"].as_str().unwrap();
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            file,
+        ])
+        .output()
+        .unwrap();
+    let frames: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or_else(|_| panic!("{out:?}"));
+    eprintln!("{frames} frames in the downloaded file");
+    // 8 s at 25 fps, through two UDP hops on loopback.
+    assert!((190..=200).contains(&frames), "{frames} frames in {file}");
 }
 
 // ---------------------------------------------------------------------

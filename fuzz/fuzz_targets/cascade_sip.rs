@@ -1,15 +1,17 @@
 #![no_main]
 //! The cascade client's input from an upper platform: any datagram into
 //! the registration core (after it has sent its first REGISTER), and the
-//! MANSCDP query, DeviceControl, RecordInfo and SDP offer readers on the
-//! same bytes (and the PTZ word decoder on them as text). Nothing may
-//! panic, and the core must keep a deadline while it is running.
+//! MANSCDP query, DeviceControl, RecordInfo, SDP offer (with a recording's
+//! `t=`) and MANSRTSP INFO readers on the same bytes (and the PTZ word
+//! decoder on them as text). Nothing may panic, and the core must keep a
+//! deadline while it is running.
 use std::time::{Duration, Instant};
 
 use camgate::cascade::answers::parse_query;
 use camgate::cascade::control::{parse_control, ptz_word};
 use camgate::cascade::media::parse_offer;
 use camgate::cascade::records::parse_record_query;
+use camgate::cascade::playback::{parse_info, range_of_t};
 use camgate::cascade::register::{ClientParams, Phase, RegisterClient};
 use libfuzzer_sys::fuzz_target;
 
@@ -38,5 +40,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_control(data);
     let _ = parse_record_query(data);
     let _ = ptz_word(&String::from_utf8_lossy(data));
-    let _ = parse_offer(&String::from_utf8_lossy(data));
+    let text = String::from_utf8_lossy(data);
+    let _ = parse_offer(&text);
+    let _ = range_of_t(&text);
+    let _ = parse_info(Some("Application/MANSRTSP"), data);
 });

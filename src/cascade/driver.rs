@@ -19,6 +19,7 @@ use super::control::{self as control_doc, ControlParseError};
 use super::forward::{self, Upward};
 use super::media;
 use super::records::{self, RecordQueryError};
+use super::playback::{self, CalleeDialog, InfoSequence, InfoTurn, SessionKind};
 use super::register::{ClientEvent, ClientParams, Phase, RegisterClient};
 use super::session::{self, MediaServices};
 use super::status::{StatusBoard, UpstreamStatus, unix_now};
@@ -352,6 +353,10 @@ struct SessionHandle {
     /// Cancelled when the ACK for our 200 arrives, ending its
     /// retransmission (RFC 3261 §13.3.1.4).
     acked: CancellationToken,
+    /// A recording's stream key, which MANSRTSP INFOs control.
+    recorded: Option<StreamKey>,
+    /// The INFOs already forwarded.
+    infos: InfoSequence,
 }
 
 /// RFC 3261 timers for retransmitting a 2xx to INVITE over UDP: T1
@@ -363,6 +368,12 @@ const T2: Duration = Duration::from_secs(4);
 const MAX_SESSIONS: usize = 256;
 /// How long opening a stream for an INVITE may take, from its arrival.
 const INVITE_DEADLINE: Duration = Duration::from_secs(15);
+/// After a recording's end is notified (MediaStatus 121), how long the
+/// upper platform has to send its BYE before we send ours.
+const END_BYE_WAIT: Duration = Duration::from_secs(10);
+/// How long a playback command may take at the device, from the INFO's
+/// arrival (the upper platform's INFO transaction gives up at 32 s).
+const INFO_DEADLINE: Duration = Duration::from_secs(8);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -499,6 +510,9 @@ async fn serve_request(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr)
     }
     if method == "INVITE" {
         return serve_invite(ctx, message, from).await;
+    }
+    if method == "INFO" {
+        return serve_info(ctx, message, from);
     }
     if method == "SUBSCRIBE"
         && message.header("Event").is_some_and(|e| {
@@ -725,19 +739,41 @@ async fn serve_invite(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) 
             return;
         }
     };
+    let count = |outcome: &'static str| count_invite_of(offer.kind, outcome);
     let channels = ctx.catalog.exposed(ctx.up);
     let Some(channel) = channels.iter().find(|c| c.id == channel_id) else {
-        count_invite("not_found");
+        count("not_found");
         let _ = ctx.socket.send_to(&reply(404, "Not Found"), from).await;
         return;
     };
-    let Some(key) = StreamKey::from_path(&channel.stream) else {
-        count_invite("not_found");
-        let _ = ctx.socket.send_to(&reply(404, "Not Found"), from).await;
-        return;
+    let key = match offer.range {
+        None => StreamKey::from_path(&channel.stream).ok_or_else(|| "bad stream key".to_owned()),
+        Some(range) => playback::recorded_key(&channel.stream, range).map_err(|e| e.to_string()),
+    };
+    let key = match key {
+        Ok(k) => k,
+        Err(e) if offer.range.is_some() => {
+            // A Foscam or telecom channel: the stream table plays no
+            // recordings of theirs, so the offer cannot be served here.
+            count("not_recorded");
+            warn!(upstream = %ctx.name, %channel_id, "cascade: {} INVITE refused: {e}", offer.kind.sdp_name());
+            let _ = ctx
+                .socket
+                .send_to(
+                    &reply(488, "Not Acceptable Here (no recordings of this channel)"),
+                    from,
+                )
+                .await;
+            return;
+        }
+        Err(_) => {
+            count("not_found");
+            let _ = ctx.socket.send_to(&reply(404, "Not Found"), from).await;
+            return;
+        }
     };
     if lock(&ctx.catalog.sessions).len() >= MAX_SESSIONS {
-        count_invite("refused");
+        count("refused");
         let _ = ctx.socket.send_to(&reply(486, "Busy Here"), from).await;
         return;
     }
@@ -749,8 +785,17 @@ async fn serve_invite(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) 
         SessionHandle {
             cancel: cancel.clone(),
             acked: acked.clone(),
+            recorded: offer.range.map(|_| key.clone()),
+            infos: InfoSequence::default(),
         },
     );
+    let upward = UpwardAddress {
+        server_id: ctx.up.server_id.clone(),
+        realm: ctx.up.realm.clone(),
+        platform_id: ctx.up.platform_id.clone(),
+        target: ctx.target,
+        local: ctx.local,
+    };
     let task = InviteTask {
         name: ctx.name.to_owned(),
         message: message.clone(),
@@ -765,8 +810,166 @@ async fn serve_invite(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) 
         call_id,
         cancel,
         acked,
+        upward,
     };
     tokio::spawn(task.run());
+}
+
+fn count_invite_of(kind: SessionKind, outcome: &'static str) {
+    if kind.is_recorded() {
+        metrics::get()
+            .cascade_recorded_invites
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+    } else {
+        count_invite(outcome);
+    }
+}
+
+fn count_control(outcome: &'static str) {
+    metrics::get()
+        .cascade_playback_controls
+        .get_or_create(&label("outcome", outcome))
+        .inc();
+}
+
+/// A MANSRTSP INFO (§9.8.2) in a playback dialog: read at once (400 when
+/// unreadable, 481 outside any dialog, 488 in a live one), then forwarded
+/// to the recording's source in a task of its own, which answers with the
+/// device's verdict — 200 once the device took it. A retransmission is
+/// never forwarded twice (see [`InfoSequence`]).
+fn serve_info(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) {
+    let call_id = message.call_id().unwrap_or_default().to_owned();
+    let sip_cseq = message.cseq().map_or(0, |(n, _)| n);
+    let reply = |code: u16, reason: &str| wire::response_to(message, code, reason, "camgate", None);
+    let socket = ctx.socket.clone();
+    let send = move |bytes: Vec<u8>| {
+        let socket = socket.clone();
+        async move {
+            let _ = socket.send_to(&bytes, from).await;
+        }
+    };
+    let admitted = {
+        let mut sessions = lock(&ctx.catalog.sessions);
+        match sessions.get_mut(&call_id) {
+            Some(SessionHandle {
+                recorded: Some(key),
+                infos,
+                ..
+            }) => Some(Some((key.clone(), infos.admit(sip_cseq)))),
+            // A live view cannot pause or change speed.
+            Some(_) => Some(None),
+            None => None,
+        }
+    };
+    if admitted == Some(None) {
+        count_control("bad_request");
+        tokio::spawn(send(reply(488, "Not Acceptable Here (live session)")));
+        return;
+    }
+    let Some(Some((key, turn))) = admitted else {
+        count_control("unknown_call");
+        if let Some(skipped) = ctx.bad_input.admit(from.ip()) {
+            warn!(upstream = %ctx.name, %call_id, skipped, "cascade: INFO outside a playback (481)");
+        }
+        tokio::spawn(send(reply(481, "Call/Transaction Does Not Exist")));
+        return;
+    };
+    match turn {
+        InfoTurn::Forward => {}
+        InfoTurn::InFlight | InfoTurn::Stale => {
+            count_control("repeated");
+            return;
+        }
+        InfoTurn::Repeat(answer) => {
+            count_control("repeated");
+            tokio::spawn(send(answer));
+            return;
+        }
+    }
+    let sessions = ctx.catalog.sessions.clone();
+    // Remember the final answer for retransmissions, then send it.
+    let answer = move |bytes: Vec<u8>| {
+        if let Some(h) = lock(&sessions).get_mut(&call_id) {
+            h.infos.answered(sip_cseq, bytes.clone());
+        }
+        send(bytes)
+    };
+    let command = match playback::parse_info(message.header("Content-Type"), &message.body) {
+        Ok((cmd, _)) => cmd,
+        Err(e) => {
+            count_control("bad_request");
+            metrics::get()
+                .cascade_errors
+                .get_or_create(&label("kind", e.kind()))
+                .inc();
+            warn_limited!(ctx.bad_input, from.ip(), upstream = %ctx.name, "cascade: unreadable playback INFO: {e}");
+            tokio::spawn(answer(reply(400, "Bad Request")));
+            return;
+        }
+    };
+    let streams = ctx.catalog.media.streams.clone();
+    let ok = reply(200, "OK");
+    let refused = reply(500, "Server Internal Error");
+    let gone = reply(481, "Call/Transaction Does Not Exist");
+    let name = ctx.name.to_owned();
+    tokio::spawn(async move {
+        let Some(control) = streams.playback(&key) else {
+            // The recording already ended (or never started).
+            count_control("unknown_call");
+            return answer(gone).await;
+        };
+        let outcome = tokio::time::timeout(INFO_DEADLINE, control.command(command)).await;
+        match outcome {
+            Ok(Ok(())) => {
+                count_control("ok");
+                info!(upstream = %name, stream = %key, ?command, "cascade: playback control forwarded");
+                answer(ok).await;
+            }
+            Ok(Err(e)) => {
+                count_control("refused");
+                warn!(upstream = %name, stream = %key, ?command, "cascade: playback control refused: {e}");
+                answer(refused).await;
+            }
+            Err(_) => {
+                count_control("refused");
+                warn!(upstream = %name, stream = %key, ?command, "cascade: playback control unanswered within {INFO_DEADLINE:?}");
+                answer(refused).await;
+            }
+        }
+    });
+}
+
+/// Where out-of-dialog MESSAGEs to the upper platform go, and as whom.
+struct UpwardAddress {
+    server_id: String,
+    realm: String,
+    platform_id: String,
+    target: SocketAddr,
+    local: SocketAddr,
+}
+
+impl UpwardAddress {
+    /// A MESSAGE carrying `body` (MANSCDP) to the upper platform.
+    fn message(&self, body: &[u8], seed: u64) -> Vec<u8> {
+        let uri = format!("sip:{}@{}", self.server_id, self.realm);
+        let domain = self.platform_id.get(..10).unwrap_or_default();
+        let from_uri = format!("sip:{}@{domain}", self.platform_id);
+        wire::request(&wire::RequestParts {
+            method: "MESSAGE",
+            uri: &uri,
+            local: self.local,
+            branch: &format!("z9hG4bK{seed:x}e"),
+            from: &from_uri,
+            from_tag: &format!("{seed:x}"),
+            to: &uri,
+            to_tag: None,
+            call_id: &format!("{seed:x}-e@camgate"),
+            cseq: 1,
+            extra: &[],
+            body: Some(("Application/MANSCDP+xml", body)),
+        })
+    }
 }
 
 /// How long the TCP media connection may take after our 200.
@@ -795,6 +998,7 @@ struct InviteTask {
     call_id: String,
     cancel: CancellationToken,
     acked: CancellationToken,
+    upward: UpwardAddress,
 }
 
 /// Resend `ok` to `to` until `acked` or 64·T1 from now (the deadline is
@@ -830,6 +1034,7 @@ impl InviteTask {
             _ = self.cancel.cancelled() => None,
             r = tokio::time::timeout(INVITE_DEADLINE, session::open(&self.media, &self.key)) => Some(r),
         };
+        let count = |outcome: &'static str| count_invite_of(self.offer.kind, outcome);
         let opened = match opened {
             None => {
                 let _ = self
@@ -841,7 +1046,7 @@ impl InviteTask {
             }
             Some(Ok(Ok(o))) => o,
             Some(Ok(Err(e))) => {
-                count_invite("failed");
+                count("failed");
                 warn!(upstream = %self.name, stream = %self.key, "cascade: INVITE failed: {e}");
                 let _ = self
                     .sip
@@ -851,7 +1056,7 @@ impl InviteTask {
                 return;
             }
             Some(Err(_)) => {
-                count_invite("failed");
+                count("failed");
                 warn!(upstream = %self.name, stream = %self.key, "cascade: stream did not open within {INVITE_DEADLINE:?}");
                 let _ = self.sip.send_to(&fail(504, "Timeout"), self.from).await;
                 lock(&self.sessions).remove(&self.call_id);
@@ -874,7 +1079,7 @@ impl InviteTask {
         let (local, bound) = match bound {
             Ok((Some(local), b)) => (local, b),
             Ok((None, _)) | Err(_) => {
-                count_invite("failed");
+                count("failed");
                 warn!(upstream = %self.name, "cascade: no media socket");
                 let _ = self
                     .sip
@@ -888,7 +1093,13 @@ impl InviteTask {
             .offer
             .ssrc
             .unwrap_or_else(|| (unix_now() as u32) % 1_000_000_000);
-        let sdp = media::answer(&self.channel_id, local, ssrc, link);
+        let sdp = media::answer(
+            &self.channel_id,
+            local,
+            ssrc,
+            link,
+            (self.offer.kind, self.offer.range),
+        );
         let contact = format!(
             "<sip:{}@{}>",
             self.channel_id,
@@ -929,18 +1140,90 @@ impl InviteTask {
         let sink = match sink {
             Ok(s) => s,
             Err(e) => {
-                count_invite("failed");
+                count("failed");
                 warn!(upstream = %self.name, stream = %self.key, "cascade: media connection: {e}");
                 lock(&self.sessions).remove(&self.call_id);
                 return;
             }
         };
-        count_invite("ok");
+        count("ok");
+        if let SessionKind::Download { speed } = self.offer.kind {
+            self.download_speed(speed).await;
+        }
         let label = self.key.to_string();
-        if let Err(e) = session::send(opened, sink, ssrc, self.cancel.clone(), label).await {
-            warn!(upstream = %self.name, stream = %self.key, "cascade: upward stream: {e}");
+        let ended = session::send(opened, sink, ssrc, self.cancel.clone(), label).await;
+        match ended {
+            Err(e) => {
+                warn!(upstream = %self.name, stream = %self.key, "cascade: upward stream: {e}")
+            }
+            Ok(session::Ended::StreamEnded) if self.offer.kind.is_recorded() => {
+                self.recording_ended().await;
+            }
+            Ok(_) => {}
         }
         lock(&self.sessions).remove(&self.call_id);
+    }
+
+    /// A download runs as a playback at the nearest speed devices take
+    /// (see [`playback::download_scale`]); a device refusing it leaves the
+    /// download at 1×.
+    async fn download_speed(&self, speed: u32) {
+        let Some(scale) = playback::download_scale(speed) else {
+            return;
+        };
+        let Some(control) = self.media.streams.playback(&self.key) else {
+            return;
+        };
+        let command = crate::streams::PlaybackCommand::Scale(scale);
+        match tokio::time::timeout(INFO_DEADLINE, control.command(command)).await {
+            Ok(Ok(())) => {
+                info!(upstream = %self.name, stream = %self.key, speed, scale, "cascade: download at speed")
+            }
+            Ok(Err(e)) => {
+                warn!(upstream = %self.name, stream = %self.key, speed, "cascade: download speed refused: {e}")
+            }
+            Err(_) => {
+                warn!(upstream = %self.name, stream = %self.key, speed, "cascade: download speed unanswered")
+            }
+        }
+    }
+
+    /// The recording played to its end: tell the upper platform
+    /// (MediaStatus 121, A.2.5) and keep the dialog until its BYE, or
+    /// [`END_BYE_WAIT`] from now, then hang up ourselves.
+    async fn recording_ended(&self) {
+        // Branch and Call-ID differ per dialog: FNV-1a of its Call-ID.
+        let dialog = self.call_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let seed = unix_now() ^ dialog;
+        let sn = (seed % 1_000_000) as u32;
+        let notify = self
+            .upward
+            .message(&playback::media_status_end(sn, &self.channel_id), seed);
+        if let Err(e) = self.sip.send_to(&notify, self.upward.target).await {
+            warn!(upstream = %self.name, "cascade: sending MediaStatus 121: {e}");
+        }
+        info!(upstream = %self.name, stream = %self.key, channel = %self.channel_id, "cascade: recording ended; MediaStatus 121 sent");
+        let give_up = tokio::time::Instant::now() + END_BYE_WAIT;
+        let outcome = tokio::select! {
+            _ = self.cancel.cancelled() => "upper_bye",
+            _ = tokio::time::sleep_until(give_up) => "our_bye",
+        };
+        metrics::get()
+            .cascade_recording_ends
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+        if outcome == "upper_bye" {
+            return;
+        }
+        lock(&self.sessions).remove(&self.call_id);
+        let Some(dialog) = CalleeDialog::from_invite(&self.message, "camgate") else {
+            return;
+        };
+        let bye = dialog.bye(self.upward.local, &format!("z9hG4bK{seed:x}b"));
+        let _ = self.sip.send_to(&bye, self.from).await;
+        warn!(upstream = %self.name, stream = %self.key, "cascade: no BYE within {END_BYE_WAIT:?} of the recording's end; sent ours");
     }
 }
 

@@ -1,5 +1,7 @@
 //! The media side of an upper platform's INVITE (GB/T 28181-2016 §9.2 live
-//! view, Annex F SDP): the offer read, the answer written, and PS packed
+//! view, §9.8 playback, §9.9 download, Annex F SDP): the offer read (the
+//! recorded kinds' `u=`, `t=` and `a=downloadspeed` through
+//! [`super::playback`]), the answer written, and PS packed
 //! into RTP (RFC 3550, payload type 96 `PS/90000`). RTP goes over UDP, or
 //! over TCP framed per RFC 4571 with the side that connects chosen by
 //! `a=setup:` (RFC 4145): an offer saying `active` connects to us, one
@@ -8,6 +10,9 @@
 //! Sans-IO: text and frames in, text and packets out.
 
 use bytes::{BufMut, BytesMut};
+
+use super::playback::{SessionKind, range_of_t};
+use crate::streams::recording::PlaybackRange;
 
 /// RTP payload type GB28181 gives MPEG-PS.
 pub const PS_PAYLOAD_TYPE: u8 = 96;
@@ -19,8 +24,10 @@ pub const MAX_RTP_PAYLOAD: usize = 1_400;
 pub enum OfferError {
     #[error("offer has no {0}")]
     Missing(&'static str),
-    #[error("session {0:?} is not served (only Play)")]
+    #[error("session {0:?} is not served (Play, Playback or Download)")]
     UnsupportedSession(String),
+    #[error("{0} offer has no usable t= range")]
+    NoRange(&'static str),
     #[error("media transport {0:?} is not served (RTP/AVP or TCP/RTP/AVP)")]
     UnsupportedTransport(String),
 }
@@ -38,8 +45,12 @@ pub enum MediaLink {
 /// What the upper platform asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
-    /// `s=`: Play, Playback or Download.
-    pub session: String,
+    /// `s=`: Play, Playback or Download (with its speed).
+    pub kind: SessionKind,
+    /// `t=` of Playback and Download, Unix seconds.
+    pub range: Option<PlaybackRange>,
+    /// `u=`: `{channel id}:{type}` of Playback and Download, if given.
+    pub uri: Option<String>,
     /// Where to send RTP.
     pub address: std::net::IpAddr,
     /// Its port (0 when it will connect to us over TCP).
@@ -49,9 +60,12 @@ pub struct Offer {
     pub link: MediaLink,
 }
 
-/// Read an SDP offer. Only live `Play` over UDP is accepted.
+/// Read an SDP offer: `Play`, or `Playback`/`Download` with a range.
 pub fn parse_offer(sdp: &str) -> Result<Offer, OfferError> {
     let mut session = None;
+    let mut time = None;
+    let mut uri = None;
+    let mut download_speed = None;
     let mut address = None;
     let mut media = None;
     let mut ssrc = None;
@@ -74,12 +88,23 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, OfferError> {
             ssrc = y.trim().parse::<u32>().ok();
         } else if let Some(v) = line.strip_prefix("a=setup:") {
             setup = Some(v.trim().to_ascii_lowercase());
+        } else if let Some(t) = line.strip_prefix("t=") {
+            time = Some(t.to_owned());
+        } else if let Some(u) = line.strip_prefix("u=") {
+            uri = Some(u.trim().chars().take(64).collect::<String>());
+        } else if let Some(v) = line.strip_prefix("a=downloadspeed:") {
+            download_speed = v.trim().parse::<u32>().ok();
         }
     }
-    let session = session.ok_or(OfferError::Missing("s="))?;
-    if !session.eq_ignore_ascii_case("Play") {
-        return Err(OfferError::UnsupportedSession(session));
-    }
+    let session: String = session.ok_or(OfferError::Missing("s="))?;
+    let kind = SessionKind::from_sdp(&session, download_speed)
+        .ok_or_else(|| OfferError::UnsupportedSession(session.chars().take(64).collect()))?;
+    let range = if kind.is_recorded() {
+        let range = time.as_deref().and_then(range_of_t);
+        Some(range.ok_or(OfferError::NoRange(kind.sdp_name()))?)
+    } else {
+        None
+    };
     let address = address.ok_or(OfferError::Missing("c="))?;
     let (port, proto) = media.ok_or(OfferError::Missing("m=video"))?;
     let port = port.ok_or(OfferError::Missing("m= port"))?;
@@ -102,7 +127,9 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, OfferError> {
         return Err(OfferError::Missing("m= port"));
     }
     Ok(Offer {
-        session,
+        kind,
+        range,
+        uri,
         address,
         port,
         ssrc,
@@ -110,9 +137,18 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, OfferError> {
     })
 }
 
-/// Our answer: where we send from (or listen, for TCP), the SSRC in `y=`
-/// (10 digits) and an empty `f=` (no media parameters declared, §F.2.2).
-pub fn answer(channel_id: &str, local: std::net::SocketAddr, ssrc: u32, link: MediaLink) -> String {
+/// Our answer: the offer's `s=` (and `t=` of a recording) echoed, where
+/// we send from (or listen, for TCP), the SSRC in `y=` (10 digits) and an
+/// empty `f=` (no media parameters declared, §F.2.2).
+pub fn answer(
+    channel_id: &str,
+    local: std::net::SocketAddr,
+    ssrc: u32,
+    link: MediaLink,
+    offer: (SessionKind, Option<PlaybackRange>),
+) -> String {
+    let (kind, range) = offer;
+    let (start, end) = range.map_or((0, 0), |r| (r.start, r.end));
     let family = if local.is_ipv4() { "IP4" } else { "IP6" };
     let (proto, setup) = match link {
         MediaLink::Udp => ("RTP/AVP", ""),
@@ -120,8 +156,9 @@ pub fn answer(channel_id: &str, local: std::net::SocketAddr, ssrc: u32, link: Me
         MediaLink::TcpWeConnect => ("TCP/RTP/AVP", "a=setup:active\r\na=connection:new\r\n"),
     };
     format!(
-        "v=0\r\no={channel_id} 0 0 IN {family} {ip}\r\ns=Play\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+        "v=0\r\no={channel_id} 0 0 IN {family} {ip}\r\ns={name}\r\nc=IN {family} {ip}\r\nt={start} {end}\r\n\
          m=video {port} {proto} {pt}\r\na=sendonly\r\na=rtpmap:{pt} PS/90000\r\n{setup}y={ssrc:010}\r\nf=\r\n",
+        name = kind.sdp_name(),
         ip = local.ip(),
         port = local.port(),
         pt = PS_PAYLOAD_TYPE,
@@ -180,10 +217,44 @@ mod tests {
     }
 
     #[test]
+    fn playback_and_download_offers_carry_their_range() {
+        let playback = OFFER
+            .replace("s=Play", "s=Playback\r\nu=34020000001310000001:0")
+            .replace("t=0 0", "t=1714550430 1714550434");
+        let o = parse_offer(&playback).unwrap();
+        assert_eq!(o.kind, SessionKind::Playback);
+        assert_eq!(
+            o.range,
+            Some(PlaybackRange {
+                start: 1_714_550_430,
+                end: 1_714_550_434
+            })
+        );
+        assert_eq!(o.uri.as_deref(), Some("34020000001310000001:0"));
+        let a = answer(
+            "34020000001310000001",
+            "127.0.0.1:40000".parse().unwrap(),
+            1,
+            MediaLink::Udp,
+            (o.kind, o.range),
+        );
+        assert!(a.contains("\r\ns=Playback\r\n"), "{a}");
+        assert!(a.contains("\r\nt=1714550430 1714550434\r\n"), "{a}");
+        let download = playback.replace("s=Playback", "s=Download") + "a=downloadspeed:4\r\n";
+        assert_eq!(
+            parse_offer(&download).unwrap().kind,
+            SessionKind::Download { speed: 4 }
+        );
+        // A recording without a range cannot be played.
+        let no_range = OFFER.replace("s=Play", "s=Playback");
+        assert_eq!(parse_offer(&no_range), Err(OfferError::NoRange("Playback")));
+    }
+
+    #[test]
     fn other_sessions_and_transports_are_refused() {
-        let playback = OFFER.replace("s=Play", "s=Playback");
+        let talk = OFFER.replace("s=Play", "s=Talk");
         assert!(matches!(
-            parse_offer(&playback),
+            parse_offer(&talk),
             Err(OfferError::UnsupportedSession(_))
         ));
         let srtp = OFFER.replace("RTP/AVP 96", "UDP/TLS/RTP/SAVP 96");
@@ -210,6 +281,7 @@ mod tests {
             "127.0.0.1:40000".parse().unwrap(),
             1,
             MediaLink::TcpWeListen,
+            (SessionKind::Play, None),
         );
         assert!(a.contains("m=video 40000 TCP/RTP/AVP 96\r\n"));
         assert!(a.contains("a=setup:passive\r\n"));
@@ -218,7 +290,17 @@ mod tests {
     #[test]
     fn answer_carries_y_and_f() {
         let local = "127.0.0.1:40000".parse().unwrap();
-        let a = answer("34020000001310000001", local, 100_000_001, MediaLink::Udp);
+        let a = answer(
+            "34020000001310000001",
+            local,
+            100_000_001,
+            MediaLink::Udp,
+            (SessionKind::Play, None),
+        );
+        assert!(
+            a.contains("\r\ns=Play\r\n") && a.contains("\r\nt=0 0\r\n"),
+            "{a}"
+        );
         assert!(a.contains("m=video 40000 RTP/AVP 96\r\n"));
         assert!(a.contains("y=0100000001\r\n"));
         assert!(a.contains("\r\nf=\r\n"));

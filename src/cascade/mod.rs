@@ -6,9 +6,11 @@
 //! client (§9.1.2, §9.6), [`wire`] the SIP text it reads and writes,
 //! [`answers`] the MANSCDP answers to the upper platform's queries,
 //! [`channel_ids`] the stable ids of non-GB28181 channels, [`media`] the
-//! INVITE's SDP and PS-over-RTP packing, [`session`] one upward stream,
-//! [`control`] and [`records`] the DeviceControl and RecordInfo requests
-//! for one channel, carried out on the camera by [`forward`],
+//! INVITE's SDP and PS-over-RTP packing, [`playback`] recorded media
+//! (Playback/Download INVITEs, MANSRTSP INFO, MediaStatus 121),
+//! [`session`] one upward stream, [`control`] and [`records`] the
+//! DeviceControl and RecordInfo requests for one channel, carried out on
+//! the camera by [`forward`],
 //! [`driver`] the tokio task owning each upstream's socket and timer, and
 //! [`status`] what `GET /api/v1/cascade` and the metrics show.
 
@@ -20,6 +22,7 @@ pub mod driver;
 pub mod forward;
 pub mod media;
 pub mod records;
+pub mod playback;
 pub mod register;
 pub mod session;
 pub mod status;

@@ -405,9 +405,13 @@ impl RegisterClient {
             if code >= 200 {
                 self.keepalive_answered(code, now);
             }
-        } else if method.eq_ignore_ascii_case("MESSAGE") || method.eq_ignore_ascii_case("NOTIFY") {
-            // The upper platform acknowledging a query answer or a
-            // catalog notification we sent.
+        } else if method.eq_ignore_ascii_case("MESSAGE")
+            || method.eq_ignore_ascii_case("NOTIFY")
+            || method.eq_ignore_ascii_case("BYE")
+        {
+            // The upper platform acknowledging a query answer, a catalog
+            // notification or an end-of-recording notify we sent, or the
+            // BYE ending a recording it did not hang up itself.
             self.events.push_back(ClientEvent::Ignored {
                 reason: "answer_acknowledged",
             });

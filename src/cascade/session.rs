@@ -1,4 +1,4 @@
-//! One live view an upper platform asked for: the stream opened through
+//! One live view or recording an upper platform asked for: the stream opened through
 //! the stream table like any viewer, re-muxed into PS and sent over RTP to
 //! the address of the INVITE's SDP until BYE or the stream ends. MJPEG
 //! (Foscam) goes through the shared transcode to H.264 first, as for
@@ -105,6 +105,17 @@ impl Sink {
     }
 }
 
+/// Why an upward stream stopped sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// BYE from the upper platform, or shutdown.
+    Cancelled,
+    /// The stream table closed the stream: for a recording, its end.
+    StreamEnded,
+    /// The TCP media connection broke.
+    Broken,
+}
+
 /// Send `opened` as PS over RTP through `sink` with `ssrc` until `cancel`
 /// (BYE), the stream ends, or a TCP connection breaks.
 pub async fn send(
@@ -113,7 +124,7 @@ pub async fn send(
     ssrc: u32,
     cancel: CancellationToken,
     label: String,
-) -> Result<(), SessionError> {
+) -> Result<Ended, SessionError> {
     let video = opened.info.video.as_ref().map(|(c, _)| *c);
     let audio: Option<(Codec, AudioParams)> = opened
         .info
@@ -129,14 +140,14 @@ pub async fn send(
     let (mut frames, mut bytes) = (0u64, 0u64);
     let tcp = matches!(sink, Sink::Tcp(_));
     info!(stream = %label, tcp, ssrc, video = ?video, transcoded = opened.transcode.is_some(), "cascade: sending PS upward");
-    loop {
+    let ended = loop {
         let frame = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = cancel.cancelled() => break Ended::Cancelled,
             f = opened.subscription.recv() => match f {
                 Ok(f) => f,
                 Err(_) => {
                     info!(stream = %label, "cascade: stream ended");
-                    break;
+                    break Ended::StreamEnded;
                 }
             },
         };
@@ -171,11 +182,11 @@ pub async fn send(
             }
         }
         if broken {
-            break;
+            break Ended::Broken;
         }
         frames += 1;
-    }
+    };
     crate::metrics::get().cascade_rtp_bytes_sent.inc_by(bytes);
-    info!(stream = %label, frames, bytes, "cascade: upward stream ended");
-    Ok(())
+    info!(stream = %label, frames, bytes, ?ended, "cascade: upward stream ended");
+    Ok(ended)
 }

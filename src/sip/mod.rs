@@ -1,9 +1,12 @@
-//! SIP glue over `rsipstack`: transports, digest auth, dialogs.
+//! SIP glue over `rsipstack`: transports, digest auth, dialogs; and
+//! [`mansrtsp`], the playback-control body GB28181 INFO carries, shared by
+//! the GB28181 adapter and the cascade.
 
 pub mod client;
 pub mod dialog_ends;
 pub mod digest;
 pub mod invite;
+pub mod mansrtsp;
 pub mod request;
 pub mod screen;
 pub mod stack;

@@ -39,6 +39,11 @@ impl RawRtsp {
         }
     }
 
+    /// How long a read (a reply, or [`RawRtsp::packet`]) may wait.
+    pub fn set_read_timeout(&mut self, limit: Duration) {
+        self.stream.set_read_timeout(Some(limit)).unwrap();
+    }
+
     /// The connection itself, for reading the media after PLAY.
     pub fn into_stream(self) -> std::net::TcpStream {
         self.stream
