@@ -43,6 +43,7 @@ pub mod ctel;
 pub mod foscam;
 pub mod gb28181;
 pub mod health;
+pub mod heap_trim;
 pub mod ingest;
 pub mod log_limit;
 pub mod media;

@@ -282,6 +282,7 @@ fn main() -> ExitCode {
     }
     limit_malloc_arenas();
     init_logs(cli.log_format);
+    camgate::heap_trim::spawn();
     let config = match load_config(cli.config.as_ref()) {
         Ok(c) => c,
         Err(e) => {

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub request_timeouts: Family<Label, Counter>,
     pub sip_dialogs: Gauge,
     pub tokio_tasks: Gauge,
+    pub heap_trims: Counter,
+    pub heap_released_bytes: Counter,
     pub gb_events: Counter,
     pub gb_webhook_errors: Family<Label, Counter>,
     pub gb_queries: Family<Label, Counter>,
@@ -356,6 +358,16 @@ fn build() -> Metrics {
             "camgate_tokio_tasks",
             "Tasks alive in the async runtime",
             Gauge::default()
+        ),
+        heap_trims: reg!(
+            "camgate_heap_trims",
+            "Times freed heap was given back to the kernel after a burst (malloc_trim)",
+            Counter::default()
+        ),
+        heap_released_bytes: reg!(
+            "camgate_heap_released_bytes",
+            "Resident bytes given back to the kernel by heap trims",
+            Counter::default()
         ),
         gb_events: reg!(
             "camgate_gb_events",
