@@ -65,7 +65,12 @@ pub(super) async fn serve_subscribe(ctx: &Upstream, message: &wire::Message, fro
         }
     };
     let reason = if code == 200 { "OK" } else { "Busy Here" };
-    let contact = format!("<sip:{}@{}>", ctx.up.platform_id, ctx.local);
+    let contact = format!(
+        "<sip:{}@{}{}>",
+        ctx.up.platform_id,
+        ctx.local,
+        ctx.link.transport().uri_param()
+    );
     let resp = wire::response_with(
         message,
         code,
@@ -111,6 +116,7 @@ pub(super) async fn notify_changes(ctx: &Upstream) {
                 sub.cseq += 1;
                 let bytes = wire::request(&wire::RequestParts {
                     method: "NOTIFY",
+                    transport: ctx.link.transport(),
                     uri: &sub.their_uri,
                     local: ctx.local,
                     branch: &format!("z9hG4bK{sn:x}n{}{i}", sub.cseq),

@@ -17,10 +17,10 @@ use tracing::{info, warn};
 
 use super::catalog::{Catalog, IdStore};
 use super::catalog_subscribe::{WATCH_INTERVAL, notify_changes};
-use super::config::{CascadeConfig, UpstreamConfig};
+use super::config::{CascadeConfig, UpstreamConfig, UpstreamTransport};
 use super::forward::{self, Upward};
-use super::link::Link;
-use super::register::{ClientEvent, ClientParams, Phase, RegisterClient};
+use super::link::{Connection, ConnectionError, Link};
+use super::register::{ClientEvent, ClientParams, MAX_BACKOFF, MIN_BACKOFF, Phase, RegisterClient};
 use super::requests::serve_request;
 use super::session::MediaServices;
 use super::status::{StatusBoard, UpstreamStatus, unix_now};
@@ -112,13 +112,122 @@ fn local_ip_toward(target: SocketAddr) -> std::io::Result<IpAddr> {
     Ok(probe.local_addr()?.ip())
 }
 
-async fn setup(up: &UpstreamConfig) -> Result<(SocketAddr, UdpSocket), String> {
+/// The receiving side of an upstream's [`Link`].
+enum Inbound {
+    Udp {
+        socket: Arc<UdpSocket>,
+        buf: Vec<u8>,
+    },
+    /// One connection at a time, made again after a loss with backoff
+    /// (reset once registered, so an upper platform that accepts and
+    /// closes at once is not hammered).
+    Tcp {
+        /// Our side's address: the route's IP, `local_port` (0: any).
+        bind: SocketAddr,
+        conn: Option<Connection>,
+        reconnect_at: Option<Instant>,
+        backoff: Duration,
+    },
+}
+
+/// What came in.
+enum Received {
+    Message(Vec<u8>, SocketAddr),
+    Lost(ConnectionError),
+    Nothing,
+}
+
+impl Inbound {
+    async fn recv(&mut self) -> Received {
+        match self {
+            Inbound::Udp { socket, buf } => match socket.recv_from(buf).await {
+                Ok((n, from)) => Received::Message(buf[..n].to_vec(), from),
+                // ICMP port unreachable surfaces here on Linux; the
+                // transaction timers deal with the silence.
+                Err(e) => {
+                    tracing::debug!("cascade: recv: {e}");
+                    Received::Nothing
+                }
+            },
+            Inbound::Tcp { conn: Some(c), .. } => match c.recv().await {
+                Ok(m) => Received::Message(m, c.peer),
+                Err(e) => Received::Lost(e),
+            },
+            Inbound::Tcp { conn: None, .. } => std::future::pending().await,
+        }
+    }
+
+    fn reconnect_at(&self) -> Option<Instant> {
+        match self {
+            Inbound::Tcp {
+                conn: None,
+                reconnect_at,
+                ..
+            } => *reconnect_at,
+            _ => None,
+        }
+    }
+
+    /// Whether a message to `dest` needs a connection to it first (a 3xx
+    /// redirect); if so, the current one is dropped and the next is made
+    /// at once.
+    fn needs_connection_to(&mut self, link: &Link, dest: SocketAddr) -> bool {
+        let Inbound::Tcp {
+            conn, reconnect_at, ..
+        } = self
+        else {
+            return false;
+        };
+        if conn.as_ref().is_none_or(|c| c.peer == dest) {
+            return false;
+        }
+        link.detach();
+        *conn = None;
+        *reconnect_at = Some(Instant::now());
+        true
+    }
+
+    /// Drop the connection and try again after the backoff.
+    fn lost(&mut self, link: &Link, now: Instant) {
+        if let Inbound::Tcp {
+            conn,
+            reconnect_at,
+            backoff,
+            ..
+        } = self
+        {
+            link.detach();
+            *conn = None;
+            *reconnect_at = Some(now + *backoff);
+            *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+async fn setup(up: &UpstreamConfig) -> Result<(SocketAddr, Inbound), String> {
     let target = resolve(&up.address).await?;
     let ip = local_ip_toward(target).map_err(|e| format!("no route to {target}: {e}"))?;
-    let socket = UdpSocket::bind((ip, up.local_port))
-        .await
-        .map_err(|e| format!("binding {ip}:{}: {e}", up.local_port))?;
-    Ok((target, socket))
+    match up.transport {
+        UpstreamTransport::Udp => {
+            let socket = UdpSocket::bind((ip, up.local_port))
+                .await
+                .map_err(|e| format!("binding {ip}:{}: {e}", up.local_port))?;
+            let inbound = Inbound::Udp {
+                socket: Arc::new(socket),
+                buf: vec![0u8; wire::MAX_MESSAGE],
+            };
+            Ok((target, inbound))
+        }
+        UpstreamTransport::Tcp => Ok((
+            target,
+            Inbound::Tcp {
+                bind: SocketAddr::new(ip, up.local_port),
+                conn: None,
+                reconnect_at: Some(Instant::now()),
+                backoff: MIN_BACKOFF,
+            },
+        )),
+    }
 }
 
 async fn run(
@@ -129,7 +238,7 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let name = up.display_name().to_owned();
-    let (target, socket) = loop {
+    let (target, mut inbound) = loop {
         match setup(&up).await {
             Ok(ok) => break ok,
             Err(e) => {
@@ -145,14 +254,17 @@ async fn run(
             }
         }
     };
-    let local = match socket.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            warn!(upstream = %name, "cascade: socket has no address: {e}");
-            return;
-        }
+    let (link, local, transport) = match &inbound {
+        Inbound::Udp { socket, .. } => match socket.local_addr() {
+            Ok(a) => (Link::Udp(socket.clone()), a, wire::Transport::Udp),
+            Err(e) => {
+                warn!(upstream = %name, "cascade: socket has no address: {e}");
+                return;
+            }
+        },
+        // The real port is known once connected.
+        Inbound::Tcp { bind, .. } => (Link::tcp(), *bind, wire::Transport::Tcp),
     };
-    let socket = Arc::new(socket);
     let params = ClientParams {
         server_id: up.server_id.clone(),
         realm: up.realm.clone(),
@@ -162,29 +274,41 @@ async fn run(
         keepalive_interval: up.keepalive_interval,
         keepalive_misses: up.keepalive_misses,
         local,
+        transport,
     };
     let seed = unix_now() ^ (u64::from(std::process::id()) << 32) ^ slot as u64;
     let mut client = RegisterClient::new(params, target, seed);
     board.update(slot, |s, _| s.local = local.to_string());
-    info!(upstream = %name, %target, %local, "cascade: registering to upper platform");
-    client.start(Instant::now());
+    info!(upstream = %name, %target, %local, transport = transport.via_name(), "cascade: registering to upper platform");
+    if matches!(inbound, Inbound::Udp { .. }) {
+        client.start(Instant::now());
+    }
     let mut ctx = Upstream {
         name,
         up,
-        link: Link::Udp(socket.clone()),
+        link,
         bad_input: LogGate::new(Duration::from_secs(60), 64),
         catalog,
         target,
         local,
         shutdown,
     };
-    let mut buf = vec![0u8; wire::MAX_MESSAGE];
     let mut stopping = false;
     let mut watch_at: Option<Instant> = None;
     loop {
         while let Some(t) = client.poll_transmit() {
-            if let Err(e) = ctx.link.send(&t.bytes, t.dest).await {
-                warn!(upstream = %ctx.name, dest = %t.dest, "cascade: send failed: {e}");
+            if inbound.needs_connection_to(&ctx.link, t.dest) {
+                // Redirected (3xx): the client registers again once
+                // connected to the new server.
+                info!(upstream = %ctx.name, to = %t.dest, "cascade: connecting to the server redirected to");
+                continue;
+            }
+            match ctx.link.send(&t.bytes, t.dest).await {
+                Ok(()) => {}
+                // Over TCP between connections: the registration waits
+                // for the next one.
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
+                Err(e) => warn!(upstream = %ctx.name, dest = %t.dest, "cascade: send failed: {e}"),
             }
         }
         ctx.target = client.target();
@@ -195,6 +319,11 @@ async fn run(
         if client.phase() == Phase::Stopped {
             info!(upstream = %ctx.name, "cascade: stopped");
             break;
+        }
+        if client.phase() == Phase::Registered
+            && let Inbound::Tcp { backoff, .. } = &mut inbound
+        {
+            *backoff = MIN_BACKOFF;
         }
         if stopping {
             // Upward streams end with the registration.
@@ -209,6 +338,11 @@ async fn run(
         } else if watch_at.is_none() {
             watch_at = Some(Instant::now() + WATCH_INTERVAL);
         }
+        let reconnect_at = if stopping {
+            None
+        } else {
+            inbound.reconnect_at()
+        };
         tokio::select! {
             _ = sleep_until(watch_at) => {
                 watch_at = Some(Instant::now() + WATCH_INTERVAL);
@@ -218,15 +352,65 @@ async fn run(
                 stopping = true;
                 client.shutdown(Instant::now());
             }
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => client.handle_datagram(&buf[..n], from, Instant::now()),
-                // ICMP port unreachable surfaces here on Linux; the
-                // transaction timers deal with the silence.
-                Err(e) => tracing::debug!(upstream = %ctx.name, "cascade: recv: {e}"),
+            r = inbound.recv() => match r {
+                Received::Message(bytes, from) => client.handle_datagram(&bytes, from, Instant::now()),
+                Received::Lost(e) => {
+                    connection_failed(&ctx, &e);
+                    inbound.lost(&ctx.link, Instant::now());
+                    client.connection_lost(Instant::now(), e.to_string());
+                }
+                Received::Nothing => {}
             },
+            _ = sleep_until(reconnect_at) => {
+                connect(&mut ctx, &mut inbound, &mut client).await;
+                board.update(slot, |s, _| s.local = ctx.local.to_string());
+            }
             _ = sleep_until(deadline) => client.handle_timeout(Instant::now()),
         }
     }
+    ctx.link.detach();
+}
+
+/// Connect to the upper platform over TCP (bounded by
+/// [`super::link::CONNECT_TIMEOUT`]) and register on the new connection.
+async fn connect(ctx: &mut Upstream, inbound: &mut Inbound, client: &mut RegisterClient) {
+    let Inbound::Tcp {
+        bind,
+        conn,
+        reconnect_at,
+        ..
+    } = inbound
+    else {
+        return;
+    };
+    *reconnect_at = None;
+    let target = client.target();
+    let opened = tokio::select! {
+        r = Connection::open(&ctx.link, *bind, target) => r,
+        _ = ctx.shutdown.cancelled() => return,
+    };
+    match opened {
+        Ok(c) => {
+            info!(upstream = %ctx.name, %target, local = %c.local, "cascade: connected over TCP");
+            ctx.local = c.local;
+            client.connected(Instant::now(), c.local);
+            *conn = Some(c);
+        }
+        Err(e) => {
+            connection_failed(ctx, &e);
+            inbound.lost(&ctx.link, Instant::now());
+            client.connection_lost(Instant::now(), e.to_string());
+        }
+    }
+}
+
+/// Count and log (rate-limited) a TCP connection that failed or ended.
+fn connection_failed(ctx: &Upstream, e: &ConnectionError) {
+    metrics::get()
+        .cascade_errors
+        .get_or_create(&label("kind", e.kind()))
+        .inc();
+    warn_limited!(ctx.bad_input, ctx.target.ip(), upstream = %ctx.name, "cascade: TCP connection to the upper platform: {e}");
 }
 
 /// Sleep until `deadline`, or forever when there is none.

@@ -56,6 +56,7 @@ impl Upward {
         let from_uri = format!("sip:{}@{domain}", self.platform_id);
         wire::request(&wire::RequestParts {
             method: "MESSAGE",
+            transport: self.link.transport(),
             uri: &uri,
             local: self.local,
             branch: &format!("z9hG4bK{seed:x}{tag}"),

@@ -289,7 +289,12 @@ impl InviteTask {
             link,
             (self.offer.kind, self.offer.range),
         );
-        let contact = format!("<sip:{}@{}>", self.channel_id, self.upward.local);
+        let contact = format!(
+            "<sip:{}@{}{}>",
+            self.channel_id,
+            self.upward.local,
+            self.upward.link.transport().uri_param()
+        );
         let ok = wire::response_with(
             &self.message,
             200,
@@ -408,7 +413,11 @@ impl InviteTask {
         let Some(dialog) = CalleeDialog::from_invite(&self.message, "camgate") else {
             return;
         };
-        let bye = dialog.bye(self.upward.local, &format!("z9hG4bK{seed:x}b"));
+        let bye = dialog.bye(
+            self.upward.link.transport(),
+            self.upward.local,
+            &format!("z9hG4bK{seed:x}b"),
+        );
         let _ = self.upward.link.send(&bye, self.from).await;
         warn!(upstream = %self.name, stream = %self.key, "cascade: no BYE within {END_BYE_WAIT:?} of the recording's end; sent ours");
     }
