@@ -219,3 +219,76 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\nContent-Length: 4\r\n\r\nbody";
+
+    /// A connection to a loopback listener, and the listener's side.
+    async fn pair() -> (Link, Connection, tokio::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let link = Link::tcp();
+        let (conn, accepted) = tokio::join!(
+            Connection::open(&link, "127.0.0.1:0".parse().unwrap(), target),
+            listener.accept()
+        );
+        (link, conn.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn messages_are_framed_across_reads_and_keepalives_skipped() {
+        let (link, mut conn, mut peer) = pair().await;
+        // A CRLF keepalive, then one message split in two writes, then
+        // two messages in one write.
+        peer.write_all(b"\r\n\r\n").await.unwrap();
+        peer.write_all(&OPTIONS[..30]).await.unwrap();
+        peer.flush().await.unwrap();
+        let rest = [&OPTIONS[30..], OPTIONS, OPTIONS].concat();
+        let writer = tokio::spawn(async move {
+            peer.write_all(&rest).await.unwrap();
+            peer
+        });
+        for _ in 0..3 {
+            assert_eq!(conn.recv().await.unwrap(), OPTIONS);
+        }
+        // What we send arrives whole at the peer.
+        let mut peer = writer.await.unwrap();
+        link.send(b"ours", conn.peer).await.unwrap();
+        let mut got = [0u8; 4];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ours");
+        drop(peer);
+        assert!(matches!(conn.recv().await, Err(ConnectionError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn unframable_input_ends_the_connection() {
+        let (_link, mut conn, mut peer) = pair().await;
+        peer.write_all(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n")
+            .await
+            .unwrap();
+        let err = conn.recv().await.unwrap_err();
+        assert_eq!(err.kind(), "tcp_framing", "{err}");
+        // Headers that never end, past the cap.
+        let (_link, mut conn, mut peer) = pair().await;
+        let junk = vec![b'a'; super::super::wire::MAX_MESSAGE + 10];
+        tokio::spawn(async move { peer.write_all(&junk).await });
+        let err = conn.recv().await.unwrap_err();
+        assert_eq!(err.kind(), "tcp_framing", "{err}");
+    }
+
+    #[tokio::test]
+    async fn sending_without_a_connection_says_so() {
+        let link = Link::tcp();
+        let err = link
+            .send(b"x", "127.0.0.1:9".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
+        assert!(link.reliable());
+    }
+}
