@@ -2262,11 +2262,16 @@ fn lower_over_tcp_is_listed_and_played_by_the_upper_and_reconnects_after_it_rest
         upper.dir.path().join("gateway-2.log"),
     );
     upper.wait_http();
+    let back = std::time::Instant::now();
     assert!(
         wait_until(Duration::from_secs(20), || device(&upper)
             .is_some_and(|d| d["online"] == true)),
         "lower did not register again over TCP\n{}",
         plain(&lower.gateway.log_text())
+    );
+    eprintln!(
+        "registered again over TCP {:?} after the upper came back",
+        back.elapsed()
     );
     let log = plain(&lower.gateway.log_text());
     assert!(log.matches("connected over TCP").count() >= 2, "{log}");
@@ -2274,5 +2279,84 @@ fn lower_over_tcp_is_listed_and_played_by_the_upper_and_reconnects_after_it_rest
     assert!(
         metric_value(&m, "camgate_cascade_registrations_total{outcome=\"ok\"}") >= 2.0,
         "{m}"
+    );
+}
+
+/// The next SIP message on `conn` (headers, then Content-Length bytes).
+fn read_sip(conn: &mut std::net::TcpStream) -> Option<camgate::cascade::wire::Message> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).ok()?;
+    buf.extend_from_slice(&body);
+    camgate::cascade::wire::Message::parse(&buf).ok()
+}
+
+#[test]
+fn over_tcp_unframable_input_closes_the_connection_and_a_new_one_registers() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accept = || {
+        let (conn, _) = wait_for(Duration::from_secs(10), || listener.accept().ok())?;
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Some(conn)
+    };
+    let yaml = cascade_yaml(&format!("127.0.0.1:{port}"), 60, 60) + "      transport: tcp\n";
+    let rig = Rig::start_with_yaml(Options::default(), &yaml);
+    let mut first = accept().unwrap_or_else(|| panic!("no connection: {}", rig.gateway.log_text()));
+    let register = read_sip(&mut first).expect("a REGISTER on the first connection");
+    assert_eq!(register.cseq().unwrap().1, "REGISTER");
+    assert!(register.header("Via").unwrap().starts_with("SIP/2.0/TCP "));
+    // An answer whose length cannot be read: the stream cannot be framed
+    // past it, so camgate closes the connection and counts it.
+    first
+        .write_all(b"SIP/2.0 200 OK\r\nContent-Length: many\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = first.read_to_end(&mut rest);
+    assert!(closed.is_ok(), "first connection not closed: {closed:?}");
+    // A new connection (after the first backoff step) registers again.
+    let mut second =
+        accept().unwrap_or_else(|| panic!("no new connection: {}", rig.gateway.log_text()));
+    let again = read_sip(&mut second).expect("a REGISTER on the new connection");
+    assert_eq!(again.cseq().unwrap().1, "REGISTER");
+    let ok = camgate::cascade::wire::response_with(
+        &again,
+        200,
+        "OK",
+        "up",
+        &[("Expires", "60".to_owned())],
+        None,
+    );
+    second.write_all(&ok).unwrap();
+    wait_for(Duration::from_secs(5), || {
+        (registrations(&rig) >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not registered: {}", upstream(&rig)));
+    let m = rig.metrics();
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_errors_total{kind=\"tcp_framing\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_registrations_total{outcome=\"ok\"}"),
+        1.0
     );
 }
