@@ -1,8 +1,9 @@
 //! The tokio side of the cascade (GB/T 28181-2016 §9.1.2 registration,
-//! §9.6 keepalive): one task per upstream owning its SIP socket, feeding
-//! [`RegisterClient`] messages and deadlines, sending what it asks,
-//! handing the upper platform's requests to [`requests`], and reporting to
-//! the [`StatusBoard`] and metrics.
+//! §9.6 keepalive): one task per upstream owning its SIP link (a UDP
+//! socket, or over TCP (§4.3) one connection, made again after a loss
+//! with backoff), feeding [`RegisterClient`] messages and deadlines,
+//! sending what it asks, handing the upper platform's requests to
+//! [`requests`], and reporting to the [`StatusBoard`] and metrics.
 //!
 //! [`requests`]: super::requests
 
