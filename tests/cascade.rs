@@ -2125,6 +2125,7 @@ fn over_tcp_registers_with_digest_refreshes_and_unregisters_on_shutdown() {
     let up = upstream(&rig);
     assert_eq!(up["state"], "registered", "{up}");
     assert_eq!(up["target"], format!("127.0.0.1:{port}"));
+    assert_eq!(up["transport"], "tcp", "{up}");
     let second = wait_for(Duration::from_secs(6), || {
         (registrations(&rig) >= 2).then(std::time::Instant::now)
     })

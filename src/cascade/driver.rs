@@ -61,6 +61,7 @@ pub fn spawn(
             server_id: up.server_id.clone(),
             platform_id: up.platform_id.clone(),
             address: up.address.clone(),
+            transport: up.transport,
             target: String::new(),
             local: String::new(),
             state: Phase::Idle,
