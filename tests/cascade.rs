@@ -397,13 +397,22 @@ struct SippUas {
 
 impl SippUas {
     fn start(dir: &Path, name: &str, scenario: &str, port: u16) -> Self {
+        Self::start_on(dir, name, scenario, port, "u1")
+    }
+
+    /// As [`SippUas::start`], over sipp transport `transport` (`u1`: UDP,
+    /// `t1`: one TCP connection).
+    fn start_on(dir: &Path, name: &str, scenario: &str, port: u16, transport: &str) -> Self {
         let path = dir.join(format!("{name}.xml"));
         std::fs::write(&path, scenario).expect("write scenario");
         let log = dir.join(format!("{name}.log"));
         let child = Command::new("sipp")
             .args(["-sf", path.to_str().unwrap(), "-i", "127.0.0.1", "-p"])
             .arg(port.to_string())
+            .args(["-t", transport])
             .args(["-m", "1", "-timeout", "40s", "-timeout_error", "-nostdin"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(dir.join(format!("{name}.messages")))
             .arg("-trace_err")
             .arg("-error_file")
             .arg(dir.join(format!("{name}.errors")))
@@ -413,11 +422,11 @@ impl SippUas {
             .expect("spawn sipp");
         // Listening once the port is taken.
         assert!(
-            wait_until(Duration::from_secs(5), || std::net::UdpSocket::bind((
-                "127.0.0.1",
-                port
-            ))
-            .is_err()),
+            wait_until(Duration::from_secs(5), || if transport == "t1" {
+                std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+            } else {
+                std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+            }),
             "sipp did not bind {port}"
         );
         Self { child, log }
@@ -2074,5 +2083,281 @@ fn record_search_from_the_upper_returns_the_cameras_records() {
         metric_value(&m, "camgate_cascade_forwarded_total{outcome=\"ok\"}"),
         3.0,
         "{m}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// SIP over TCP to the upper platform (`transport: tcp`).
+
+#[test]
+fn over_tcp_registers_with_digest_refreshes_and_unregisters_on_shutdown() {
+    if !have("sipp") {
+        return;
+    }
+    let dir = tempdir::Dir::new();
+    let port = free_ports(1);
+    // The first REGISTER must name TCP in its Via and Contact.
+    let scenario = upper_scenario(4).replacen(
+        r#"<recv request="REGISTER" timeout="10000"/>"#,
+        r#"<recv request="REGISTER" timeout="10000">
+    <action>
+      <ereg regexp="SIP/2.0/TCP 127.0.0.1:[0-9]+;" search_in="hdr" header="Via:" check_it="true" assign_to="tcp"/>
+      <ereg regexp=";transport=tcp>" search_in="hdr" header="Contact:" check_it="true" assign_to="tcp"/>
+    </action>
+  </recv>"#,
+        1,
+    );
+    assert!(scenario.contains("transport=tcp"), "scenario not patched");
+    let mut sipp = SippUas::start_on(dir.path(), "upper", &scenario, port, "t1");
+    let yaml = cascade_yaml(&format!("127.0.0.1:{port}"), 4, 60) + "      transport: tcp\n";
+    let mut rig = Rig::start_with_yaml(Options::default(), &yaml);
+    let first = wait_for(Duration::from_secs(10), || {
+        (registrations(&rig) >= 1).then(std::time::Instant::now)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "never registered: {}\n{}\n{}",
+            upstream(&rig),
+            rig.gateway.log_text(),
+            sipp.errors(dir.path(), "upper")
+        )
+    });
+    let up = upstream(&rig);
+    assert_eq!(up["state"], "registered", "{up}");
+    assert_eq!(up["target"], format!("127.0.0.1:{port}"));
+    assert_eq!(up["transport"], "tcp", "{up}");
+    let second = wait_for(Duration::from_secs(6), || {
+        (registrations(&rig) >= 2).then(std::time::Instant::now)
+    })
+    .unwrap_or_else(|| panic!("no refresh: {}\n{}", upstream(&rig), rig.gateway.log_text()));
+    let gap = second - first;
+    assert!(
+        gap >= Duration::from_millis(1_800) && gap <= Duration::from_millis(2_600),
+        "refresh {gap:?} after registering"
+    );
+    // Over TCP nothing is retransmitted: one REGISTER per transaction
+    // (challenged, answered; refreshed), and one connection.
+    let up = upstream(&rig);
+    assert_eq!(up["stats"]["registers_sent"], 3, "{up}");
+    let m = rig.metrics();
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_registrations_total{outcome=\"ok\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "camgate_cascade_errors_total{kind=\"tcp_connection_lost\"}"
+        ),
+        0.0
+    );
+    let status = rig.gateway.terminate(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "camgate exit {status:?}"
+    );
+    // sipp counts its call failed when our side closes the connection
+    // right after the unregister's 200, so the trace tells instead: the
+    // unregister was answered 200, and no digest was refused (403). (A
+    // Via or Contact without TCP would have failed the first REGISTER.)
+    let _ = sipp.finish(Duration::from_secs(5));
+    let trace = std::fs::read_to_string(dir.path().join("upper.messages")).unwrap_or_default();
+    assert!(trace.contains("TCP message received"), "{trace}");
+    assert!(!trace.contains("403 Forbidden"), "{trace}");
+    let unregister = trace
+        .find("Expires: 0\r\nAuthorization")
+        .or_else(|| trace.find("Expires: 0\nAuthorization"))
+        .unwrap_or_else(|| panic!("no unregister: {trace}"));
+    assert!(
+        trace[unregister..].contains("Expires: 0\nContent-Length: 0")
+            || trace[unregister..].contains("Expires: 0\r\nContent-Length: 0"),
+        "unregister not answered: {trace}"
+    );
+    assert!(
+        rig.gateway.log_text().contains("cascade: unregistered"),
+        "{}",
+        rig.gateway.log_text()
+    );
+}
+
+#[test]
+fn lower_over_tcp_is_listed_and_played_by_the_upper_and_reconnects_after_it_restarts() {
+    let mut upper = Rig::start(Options::default());
+    let lower = Lower::start(upper.ports.sip, "      transport: tcp\n");
+    let device = |upper: &Rig| {
+        http_get(upper.ports.http, &format!("/api/v1/devices/{PLATFORM_ID}"))
+            .filter(|(s, _)| *s == 200)
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+    };
+    let registered = wait_for(Duration::from_secs(20), || {
+        device(&upper).filter(|d| d["online"] == true)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "lower never registered over TCP\n{}",
+            plain(&lower.gateway.log_text())
+        )
+    });
+    // The upper saw it come over TCP.
+    assert!(
+        registered.to_string().to_lowercase().contains("\"tcp\""),
+        "{registered}"
+    );
+    // The catalog query, its answers and the INVITE all go over the
+    // connection.
+    let listed = wait_for(Duration::from_secs(20), || {
+        let _ = http_post(
+            upper.ports.http,
+            &format!("/api/v1/devices/{PLATFORM_ID}/catalog"),
+            "{}",
+        );
+        let (_, body) = http_get(
+            upper.ports.http,
+            &format!("/api/v1/devices/{PLATFORM_ID}/channels"),
+        )?;
+        body.contains(CHANNEL).then_some(body)
+    });
+    assert!(
+        listed.is_some(),
+        "upper never listed {CHANNEL}\n--- upper\n{}\n--- lower\n{}",
+        plain(&upper.gateway.log_text()),
+        plain(&lower.gateway.log_text())
+    );
+    let url = format!(
+        "rtsp://127.0.0.1:{}/gb/{PLATFORM_ID}/{CHANNEL}",
+        upper.ports.rtsp
+    );
+    if have("ffprobe") {
+        let probe = ffprobe_json(&url, "tcp");
+        assert_eq!(
+            ffprobe_codecs(&probe).first().copied(),
+            Some("h264"),
+            "{probe}\n--- lower\n{}",
+            plain(&lower.gateway.log_text())
+        );
+        let m = lower_metrics(&lower);
+        assert_eq!(
+            metric_value(&m, "camgate_cascade_invites_total{outcome=\"ok\"}"),
+            1.0,
+            "{m}"
+        );
+        // Over TCP the 200 is not resent, and the ACK still arrives.
+        let log = plain(&lower.gateway.log_text());
+        assert_eq!(log.matches("ACK for our 200").count(), 1, "{log}");
+    }
+    // Kill the upper: the lower sees its connection close, then
+    // connects and registers again once it is back.
+    let _ = upper.gateway.child.kill();
+    let _ = upper.gateway.child.wait();
+    let lost = wait_for(Duration::from_secs(5), || {
+        let m = lower_metrics(&lower);
+        (metric_value(
+            &m,
+            "camgate_cascade_errors_total{kind=\"tcp_connection_lost\"}",
+        ) >= 1.0)
+            .then_some(m)
+    });
+    assert!(lost.is_some(), "{}", plain(&lower.gateway.log_text()));
+    upper.gateway = Proc::spawn(
+        &["--config", upper.config.to_str().unwrap()],
+        upper.dir.path().join("gateway-2.log"),
+    );
+    upper.wait_http();
+    let back = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || device(&upper)
+            .is_some_and(|d| d["online"] == true)),
+        "lower did not register again over TCP\n{}",
+        plain(&lower.gateway.log_text())
+    );
+    eprintln!(
+        "registered again over TCP {:?} after the upper came back",
+        back.elapsed()
+    );
+    let log = plain(&lower.gateway.log_text());
+    assert!(log.matches("connected over TCP").count() >= 2, "{log}");
+    let m = lower_metrics(&lower);
+    assert!(
+        metric_value(&m, "camgate_cascade_registrations_total{outcome=\"ok\"}") >= 2.0,
+        "{m}"
+    );
+}
+
+/// The next SIP message on `conn` (headers, then Content-Length bytes).
+fn read_sip(conn: &mut std::net::TcpStream) -> Option<camgate::cascade::wire::Message> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).ok()?;
+    buf.extend_from_slice(&body);
+    camgate::cascade::wire::Message::parse(&buf).ok()
+}
+
+#[test]
+fn over_tcp_unframable_input_closes_the_connection_and_a_new_one_registers() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accept = || {
+        let (conn, _) = wait_for(Duration::from_secs(10), || listener.accept().ok())?;
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Some(conn)
+    };
+    let yaml = cascade_yaml(&format!("127.0.0.1:{port}"), 60, 60) + "      transport: tcp\n";
+    let rig = Rig::start_with_yaml(Options::default(), &yaml);
+    let mut first = accept().unwrap_or_else(|| panic!("no connection: {}", rig.gateway.log_text()));
+    let register = read_sip(&mut first).expect("a REGISTER on the first connection");
+    assert_eq!(register.cseq().unwrap().1, "REGISTER");
+    assert!(register.header("Via").unwrap().starts_with("SIP/2.0/TCP "));
+    // An answer whose length cannot be read: the stream cannot be framed
+    // past it, so camgate closes the connection and counts it.
+    first
+        .write_all(b"SIP/2.0 200 OK\r\nContent-Length: many\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = first.read_to_end(&mut rest);
+    assert!(closed.is_ok(), "first connection not closed: {closed:?}");
+    // A new connection (after the first backoff step) registers again.
+    let mut second =
+        accept().unwrap_or_else(|| panic!("no new connection: {}", rig.gateway.log_text()));
+    let again = read_sip(&mut second).expect("a REGISTER on the new connection");
+    assert_eq!(again.cseq().unwrap().1, "REGISTER");
+    let ok = camgate::cascade::wire::response_with(
+        &again,
+        200,
+        "OK",
+        "up",
+        &[("Expires", "60".to_owned())],
+        None,
+    );
+    second.write_all(&ok).unwrap();
+    wait_for(Duration::from_secs(5), || {
+        (registrations(&rig) >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not registered: {}", upstream(&rig)));
+    let m = rig.metrics();
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_errors_total{kind=\"tcp_framing\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_registrations_total{outcome=\"ok\"}"),
+        1.0
     );
 }

@@ -13,6 +13,7 @@ use camgate::cascade::media::parse_offer;
 use camgate::cascade::records::parse_record_query;
 use camgate::cascade::playback::{parse_info, range_of_t};
 use camgate::cascade::register::{ClientParams, Phase, RegisterClient};
+use camgate::cascade::wire::Transport;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,6 +26,12 @@ fuzz_target!(|data: &[u8]| {
         keepalive_interval: Duration::from_secs(10),
         keepalive_misses: 3,
         local: "127.0.0.1:5070".parse().unwrap(),
+        // Both transports: over TCP nothing is retransmitted.
+        transport: if data.len() % 2 == 1 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        },
     };
     let upper = "127.0.0.1:5060".parse().unwrap();
     let now = Instant::now();

@@ -83,7 +83,7 @@ pub const OPERATIONS: &[Op] = &[
     op("post", "/api/v1/foscam/{name}/ptz", "Foscam PTZ: {action, speed, preset}", JSON, 200),
     op("post", "/api/v1/foscam/{name}/talk", "Talk: raw s16le 8 kHz mono PCM body", Some("application/octet-stream"), 200),
     op("get", "/api/v1/webrtc/sessions", "Live WebRTC (WHEP) sessions", None, 200),
-    op("get", "/api/v1/cascade", "Upper GB28181 platforms camgate registers to (cascade.upstreams): {upstreams: [{name, server_id, platform_id, address, target, local, state: idle|registering|registered|backoff|unregistering|stopped, last_error, expires_in, registered_at, stats}]}", None, 200),
+    op("get", "/api/v1/cascade", "Upper GB28181 platforms camgate registers to (cascade.upstreams): {upstreams: [{name, server_id, platform_id, address, transport: udp|tcp, target, local, state: idle|registering|registered|backoff|unregistering|stopped, last_error, expires_in, registered_at, stats}]}", None, 200),
     op("get", "/api/v1/ctel/devices", "China Telecom devices", None, 200),
     op("get", "/api/v1/ctel/devices/{id}", "One China Telecom device", None, 200),
     op("post", "/api/v1/ctel/devices/{id}/ptz", "China Telecom PTZ: {channel, direction: stop|up|down|left|right}", JSON, 200),

@@ -26,7 +26,8 @@ impl Default for CascadeConfig {
     }
 }
 
-/// SIP transport toward an upper platform.
+/// SIP transport toward an upper platform (GB/T 28181-2016 §4.3): UDP,
+/// or one TCP connection we make and keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamTransport {
@@ -51,7 +52,8 @@ pub struct UpstreamConfig {
     pub platform_id: String,
     /// Digest password the upper platform gave us.
     pub password: String,
-    /// Local UDP port for this upstream's SIP; 0 = any free port.
+    /// Local port (UDP socket, or TCP connection's source) for this
+    /// upstream's SIP; 0 = any free port.
     pub local_port: u16,
     /// Registration lifetime asked for, seconds; refreshed at half of what
     /// the upper platform grants.
@@ -156,12 +158,6 @@ impl CascadeConfig {
                     format!("must be host:port, got {:?}", u.address),
                 ));
             }
-            if u.transport == UpstreamTransport::Tcp {
-                return Err((
-                    "cascade.upstreams.transport",
-                    "only udp is implemented so far".into(),
-                ));
-            }
             if u.expires < Duration::from_secs(2) {
                 return Err(("cascade.upstreams.expires", "must be at least 2 s".into()));
             }
@@ -243,11 +239,6 @@ mod tests {
             ),
             ("44010000002000000001", "4401", "server_id"),
             ("127.0.0.1:5060", "nowhere", "address"),
-            (
-                "password: pw",
-                "password: pw\n      transport: tcp",
-                "transport",
-            ),
             (
                 "password: pw",
                 "password: pw\n      keepalive_misses: 0",

@@ -12,11 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{info, warn};
 
 use super::control::{ControlRequest, control_response};
+use super::link::Link;
 use super::records::{RecordQuery, record_pages};
 use super::status::unix_now;
 use super::wire;
@@ -38,7 +38,7 @@ pub const MAX_IN_FLIGHT: usize = 32;
 #[derive(Clone)]
 pub struct Upward {
     pub name: String,
-    pub socket: Arc<UdpSocket>,
+    pub link: Link,
     /// The upper platform's SIP server (after redirects).
     pub target: SocketAddr,
     pub local: SocketAddr,
@@ -48,28 +48,35 @@ pub struct Upward {
 }
 
 impl Upward {
-    /// Send each body as one MESSAGE (`what` names it in logs).
-    pub async fn send(&self, what: &str, sn: u32, bodies: &[Vec<u8>]) {
+    /// An out-of-dialog MESSAGE carrying `body` (MANSCDP) to the upper
+    /// platform; `seed` and `tag` make its branch, tag and Call-ID unique.
+    pub fn message(&self, body: &[u8], seed: u64, tag: &str) -> Vec<u8> {
         let uri = format!("sip:{}@{}", self.server_id, self.realm);
         let domain = self.platform_id.get(..10).unwrap_or_default();
         let from_uri = format!("sip:{}@{domain}", self.platform_id);
+        wire::request(&wire::RequestParts {
+            method: "MESSAGE",
+            transport: self.link.transport(),
+            uri: &uri,
+            local: self.local,
+            branch: &format!("z9hG4bK{seed:x}{tag}"),
+            from: &from_uri,
+            from_tag: &format!("{seed:x}"),
+            to: &uri,
+            to_tag: None,
+            call_id: &format!("{seed:x}-{tag}@camgate"),
+            cseq: 1,
+            extra: &[],
+            body: Some(("Application/MANSCDP+xml", body)),
+        })
+    }
+
+    /// Send each body as one MESSAGE (`what` names it in logs).
+    pub async fn send(&self, what: &str, sn: u32, bodies: &[Vec<u8>]) {
         for (i, body) in bodies.iter().enumerate() {
             let seed = unix_now() ^ u64::from(sn) << 20 ^ i as u64;
-            let bytes = wire::request(&wire::RequestParts {
-                method: "MESSAGE",
-                uri: &uri,
-                local: self.local,
-                branch: &format!("z9hG4bK{seed:x}f{i}"),
-                from: &from_uri,
-                from_tag: &format!("{seed:x}"),
-                to: &uri,
-                to_tag: None,
-                call_id: &format!("{seed:x}-f{i}@camgate"),
-                cseq: 1,
-                extra: &[],
-                body: Some(("Application/MANSCDP+xml", body)),
-            });
-            if let Err(e) = self.socket.send_to(&bytes, self.target).await {
+            let bytes = self.message(body, seed, &format!("f{i}"));
+            if let Err(e) = self.link.send(&bytes, self.target).await {
                 warn!(upstream = %self.name, "cascade: sending {what} answer: {e}");
             }
         }

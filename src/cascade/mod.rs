@@ -11,19 +11,28 @@
 //! [`session`] one upward stream, [`control`] and [`records`] the
 //! DeviceControl and RecordInfo requests for one channel, carried out on
 //! the camera by [`forward`],
-//! [`driver`] the tokio task owning each upstream's socket and timer, and
+//! [`driver`] the tokio task owning each upstream's [`link`] and timer,
+//! serving the upper platform's [`requests`] ([`invite`] for media,
+//! [`playback_control`] for MANSRTSP INFO, [`catalog_subscribe`] for
+//! catalog subscriptions) over the channels of [`catalog`], and
 //! [`status`] what `GET /api/v1/cascade` and the metrics show.
 
 pub mod answers;
+mod catalog;
+mod catalog_subscribe;
 pub mod channel_ids;
 pub mod config;
 pub mod control;
 pub mod driver;
 pub mod forward;
+mod invite;
+pub mod link;
 pub mod media;
 pub mod playback;
+mod playback_control;
 pub mod records;
 pub mod register;
+mod requests;
 pub mod session;
 pub mod status;
 pub mod subscription;

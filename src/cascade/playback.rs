@@ -210,9 +210,15 @@ impl CalleeDialog {
 
     /// Our BYE. The dialog had no request of ours before, so CSeq 1 starts
     /// our side's sequence (§12.2.1.1).
-    pub fn bye(&self, local: std::net::SocketAddr, branch: &str) -> Vec<u8> {
+    pub fn bye(
+        &self,
+        transport: super::wire::Transport,
+        local: std::net::SocketAddr,
+        branch: &str,
+    ) -> Vec<u8> {
         super::wire::request(&super::wire::RequestParts {
             method: "BYE",
+            transport,
             uri: &self.remote_target,
             local,
             branch,
@@ -368,7 +374,12 @@ mod tests {
             Contact: <sip:34020000002000000001@127.0.0.1:5060>\r\nContent-Length: 0\r\n\r\n";
         let m = Message::parse(invite.as_bytes()).unwrap();
         let d = CalleeDialog::from_invite(&m, "camgate").unwrap();
-        let bye = String::from_utf8(d.bye("127.0.0.1:5070".parse().unwrap(), "z9hG4bKb")).unwrap();
+        let bye = String::from_utf8(d.bye(
+            super::super::wire::Transport::Udp,
+            "127.0.0.1:5070".parse().unwrap(),
+            "z9hG4bKb",
+        ))
+        .unwrap();
         assert!(
             bye.starts_with("BYE sip:34020000002000000001@127.0.0.1:5060 SIP/2.0\r\n"),
             "{bye}"

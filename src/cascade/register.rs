@@ -5,7 +5,13 @@
 //!
 //! - REGISTER is answered with digest after a 401/407 (MD5, or SHA-256 when
 //!   the challenge offers it, RFC 8760), retransmitted over UDP with RFC
-//!   3261 timers E/F (500 ms doubling to 4 s, given up after 32 s).
+//!   3261 timers E/F (500 ms doubling to 4 s, given up after 32 s); over
+//!   TCP only timer F runs (§17.1.2.2: timer E is for unreliable
+//!   transports).
+//! - Over TCP the connection is the driver's: [`RegisterClient::connected`]
+//!   starts a registration on a new connection,
+//!   [`RegisterClient::connection_lost`] drops the registration and waits
+//!   for the next one.
 //! - The registration is refreshed at half the lifetime granted.
 //! - Once registered, a keepalive MESSAGE goes every `keepalive_interval`;
 //!   `keepalive_misses` unanswered in a row, or an error answer (the upper
@@ -48,6 +54,8 @@ pub struct ClientParams {
     pub keepalive_misses: u32,
     /// The address our socket is bound to (Via, Contact).
     pub local: SocketAddr,
+    /// UDP or TCP (Via, Contact, whether to retransmit).
+    pub transport: wire::Transport,
 }
 
 /// Where the client stands.
@@ -246,6 +254,42 @@ impl RegisterClient {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// A new connection (TCP) from `local`: register on it at once, as a
+    /// new registration (the upper platform may have restarted).
+    pub fn connected(&mut self, now: Instant, local: SocketAddr) {
+        self.params.local = local;
+        if !matches!(self.phase, Phase::Unregistering | Phase::Stopped) {
+            self.retry_at = None;
+            self.send_register(now);
+        }
+    }
+
+    /// The connection (TCP) is gone, and with it whatever was in flight:
+    /// the registration is lost until [`RegisterClient::connected`] is
+    /// called again; an unregister in progress ends here.
+    pub fn connection_lost(&mut self, now: Instant, reason: String) {
+        match self.phase {
+            Phase::Unregistering => return self.stop(now),
+            Phase::Stopped => return,
+            Phase::Registered => self.events.push_back(ClientEvent::Lost {
+                reason: reason.clone(),
+            }),
+            _ => {}
+        }
+        self.phase = Phase::Backoff;
+        self.register = None;
+        self.retry_at = None;
+        self.keepalive_at = None;
+        self.keepalive_cseq = None;
+        self.refresh_at = None;
+        self.registered_until = None;
+        self.misses = 0;
+        self.challenge = None;
+        self.target = self.configured;
+        self.redirects = 0;
+        self.last_error = Some(reason);
     }
 
     /// Begin registering.
@@ -563,7 +607,12 @@ impl RegisterClient {
         let mut extra: Vec<(&str, String)> = vec![
             (
                 "Contact",
-                format!("<sip:{}@{}>", self.params.platform_id, self.params.local),
+                format!(
+                    "<sip:{}@{}{}>",
+                    self.params.platform_id,
+                    self.params.local,
+                    self.params.transport.uri_param()
+                ),
             ),
             ("Expires", expires.to_string()),
         ];
@@ -584,6 +633,7 @@ impl RegisterClient {
         }
         let bytes = wire::request(&RequestParts {
             method: "REGISTER",
+            transport: self.params.transport,
             uri: &uri,
             local: self.params.local,
             branch: &branch,
@@ -601,7 +651,12 @@ impl RegisterClient {
             cseq: self.cseq,
             bytes: bytes.clone(),
             dest: self.target,
-            retransmit_at: now + T1,
+            // Over TCP nothing is resent: the give-up comes first.
+            retransmit_at: if self.params.transport.is_reliable() {
+                now + TIMER_F
+            } else {
+                now + T1
+            },
             interval: T1,
             give_up_at: now + TIMER_F,
         });
@@ -623,6 +678,7 @@ impl RegisterClient {
         let branch = format!("z9hG4bK{:016x}", self.random());
         let bytes = wire::request(&RequestParts {
             method: "MESSAGE",
+            transport: self.params.transport,
             uri: &uri,
             local: self.params.local,
             branch: &branch,
@@ -663,6 +719,7 @@ mod tests {
             keepalive_interval: Duration::from_secs(10),
             keepalive_misses: 3,
             local: "127.0.0.1:5070".parse().unwrap(),
+            transport: wire::Transport::Udp,
         }
     }
 
@@ -920,5 +977,69 @@ mod tests {
         ));
         assert!(matches!(ev[ev.len() - 1], ClientEvent::Request { .. }));
         assert_eq!(c.phase(), Phase::Registered);
+    }
+
+    fn tcp_params() -> ClientParams {
+        ClientParams {
+            transport: wire::Transport::Tcp,
+            ..params()
+        }
+    }
+
+    #[test]
+    fn over_tcp_register_is_sent_once_and_given_up_at_timer_f() {
+        let t0 = Instant::now();
+        let mut c = RegisterClient::new(tcp_params(), upper(), 7);
+        c.connected(t0, "127.0.0.1:40001".parse().unwrap());
+        let first = sent(&mut c);
+        assert_eq!(first.len(), 1);
+        let m = Message::parse(&first[0].bytes).unwrap();
+        assert!(
+            m.header("Via")
+                .unwrap()
+                .starts_with("SIP/2.0/TCP 127.0.0.1:40001;")
+        );
+        assert_eq!(
+            m.header("Contact").unwrap(),
+            format!("<sip:{US}@127.0.0.1:40001;transport=tcp>")
+        );
+        let next = c.poll_timeout().unwrap();
+        assert_eq!(next - t0, TIMER_F, "no timer E over TCP");
+        c.handle_timeout(next);
+        assert!(sent(&mut c).is_empty(), "nothing resent over TCP");
+        assert_eq!(c.phase(), Phase::Backoff);
+    }
+
+    #[test]
+    fn lost_connection_drops_the_registration_until_the_next_one() {
+        let t0 = Instant::now();
+        let mut c = RegisterClient::new(tcp_params(), upper(), 7);
+        c.connected(t0, "127.0.0.1:40001".parse().unwrap());
+        let req = sent(&mut c).remove(0);
+        c.handle_datagram(&answer(&req.bytes, 200, "Expires: 60\r\n"), upper(), t0);
+        assert_eq!(c.phase(), Phase::Registered);
+        events(&mut c);
+        c.connection_lost(t0, "closed by the upper platform".into());
+        assert_eq!(
+            events(&mut c),
+            vec![ClientEvent::Lost {
+                reason: "closed by the upper platform".into()
+            }]
+        );
+        assert_eq!(c.phase(), Phase::Backoff);
+        assert_eq!(c.registered_until(), None);
+        assert_eq!(c.poll_timeout(), None, "waits for a connection");
+        // Reconnected from another port: registers from there at once.
+        c.connected(t0, "127.0.0.1:40002".parse().unwrap());
+        let again = sent(&mut c);
+        assert_eq!(again.len(), 1);
+        let m = Message::parse(&again[0].bytes).unwrap();
+        assert!(m.header("Via").unwrap().contains("127.0.0.1:40002"));
+        assert_eq!(m.cseq().unwrap().1, "REGISTER");
+        assert_eq!(c.phase(), Phase::Registering);
+        // Losing it while unregistering ends the client.
+        c.shutdown(t0);
+        c.connection_lost(t0, "gone".into());
+        assert_eq!(c.phase(), Phase::Stopped);
     }
 }

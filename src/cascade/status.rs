@@ -14,6 +14,8 @@ pub struct UpstreamStatus {
     pub platform_id: String,
     /// The configured `host:port`.
     pub address: String,
+    /// SIP transport toward it: `udp` or `tcp`.
+    pub transport: super::config::UpstreamTransport,
     /// Where REGISTER goes now (differs after a redirect); empty until
     /// the address resolves.
     pub target: String,

@@ -170,9 +170,44 @@ pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The SIP transport a message travels on (RFC 3261 §18; GB/T 28181-2016
+/// §4.3 allows UDP and TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// The Via protocol name (`SIP/2.0/UDP`, `SIP/2.0/TCP`).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// The URI parameter a Contact carries so requests to it come over
+    /// the same transport (RFC 3261 §19.1.1); none for UDP, the default.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+        }
+    }
+
+    /// Whether the transport delivers by itself: no retransmission of
+    /// requests or 2xx (RFC 3261 §17.1.1.2, §17.1.2.2, §13.3.1.4).
+    pub fn is_reliable(self) -> bool {
+        self == Transport::Tcp
+    }
+}
+
 /// The parts of an outgoing request outside a dialog.
 pub struct RequestParts<'a> {
     pub method: &'a str,
+    pub transport: Transport,
     pub uri: &'a str,
     pub local: SocketAddr,
     pub branch: &'a str,
@@ -188,14 +223,14 @@ pub struct RequestParts<'a> {
     pub body: Option<(&'a str, &'a [u8])>,
 }
 
-/// Write a request as UDP sends it (RFC 3261 §8.1.1, §18.1.1; `rport`
-/// per RFC 3581 so answers come back through NAT).
+/// Write a request (RFC 3261 §8.1.1, §18.1.1; `rport` per RFC 3581 so
+/// answers over UDP come back through NAT).
 pub fn request(p: &RequestParts<'_>) -> Vec<u8> {
     let mut head = String::with_capacity(512);
     let _ = write!(
         head,
         "{method} {uri} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};rport;branch={branch}\r\n\
+         Via: SIP/2.0/{transport} {local};rport;branch={branch}\r\n\
          From: <{from}>;tag={tag}\r\n\
          To: <{to}>{to_tag}\r\n\
          Call-ID: {call_id}\r\n\
@@ -204,6 +239,7 @@ pub fn request(p: &RequestParts<'_>) -> Vec<u8> {
          User-Agent: camgate\r\n",
         method = p.method,
         uri = p.uri,
+        transport = p.transport.via_name(),
         local = p.local,
         branch = p.branch,
         from = p.from,
@@ -324,6 +360,7 @@ mod tests {
     #[test]
     fn written_request_parses_back() {
         let bytes = request(&RequestParts {
+            transport: Transport::Udp,
             method: "MESSAGE",
             uri: "sip:34020000002000000001@3402000000",
             local: "127.0.0.1:5070".parse().unwrap(),

@@ -1,0 +1,147 @@
+//! Catalog subscriptions of the upper platform (GB/T 28181-2016 §9.7.1,
+//! RFC 6665): SUBSCRIBE answered, then channel changes NOTIFYed (ADD, DEL,
+//! ON, OFF, UPDATE) while the subscription lasts.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::answers;
+use super::driver::{Upstream, lock};
+use super::status::unix_now;
+use super::subscription::{self, CatalogSubscription};
+use super::wire;
+use crate::metrics::{self, label};
+
+/// How often channel lists are compared for subscribers.
+pub(super) const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// Lifetime of a subscription whose SUBSCRIBE named none.
+const DEFAULT_SUBSCRIPTION: Duration = Duration::from_secs(3600);
+
+/// A catalog SUBSCRIBE (new, refreshed, or ended with Expires: 0).
+pub(super) async fn serve_subscribe(ctx: &Upstream, message: &wire::Message, from: SocketAddr) {
+    let call_id = message.call_id().unwrap_or_default().to_owned();
+    let expires = message
+        .header("Expires")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_SUBSCRIPTION, Duration::from_secs)
+        .min(subscription::MAX_EXPIRES);
+    let their = message.header("From").unwrap_or_default();
+    let their_uri = match (their.find('<'), their.find('>')) {
+        (Some(a), Some(b)) if a < b => their[a + 1..b].to_owned(),
+        _ => their
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    };
+    let their_tag = wire::param(their, "tag").unwrap_or_default().to_owned();
+    let code = {
+        let mut subs = lock(&ctx.catalog.subscriptions);
+        subs.retain(|s| s.call_id != call_id || !expires.is_zero());
+        if expires.is_zero() {
+            200
+        } else if let Some(s) = subs.iter_mut().find(|s| s.call_id == call_id) {
+            s.expires_at = Instant::now() + expires;
+            200
+        } else if subs.len() >= subscription::MAX_SUBSCRIPTIONS {
+            486
+        } else {
+            // Known: nothing. The first comparison NOTIFYs every channel
+            // (ADD), so the subscriber converges even when the channels
+            // changed between its Catalog query and this SUBSCRIBE (seen:
+            // a camera's catalog completing in that gap was never told).
+            subs.push(CatalogSubscription::new(
+                call_id.clone(),
+                their_uri,
+                their_tag,
+                from,
+                Instant::now() + expires,
+                &[],
+            ));
+            200
+        }
+    };
+    let reason = if code == 200 { "OK" } else { "Busy Here" };
+    let contact = format!(
+        "<sip:{}@{}{}>",
+        ctx.up.platform_id,
+        ctx.local,
+        ctx.link.transport().uri_param()
+    );
+    let resp = wire::response_with(
+        message,
+        code,
+        reason,
+        "camgate",
+        &[
+            ("Expires", expires.as_secs().to_string()),
+            ("Contact", contact),
+        ],
+        None,
+    );
+    let _ = ctx.link.send(&resp, from).await;
+    info!(upstream = %ctx.name, %call_id, expires = expires.as_secs(), code, "cascade: catalog subscription");
+}
+
+/// Compare the channels with what each subscriber knows and NOTIFY the
+/// changes; expired subscriptions are dropped.
+pub(super) async fn notify_changes(ctx: &Upstream) {
+    let now = Instant::now();
+    let channels = ctx.catalog.exposed(&ctx.up);
+    let mut outgoing: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+    {
+        let mut subs = lock(&ctx.catalog.subscriptions);
+        subs.retain(|s| s.expires_at > now);
+        for sub in subs.iter_mut() {
+            let changes = sub.changes(&channels);
+            if changes.is_empty() {
+                continue;
+            }
+            let sn = (unix_now() % 1_000_000) as u32;
+            let left = sub.expires_at.saturating_duration_since(now).as_secs();
+            let domain = ctx.up.platform_id.get(..10).unwrap_or_default();
+            let ours = format!("sip:{}@{domain}", ctx.up.platform_id);
+            for (i, body) in answers::catalog_notify_pages(
+                sn,
+                &ctx.up.platform_id,
+                ctx.up.civil_code(),
+                &changes,
+            )
+            .iter()
+            .enumerate()
+            {
+                sub.cseq += 1;
+                let bytes = wire::request(&wire::RequestParts {
+                    method: "NOTIFY",
+                    transport: ctx.link.transport(),
+                    uri: &sub.their_uri,
+                    local: ctx.local,
+                    branch: &format!("z9hG4bK{sn:x}n{}{i}", sub.cseq),
+                    from: &ours,
+                    from_tag: "camgate",
+                    to: &sub.their_uri,
+                    to_tag: Some(&sub.their_tag),
+                    call_id: &sub.call_id,
+                    cseq: sub.cseq,
+                    extra: &[
+                        ("Event", "Catalog".to_owned()),
+                        ("Subscription-State", format!("active;expires={left}")),
+                    ],
+                    body: Some(("Application/MANSCDP+xml", body)),
+                });
+                outgoing.push((bytes, sub.target));
+            }
+            info!(upstream = %ctx.name, changes = changes.len(), "cascade: catalog changes notified");
+            metrics::get()
+                .cascade_queries
+                .get_or_create(&label("cmd", "catalog_notify"))
+                .inc_by(changes.len() as u64);
+        }
+    }
+    for (bytes, to) in outgoing {
+        let _ = ctx.link.send(&bytes, to).await;
+    }
+}
