@@ -12,6 +12,8 @@ use tracing::{info, warn};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::alarm_driver;
+use super::alarms;
 use super::answers::{self, ExposedChannel};
 use super::channel_ids::{ChannelIds, is_gb_id};
 use super::config::{CascadeConfig, UpstreamConfig};
@@ -50,6 +52,7 @@ pub fn spawn(
     directories: Arc<[Arc<dyn DeviceDirectory>]>,
     controls: Arc<[Arc<dyn ChannelControl>]>,
     media: MediaServices,
+    alarm_feed: crate::streams::alarms::AlarmFeed,
     shutdown: CancellationToken,
 ) -> Cascade {
     let status = StatusBoard::default();
@@ -77,6 +80,8 @@ pub fn spawn(
             media: media.clone(),
             sessions: Arc::new(Mutex::new(HashMap::new())),
             subscriptions: Arc::new(Mutex::new(Vec::new())),
+            alarm_feed: alarm_feed.clone(),
+            alarm_subscriptions: Arc::default(),
         };
         tasks.push(tokio::spawn(run(
             up.clone(),
@@ -130,6 +135,9 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let name = up.display_name().to_owned();
+    // Alarms from now on wait in the outbox until we are registered.
+    let mut alarm_rx = catalog.alarm_feed.subscribe();
+    let mut alarm_outbox = super::alarms::AlarmOutbox::new(super::alarms::MAX_QUEUED);
     let (target, socket) = loop {
         match setup(&up).await {
             Ok(ok) => break ok,
@@ -193,6 +201,21 @@ async fn run(
             handle_event(&ctx, ev).await;
         }
         report(&board, slot, &client);
+        let alarm_link = alarm_driver::AlarmLink {
+            name: &name,
+            socket: &socket,
+            target: client.target(),
+            local,
+            server_id: &up.server_id,
+            realm: &up.realm,
+            platform_id: &up.platform_id,
+            log: &bad_input,
+        };
+        if client.phase() == Phase::Registered && !alarm_outbox.is_empty() {
+            let channels = catalog.exposed(&up);
+            let subs = &catalog.alarm_subscriptions;
+            alarm_driver::flush(&alarm_link, &mut alarm_outbox, &channels, subs).await;
+        }
         if client.phase() == Phase::Stopped {
             info!(upstream = %name, "cascade: stopped");
             break;
@@ -236,6 +259,7 @@ async fn run(
                 Err(e) => tracing::debug!(upstream = %name, "cascade: recv: {e}"),
             },
             _ = sleep_until(deadline) => client.handle_timeout(Instant::now()),
+            got = alarm_driver::next(&mut alarm_rx) => alarm_driver::queue(&alarm_link, &mut alarm_outbox, got),
         }
     }
 }
@@ -393,6 +417,9 @@ struct Catalog {
     sessions: Sessions,
     /// Catalog subscriptions of the upper platform (§9.7.1).
     subscriptions: Arc<Mutex<Vec<CatalogSubscription>>>,
+    /// Camera alarms, and the upper platform's alarm subscriptions (§9.4).
+    alarm_feed: crate::streams::alarms::AlarmFeed,
+    alarm_subscriptions: Arc<Mutex<super::alarms::AlarmSubscriptions>>,
 }
 
 /// [`ChannelIds`] kept in a file.
@@ -522,6 +549,11 @@ async fn serve_request(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr)
         })
     {
         return serve_subscribe(ctx, message, from).await;
+    }
+    if (method == "SUBSCRIBE" && alarms::is_alarm_subscribe(message.header("Event"), &message.body))
+        || (method == "MESSAGE" && alarms::is_alarm_response(&message.body))
+    {
+        return serve_alarm_request(ctx, message, from).await;
     }
     if method == "BYE" {
         let call_id = message.call_id().unwrap_or_default().to_owned();
@@ -1351,4 +1383,25 @@ async fn notify_changes(ctx: &Ctx<'_>) {
     for (bytes, to) in outgoing {
         let _ = ctx.socket.send_to(&bytes, to).await;
     }
+}
+
+/// An alarm SUBSCRIBE, or the upper platform's `<Response>` to one of our
+/// alarm MESSAGEs (200, nothing more to do).
+async fn serve_alarm_request(ctx: &Ctx<'_>, message: &wire::Message, from: SocketAddr) {
+    let link = alarm_driver::AlarmLink {
+        name: ctx.name,
+        socket: ctx.socket,
+        target: ctx.target,
+        local: ctx.local,
+        server_id: &ctx.up.server_id,
+        realm: &ctx.up.realm,
+        platform_id: &ctx.up.platform_id,
+        log: ctx.bad_input,
+    };
+    if matches!(&message.start, wire::Start::Request { method, .. } if method == "SUBSCRIBE") {
+        let subs = &ctx.catalog.alarm_subscriptions;
+        return alarm_driver::serve_subscribe(&link, message, from, subs).await;
+    }
+    let ok = wire::response_to(message, 200, "OK", "camgate", None);
+    let _ = ctx.socket.send_to(&ok, from).await;
 }

@@ -11,9 +11,13 @@
 //! [`session`] one upward stream, [`control`] and [`records`] the
 //! DeviceControl and RecordInfo requests for one channel, carried out on
 //! the camera by [`forward`],
+//! [`alarms`] camera alarms told upward (§9.4) and sent by
+//! [`alarm_driver`],
 //! [`driver`] the tokio task owning each upstream's socket and timer, and
 //! [`status`] what `GET /api/v1/cascade` and the metrics show.
 
+pub mod alarm_driver;
+pub mod alarms;
 pub mod answers;
 pub mod channel_ids;
 pub mod config;

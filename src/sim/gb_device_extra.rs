@@ -101,6 +101,26 @@ pub fn media_status_body(sn: u32, channel: &str) -> Vec<u8> {
     encode_body(&w.finish())
 }
 
+/// Description of the simulated camera's alarms.
+pub const ALARM_DESCRIPTION: &str = "motion detected (simulated)";
+
+pub fn alarm_body(sn: u32, channel: &str, time: &str) -> Vec<u8> {
+    let mut w = XmlWriter::new();
+    w.open("Notify");
+    w.leaf("CmdType", "Alarm");
+    w.leaf("SN", &sn.to_string());
+    w.leaf("DeviceID", channel);
+    w.leaf("AlarmPriority", "1");
+    w.leaf("AlarmMethod", "5");
+    w.leaf("AlarmTime", time);
+    w.leaf("AlarmDescription", ALARM_DESCRIPTION);
+    w.open("Info");
+    w.leaf("AlarmType", "2");
+    w.close("Info");
+    w.close("Notify");
+    encode_body(&w.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
