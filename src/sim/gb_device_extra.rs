@@ -128,6 +128,26 @@ mod tests {
     use crate::gb28181::reports::{Report, classify};
 
     #[test]
+    fn alarm_body_reads_back_as_an_alarm() {
+        let body = alarm_body(4, "34020000001310000001", "2024-05-01T08:00:05");
+        let Ok(Some(Report::Alarm(a))) = classify(&decode_tree(&body).unwrap()) else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                a.sn,
+                a.device_id.as_str(),
+                a.priority,
+                a.method,
+                a.alarm_type
+            ),
+            (4, "34020000001310000001", Some(1), Some(5), Some(2))
+        );
+        assert_eq!(a.time.as_deref(), Some("2024-05-01T08:00:05"));
+        assert_eq!(a.description.as_deref(), Some(ALARM_DESCRIPTION));
+    }
+
+    #[test]
     fn one_record_per_hour_of_the_window() {
         let body = record_list_body(
             "7",
