@@ -109,7 +109,11 @@ pub async fn flush(
             "sent",
         ));
         let mut subs = lock(subscriptions);
-        for sub in subs.active(now) {
+        for sub in subs
+            .active(now)
+            .iter_mut()
+            .filter(|s| s.filter.admits(&alarm))
+        {
             sub.cseq += 1;
             let left = sub.expires_at.saturating_duration_since(now).as_secs();
             outgoing.push((
@@ -146,7 +150,8 @@ pub async fn flush(
     }
 }
 
-/// An alarm SUBSCRIBE (new, refreshed, or ended with Expires: 0): 200
+/// An alarm SUBSCRIBE (new, refreshed, or ended with Expires: 0), its
+/// priority and method conditions kept for its NOTIFYs: 200
 /// with the Expires granted, or 486 when the upstream holds too many.
 pub async fn serve_subscribe(
     link: &AlarmLink<'_>,
@@ -168,6 +173,7 @@ pub async fn serve_subscribe(
         target: from,
         expires_at: Instant::now(),
         cseq: 0,
+        filter: alarms::AlarmFilter::parse(&message.body),
     };
     let code = lock(subscriptions).subscribe(sub, expires, Instant::now());
     let reason = if code == 200 { "OK" } else { "Busy Here" };

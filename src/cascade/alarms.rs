@@ -112,6 +112,52 @@ fn is_doc(body: &[u8], root: &str) -> bool {
         && element(&text, "CmdType").is_some_and(|c| c.eq_ignore_ascii_case("Alarm"))
 }
 
+/// Which alarms a subscription asked for (A.2.4.5: StartAlarmPriority,
+/// EndAlarmPriority, AlarmMethod `0` for all or e.g. `1/2`); absent or
+/// unreadable conditions admit everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmFilter {
+    pub priorities: std::ops::RangeInclusive<u32>,
+    /// `None`: every method.
+    pub methods: Option<Vec<u32>>,
+}
+
+impl Default for AlarmFilter {
+    fn default() -> Self {
+        Self {
+            priorities: 0..=u32::MAX,
+            methods: None,
+        }
+    }
+}
+
+impl AlarmFilter {
+    /// The conditions of a SUBSCRIBE body (any body: none means all).
+    pub fn parse(body: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(body);
+        let num = |tag| element(&text, tag).and_then(|v| v.parse::<u32>().ok());
+        let start = num("StartAlarmPriority").filter(|p| *p > 0).unwrap_or(0);
+        let end = num("EndAlarmPriority")
+            .filter(|p| *p > 0)
+            .unwrap_or(u32::MAX);
+        let methods = element(&text, "AlarmMethod").and_then(|v| {
+            let list: Vec<u32> = v.split('/').filter_map(|m| m.trim().parse().ok()).collect();
+            (!list.is_empty() && !list.contains(&0)).then_some(list)
+        });
+        Self {
+            priorities: start..=end,
+            methods,
+        }
+    }
+
+    pub fn admits(&self, alarm: &ChannelAlarm) -> bool {
+        let method = alarm.method.unwrap_or(DEFAULT_METHOD);
+        self.priorities
+            .contains(&alarm.priority.unwrap_or(DEFAULT_PRIORITY))
+            && self.methods.as_ref().is_none_or(|m| m.contains(&method))
+    }
+}
+
 /// Alarms waiting for the registration, oldest first, at most a fixed
 /// number.
 #[derive(Debug)]
@@ -159,6 +205,7 @@ pub struct AlarmSubscription {
     pub target: SocketAddr,
     pub expires_at: Instant,
     pub cseq: u32,
+    pub filter: AlarmFilter,
 }
 
 /// The alarm subscriptions of one upstream.
@@ -179,6 +226,7 @@ impl AlarmSubscriptions {
         let expires_at = now + expires.min(MAX_EXPIRES);
         if let Some(s) = self.list.iter_mut().find(|s| s.call_id == sub.call_id) {
             s.expires_at = expires_at;
+            s.filter = sub.filter;
             return 200;
         }
         if self.list.len() >= MAX_SUBSCRIPTIONS {
@@ -288,6 +336,28 @@ mod tests {
     }
 
     #[test]
+    fn filter_reads_the_conditions_of_the_query() {
+        let a = |priority, method| ChannelAlarm {
+            priority: Some(priority),
+            method: Some(method),
+            ..alarm("gb/D1", None)
+        };
+        let all = AlarmFilter::parse(
+            b"<Query><CmdType>Alarm</CmdType><AlarmMethod>0</AlarmMethod></Query>",
+        );
+        assert_eq!(all, AlarmFilter::default());
+        assert!(all.admits(&a(4, 7)));
+        let f = AlarmFilter::parse(
+            b"<Query><StartAlarmPriority>1</StartAlarmPriority><EndAlarmPriority>2</EndAlarmPriority>\
+              <AlarmMethod>2/5</AlarmMethod></Query>",
+        );
+        assert!(f.admits(&a(1, 5)));
+        assert!(f.admits(&a(2, 2)));
+        assert!(!f.admits(&a(3, 5)));
+        assert!(!f.admits(&a(1, 1)));
+    }
+
+    #[test]
     fn outbox_drops_the_oldest() {
         let mut o = AlarmOutbox::new(2);
         assert!(!o.push(alarm("a", None)));
@@ -308,6 +378,7 @@ mod tests {
             target: "127.0.0.1:5060".parse().unwrap(),
             expires_at: now,
             cseq: 0,
+            filter: AlarmFilter::default(),
         };
         let mut s = AlarmSubscriptions::default();
         let minute = Duration::from_secs(60);
