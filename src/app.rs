@@ -365,7 +365,10 @@ pub async fn run_live(
     }
     if let Some(listener) = demo_foscam {
         let cancel = sip_cancel.clone();
-        let sim = crate::sim::foscam_camera::SimFoscamConfig::default();
+        let sim = crate::sim::foscam_camera::SimFoscamConfig {
+            alarm_every: (!config.demo.alarm_every.is_zero()).then_some(config.demo.alarm_every),
+            ..Default::default()
+        };
         tasks.spawn(async move {
             if let Err(e) = crate::sim::foscam_camera::serve(listener, sim, cancel).await {
                 warn!("demo Foscam camera stopped: {e:#}");

@@ -258,8 +258,8 @@ pub struct DemoConfig {
     pub channel_id: String,
     /// Local SIP port of the simulated camera (0 = any).
     pub sip_port: u16,
-    /// The simulated camera raises a motion alarm (GB/T 28181-2016 §9.4)
-    /// this often; 0 = never.
+    /// The simulated GB28181 and Foscam cameras raise a motion alarm
+    /// (GB/T 28181-2016 §9.4) this often; 0 = never.
     #[serde(with = "secs")]
     pub alarm_every: Duration,
 }

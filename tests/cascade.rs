@@ -2078,28 +2078,26 @@ fn record_search_from_the_upper_returns_the_cameras_records() {
 }
 
 // ---------------------------------------------------------------------
-// Alarms (GB/T 28181-2016 §9.4): the lower's demo GB28181 camera raises a
-// motion alarm every 2 s; the lower tells the upper (MESSAGE, and NOTIFY
-// in an alarm subscription's dialog) under the channel's id.
+// Alarms (GB/T 28181-2016 §9.4): the lower's demo GB28181 and Foscam
+// cameras raise a motion alarm every 2 s; the lower tells the upper
+// (MESSAGE, and NOTIFY in an alarm subscription's dialog) under each
+// channel's id.
 
-/// Alarm events the upper recorded of the lower platform's channel.
-fn upper_alarms(upper: &Rig) -> Vec<serde_json::Value> {
+/// Alarm events the upper recorded of the lower platform's channel `id`.
+fn upper_alarms(upper: &Rig, id: &str) -> Vec<serde_json::Value> {
     let Some((_, body)) = http_get(upper.ports.http, "/api/v1/events") else {
         return Vec::new();
     };
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
     list.into_iter()
-        .filter(|e| e["type"] == "alarm" && e["device_id"] == CHANNEL)
+        .filter(|e| e["type"] == "alarm" && e["device_id"] == id)
         .collect()
 }
 
 #[test]
 fn alarm_of_the_lower_demo_camera_reaches_the_upper_under_the_channel_id() {
     let upper = Rig::start(Options::default());
-    let lower = Lower::start(
-        upper.ports.sip,
-        "      channels: [\"gb/\"]\ndemo:\n  alarm_every: 2\n",
-    );
+    let lower = Lower::start(upper.ports.sip, "demo:\n  alarm_every: 2\n");
     let logs = || {
         format!(
             "--- upper\n{}\n--- lower\n{}",
@@ -2108,7 +2106,7 @@ fn alarm_of_the_lower_demo_camera_reaches_the_upper_under_the_channel_id() {
         )
     };
     let alarms = wait_for(Duration::from_secs(30), || {
-        let a = upper_alarms(&upper);
+        let a = upper_alarms(&upper, CHANNEL);
         (!a.is_empty()).then_some(a)
     })
     .unwrap_or_else(|| panic!("no alarm reached the upper\n{}", logs()));
@@ -2127,6 +2125,18 @@ fn alarm_of_the_lower_demo_camera_reaches_the_upper_under_the_channel_id() {
     assert!(
         raw.contains(&format!("\"device_id\":\"{PLATFORM_ID}\"")),
         "{raw}"
+    );
+    // The Foscam camera's motion alarm, under the id its channel has above.
+    let ids = lower_listed_on_upper(&upper, &lower);
+    let foscam = ids.get("foscam/demo").expect("foscam channel listed");
+    let f = wait_for(Duration::from_secs(15), || {
+        upper_alarms(&upper, foscam).into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("no Foscam alarm reached the upper\n{}", logs()));
+    assert_eq!(
+        (&f["method"], &f["alarm_type"], &f["description"]),
+        (&5.into(), &2.into(), &"foscam motion".into()),
+        "{f}"
     );
 
     // An alarm subscription of our own (a second "upper" socket on the
@@ -2148,6 +2158,7 @@ fn alarm_of_the_lower_demo_camera_reaches_the_upper_under_the_channel_id() {
     let mut answered = None;
     let mut notify = None;
     let give_up = std::time::Instant::now() + Duration::from_secs(15);
+    // The first NOTIFY may be the Foscam camera's: wait for the GB one.
     while std::time::Instant::now() < give_up && notify.is_none() {
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             continue;
@@ -2163,7 +2174,9 @@ fn alarm_of_the_lower_demo_camera_reaches_the_upper_under_the_channel_id() {
             camgate::cascade::wire::Start::Request { method, .. } if method == "NOTIFY" => {
                 let ok = camgate::cascade::wire::response_to(&m, 200, "OK", "test", None);
                 socket.send_to(&ok, from).unwrap();
-                notify = Some(text);
+                if text.contains(&format!("<DeviceID>{CHANNEL}</DeviceID>")) {
+                    notify = Some(text);
+                }
             }
             _ => {}
         }
