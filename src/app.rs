@@ -195,6 +195,28 @@ pub async fn run_live(
         },
         shutdown.clone(),
     ));
+    // Camera alarms for the upper platforms, in the neutral shape the
+    // cascade reads (it may not import the adapters).
+    let alarm_feed = crate::streams::alarms::feed();
+    {
+        let mut events = platform.event_tx.subscribe();
+        let feed = alarm_feed.clone();
+        tasks.spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(e) => {
+                        if let Some(alarm) = channel_alarm(&e) {
+                            // No upstream listening: nobody to tell.
+                            let _ = feed.send(alarm);
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+    }
     // Cascade (issue 19): register to the upper platforms configured.
     let cascade_cancel = CancellationToken::new();
     let crate::cascade::driver::Cascade {
@@ -212,6 +234,7 @@ pub async fn run_live(
             )),
             describe_timeout: Duration::from_secs(10),
         },
+        alarm_feed,
         cascade_cancel.clone(),
     );
     {
@@ -342,7 +365,10 @@ pub async fn run_live(
     }
     if let Some(listener) = demo_foscam {
         let cancel = sip_cancel.clone();
-        let sim = crate::sim::foscam_camera::SimFoscamConfig::default();
+        let sim = crate::sim::foscam_camera::SimFoscamConfig {
+            alarm_every: (!config.demo.alarm_every.is_zero()).then_some(config.demo.alarm_every),
+            ..Default::default()
+        };
         tasks.spawn(async move {
             if let Err(e) = crate::sim::foscam_camera::serve(listener, sim, cancel).await {
                 warn!("demo Foscam camera stopped: {e:#}");
@@ -465,4 +491,47 @@ fn device_directories(
         all.push(c.clone());
     }
     all.into()
+}
+
+/// A device event as an alarm the cascade tells upper platforms, if it is
+/// one: a GB28181 alarm (its device's channels are `gb/{device}/…`; the
+/// alarm's DeviceID names the channel, or the device itself), or a Foscam
+/// motion or input alarm (its end, `stop`, is not an alarm of its own).
+/// Another cluster node's events stay with that node's cascade.
+fn channel_alarm(
+    e: &crate::gb28181::events::Event,
+) -> Option<crate::streams::alarms::ChannelAlarm> {
+    use crate::gb28181::events::EventKind;
+    use crate::streams::alarms::ChannelAlarm;
+    let received = || crate::media::datetime::format(e.received);
+    match &e.kind {
+        EventKind::Alarm(a) => Some(ChannelAlarm {
+            device: format!("gb/{}", e.device_id),
+            channel: (!a.device_id.is_empty()).then(|| a.device_id.clone()),
+            priority: a.priority,
+            method: a.method,
+            time: a.time.clone().unwrap_or_else(received),
+            description: a.description.clone(),
+            alarm_type: a.alarm_type,
+        }),
+        EventKind::CameraAlarm { source, alarm, .. } if alarm != "stop" => {
+            // A.2.5.3: video alarm (method 5) type 2 is motion detection;
+            // an alarm input is a device alarm (method 2).
+            let (method, alarm_type) = if alarm == "motion" {
+                (5, Some(2))
+            } else {
+                (2, None)
+            };
+            Some(ChannelAlarm {
+                device: e.device_id.clone(),
+                channel: None,
+                priority: None,
+                method: Some(method),
+                time: received(),
+                description: Some(format!("{source} {alarm}")),
+                alarm_type,
+            })
+        }
+        _ => None,
+    }
 }

@@ -258,6 +258,10 @@ pub struct DemoConfig {
     pub channel_id: String,
     /// Local SIP port of the simulated camera (0 = any).
     pub sip_port: u16,
+    /// The simulated GB28181 and Foscam cameras raise a motion alarm
+    /// (GB/T 28181-2016 §9.4) this often; 0 = never.
+    #[serde(with = "secs")]
+    pub alarm_every: Duration,
 }
 
 /// GB28181 behaviour beyond registration: queries, alarms, redirects.
@@ -433,6 +437,7 @@ impl Default for DemoConfig {
             device_id: "34020000001320000001".into(),
             channel_id: "34020000001310000001".into(),
             sip_port: 0,
+            alarm_every: Duration::ZERO,
         }
     }
 }

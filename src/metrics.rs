@@ -98,6 +98,7 @@ pub struct Metrics {
     pub cascade_playback_controls: Family<Label, Counter>,
     pub cascade_recording_ends: Family<Label, Counter>,
     pub cascade_rtp_bytes_sent: Counter,
+    pub cascade_alarms: Family<Label, Counter>,
     pub ctel_registrations: Family<Label, Counter>,
     pub ctel_logins: Family<Label, Counter>,
     pub ctel_devices_online: Gauge,
@@ -553,6 +554,11 @@ fn build() -> Metrics {
             "camgate_cascade_rtp_bytes_sent",
             "RTP bytes (PS) sent to upper platforms, counted when each upward stream ends",
             Counter::default()
+        ),
+        cascade_alarms: reg!(
+            "camgate_cascade_alarms",
+            "Camera alarms for upper platforms, by outcome (sent: MESSAGE, notified: NOTIFY in an alarm subscription, dropped: queue full or feed lagged, not_exposed: camera not shown to that upstream)",
+            Family::default()
         ),
         ctel_registrations: reg!(
             "camgate_ctel_registrations",
@@ -1088,6 +1094,11 @@ fn zero_known_series(m: &Metrics) {
         &m.cascade_recorded_invites,
         "outcome",
         &["ok", "not_found", "not_recorded", "refused", "failed"],
+    );
+    zero(
+        &m.cascade_alarms,
+        "outcome",
+        &["sent", "notified", "dropped", "not_exposed"],
     );
     zero(
         &m.cascade_playback_controls,

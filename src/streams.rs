@@ -7,6 +7,7 @@
 //! lock so that "last viewer left, remove the stream" and "a new viewer
 //! arrived" can never interleave badly.
 
+pub mod alarms;
 pub mod control;
 pub mod directory;
 pub mod owners;

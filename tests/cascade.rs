@@ -2361,3 +2361,210 @@ fn over_tcp_unframable_input_closes_the_connection_and_a_new_one_registers() {
         1.0
     );
 }
+
+// ---------------------------------------------------------------------
+// Alarms (GB/T 28181-2016 §9.4): the lower's demo GB28181 and Foscam
+// cameras raise a motion alarm every 2 s; the lower tells the upper
+// (MESSAGE, and NOTIFY in an alarm subscription's dialog) under each
+// channel's id.
+
+/// Alarm events the upper recorded of the lower platform's channel `id`.
+fn upper_alarms(upper: &Rig, id: &str) -> Vec<serde_json::Value> {
+    let Some((_, body)) = http_get(upper.ports.http, "/api/v1/events") else {
+        return Vec::new();
+    };
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    list.into_iter()
+        .filter(|e| e["type"] == "alarm" && e["device_id"] == id)
+        .collect()
+}
+
+#[test]
+fn alarm_of_the_lower_demo_camera_reaches_the_upper_under_the_channel_id() {
+    let upper = Rig::start(Options::default());
+    let lower = Lower::start(upper.ports.sip, "demo:\n  alarm_every: 2\n");
+    let logs = || {
+        format!(
+            "--- upper\n{}\n--- lower\n{}",
+            plain(&upper.gateway.log_text()),
+            plain(&lower.gateway.log_text())
+        )
+    };
+    let alarms = wait_for(Duration::from_secs(30), || {
+        let a = upper_alarms(&upper, CHANNEL);
+        (!a.is_empty()).then_some(a)
+    })
+    .unwrap_or_else(|| panic!("no alarm reached the upper\n{}", logs()));
+    let a = &alarms[0];
+    // What the demo camera sent below, as the lower told it above.
+    assert_eq!(a["priority"], 1, "{a}");
+    assert_eq!(a["method"], 5, "{a}");
+    assert_eq!(a["alarm_type"], 2, "{a}");
+    assert_eq!(a["description"], "motion detected (simulated)", "{a}");
+    let time = a["time"].as_str().unwrap_or_default();
+    assert_eq!(time.len(), 19, "{a}");
+    assert_eq!(&time[10..11], "T", "{a}");
+    // The upper took it from the lower platform (the event's device is
+    // the sender; the alarm's DeviceID, shown last, is the channel).
+    let (_, raw) = http_get(upper.ports.http, "/api/v1/events").unwrap();
+    assert!(
+        raw.contains(&format!("\"device_id\":\"{PLATFORM_ID}\"")),
+        "{raw}"
+    );
+    // The Foscam camera's motion alarm, under the id its channel has above.
+    let ids = lower_listed_on_upper(&upper, &lower);
+    let foscam = ids.get("foscam/demo").expect("foscam channel listed");
+    let f = wait_for(Duration::from_secs(15), || {
+        upper_alarms(&upper, foscam).into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("no Foscam alarm reached the upper\n{}", logs()));
+    assert_eq!(
+        (&f["method"], &f["alarm_type"], &f["description"]),
+        (&5.into(), &2.into(), &"foscam motion".into()),
+        "{f}"
+    );
+
+    // An alarm subscription of our own (a second "upper" socket on the
+    // upper's address): 200 with Expires, then each alarm as a NOTIFY in
+    // its dialog, answered by us.
+    let to = lower_cascade_address(&lower);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = socket.local_addr().unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let body = "<?xml version=\"1.0\"?>\r\n<Query>\r\n<CmdType>Alarm</CmdType>\r\n<SN>9</SN>\r\n<DeviceID>34020000002000000002</DeviceID>\r\n<StartAlarmPriority>1</StartAlarmPriority>\r\n<EndAlarmPriority>4</EndAlarmPriority>\r\n<AlarmMethod>0</AlarmMethod>\r\n</Query>\r\n";
+    let subscribe = format!(
+        "SUBSCRIBE sip:{PLATFORM_ID}@3402000000 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKalarmsub\r\nFrom: <sip:{UPPER_ID}@3402000000>;tag=testsub\r\nTo: <sip:{PLATFORM_ID}@3402000000>\r\nCall-ID: alarm-sub-1\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\nExpires: 600\r\nContact: <sip:{UPPER_ID}@{me}>\r\nMax-Forwards: 70\r\nContent-Type: Application/MANSCDP+xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.send_to(subscribe.as_bytes(), to).unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let mut answered = None;
+    let mut notify = None;
+    let give_up = std::time::Instant::now() + Duration::from_secs(15);
+    // The first NOTIFY may be the Foscam camera's: wait for the GB one.
+    while std::time::Instant::now() < give_up && notify.is_none() {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let Ok(m) = camgate::cascade::wire::Message::parse(&buf[..n]) else {
+            continue;
+        };
+        match &m.start {
+            camgate::cascade::wire::Start::Response { code, .. } => {
+                answered = Some((*code, m.header("Expires").map(str::to_owned)));
+            }
+            camgate::cascade::wire::Start::Request { method, .. } if method == "NOTIFY" => {
+                let ok = camgate::cascade::wire::response_to(&m, 200, "OK", "test", None);
+                socket.send_to(&ok, from).unwrap();
+                if text.contains(&format!("<DeviceID>{CHANNEL}</DeviceID>")) {
+                    notify = Some(text);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        answered,
+        Some((200, Some("600".to_owned()))),
+        "SUBSCRIBE answer\n{}",
+        logs()
+    );
+    let notify = notify.unwrap_or_else(|| panic!("no alarm NOTIFY\n{}", logs()));
+    for part in [
+        "Call-ID: alarm-sub-1",
+        "Event: Alarm",
+        "Subscription-State: active;expires=",
+        ";tag=testsub",
+        "<CmdType>Alarm</CmdType>",
+        &format!("<DeviceID>{CHANNEL}</DeviceID>"),
+        "<AlarmPriority>1</AlarmPriority>",
+        "<AlarmMethod>5</AlarmMethod>",
+        "<AlarmType>2</AlarmType>",
+    ] {
+        assert!(notify.contains(part), "{part} missing from\n{notify}");
+    }
+
+    // The upper's Response to an alarm MESSAGE is taken with a 200, not
+    // refused as an unserved request.
+    let response = format!(
+        "MESSAGE sip:{PLATFORM_ID}@3402000000 SIP/2.0\r\nVia: SIP/2.0/UDP {{me}};branch=z9hG4bKalarmresp\r\nFrom: <sip:{UPPER_ID}@3402000000>;tag=r1\r\nTo: <sip:{PLATFORM_ID}@3402000000>\r\nCall-ID: alarm-resp-1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: Application/MANSCDP+xml\r\nContent-Length: 86\r\n\r\n<Response><CmdType>Alarm</CmdType><SN>9</SN><DeviceID>{CHANNEL}</DeviceID><Result>OK</Result></Response>"
+    );
+    let response = response.replace(
+        "Content-Length: 86",
+        &format!(
+            "Content-Length: {}",
+            response.split("\r\n\r\n").nth(1).unwrap().len()
+        ),
+    );
+    assert_eq!(final_code(to, &response), Some(200));
+
+    // The upper camgate subscribes to alarms (`gb.subscribe_alarms`), so
+    // they travel as NOTIFYs in its subscription, never also as MESSAGEs:
+    // each alarm is recorded once above (two alarms of the demo camera are
+    // 2 s apart, so a duplicate would repeat a time).
+    let times: Vec<String> = upper_alarms(&upper, CHANNEL)
+        .iter()
+        .map(|a| a["time"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = times.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        times.len(),
+        "an alarm recorded twice: {times:?}"
+    );
+    let m = lower_metrics(&lower);
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_alarms_total{outcome=\"sent\"}"),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(&m, "camgate_cascade_alarms_total{outcome=\"notified\"}") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_alarms_total{outcome=\"dropped\"}"),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "camgate_cascade_errors_total{kind=\"request_not_served\"}"
+        ),
+        0.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn alarm_goes_up_as_a_message_to_an_upper_that_does_not_subscribe() {
+    let upper = Rig::start(Options {
+        extra_yaml: "gb:\n  subscribe_alarms: false\n".into(),
+        ..Default::default()
+    });
+    let lower = Lower::start(upper.ports.sip, "demo:\n  alarm_every: 2\n");
+    let alarm = wait_for(Duration::from_secs(30), || {
+        upper_alarms(&upper, CHANNEL).into_iter().next()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no alarm reached the upper\n{}",
+            plain(&lower.gateway.log_text())
+        )
+    });
+    assert_eq!(alarm["method"], 5, "{alarm}");
+    let m = lower_metrics(&lower);
+    assert!(
+        metric_value(&m, "camgate_cascade_alarms_total{outcome=\"sent\"}") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "camgate_cascade_alarms_total{outcome=\"notified\"}"),
+        0.0,
+        "{m}"
+    );
+}

@@ -29,6 +29,9 @@ pub(super) struct Catalog {
     pub sessions: Sessions,
     /// Catalog subscriptions of the upper platform (§9.7.1).
     pub subscriptions: Arc<Mutex<Vec<CatalogSubscription>>>,
+    /// Camera alarms, and the upper platform's alarm subscriptions (§9.4).
+    pub alarm_feed: crate::streams::alarms::AlarmFeed,
+    pub alarm_subscriptions: Arc<Mutex<super::alarms::AlarmSubscriptions>>,
 }
 
 /// [`ChannelIds`] kept in a file.

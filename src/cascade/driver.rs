@@ -16,6 +16,8 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::alarm_driver::{self, AlarmLink};
+use super::alarms::{self, AlarmOutbox};
 use super::catalog::{Catalog, IdStore};
 use super::catalog_subscribe::{WATCH_INTERVAL, notify_changes};
 use super::config::{CascadeConfig, UpstreamConfig, UpstreamTransport};
@@ -50,6 +52,7 @@ pub fn spawn(
     directories: Arc<[Arc<dyn DeviceDirectory>]>,
     controls: Arc<[Arc<dyn ChannelControl>]>,
     media: MediaServices,
+    alarm_feed: crate::streams::alarms::AlarmFeed,
     shutdown: CancellationToken,
 ) -> Cascade {
     let status = StatusBoard::default();
@@ -78,6 +81,8 @@ pub fn spawn(
             media: media.clone(),
             sessions: Arc::new(Mutex::new(HashMap::new())),
             subscriptions: Arc::new(Mutex::new(Vec::new())),
+            alarm_feed: alarm_feed.clone(),
+            alarm_subscriptions: Arc::default(),
         };
         tasks.push(tokio::spawn(run(
             up.clone(),
@@ -240,6 +245,9 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let name = up.display_name().to_owned();
+    // Alarms from now on wait in the outbox until we are registered.
+    let mut alarm_rx = catalog.alarm_feed.subscribe();
+    let mut alarm_outbox = AlarmOutbox::new(alarms::MAX_QUEUED);
     let (target, mut inbound) = loop {
         match setup(&up).await {
             Ok(ok) => break ok,
@@ -318,6 +326,11 @@ async fn run(
             handle_event(&ctx, ev).await;
         }
         report(&board, slot, &client);
+        if client.phase() == Phase::Registered && !alarm_outbox.is_empty() {
+            let channels = ctx.catalog.exposed(&ctx.up);
+            let subs = &ctx.catalog.alarm_subscriptions;
+            alarm_driver::flush(&AlarmLink::of(&ctx), &mut alarm_outbox, &channels, subs).await;
+        }
         if client.phase() == Phase::Stopped {
             info!(upstream = %ctx.name, "cascade: stopped");
             break;
@@ -368,6 +381,7 @@ async fn run(
                 board.update(slot, |s, _| s.local = ctx.local.to_string());
             }
             _ = sleep_until(deadline) => client.handle_timeout(Instant::now()),
+            got = alarm_driver::next(&mut alarm_rx) => alarm_driver::queue(&AlarmLink::of(&ctx), &mut alarm_outbox, got),
         }
     }
     ctx.link.detach();

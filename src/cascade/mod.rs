@@ -11,12 +11,16 @@
 //! [`session`] one upward stream, [`control`] and [`records`] the
 //! DeviceControl and RecordInfo requests for one channel, carried out on
 //! the camera by [`forward`],
+//! [`alarms`] camera alarms told upward (§9.4) and sent by
+//! [`alarm_driver`],
 //! [`driver`] the tokio task owning each upstream's [`link`] and timer,
 //! serving the upper platform's [`requests`] ([`invite`] for media,
 //! [`playback_control`] for MANSRTSP INFO, [`catalog_subscribe`] for
 //! catalog subscriptions) over the channels of [`catalog`], and
 //! [`status`] what `GET /api/v1/cascade` and the metrics show.
 
+pub mod alarm_driver;
+pub mod alarms;
 pub mod answers;
 mod catalog;
 mod catalog_subscribe;

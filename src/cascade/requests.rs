@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 
 use tracing::{info, warn};
 
+use super::alarm_driver::{self, AlarmLink};
+use super::alarms;
 use super::answers;
 use super::catalog_subscribe::serve_subscribe;
 use super::control::{self as control_doc, ControlParseError};
@@ -51,6 +53,11 @@ pub(super) async fn serve_request(ctx: &Upstream, message: &wire::Message, from:
         })
     {
         return serve_subscribe(ctx, message, from).await;
+    }
+    if (method == "SUBSCRIBE" && alarms::is_alarm_subscribe(message.header("Event"), &message.body))
+        || (method == "MESSAGE" && alarms::is_alarm_response(&message.body))
+    {
+        return serve_alarm_request(ctx, message, from).await;
     }
     if method == "BYE" {
         let call_id = message.call_id().unwrap_or_default().to_owned();
@@ -199,4 +206,15 @@ fn cmd_label(cmd: &str) -> &'static str {
         "DeviceInfo" => "device_info",
         _ => "device_status",
     }
+}
+
+/// An alarm SUBSCRIBE, or the upper platform's `<Response>` to one of our
+/// alarm MESSAGEs (200, nothing more to do).
+async fn serve_alarm_request(ctx: &Upstream, message: &wire::Message, from: SocketAddr) {
+    if matches!(&message.start, wire::Start::Request { method, .. } if method == "SUBSCRIBE") {
+        let subs = &ctx.catalog.alarm_subscriptions;
+        return alarm_driver::serve_subscribe(&AlarmLink::of(ctx), message, from, subs).await;
+    }
+    let ok = wire::response_to(message, 200, "OK", "camgate", None);
+    let _ = ctx.link.send(&ok, from).await;
 }

@@ -98,6 +98,8 @@ pub struct SimCameraConfig {
     /// Send media to this IP instead of the one the offer names (the
     /// port stays): a fault-injection proxy listening there.
     pub media_ip: Option<IpAddr>,
+    /// Raise a motion alarm this often.
+    pub alarm_every: Option<Duration>,
 }
 
 impl SimCameraConfig {
@@ -133,6 +135,7 @@ impl SimCameraConfig {
             stats: Arc::default(),
             mark_frames: false,
             media_ip: None,
+            alarm_every: None,
         }
     }
 
@@ -153,6 +156,7 @@ impl SimCameraConfig {
         c.channel_id = config.demo.channel_id.clone();
         c.password = config.password_for(&c.device_id).map(str::to_owned);
         c.bind = SocketAddr::new(server_ip, config.demo.sip_port);
+        c.alarm_every = (!config.demo.alarm_every.is_zero()).then_some(config.demo.alarm_every);
         c
     }
 }
@@ -425,6 +429,8 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
     };
     let mut buf = vec![0u8; 65_536];
     device.start(Instant::now().into_std());
+    let alarm_period = config.alarm_every.unwrap_or(Duration::from_secs(3600));
+    let mut alarms = tokio::time::interval_at(Instant::now() + alarm_period, alarm_period);
 
     loop {
         // Events first: a playback control reaches its stream before the
@@ -461,6 +467,14 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
             Some(call_id) = finished_rx.recv() => {
                 tracing::info!(%call_id, "recording ended: MediaStatus 121");
                 device.media_finished(Instant::now().into_std(), &call_id);
+            }
+            _ = alarms.tick(), if config.alarm_every.is_some() && device.is_registered() => {
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let time = crate::media::datetime::format(unix);
+                tracing::info!(%time, "sending motion alarm");
+                device.alarm(Instant::now().into_std(), &time);
             }
         }
     }

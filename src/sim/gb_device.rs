@@ -587,6 +587,14 @@ impl GbDevice {
         self.send_message(now, TxKind::Message, body);
     }
 
+    /// A motion alarm of the channel at `time` (A.2.5.3 Alarm Notify:
+    /// priority 1, video alarm, type 2 motion detection).
+    pub fn alarm(&mut self, now: Instant, time: &str) {
+        self.sn = self.sn.wrapping_add(1);
+        let body = crate::sim::gb_device_extra::alarm_body(self.sn, &self.cfg.channel_id, time);
+        self.send_message(now, TxKind::Message, body);
+    }
+
     /// Snapshot uploads of `session` are done: `UploadSnapShotFinished`
     /// listing the uploaded files.
     pub fn snapshot_finished(&mut self, now: Instant, session: &str, files: &[String]) {

@@ -101,11 +101,51 @@ pub fn media_status_body(sn: u32, channel: &str) -> Vec<u8> {
     encode_body(&w.finish())
 }
 
+/// Description of the simulated camera's alarms.
+pub const ALARM_DESCRIPTION: &str = "motion detected (simulated)";
+
+pub fn alarm_body(sn: u32, channel: &str, time: &str) -> Vec<u8> {
+    let mut w = XmlWriter::new();
+    w.open("Notify");
+    w.leaf("CmdType", "Alarm");
+    w.leaf("SN", &sn.to_string());
+    w.leaf("DeviceID", channel);
+    w.leaf("AlarmPriority", "1");
+    w.leaf("AlarmMethod", "5");
+    w.leaf("AlarmTime", time);
+    w.leaf("AlarmDescription", ALARM_DESCRIPTION);
+    w.open("Info");
+    w.leaf("AlarmType", "2");
+    w.close("Info");
+    w.close("Notify");
+    encode_body(&w.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::gb28181::manscdp::decode_tree;
     use crate::gb28181::reports::{Report, classify};
+
+    #[test]
+    fn alarm_body_reads_back_as_an_alarm() {
+        let body = alarm_body(4, "34020000001310000001", "2024-05-01T08:00:05");
+        let Ok(Some(Report::Alarm(a))) = classify(&decode_tree(&body).unwrap()) else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                a.sn,
+                a.device_id.as_str(),
+                a.priority,
+                a.method,
+                a.alarm_type
+            ),
+            (4, "34020000001310000001", Some(1), Some(5), Some(2))
+        );
+        assert_eq!(a.time.as_deref(), Some("2024-05-01T08:00:05"));
+        assert_eq!(a.description.as_deref(), Some(ALARM_DESCRIPTION));
+    }
 
     #[test]
     fn one_record_per_hour_of_the_window() {
