@@ -91,6 +91,7 @@ pub struct Metrics {
     pub cascade_registrations: Family<Label, Counter>,
     pub cascade_keepalives: Family<Label, Counter>,
     pub cascade_errors: Family<Label, Counter>,
+    pub cascade_retransmissions: Family<Label, Counter>,
     pub cascade_queries: Family<Label, Counter>,
     pub cascade_invites: Family<Label, Counter>,
     pub cascade_forwarded: Family<Label, Counter>,
@@ -518,6 +519,11 @@ fn build() -> Metrics {
         cascade_errors: reg!(
             "camgate_cascade_errors",
             "Cascade SIP input dropped or refused, by kind (unparsable, bad_header, stray_response, request_not_served, ...)",
+            Family::default()
+        ),
+        cascade_retransmissions: reg!(
+            "camgate_cascade_retransmissions",
+            "Our requests to upper platforms over UDP resent unanswered, by outcome (resent, gave_up after 32 s, dropped at the cap of 1024 tracked)",
             Family::default()
         ),
         cascade_queries: reg!(
@@ -1050,6 +1056,11 @@ fn zero_known_series(m: &Metrics) {
         &["ok", "failed", "redirected", "lost"],
     );
     zero(&m.cascade_keepalives, "outcome", &["answered", "missed"]);
+    zero(
+        &m.cascade_retransmissions,
+        "outcome",
+        &["resent", "gave_up", "dropped"],
+    );
     zero(
         &m.cascade_errors,
         "kind",

@@ -2568,3 +2568,123 @@ fn alarm_goes_up_as_a_message_to_an_upper_that_does_not_subscribe() {
         "{m}"
     );
 }
+
+// ---------------------------------------------------------------------
+// Retransmission of our requests over UDP (RFC 3261 §17.1.2.2).
+
+/// One request of the lower's as the test upper saw it.
+struct Arrival {
+    at: std::time::Instant,
+    call_id: String,
+    cseq: u32,
+    via: String,
+}
+
+#[test]
+fn catalog_answer_lost_once_is_resent_after_t1_and_stops_once_answered() {
+    use camgate::cascade::wire::{Message, Start, response_to};
+    // A test-owned upper platform: answers REGISTER and keepalives, asks
+    // for the catalog, drops the first copy of each catalog answer and
+    // answers the later ones.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let me = socket.local_addr().unwrap();
+    let rig = Rig::start_with_yaml(Options::default(), &cascade_yaml(&me.to_string(), 3600, 30));
+    let mut buf = vec![0u8; 65_535];
+    let mut lower = None;
+    let mut asked = false;
+    let mut answers: Vec<Arrival> = Vec::new();
+    let mut answered_at: Option<std::time::Instant> = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = std::time::Instant::now();
+        if now > deadline || answered_at.is_some_and(|t| now > t + Duration::from_secs(3)) {
+            break;
+        }
+        if let (Some(to), false) = (lower, asked) {
+            let body = format!(
+                "<?xml version=\"1.0\"?>\r\n<Query>\r\n<CmdType>Catalog</CmdType>\r\n<SN>7</SN>\r\n<DeviceID>{PLATFORM_ID}</DeviceID>\r\n</Query>\r\n"
+            );
+            let query = format!(
+                "MESSAGE sip:{PLATFORM_ID}@3402000000 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKrq1\r\n\
+                 From: <sip:{UPPER_ID}@3402000000>;tag=up1\r\nTo: <sip:{PLATFORM_ID}@3402000000>\r\n\
+                 Call-ID: retx-query@test\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n\
+                 Content-Type: Application/MANSCDP+xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.send_to(query.as_bytes(), to).unwrap();
+            asked = true;
+        }
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let Ok(m) = Message::parse(&buf[..n]) else {
+            continue;
+        };
+        let Start::Request { method, .. } = &m.start else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let is_answer = method == "MESSAGE"
+            && text.contains("<Response>")
+            && text.contains("<CmdType>Catalog</CmdType>");
+        if method == "REGISTER" {
+            lower = Some(from);
+        }
+        if is_answer {
+            let call_id = m.call_id().unwrap().to_owned();
+            let first = !answers.iter().any(|a| a.call_id == call_id);
+            answers.push(Arrival {
+                at: std::time::Instant::now(),
+                call_id,
+                cseq: m.cseq().unwrap().0,
+                via: m.header("Via").unwrap_or_default().to_owned(),
+            });
+            if first {
+                continue;
+            }
+            answered_at.get_or_insert_with(std::time::Instant::now);
+        }
+        let _ = socket.send_to(&response_to(&m, 200, "OK", "up", None), from);
+    }
+    let log = || rig.gateway.log_text();
+    assert!(asked, "never registered: {}", log());
+    let first = answers
+        .first()
+        .unwrap_or_else(|| panic!("no catalog answer: {}", log()));
+    let copies: Vec<&Arrival> = answers
+        .iter()
+        .filter(|a| a.call_id == first.call_id)
+        .collect();
+    // Sent, dropped, resent once at T1 (0.5 s), answered: exactly two
+    // copies, the second the same transaction (Call-ID, CSeq, branch).
+    assert_eq!(copies.len(), 2, "copies of the answer: {}", copies.len());
+    assert_eq!(copies[1].cseq, copies[0].cseq);
+    assert_eq!(copies[1].via, copies[0].via);
+    assert!(
+        copies[0].via.contains("branch=z9hG4bK"),
+        "{}",
+        copies[0].via
+    );
+    let gap = copies[1].at - copies[0].at;
+    assert!(
+        gap >= Duration::from_millis(400) && gap <= Duration::from_millis(1_200),
+        "resent {gap:?} after the first copy"
+    );
+    let m = rig.metrics();
+    assert!(
+        metric_value(
+            &m,
+            "camgate_cascade_retransmissions_total{outcome=\"resent\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "camgate_cascade_retransmissions_total{outcome=\"gave_up\"}"
+        ),
+        0.0
+    );
+}

@@ -163,7 +163,7 @@ pub async fn flush(
         info!(upstream = %link.name, channel = %device_id, camera = %alarm.device, "cascade: alarm sent up");
     }
     for (bytes, to, outcome) in outgoing {
-        match link.link.send(&bytes, to).await {
+        match link.link.send_request(&bytes, to).await {
             Ok(_) => count(outcome, 1),
             Err(e) => {
                 warn_limited!(link.log, to.ip(), upstream = %link.name, %to, "cascade: sending alarm: {e}")

@@ -142,6 +142,6 @@ pub(super) async fn notify_changes(ctx: &Upstream) {
         }
     }
     for (bytes, to) in outgoing {
-        let _ = ctx.link.send(&bytes, to).await;
+        let _ = ctx.link.send_request(&bytes, to).await;
     }
 }

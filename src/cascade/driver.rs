@@ -3,7 +3,9 @@
 //! socket, or over TCP (§4.3) one connection, made again after a loss
 //! with backoff), feeding [`RegisterClient`] messages and deadlines,
 //! sending what it asks, handing the upper platform's requests to
-//! [`requests`], and reporting to the [`StatusBoard`] and metrics.
+//! [`requests`], resending our unanswered requests over UDP
+//! ([`super::retransmit`], RFC 3261 §17.1.2.2), and reporting to the
+//! [`StatusBoard`] and metrics.
 //!
 //! [`requests`]: super::requests
 
@@ -266,7 +268,7 @@ async fn run(
     };
     let (link, local, transport) = match &inbound {
         Inbound::Udp { socket, .. } => match socket.local_addr() {
-            Ok(a) => (Link::Udp(socket.clone()), a, wire::Transport::Udp),
+            Ok(a) => (Link::udp(socket.clone()), a, wire::Transport::Udp),
             Err(e) => {
                 warn!(upstream = %name, "cascade: socket has no address: {e}");
                 return;
@@ -382,6 +384,7 @@ async fn run(
             }
             _ = sleep_until(deadline) => client.handle_timeout(Instant::now()),
             got = alarm_driver::next(&mut alarm_rx) => alarm_driver::queue(&AlarmLink::of(&ctx), &mut alarm_outbox, got),
+            _ = retransmission_due(&ctx.link) => resend_due(&ctx).await,
         }
     }
     ctx.link.detach();
@@ -427,6 +430,47 @@ fn connection_failed(ctx: &Upstream, e: &ConnectionError) {
         .get_or_create(&label("kind", e.kind()))
         .inc();
     warn_limited!(ctx.bad_input, ctx.target.ip(), upstream = %ctx.name, "cascade: TCP connection to the upper platform: {e}");
+}
+
+/// Until one of our requests over UDP is due again (or a new one is
+/// tracked, which may be due sooner); over TCP, never.
+async fn retransmission_due(link: &Link) {
+    let Link::Udp(udp) = link else {
+        return std::future::pending().await;
+    };
+    let deadline = lock(&udp.pending).poll_timeout();
+    tokio::select! {
+        _ = sleep_until(deadline) => {}
+        _ = udp.tracked.notified() => {}
+    }
+}
+
+/// Resend our requests that are due, and count those given up.
+async fn resend_due(ctx: &Upstream) {
+    let Link::Udp(udp) = &ctx.link else {
+        return;
+    };
+    let (due, gave_up, dropped) = {
+        let mut pending = lock(&udp.pending);
+        let due = pending.due(Instant::now());
+        let (gave_up, dropped) = pending.take_counts();
+        (due, gave_up, dropped)
+    };
+    let m = &metrics::get().cascade_retransmissions;
+    for (bytes, dest) in &due {
+        if let Err(e) = udp.socket.send_to(bytes, *dest).await {
+            tracing::debug!(upstream = %ctx.name, %dest, "cascade: resend failed: {e}");
+        }
+    }
+    m.get_or_create(&label("outcome", "resent"))
+        .inc_by(due.len() as u64);
+    m.get_or_create(&label("outcome", "gave_up"))
+        .inc_by(gave_up);
+    m.get_or_create(&label("outcome", "dropped"))
+        .inc_by(dropped);
+    if gave_up + dropped > 0 {
+        warn_limited!(ctx.bad_input, ctx.target.ip(), upstream = %ctx.name, gave_up, dropped, "cascade: requests to the upper platform unanswered; given up");
+    }
 }
 
 /// Sleep until `deadline`, or forever when there is none.
@@ -530,9 +574,11 @@ async fn handle_event(ctx: &Upstream, ev: ClientEvent) {
             warn!(upstream = %name, in_a_row, "cascade: keepalive unanswered");
         }
         ClientEvent::Unregistered => info!(upstream = %name, "cascade: unregistered"),
-        ClientEvent::Ignored {
-            reason: "answer_acknowledged",
-        } => {}
+        ClientEvent::Answered { call_id, cseq } => {
+            if let Link::Udp(udp) = &ctx.link {
+                lock(&udp.pending).answered(&(call_id, cseq));
+            }
+        }
         ClientEvent::Ignored { reason } => {
             m.cascade_errors.get_or_create(&label("kind", reason)).inc();
         }

@@ -76,7 +76,7 @@ impl Upward {
         for (i, body) in bodies.iter().enumerate() {
             let seed = unix_now() ^ u64::from(sn) << 20 ^ i as u64;
             let bytes = self.message(body, seed, &format!("f{i}"));
-            if let Err(e) = self.link.send(&bytes, self.target).await {
+            if let Err(e) = self.link.send_request(&bytes, self.target).await {
                 warn!(upstream = %self.name, "cascade: sending {what} answer: {e}");
             }
         }

@@ -393,7 +393,12 @@ impl InviteTask {
         let notify =
             self.upward
                 .message(&playback::media_status_end(sn, &self.channel_id), seed, "e");
-        if let Err(e) = self.upward.link.send(&notify, self.upward.target).await {
+        if let Err(e) = self
+            .upward
+            .link
+            .send_request(&notify, self.upward.target)
+            .await
+        {
             warn!(upstream = %self.name, "cascade: sending MediaStatus 121: {e}");
         }
         info!(upstream = %self.name, stream = %self.key, channel = %self.channel_id, "cascade: recording ended; MediaStatus 121 sent");
@@ -418,7 +423,7 @@ impl InviteTask {
             self.upward.local,
             &format!("z9hG4bK{seed:x}b"),
         );
-        let _ = self.upward.link.send(&bye, self.from).await;
+        let _ = self.upward.link.send_request(&bye, self.from).await;
         warn!(upstream = %self.name, stream = %self.key, "cascade: no BYE within {END_BYE_WAIT:?} of the recording's end; sent ours");
     }
 }

@@ -4,7 +4,10 @@
 //! Everything the request-serving code sends goes through a [`Link`], so
 //! it does not care how the bytes travel:
 //!
-//! - UDP: one socket per upstream, one datagram per message.
+//! - UDP: one socket per upstream, one datagram per message. Our
+//!   requests sent with [`Link::send_request`] are tracked for
+//!   retransmission until answered ([`super::retransmit`], RFC 3261
+//!   §17.1.2.2); the upstream's driver resends what is due.
 //! - TCP: one connection per upstream, made by us to the upper platform.
 //!   Our requests, our answers to its requests and its requests all share
 //!   it (RFC 3261 §18.2.2: a response goes back on the connection its
@@ -26,7 +29,8 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::Transport;
+use super::retransmit::Retransmissions;
+use super::wire::{self, Transport};
 use crate::sip::screen::{Rejection, stream_message_len};
 
 /// How long connecting to the upper platform may take.
@@ -42,13 +46,55 @@ const READ_CHUNK: usize = 16 * 1024;
 #[derive(Clone)]
 pub enum Link {
     /// One UDP socket per upstream; each message is one datagram.
-    Udp(Arc<UdpSocket>),
+    Udp(Arc<UdpLink>),
     /// The upstream's TCP connection, whichever is current: tasks holding
     /// the handle use the new connection after a reconnect.
     Tcp(Arc<Mutex<Option<mpsc::Sender<Vec<u8>>>>>),
 }
 
+/// The UDP socket of an upstream and our requests on it awaiting a
+/// response.
+pub struct UdpLink {
+    pub socket: Arc<UdpSocket>,
+    pub pending: Mutex<Retransmissions>,
+    /// Woken when a request is tracked, so the driver re-reads
+    /// [`Retransmissions::poll_timeout`].
+    pub tracked: tokio::sync::Notify,
+}
+
 impl Link {
+    /// A UDP link over `socket`, tracking nothing yet.
+    pub fn udp(socket: Arc<UdpSocket>) -> Self {
+        Link::Udp(Arc::new(UdpLink {
+            socket,
+            pending: Mutex::new(Retransmissions::default()),
+            tracked: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// Send a request of ours (not a response) to `to`; over UDP it is
+    /// resent until answered (RFC 3261 §17.1.2.2). Its Call-ID and CSeq,
+    /// which the answer carries, are read from the bytes; a request
+    /// without them is sent once.
+    pub async fn send_request(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        let sent = self.send(bytes, to).await;
+        if let Link::Udp(udp) = self
+            && let Ok(m) = wire::Message::parse(bytes)
+            && let (Ok(call_id), Ok((cseq, _))) = (m.call_id(), m.cseq())
+        {
+            // Tracked even when the send failed: a transient error is
+            // one more lost datagram.
+            udp.pending.lock().unwrap_or_else(|e| e.into_inner()).track(
+                (call_id.to_owned(), cseq),
+                bytes.to_vec(),
+                to,
+                std::time::Instant::now(),
+            );
+            udp.tracked.notify_one();
+        }
+        sent
+    }
+
     /// A TCP link with no connection yet.
     pub fn tcp() -> Self {
         Link::Tcp(Arc::new(Mutex::new(None)))
@@ -58,7 +104,7 @@ impl Link {
     /// connection, which is the upper platform).
     pub async fn send(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
         match self {
-            Link::Udp(socket) => socket.send_to(bytes, to).await.map(|_| ()),
+            Link::Udp(udp) => udp.socket.send_to(bytes, to).await.map(|_| ()),
             Link::Tcp(current) => {
                 let tx = current
                     .lock()

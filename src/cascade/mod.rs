@@ -37,6 +37,7 @@ mod playback_control;
 pub mod records;
 pub mod register;
 mod requests;
+pub mod retransmit;
 pub mod session;
 pub mod status;
 pub mod subscription;

@@ -106,6 +106,12 @@ pub enum ClientEvent {
         message: Box<Message>,
         from: SocketAddr,
     },
+    /// A response (any) to a MESSAGE, NOTIFY or BYE of ours other than
+    /// the keepalive: its retransmission stops (RFC 3261 §17.1.2.2).
+    Answered {
+        call_id: String,
+        cseq: u32,
+    },
     /// A datagram that is not SIP, or not ours; counted and dropped.
     Ignored {
         reason: &'static str,
@@ -456,8 +462,9 @@ impl RegisterClient {
             // The upper platform acknowledging a query answer, a catalog
             // notification or an end-of-recording notify we sent, or the
             // BYE ending a recording it did not hang up itself.
-            self.events.push_back(ClientEvent::Ignored {
-                reason: "answer_acknowledged",
+            self.events.push_back(ClientEvent::Answered {
+                call_id: call_id.to_owned(),
+                cseq,
             });
         } else {
             self.events.push_back(ClientEvent::Ignored {
