@@ -328,6 +328,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn udp_requests_are_tracked_until_answered_and_responses_are_not() {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = peer.local_addr().unwrap();
+        let link = Link::udp(Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()));
+        let request = b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bK1\r\nCall-ID: c1@x\r\nCSeq: 7 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+        let response = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bK2\r\nCall-ID: c2@x\r\nCSeq: 3 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+        link.send_request(request, to).await.unwrap();
+        link.send(response, to).await.unwrap();
+        let Link::Udp(udp) = &link else {
+            unreachable!()
+        };
+        let mut pending = udp.pending.lock().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert!(!pending.answered(&("c2@x".to_owned(), 3)));
+        assert!(pending.answered(&("c1@x".to_owned(), 7)));
+        assert!(!link.reliable());
+    }
+
+    #[tokio::test]
     async fn sending_without_a_connection_says_so() {
         let link = Link::tcp();
         let err = link
