@@ -2688,3 +2688,79 @@ fn catalog_answer_lost_once_is_resent_after_t1_and_stops_once_answered() {
         0.0
     );
 }
+
+#[test]
+fn over_tcp_an_unanswered_catalog_answer_is_not_resent() {
+    use camgate::cascade::wire::Start;
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let yaml = cascade_yaml(&format!("127.0.0.1:{port}"), 3600, 60) + "      transport: tcp\n";
+    let rig = Rig::start_with_yaml(Options::default(), &yaml);
+    let (mut conn, _) = wait_for(Duration::from_secs(10), || listener.accept().ok())
+        .unwrap_or_else(|| panic!("no connection: {}", rig.gateway.log_text()));
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let register = read_sip(&mut conn).expect("a REGISTER");
+    let ok = camgate::cascade::wire::response_with(
+        &register,
+        200,
+        "OK",
+        "up",
+        &[("Expires", "3600".to_owned())],
+        None,
+    );
+    conn.write_all(&ok).unwrap();
+    wait_for(Duration::from_secs(5), || {
+        (registrations(&rig) >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not registered: {}", upstream(&rig)));
+    let body = format!(
+        "<?xml version=\"1.0\"?>\r\n<Query>\r\n<CmdType>Catalog</CmdType>\r\n<SN>8</SN>\r\n<DeviceID>{PLATFORM_ID}</DeviceID>\r\n</Query>\r\n"
+    );
+    let query = format!(
+        "MESSAGE sip:{PLATFORM_ID}@3402000000 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKtq1\r\n\
+         From: <sip:{UPPER_ID}@3402000000>;tag=up1\r\nTo: <sip:{PLATFORM_ID}@3402000000>\r\n\
+         Call-ID: tcp-query@test\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n\
+         Content-Type: Application/MANSCDP+xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(query.as_bytes()).unwrap();
+    // Never answered; read for 3 s (past T1 + 2·T1 over UDP).
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut answers = Vec::new();
+    while std::time::Instant::now() < until {
+        let Some(m) = read_sip(&mut conn) else {
+            continue;
+        };
+        if let Start::Request { method, .. } = &m.start
+            && method == "MESSAGE"
+            && String::from_utf8_lossy(&m.body).contains("<Response>")
+        {
+            answers.push(m.call_id().unwrap().to_owned());
+        }
+    }
+    assert!(
+        !answers.is_empty(),
+        "no catalog answer: {}",
+        rig.gateway.log_text()
+    );
+    let mut distinct = answers.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        answers.len(),
+        "resent over TCP: {answers:?}"
+    );
+    assert_eq!(
+        metric_value(
+            &rig.metrics(),
+            "camgate_cascade_retransmissions_total{outcome=\"resent\"}"
+        ),
+        0.0
+    );
+}
