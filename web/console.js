@@ -176,13 +176,14 @@ async function refreshStreams() {
   } catch (_) { /* the table keeps its last contents */ }
 }
 
-// Each upper platform of `cascade.upstreams`: registration state, lapse,
+// Each upper platform of `cascade.upstreams`: where and over which SIP
+// transport, registration state, lapse,
 // keepalives answered/sent and the last error.
 async function refreshCascade() {
   try {
     const { upstreams } = await getJson("/api/v1/cascade");
     $("cascade").innerHTML = upstreams.map((u) =>
-      `<tr data-name="${esc(u.name)}"><td>${esc(u.name)}</td><td>${esc(u.server_id)} @ ${esc(u.target || u.address)}</td>` +
+      `<tr data-name="${esc(u.name)}"><td>${esc(u.name)}</td><td>${esc(u.server_id)} @ ${esc(u.target || u.address)} (${esc((u.transport || "udp").toUpperCase())})</td>` +
       `<td>${esc(u.platform_id)}</td><td class="state">${esc(u.state)}</td>` +
       `<td>${u.expires_in == null ? "—" : `${u.expires_in} s`}</td>` +
       `<td>${u.stats.keepalives_answered}/${u.stats.keepalives_sent}</td><td class="error">${esc(u.last_error || "")}</td></tr>`
