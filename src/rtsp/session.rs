@@ -1270,11 +1270,16 @@ impl Connection {
         };
         session.paused = false;
         session.started = true;
-        self.events
-            .extend(commands.into_iter().map(Event::Playback));
+        // Flush before the seek is sent: the driver waits for the device
+        // to accept the command, and the device starts sending from the
+        // new place at once; a flush after that wait dropped the first
+        // keyframe from there whenever it came in during the wait, and
+        // the timeline was then anchored one GOP late (seen under load).
         if seek.is_some() && controllable {
             self.events.push_back(Event::Flush);
         }
+        self.events
+            .extend(commands.into_iter().map(Event::Playback));
         let infos: Vec<String> = session
             .tracks
             .iter()

@@ -201,9 +201,11 @@ fn playback_trick_play_reaches_the_control() {
     assert_eq!(
         events(&mut c),
         [
+            // Flushed before the device is told, so nothing it sends from
+            // the new place can be flushed away.
+            Event::Flush,
             Event::Playback(PlaybackCommand::Seek(70.0)),
             Event::Playback(PlaybackCommand::Scale(2.0)),
-            Event::Flush,
             Event::StartMedia,
         ]
     );

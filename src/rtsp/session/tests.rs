@@ -824,7 +824,7 @@ fn recording_timestamps_follow_the_position_played() {
     assert_eq!(rtptime_of(&seek), origin.wrapping_add(30 * 90_000));
     assert_eq!(
         events(&mut c),
-        [Event::Playback(PlaybackCommand::Seek(30.0)), Event::Flush]
+        [Event::Flush, Event::Playback(PlaybackCommand::Seek(30.0))]
     );
     c.push_frame(&idr_frame(77_000, 100), t0());
     c.push_frame(&idr_frame(80_600, 100), t0());
