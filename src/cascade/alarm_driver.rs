@@ -181,35 +181,25 @@ pub async fn serve_subscribe(
     from: SocketAddr,
     subscriptions: &Arc<Mutex<AlarmSubscriptions>>,
 ) {
-    let call_id = message.call_id().unwrap_or_default().to_owned();
-    let expires = message
-        .header("Expires")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_EXPIRES, Duration::from_secs)
-        .min(alarms::MAX_EXPIRES);
-    let their = message.header("From").unwrap_or_default();
+    let request = wire::SubscribeRequest::read(message, DEFAULT_EXPIRES, alarms::MAX_EXPIRES);
+    let (call_id, expires) = (request.call_id.clone(), request.expires);
     let sub = AlarmSubscription {
         call_id: call_id.clone(),
-        their_uri: super::playback::uri_of(their).to_owned(),
-        their_tag: wire::param(their, "tag").unwrap_or_default().to_owned(),
+        their_uri: request.their_uri.clone(),
+        their_tag: request.their_tag.clone(),
         target: from,
         expires_at: Instant::now(),
         cseq: 0,
         filter: alarms::AlarmFilter::parse(&message.body),
     };
     let code = lock(subscriptions).subscribe(sub, expires, Instant::now());
-    let reason = if code == 200 { "OK" } else { "Busy Here" };
-    let contact = format!("<sip:{}@{}>", link.platform_id, link.local);
-    let resp = wire::response_with(
+    // The Contact names the link's transport (over TCP: `;transport=tcp`).
+    let resp = request.answer(
         message,
         code,
-        reason,
-        "camgate",
-        &[
-            ("Expires", expires.as_secs().to_string()),
-            ("Contact", contact),
-        ],
-        None,
+        link.platform_id,
+        link.local,
+        link.link.transport(),
     );
     let _ = link.link.send(&resp, from).await;
     info!(upstream = %link.name, %call_id, expires = expires.as_secs(), code, "cascade: alarm subscription");

@@ -21,23 +21,14 @@ const DEFAULT_SUBSCRIPTION: Duration = Duration::from_secs(3600);
 
 /// A catalog SUBSCRIBE (new, refreshed, or ended with Expires: 0).
 pub(super) async fn serve_subscribe(ctx: &Upstream, message: &wire::Message, from: SocketAddr) {
-    let call_id = message.call_id().unwrap_or_default().to_owned();
-    let expires = message
-        .header("Expires")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_SUBSCRIPTION, Duration::from_secs)
-        .min(subscription::MAX_EXPIRES);
-    let their = message.header("From").unwrap_or_default();
-    let their_uri = match (their.find('<'), their.find('>')) {
-        (Some(a), Some(b)) if a < b => their[a + 1..b].to_owned(),
-        _ => their
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
-    };
-    let their_tag = wire::param(their, "tag").unwrap_or_default().to_owned();
+    let request =
+        wire::SubscribeRequest::read(message, DEFAULT_SUBSCRIPTION, subscription::MAX_EXPIRES);
+    let wire::SubscribeRequest {
+        call_id,
+        their_uri,
+        their_tag,
+        expires,
+    } = request.clone();
     let code = {
         let mut subs = lock(&ctx.catalog.subscriptions);
         subs.retain(|s| s.call_id != call_id || !expires.is_zero());
@@ -64,23 +55,12 @@ pub(super) async fn serve_subscribe(ctx: &Upstream, message: &wire::Message, fro
             200
         }
     };
-    let reason = if code == 200 { "OK" } else { "Busy Here" };
-    let contact = format!(
-        "<sip:{}@{}{}>",
-        ctx.up.platform_id,
-        ctx.local,
-        ctx.link.transport().uri_param()
-    );
-    let resp = wire::response_with(
+    let resp = request.answer(
         message,
         code,
-        reason,
-        "camgate",
-        &[
-            ("Expires", expires.as_secs().to_string()),
-            ("Contact", contact),
-        ],
-        None,
+        &ctx.up.platform_id,
+        ctx.local,
+        ctx.link.transport(),
     );
     let _ = ctx.link.send(&resp, from).await;
     info!(upstream = %ctx.name, %call_id, expires = expires.as_secs(), code, "cascade: catalog subscription");

@@ -387,3 +387,61 @@ mod tests {
         assert_eq!(m.body, b"<Notify/>");
     }
 }
+
+/// What a SUBSCRIBE from the upper platform asks (RFC 6665 §4.1.2): its
+/// dialog, as our NOTIFYs must name it, and the lifetime, capped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeRequest {
+    pub call_id: String,
+    /// Their From URI and tag: the To of our NOTIFYs.
+    pub their_uri: String,
+    pub their_tag: String,
+    /// Zero ends the subscription.
+    pub expires: std::time::Duration,
+}
+
+impl SubscribeRequest {
+    /// Read `message`; a SUBSCRIBE without `Expires` lasts `default`.
+    pub fn read(message: &Message, default: std::time::Duration, max: std::time::Duration) -> Self {
+        let their = message.header("From").unwrap_or_default();
+        let their_uri = match (their.find('<'), their.find('>')) {
+            (Some(a), Some(b)) if a < b => &their[a + 1..b],
+            _ => their.split(';').next().unwrap_or_default().trim(),
+        };
+        Self {
+            call_id: message.call_id().unwrap_or_default().to_owned(),
+            their_uri: their_uri.to_owned(),
+            their_tag: param(their, "tag").unwrap_or_default().to_owned(),
+            expires: message
+                .header("Expires")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(default, std::time::Duration::from_secs)
+                .min(max),
+        }
+    }
+
+    /// The answer: 200 with the lifetime granted, or 486 when the upstream
+    /// holds too many; our Contact names `transport`.
+    pub fn answer(
+        &self,
+        message: &Message,
+        code: u16,
+        platform_id: &str,
+        local: SocketAddr,
+        transport: Transport,
+    ) -> Vec<u8> {
+        let reason = if code == 200 { "OK" } else { "Busy Here" };
+        let contact = format!("<sip:{platform_id}@{local}{}>", transport.uri_param());
+        response_with(
+            message,
+            code,
+            reason,
+            "camgate",
+            &[
+                ("Expires", self.expires.as_secs().to_string()),
+                ("Contact", contact),
+            ],
+            None,
+        )
+    }
+}
