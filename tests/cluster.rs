@@ -421,7 +421,6 @@ fn three_nodes_share_devices_redirect_viewers_and_survive_a_node_loss() {
     if have("gst-launch-1.0") {
         let out = run_with_timeout(
             Command::new("gst-launch-1.0").args([
-                "-q",
                 "rtspsrc",
                 &format!("location={url1}"),
                 "protocols=tcp",
@@ -436,7 +435,7 @@ fn three_nodes_share_devices_redirect_viewers_and_survive_a_node_loss() {
             Duration::from_secs(30),
         );
         assert!(
-            out.status.success(),
+            gst_played(&out),
             "gst-launch rtspsrc on node 1 (relay): {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             all_logs(&nodes, &cameras, &redis)
@@ -495,7 +494,6 @@ fn three_nodes_share_devices_redirect_viewers_and_survive_a_node_loss() {
     if have("gst-launch-1.0") {
         let out = run_with_timeout(
             Command::new("gst-launch-1.0").args([
-                "-q",
                 "rtspsrc",
                 &format!("location={url3}"),
                 "protocols=tcp",
@@ -510,7 +508,7 @@ fn three_nodes_share_devices_redirect_viewers_and_survive_a_node_loss() {
             Duration::from_secs(30),
         );
         assert!(
-            out.status.success(),
+            gst_played(&out),
             "gst-launch rtspsrc on node 3: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             all_logs(&nodes, &cameras, &redis)

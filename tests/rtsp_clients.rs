@@ -221,8 +221,18 @@ fn gst_time(t: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
-fn gstreamer(url: &str, protocols: &str, codec: &Codec) -> Cell {
+/// Sessions the gateway has logged as ended by TEARDOWN.
+fn teardowns(rig: &Rig) -> usize {
+    rig.gateway
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("RTSP session ended") && l.contains("\"teardown\""))
+        .count()
+}
+
+fn gstreamer(rig: &Rig, url: &str, protocols: &str, codec: &Codec) -> Cell {
     let frames = (codec.rate * PROBE_SECS).round() as usize;
+    let teardowns_before = teardowns(rig);
     let pipeline = format!(
         "rtspsrc location={url} protocols={protocols} buffer-mode=none name=src src. ! {} ! fakesink silent=false num-buffers={frames}",
         codec.gst
@@ -234,12 +244,29 @@ fn gstreamer(url: &str, protocols: &str, codec: &Codec) -> Cell {
         Duration::from_secs(40),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut note = "";
     if !out.status.success() {
-        return Err(format!(
-            "gst-launch failed: {}\n{}",
-            stdout.lines().rev().take(5).collect::<Vec<_>>().join("\n"),
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        // rtspsrc's own race; tolerated only once the gateway has seen the
+        // session end by TEARDOWN, i.e. the client shut down properly.
+        let torn_down = || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                if teardowns(rig) > teardowns_before {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        };
+        if gst_pause_cancelled_at_shutdown(&stdout, &stderr) && torn_down() {
+            note = " (rtspsrc's PAUSE cancelled by its own TEARDOWN at shutdown)";
+        } else {
+            return Err(format!(
+                "gst-launch failed: {}\n{stderr}",
+                stdout.lines().rev().take(5).collect::<Vec<_>>().join("\n"),
+            ));
+        }
     }
     let encoding = format!("encoding-name=(string){}", codec.gst_encoding);
     if !stdout.contains(&encoding) {
@@ -258,7 +285,7 @@ fn gstreamer(url: &str, protocols: &str, codec: &Codec) -> Cell {
     let span = pts.last().copied().unwrap_or(0.0) - pts.first().copied().unwrap_or(0.0);
     span_ok(codec, frames, span)?;
     Ok(format!(
-        "{}, {frames} decoded buffers over {span:.2} s",
+        "{}, {frames} decoded buffers over {span:.2} s{note}",
         codec.gst_encoding
     ))
 }
@@ -339,12 +366,12 @@ async fn retina_play(url: &str, udp: bool, codec: &Codec) -> Cell {
     Ok(format!("{name}, {want} frames over {span:.2} s"))
 }
 
-fn play(client: Client, url: &str, codec: &Codec) -> Cell {
+fn play(rig: &Rig, client: Client, url: &str, codec: &Codec) -> Cell {
     match client {
         Client::FfprobeTcp => ffprobe(url, "tcp", codec),
         Client::FfprobeUdp => ffprobe(url, "udp", codec),
-        Client::GstTcp => gstreamer(url, "tcp", codec),
-        Client::GstUdp => gstreamer(url, "udp", codec),
+        Client::GstTcp => gstreamer(rig, url, "tcp", codec),
+        Client::GstUdp => gstreamer(rig, url, "udp", codec),
         Client::RetinaTcp => retina(url, false, codec),
         Client::RetinaUdp => retina(url, true, codec),
     }
@@ -361,7 +388,7 @@ fn matrix(rig: &Rig, url: &str, codecs: &[Codec]) {
                 rows.push(format!("{:6} {:12} SKIPPED", codec.label, client.name()));
                 continue;
             }
-            let cell = play(client, url, codec);
+            let cell = play(rig, client, url, codec);
             if cell.is_err() {
                 failed += 1;
             }

@@ -2,11 +2,15 @@
 #![allow(dead_code)]
 
 pub mod capture_replay;
+pub mod gst;
 pub mod impair;
 pub mod live_viewer;
 pub mod marker_viewer;
 pub mod openmetrics;
 pub mod raw_rtsp;
+
+#[allow(unused_imports)]
+pub use gst::{gst_pause_cancelled_at_shutdown, gst_played};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
