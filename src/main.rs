@@ -114,6 +114,10 @@ enum Command {
         /// frame by frame at 25 fps, instead of the demo clip.
         #[arg(long)]
         rtp_dump: Option<PathBuf>,
+        /// Start each call's `--rtp-dump` replay after a random wait below
+        /// this many milliseconds, so the cameras' GOPs are not in phase.
+        #[arg(long, default_value_t = 0)]
+        start_jitter_ms: u64,
     },
     /// Load test: one lightweight RTSP viewer (TCP interleaved, counts
     /// packets) per camera of `sim-camera --count`, reporting per interval.
@@ -324,6 +328,7 @@ fn main() -> ExitCode {
                 keepalive_misses,
                 lose_catalog_answers,
                 rtp_dump,
+                start_jitter_ms,
             }) => {
                 let mut sim = camgate::sim::SimCameraConfig::from_config(&config);
                 if let Some(id) = device_id {
@@ -378,6 +383,7 @@ fn main() -> ExitCode {
                     sim.rtp_capture = Some(std::sync::Arc::new(capture));
                 }
                 sim.mark_frames = mark_frames;
+                sim.start_jitter = std::time::Duration::from_millis(start_jitter_ms);
                 sim.media_ip = media_ip;
                 if let Some(secs) = keepalive_interval {
                     sim.keepalive_interval =

@@ -100,6 +100,11 @@ pub struct SimCameraConfig {
     pub media_ip: Option<IpAddr>,
     /// Raise a motion alarm this often.
     pub alarm_every: Option<Duration>,
+    /// Wait a random time below this before a call's first packet of
+    /// `rtp_capture`: cameras do not share a GOP clock, and a thousand
+    /// replays of one capture started together would put every keyframe
+    /// (and every gateway's GOP cache refill) in the same instant.
+    pub start_jitter: Duration,
 }
 
 impl SimCameraConfig {
@@ -134,6 +139,7 @@ impl SimCameraConfig {
             rtp_capture: None,
             stats: Arc::default(),
             mark_frames: false,
+            start_jitter: Duration::ZERO,
             media_ip: None,
             alarm_every: None,
         }
@@ -417,6 +423,7 @@ async fn run_inner(config: SimCameraConfig, shutdown: CancellationToken) -> anyh
         ps_file: config.ps_file.clone(),
         rtp_file: config.rtp_file.clone(),
         rtp_capture: config.rtp_capture.clone(),
+        start_jitter: config.start_jitter,
     };
     let (finished_tx, mut finished_rx) = mpsc::channel::<String>(16);
     let (snapshots_tx, mut snapshots_rx) = mpsc::channel::<(String, Vec<String>)>(16);
@@ -768,6 +775,11 @@ fn on_event(
                             replay(RtpFileReplay::new(file, ssrc), sink, stop, stats).await
                         }
                         (None, None, Some(capture)) => {
+                            let wait = audio.start_jitter.mul_f64(rand::random::<f64>());
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep(wait) => {}
+                            }
                             replay(CaptureReplay::new(capture, ssrc), sink, stop, stats).await
                         }
                         (None, None, None) => {
@@ -897,6 +909,8 @@ struct Audio {
     rtp_file: Option<Arc<super::rtp_file::RtpFile>>,
     /// A recorded RTP session sent instead of the clip and any audio.
     rtp_capture: Option<Arc<super::rtp_capture::RtpCapture>>,
+    /// See [`SimCameraConfig::start_jitter`].
+    start_jitter: Duration,
 }
 
 /// Send the clip as PS over RTP to `dest`, one access unit per frame
