@@ -12,9 +12,12 @@
 //!
 //! A trim walks every free chunk under the arena locks, so it is not done
 //! on a timer regardless: [`TrimPolicy`] asks for one only when the arenas
-//! hold a lot of free memory and the resident size has grown since the
-//! last trim, i.e. after a burst, not while a steady load keeps memory in
-//! use. A thread of its own does it, off the async runtime.
+//! hold a lot of free memory and, since the last trim, either the resident
+//! size grew (a burst is being allocated) or the free memory grew (a
+//! burst's garbage was freed: the SIP layer keeps each answered
+//! transaction's last response for 64×T1 = 32 s, so a storm's bulk is
+//! freed half a minute after it, when the resident size no longer moves).
+//! A thread of its own does it, off the async runtime.
 
 use std::time::Duration;
 
@@ -26,8 +29,8 @@ use crate::metrics;
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// Free bytes in the arenas below which a trim is not worth its walk.
 pub const MIN_FREE: u64 = 16 << 20;
-/// Growth of the resident size since the last trim that makes another
-/// worth it.
+/// Growth of the resident size, or of the free arena bytes, since the
+/// last trim that makes another worth it.
 pub const MIN_GROWTH: u64 = 8 << 20;
 
 /// When to trim, from two readings: resident bytes and free arena bytes.
@@ -37,6 +40,10 @@ pub struct TrimPolicy {
     min_growth: u64,
     /// Resident bytes right after the last trim (0 before the first).
     resident_after_last: u64,
+    /// Free arena bytes right after the last trim. A trim leaves them
+    /// free in malloc's view (only their pages went back), so this is the
+    /// level new garbage is measured from.
+    free_after_last: u64,
 }
 
 impl TrimPolicy {
@@ -45,24 +52,30 @@ impl TrimPolicy {
             min_free,
             min_growth,
             resident_after_last: 0,
+            free_after_last: 0,
         }
     }
 
     /// Whether to trim now.
     pub fn should_trim(&self, resident: u64, free_in_arenas: u64) -> bool {
         free_in_arenas >= self.min_free
-            && resident >= self.resident_after_last.saturating_add(self.min_growth)
+            && (resident >= self.resident_after_last.saturating_add(self.min_growth)
+                || free_in_arenas >= self.free_after_last.saturating_add(self.min_growth))
     }
 
-    /// Record the resident size a trim left.
-    pub fn trimmed(&mut self, resident_after: u64) {
+    /// Record the resident size and free arena bytes a trim left.
+    pub fn trimmed(&mut self, resident_after: u64, free_after: u64) {
         self.resident_after_last = resident_after;
+        self.free_after_last = free_after;
     }
 
     /// The resident size shrank on its own (streams ended and the top of
     /// an arena went back): measure growth from there.
-    pub fn observe(&mut self, resident: u64) {
+    pub fn observe(&mut self, resident: u64, free_in_arenas: u64) {
         self.resident_after_last = self.resident_after_last.min(resident);
+        // Freed memory reused by new allocations: garbage counts from the
+        // new, lower level.
+        self.free_after_last = self.free_after_last.min(free_in_arenas);
     }
 }
 
@@ -75,11 +88,17 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-/// Free bytes held by malloc's arenas (not yet given back).
+/// Free bytes held by malloc's arenas (not yet given back); also
+/// published with the bytes in use, for operators to see fragmentation.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn free_in_arenas() -> u64 {
     // SAFETY: mallinfo2 only reads malloc's statistics.
     let info = unsafe { libc::mallinfo2() };
+    let m = metrics::get();
+    m.heap_in_use_bytes
+        .set(i64::try_from(info.uordblks).unwrap_or(i64::MAX));
+    m.heap_free_bytes
+        .set(i64::try_from(info.fordblks).unwrap_or(i64::MAX));
     info.fordblks as u64
 }
 
@@ -105,13 +124,14 @@ pub fn spawn() {
                     let Some(resident) = resident_bytes() else {
                         return;
                     };
-                    policy.observe(resident);
-                    if !policy.should_trim(resident, free_in_arenas()) {
+                    let free = free_in_arenas();
+                    policy.observe(resident, free);
+                    if !policy.should_trim(resident, free) {
                         continue;
                     }
                     trim();
                     let after = resident_bytes().unwrap_or(resident);
-                    policy.trimmed(after);
+                    policy.trimmed(after, free_in_arenas());
                     let released = resident.saturating_sub(after);
                     let m = metrics::get();
                     m.heap_trims.inc();
@@ -142,7 +162,7 @@ mod tests {
         assert!(!p.should_trim(100 * MB, 4 * MB));
         // After a burst: much free, resident grown.
         assert!(p.should_trim(300 * MB, 200 * MB));
-        p.trimmed(170 * MB);
+        p.trimmed(170 * MB, 200 * MB);
         // Free chunks stay free in malloc's view after a trim; without
         // new growth no second walk.
         assert!(!p.should_trim(172 * MB, 200 * MB));
@@ -150,13 +170,32 @@ mod tests {
     }
 
     #[test]
+    fn trims_again_when_a_bursts_garbage_is_freed_later() {
+        let mut p = TrimPolicy::new(16 * MB, 8 * MB);
+        // During the storm: trimmed while its transactions were still held.
+        p.trimmed(130 * MB, 30 * MB);
+        p.observe(130 * MB, 30 * MB);
+        assert!(!p.should_trim(130 * MB, 34 * MB));
+        // Half a minute later they are freed: resident unchanged, free up.
+        p.observe(130 * MB, 90 * MB);
+        assert!(p.should_trim(130 * MB, 90 * MB));
+        p.trimmed(60 * MB, 90 * MB);
+        p.observe(60 * MB, 90 * MB);
+        assert!(!p.should_trim(60 * MB, 90 * MB), "once per burst");
+        // Reused, then freed again: counts from the lowest level seen.
+        p.observe(64 * MB, 70 * MB);
+        assert!(!p.should_trim(64 * MB, 75 * MB));
+        assert!(p.should_trim(64 * MB, 80 * MB));
+    }
+
+    #[test]
     fn growth_counts_from_the_lowest_resident_size_seen() {
         let mut p = TrimPolicy::new(16 * MB, 8 * MB);
-        p.trimmed(170 * MB);
+        p.trimmed(170 * MB, 20 * MB);
         // Streams ended; the process shrank by itself.
-        p.observe(120 * MB);
+        p.observe(120 * MB, 20 * MB);
         assert!(p.should_trim(130 * MB, 20 * MB));
-        p.observe(200 * MB);
+        p.observe(200 * MB, 20 * MB);
         assert!(p.should_trim(130 * MB, 20 * MB), "observe never raises");
     }
 

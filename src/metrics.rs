@@ -61,6 +61,8 @@ pub struct Metrics {
     pub tokio_tasks: Gauge,
     pub heap_trims: Counter,
     pub heap_released_bytes: Counter,
+    pub heap_in_use_bytes: Gauge,
+    pub heap_free_bytes: Gauge,
     pub gb_events: Counter,
     pub gb_webhook_errors: Family<Label, Counter>,
     pub gb_queries: Family<Label, Counter>,
@@ -370,6 +372,16 @@ fn build() -> Metrics {
             "camgate_heap_released_bytes",
             "Resident bytes given back to the kernel by heap trims",
             Counter::default()
+        ),
+        heap_in_use_bytes: reg!(
+            "camgate_heap_in_use_bytes",
+            "Bytes malloc has handed out and not had back (glibc mallinfo2 uordblks, read every 10 s)",
+            Gauge::default()
+        ),
+        heap_free_bytes: reg!(
+            "camgate_heap_free_bytes",
+            "Free bytes inside malloc's arenas, resident or not (mallinfo2 fordblks, read every 10 s); resident size minus in-use is what fragmentation costs",
+            Gauge::default()
         ),
         gb_events: reg!(
             "camgate_gb_events",

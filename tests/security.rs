@@ -789,3 +789,79 @@ fn console_plays_with_api_auth_on() {
         "{url}"
     );
 }
+
+// ---- stateless answers (RFC 3261 §8.2.7) ----
+
+/// The tag of a response's To header.
+fn to_tag(msg: &SipMessage) -> String {
+    let to = msg.header("To").expect("a To header");
+    to.split(";tag=")
+        .nth(1)
+        .expect("a To tag")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn retransmitted_challenge_and_keepalive_are_answered_again_with_the_same_to_tag() {
+    let rig = Rig::start(Options::default());
+    let device = "34020000001320000043";
+    let mut peer = SipPeer::new(&rig);
+    let port = peer.port();
+    // A REGISTER and its retransmission (same branch): the challenge is
+    // answered statelessly, each copy afresh, under one To tag.
+    let first = register(device, port, "stateless-1@127.0.0.1", 1, 3600, None);
+    let a = peer.exchange(&first, Duration::from_secs(3)).expect("401");
+    // A client resends after T1 (500 ms, RFC 3261 §17.1.2.2); sooner, the
+    // first copy's transaction may still be alive and absorb it (§17.2.2).
+    std::thread::sleep(Duration::from_millis(500));
+    let b = peer
+        .exchange(&first, Duration::from_secs(3))
+        .expect("401 again");
+    assert_eq!((a.status(), b.status()), (Some(401), Some(401)));
+    assert_eq!(
+        to_tag(&a),
+        to_tag(&b),
+        "{}\n{}",
+        a.body_text(),
+        b.body_text()
+    );
+    // A different request gets a different tag.
+    let other = register(device, port, "stateless-2@127.0.0.1", 1, 3600, None);
+    let c = peer.exchange(&other, Duration::from_secs(3)).expect("401");
+    assert_ne!(to_tag(&a), to_tag(&c));
+    // Either challenge's nonce works: each was issued to this source.
+    let authorization = answer(&b, device, PASSWORD);
+    let ok = peer
+        .exchange(
+            &register(
+                device,
+                port,
+                "stateless-1@127.0.0.1",
+                2,
+                3600,
+                Some(&authorization),
+            ),
+            Duration::from_secs(3),
+        )
+        .expect("200");
+    assert_eq!(ok.status(), Some(200), "{}", rig.logs());
+
+    // A keepalive and its retransmission: both answered 200, one tag, and
+    // the device counted as heard from each time.
+    let before = rig.metric("camgate_sip_keepalives_total");
+    let alive = keepalive(device, port, "stateless-ka@127.0.0.1");
+    let k1 = peer.exchange(&alive, Duration::from_secs(3)).expect("200");
+    std::thread::sleep(Duration::from_millis(500));
+    let k2 = peer
+        .exchange(&alive, Duration::from_secs(3))
+        .expect("200 again");
+    assert_eq!((k1.status(), k2.status()), (Some(200), Some(200)));
+    assert_eq!(to_tag(&k1), to_tag(&k2));
+    let counted = wait_for(Duration::from_secs(3), || {
+        (rig.metric("camgate_sip_keepalives_total") >= before + 2.0).then_some(())
+    });
+    assert!(counted.is_some(), "{}", rig.metrics());
+}

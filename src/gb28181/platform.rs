@@ -32,6 +32,7 @@ use crate::reload::LiveConfig;
 use crate::sip::client::{self, Outgoing};
 use crate::sip::request::{RequestFacts, header_value, register_expires};
 use crate::sip::stack::SipStack;
+use crate::sip::stateless::reply_stateless;
 use crate::streams::StartError;
 
 /// How long a query MESSAGE may take to be acknowledged.
@@ -61,6 +62,15 @@ const CATALOG_RETRY_FIRST: Duration = Duration::from_secs(2);
 /// Longest wait between catalog retries.
 const CATALOG_RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// Devices whose first queries (DeviceInfo, subscriptions, catalog) run at
+/// once. A registration storm otherwise starts one query task per device
+/// at the same moment: each holds a transaction and its channel (~12 KiB)
+/// until its device answers, and on a loaded host answers take seconds, so
+/// 10,000 devices pushed the heap to hundreds of MB that the allocator kept
+/// after the storm (issue 17). At ~5 ms per device 64 lanes get through
+/// 10,000 devices in under a second of their own.
+const FIRST_QUERIES_AT_ONCE: usize = 64;
+
 pub struct GbPlatform {
     live: LiveConfig,
     pub sip: SipStack,
@@ -88,6 +98,20 @@ pub struct GbPlatform {
     pub(crate) sender_log: crate::log_limit::LogGate,
     /// Cluster placement of REGISTERs (issue 18); unset on a single node.
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// Lanes for new devices' first queries ([`FIRST_QUERIES_AT_ONCE`]).
+    first_queries: tokio::sync::Semaphore,
+}
+
+/// Set the device gauges from the registry. Done on every tick and right
+/// after a REGISTER, so `camgate_devices_online` shows a registration the
+/// moment it is answered rather than up to a tick later.
+fn publish_device_counts(registry: &Registry) {
+    metrics::get()
+        .devices_registered
+        .set(registry.registered_count() as i64);
+    metrics::get()
+        .devices_online
+        .set(registry.online_count() as i64);
 }
 
 fn has_to_tag(tx: &Transaction) -> bool {
@@ -167,6 +191,7 @@ impl GbPlatform {
             device_tx: tokio::sync::broadcast::channel(256).0,
             sender_log: Default::default(),
             cluster: std::sync::OnceLock::new(),
+            first_queries: tokio::sync::Semaphore::new(FIRST_QUERIES_AT_ONCE),
             live,
             sip,
             ports,
@@ -195,13 +220,12 @@ impl GbPlatform {
             .get_or_create(&label("outcome", "redirected"))
             .inc();
         info!(%target, why, "REGISTER redirected");
-        if let Err(e) = tx
-            .reply_with(
-                StatusCode::MovedTemporarily,
-                vec![Header::Contact(contact.into())],
-                None,
-            )
-            .await
+        if let Err(e) = reply_stateless(
+            tx,
+            StatusCode::MovedTemporarily,
+            vec![Header::Contact(contact.into())],
+        )
+        .await
         {
             warn!("cannot answer REGISTER: {e}");
         }
@@ -244,10 +268,11 @@ impl GbPlatform {
         lock(&self.exchanges).expire(now);
         self.maybe_refresh_catalogs(now);
         self.renew_subscriptions(now);
-        let (events, registered, online) = {
+        let events = {
             let mut reg = lock(&self.registry);
             let events = reg.tick(now);
-            (events, reg.registered_count(), reg.online_count())
+            publish_device_counts(&reg);
+            events
         };
         for event in events {
             match event {
@@ -266,8 +291,6 @@ impl GbPlatform {
                 }
             }
         }
-        metrics::get().devices_registered.set(registered as i64);
-        metrics::get().devices_online.set(online as i64);
     }
 
     async fn handle(self: Arc<Self>, mut tx: Transaction) {
@@ -399,7 +422,9 @@ impl GbPlatform {
                         .registrations
                         .get_or_create(&label("outcome", "unavailable"))
                         .inc();
-                    if let Err(e) = tx.reply(StatusCode::ServiceUnavailable).await {
+                    if let Err(e) =
+                        reply_stateless(tx, StatusCode::ServiceUnavailable, Vec::new()).await
+                    {
                         warn!("cannot answer REGISTER: {e}");
                     }
                     return;
@@ -429,13 +454,13 @@ impl GbPlatform {
         let result = match decision {
             RegisterDecision::Challenge { www_authenticate } => {
                 debug!("challenging REGISTER");
-                tx.reply_with(
+                reply_stateless(
+                    tx,
                     StatusCode::Unauthorized,
                     www_authenticate
                         .into_iter()
                         .map(|v| Header::WwwAuthenticate(v.into()))
                         .collect(),
-                    None,
                 )
                 .await
             }
@@ -447,7 +472,7 @@ impl GbPlatform {
                     reason,
                     "REGISTER refused"
                 );
-                tx.reply(StatusCode::Forbidden).await
+                reply_stateless(tx, StatusCode::Forbidden, Vec::new()).await
             }
             RegisterDecision::Throttled => {
                 metrics::get()
@@ -459,18 +484,26 @@ impl GbPlatform {
                     facts.source.ip(),
                     "REGISTER refused: too many failed digests from this address or for this device"
                 );
-                tx.reply(StatusCode::Forbidden).await
+                reply_stateless(tx, StatusCode::Forbidden, Vec::new()).await
             }
             RegisterDecision::BadRequest { reason } => {
                 count_refused_register();
                 crate::warn_limited!(bad_input_log(), facts.source.ip(), %reason, "REGISTER refused");
-                tx.reply(StatusCode::BadRequest).await
+                reply_stateless(tx, StatusCode::BadRequest, Vec::new()).await
             }
             RegisterDecision::Unregister => {
                 lock(&self.subscriptions).forget(&device_id);
-                let known = lock(&self.registry).unregister(&device_id);
+                let known = {
+                    let mut registry = lock(&self.registry);
+                    let known = registry.unregister(&device_id);
+                    publish_device_counts(&registry);
+                    known
+                };
                 info!(known, "device unregistered");
                 self.device_changed(&device_id, DeviceChange::Gone("unregistered".into()));
+                // Authenticated answers keep their transaction: the nonce
+                // was single-use, so a retransmission answered afresh would
+                // get a 401 instead of this 200.
                 tx.reply_with(StatusCode::OK, vec![Header::Expires(0.into())], None)
                     .await
             }
@@ -484,6 +517,7 @@ impl GbPlatform {
                     let outcome =
                         registry.register(&device_id, transport, facts.source, expires, now);
                     let restarted = registry.note_register_call_id(&device_id, &facts.call_id);
+                    publish_device_counts(&registry);
                     (outcome, restarted)
                 };
                 let reply = tx
@@ -523,6 +557,9 @@ impl GbPlatform {
         let sn = [self.next_sn()];
         let this = self.clone();
         tokio::spawn(async move {
+            let Ok(lane) = this.first_queries.acquire().await else {
+                return;
+            };
             for (kind, sn) in [(QueryKind::DeviceInfo, sn[0])] {
                 let body = manscdp::encode_body(&manscdp::query_xml(kind, sn, &route.device_id));
                 let out = Outgoing {
@@ -557,12 +594,21 @@ impl GbPlatform {
             // with backoff until the list is complete or the device is gone.
             let id = &route.device_id;
             let mut backoff = CATALOG_RETRY_FIRST;
+            let mut lane = Some(lane);
             loop {
+                let held = match lane.take() {
+                    Some(held) => held,
+                    None => match this.first_queries.acquire().await {
+                        Ok(held) => held,
+                        Err(_) => return,
+                    },
+                };
                 match this.query_catalog(id).await {
                     Ok(done) if !done.partial => {
                         info!(device = %id, channels = done.items.len(), "catalog complete");
                         let channels = done.items.iter().map(Channel::from).collect();
                         lock(&this.registry).set_channels(id, channels);
+                        lane = Some(held);
                         break;
                     }
                     Ok(done) => warn!(
@@ -574,6 +620,9 @@ impl GbPlatform {
                     ),
                     Err(e) => warn!(device = %id, retry_in = ?backoff, "catalog query failed: {e}"),
                 }
+                // A device that does not answer must not hold a lane while
+                // it waits for its retry.
+                drop(held);
                 tokio::time::sleep(backoff).await;
                 let online = lock(&this.registry).get(id).is_some_and(|d| d.online());
                 if !online {
@@ -585,6 +634,7 @@ impl GbPlatform {
             if this.config().gb.subscribe_catalog {
                 let _ = this.subscribe_catalog(id).await;
             }
+            drop(lane);
         });
     }
 
@@ -630,7 +680,7 @@ impl GbPlatform {
             method = %facts.method,
             "request refused: not from the device's registered address"
         );
-        let _ = tx.reply(StatusCode::Forbidden).await;
+        let _ = reply_stateless(tx, StatusCode::Forbidden, Vec::new()).await;
     }
 
     async fn on_message(self: &Arc<Self>, tx: &mut Transaction, facts: &RequestFacts) {
@@ -661,7 +711,18 @@ impl GbPlatform {
             }
         };
         let now = Instant::now();
-        let _ = tx.reply(StatusCode::OK).await;
+        // A keepalive or a DeviceInfo answer applied twice changes nothing:
+        // answered statelessly ([`reply_stateless`]). Catalog pages and
+        // alarms would count twice, so they keep their transaction.
+        let repeatable = matches!(
+            msg,
+            Message::Notify(Notify::Keepalive { .. }) | Message::Response(Response::DeviceInfo(_))
+        );
+        let _ = if repeatable {
+            reply_stateless(tx, StatusCode::OK, Vec::new()).await
+        } else {
+            tx.reply(StatusCode::OK).await
+        };
         match msg {
             Message::Notify(Notify::Keepalive { .. }) => {
                 metrics::get().keepalives.inc();

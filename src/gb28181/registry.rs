@@ -190,6 +190,10 @@ pub struct Registry {
     channel_owner: HashMap<String, Vec<String>>,
     /// Transitions caused by register/keepalive, handed out by `tick`.
     pending: Vec<RegistryEvent>,
+    /// Devices with `online` set, kept as they change: the gauge is read
+    /// after every REGISTER, and counting 10,000 devices each time would
+    /// make a registration storm quadratic.
+    online_devices: usize,
 }
 
 impl Registry {
@@ -199,6 +203,7 @@ impl Registry {
             devices: BTreeMap::new(),
             channel_owner: HashMap::new(),
             pending: Vec::new(),
+            online_devices: 0,
         }
     }
 
@@ -222,6 +227,7 @@ impl Registry {
             d.last_seen = now;
             if !d.online {
                 d.online = true;
+                self.online_devices += 1;
                 self.pending.push(RegistryEvent::Online(id.to_owned()));
             }
             return RegisterOutcome::Refreshed;
@@ -244,6 +250,7 @@ impl Registry {
                 channels: Vec::new(),
             },
         );
+        self.online_devices += 1;
         self.pending.push(RegistryEvent::Online(id.to_owned()));
         RegisterOutcome::New
     }
@@ -281,6 +288,9 @@ impl Registry {
     pub fn unregister(&mut self, id: &str) -> bool {
         match self.devices.remove(id) {
             Some(d) => {
+                if d.online {
+                    self.online_devices -= 1;
+                }
                 self.forget_channels(id, &d.channels);
                 true
             }
@@ -319,6 +329,7 @@ impl Registry {
         d.last_seen = now;
         if !d.online {
             d.online = true;
+            self.online_devices += 1;
             self.pending.push(RegistryEvent::Online(id.to_owned()));
         }
         true
@@ -403,6 +414,7 @@ impl Registry {
                 expired.push(id.clone());
             } else if d.online && now.saturating_duration_since(d.last_seen) >= timeout {
                 d.online = false;
+                self.online_devices -= 1;
                 events.push(RegistryEvent::Offline(id.clone()));
             }
         }
@@ -470,7 +482,7 @@ impl Registry {
 
     /// Registered devices whose keepalives are on time.
     pub fn online_count(&self) -> usize {
-        self.devices.values().filter(|d| d.online).count()
+        self.online_devices
     }
 }
 
@@ -503,6 +515,45 @@ mod tests {
             address: None,
             ptz_type: None,
         }
+    }
+
+    #[test]
+    fn online_count_follows_every_transition() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(secs(180));
+        let other = "34020000001320000002";
+        r.register(DEV, SipTransport::Udp, addr(5060), secs(3600), t0);
+        r.register(other, SipTransport::Udp, addr(5061), secs(3600), t0);
+        assert_eq!((r.registered_count(), r.online_count()), (2, 2));
+        r.keepalive(other, addr(5061), t0 + secs(100));
+        r.tick(t0 + secs(180));
+        assert_eq!(r.online_count(), 1, "DEV went offline");
+        // A REGISTER of an offline device brings it back, once.
+        r.register(
+            DEV,
+            SipTransport::Udp,
+            addr(5060),
+            secs(3600),
+            t0 + secs(181),
+        );
+        r.register(
+            DEV,
+            SipTransport::Udp,
+            addr(5060),
+            secs(3600),
+            t0 + secs(182),
+        );
+        assert_eq!(r.online_count(), 2);
+        r.tick(t0 + secs(281));
+        assert_eq!(r.online_count(), 1, "other went offline");
+        assert!(r.unregister(other), "an offline device leaves");
+        assert_eq!((r.registered_count(), r.online_count()), (1, 1));
+        assert!(r.unregister(DEV), "an online device leaves");
+        assert_eq!((r.registered_count(), r.online_count()), (0, 0));
+        // Expiry of an online device.
+        r.register(DEV, SipTransport::Udp, addr(5060), secs(60), t0);
+        r.tick(t0 + secs(60));
+        assert_eq!((r.registered_count(), r.online_count()), (0, 0));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod request;
 pub mod screen;
 pub mod stack;
 pub mod stack_warnings;
+pub mod stateless;
 pub mod tcp_gate;
 pub mod throttle;
 pub mod udp_screen;
