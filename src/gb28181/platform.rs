@@ -63,12 +63,12 @@ const CATALOG_RETRY_FIRST: Duration = Duration::from_secs(2);
 const CATALOG_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Devices whose first queries (DeviceInfo, subscriptions, catalog) run at
-/// once. A registration storm otherwise starts one query task per device
-/// at the same moment: each holds a transaction and its channel (~12 KiB)
-/// until its device answers, and on a loaded host answers take seconds, so
-/// 10,000 devices pushed the heap to hundreds of MB that the allocator kept
-/// after the storm (issue 17). At ~5 ms per device 64 lanes get through
-/// 10,000 devices in under a second of their own.
+/// once. A registration storm otherwise starts them for every device at
+/// the same moment: each holds its task (~6 KB of futures), transactions
+/// and their channels (~12 KiB) until its device answers, and on a loaded
+/// host answers take seconds, so 10,000 devices pushed the heap to
+/// hundreds of MB that the allocator kept after the storm (issue 17). At
+/// ~5 ms per device 64 lanes get through 10,000 devices in about a second.
 const FIRST_QUERIES_AT_ONCE: usize = 64;
 
 pub struct GbPlatform {
@@ -99,7 +99,9 @@ pub struct GbPlatform {
     /// Cluster placement of REGISTERs (issue 18); unset on a single node.
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// Lanes for new devices' first queries ([`FIRST_QUERIES_AT_ONCE`]).
-    first_queries: tokio::sync::Semaphore,
+    first_queries: Arc<tokio::sync::Semaphore>,
+    /// Devices waiting for a lane, in registration order.
+    first_query_queue: Mutex<std::collections::VecDeque<String>>,
 }
 
 /// Set the device gauges from the registry. Done on every tick and right
@@ -191,7 +193,8 @@ impl GbPlatform {
             device_tx: tokio::sync::broadcast::channel(256).0,
             sender_log: Default::default(),
             cluster: std::sync::OnceLock::new(),
-            first_queries: tokio::sync::Semaphore::new(FIRST_QUERIES_AT_ONCE),
+            first_queries: Arc::new(tokio::sync::Semaphore::new(FIRST_QUERIES_AT_ONCE)),
+            first_query_queue: Mutex::default(),
             live,
             sip,
             ports,
@@ -548,94 +551,136 @@ impl GbPlatform {
 
     /// After (re-)registration, learn what the device is and what channels
     /// it has (§9.5). Done in the background: the 200 OK must not wait.
+    /// The device joins a queue served by at most [`FIRST_QUERIES_AT_ONCE`]
+    /// lanes: a task per device would hold every device's query futures
+    /// (~6 KB each) at once during a storm, which was most of its heap.
     fn spawn_initial_queries(self: &Arc<Self>, device_id: String) {
-        let Some(route) = self.route_to_device(&device_id) else {
-            return;
-        };
-        let from = self.our_uri();
-        let realm = self.config().sip.realm.clone();
-        let sn = [self.next_sn()];
-        let this = self.clone();
-        tokio::spawn(async move {
-            let Ok(lane) = this.first_queries.acquire().await else {
+        lock(&self.first_query_queue).push_back(device_id);
+        self.start_first_query_lanes();
+    }
+
+    /// Start a lane for each queued device while lanes are free. Called
+    /// after every enqueue and every lane's end, so no device waits while
+    /// a lane is free.
+    fn start_first_query_lanes(self: &Arc<Self>) {
+        while let Ok(lane) = self.first_queries.clone().try_acquire_owned() {
+            let Some(device_id) = lock(&self.first_query_queue).pop_front() else {
                 return;
             };
-            for (kind, sn) in [(QueryKind::DeviceInfo, sn[0])] {
-                let body = manscdp::encode_body(&manscdp::query_xml(kind, sn, &route.device_id));
-                let out = Outgoing {
-                    method: Method::Message,
-                    request_uri: format!("sip:{}@{}", route.device_id, realm),
-                    from_uri: from.clone(),
-                    to_uri: format!("sip:{}@{}", route.device_id, realm),
-                    content_type: Some("Application/MANSCDP+xml"),
-                    body,
-                    dest: route.addr,
-                    transport: route.transport,
-                    extra_headers: Vec::new(),
+            let this = self.clone();
+            tokio::spawn(async move {
+                let mut device_id = device_id;
+                loop {
+                    this.first_queries_of(&device_id).await;
+                    match lock(&this.first_query_queue).pop_front() {
+                        Some(next) => device_id = next,
+                        None => break,
+                    }
+                }
+                drop(lane);
+                this.start_first_query_lanes();
+            });
+        }
+    }
+
+    /// DeviceInfo, the alarm subscription and a first catalog query; a
+    /// catalog still incomplete is asked again later, off the lane.
+    async fn first_queries_of(self: &Arc<Self>, device_id: &str) {
+        let Some(route) = self.route_to_device(device_id) else {
+            return;
+        };
+        let realm = self.config().sip.realm.clone();
+        let kind = QueryKind::DeviceInfo;
+        let body = manscdp::encode_body(&manscdp::query_xml(kind, self.next_sn(), device_id));
+        let out = Outgoing {
+            method: Method::Message,
+            request_uri: format!("sip:{device_id}@{realm}"),
+            from_uri: self.our_uri(),
+            to_uri: format!("sip:{device_id}@{realm}"),
+            content_type: Some("Application/MANSCDP+xml"),
+            body,
+            dest: route.addr,
+            transport: route.transport,
+            extra_headers: Vec::new(),
+        };
+        match client::send(&self.sip, out, MESSAGE_TIMEOUT).await {
+            Ok(code) if code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
+                debug!(device = %device_id, ?kind, "query accepted")
+            }
+            Ok(code) => warn!(device = %device_id, ?kind, %code, "query refused"),
+            Err(e) => warn!(device = %device_id, ?kind, "query failed: {e}"),
+        }
+        if self.config().gb.subscribe_alarms {
+            let _ = self.subscribe_alarms(device_id).await;
+        }
+        if self.catalog_attempt(device_id, CATALOG_RETRY_FIRST).await {
+            self.after_catalog(device_id).await;
+        } else {
+            tokio::spawn(self.clone().catalog_retries(device_id.to_owned()));
+        }
+    }
+
+    /// One catalog query (§9.5.2). The catalog may come in several
+    /// MESSAGEs; pages update the registry as they arrive, and a complete
+    /// answer replaces the channel list so channels the device dropped go
+    /// too. False when the answer was incomplete or missing.
+    async fn catalog_attempt(&self, id: &str, retry_in: Duration) -> bool {
+        match self.query_catalog(id).await {
+            Ok(done) if !done.partial => {
+                info!(device = %id, channels = done.items.len(), "catalog complete");
+                let channels = done.items.iter().map(Channel::from).collect();
+                lock(&self.registry).set_channels(id, channels);
+                true
+            }
+            Ok(done) => {
+                warn!(
+                    device = %id,
+                    received = done.items.len(),
+                    sum_num = done.sum_num,
+                    retry_in = ?retry_in,
+                    "catalog incomplete at the deadline"
+                );
+                false
+            }
+            Err(e) => {
+                warn!(device = %id, retry_in = ?retry_in, "catalog query failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// A lost answer (a burst of registrations overflows any socket
+    /// buffer) must not leave the device without channels: ask again with
+    /// backoff until the list is complete or the device is gone, each try
+    /// in a lane.
+    async fn catalog_retries(self: Arc<Self>, id: String) {
+        let mut backoff = CATALOG_RETRY_FIRST;
+        loop {
+            tokio::time::sleep(backoff).await;
+            let online = lock(&self.registry).get(&id).is_some_and(|d| d.online());
+            if !online {
+                return;
+            }
+            let next = (backoff * 2).min(CATALOG_RETRY_MAX);
+            let complete = {
+                let Ok(_lane) = self.first_queries.acquire().await else {
+                    return;
                 };
-                match client::send(&this.sip, out, MESSAGE_TIMEOUT).await {
-                    Ok(code) if code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
-                        debug!(device = %route.device_id, ?kind, "query accepted")
-                    }
-                    Ok(code) => {
-                        warn!(device = %route.device_id, ?kind, %code, "query refused")
-                    }
-                    Err(e) => warn!(device = %route.device_id, ?kind, "query failed: {e}"),
-                }
+                self.catalog_attempt(&id, next).await
+            };
+            if complete {
+                self.after_catalog(&id).await;
+                return;
             }
-            if this.config().gb.subscribe_alarms {
-                let _ = this.subscribe_alarms(&route.device_id).await;
-            }
-            // The catalog may come in several MESSAGEs; pages update the
-            // registry as they arrive, and a complete answer replaces the
-            // channel list so channels the device dropped go too.
-            // A lost answer (a burst of registrations overflows any socket
-            // buffer) must not leave the device without channels: ask again
-            // with backoff until the list is complete or the device is gone.
-            let id = &route.device_id;
-            let mut backoff = CATALOG_RETRY_FIRST;
-            let mut lane = Some(lane);
-            loop {
-                let held = match lane.take() {
-                    Some(held) => held,
-                    None => match this.first_queries.acquire().await {
-                        Ok(held) => held,
-                        Err(_) => return,
-                    },
-                };
-                match this.query_catalog(id).await {
-                    Ok(done) if !done.partial => {
-                        info!(device = %id, channels = done.items.len(), "catalog complete");
-                        let channels = done.items.iter().map(Channel::from).collect();
-                        lock(&this.registry).set_channels(id, channels);
-                        lane = Some(held);
-                        break;
-                    }
-                    Ok(done) => warn!(
-                        device = %id,
-                        received = done.items.len(),
-                        sum_num = done.sum_num,
-                        retry_in = ?backoff,
-                        "catalog incomplete at the deadline"
-                    ),
-                    Err(e) => warn!(device = %id, retry_in = ?backoff, "catalog query failed: {e}"),
-                }
-                // A device that does not answer must not hold a lane while
-                // it waits for its retry.
-                drop(held);
-                tokio::time::sleep(backoff).await;
-                let online = lock(&this.registry).get(id).is_some_and(|d| d.online());
-                if !online {
-                    break;
-                }
-                backoff = (backoff * 2).min(CATALOG_RETRY_MAX);
-            }
-            // After the full list: changes then apply on top of it.
-            if this.config().gb.subscribe_catalog {
-                let _ = this.subscribe_catalog(id).await;
-            }
-            drop(lane);
-        });
+            backoff = next;
+        }
+    }
+
+    /// After the full list: changes then apply on top of it.
+    async fn after_catalog(&self, id: &str) {
+        if self.config().gb.subscribe_catalog {
+            let _ = self.subscribe_catalog(id).await;
+        }
     }
 
     /// Whether `facts` may speak for registered device `device`: `Ok`, or
