@@ -805,7 +805,7 @@ fn to_tag(msg: &SipMessage) -> String {
 }
 
 #[test]
-fn retransmitted_challenge_and_keepalive_are_answered_again_with_the_same_to_tag() {
+fn retransmitted_registers_and_keepalives_are_answered_again_under_one_to_tag() {
     let rig = Rig::start(Options::default());
     let device = "34020000001320000043";
     let mut peer = SipPeer::new(&rig);
@@ -834,20 +834,44 @@ fn retransmitted_challenge_and_keepalive_are_answered_again_with_the_same_to_tag
     assert_ne!(to_tag(&a), to_tag(&c));
     // Either challenge's nonce works: each was issued to this source.
     let authorization = answer(&b, device, PASSWORD);
+    let accepted = register(
+        device,
+        port,
+        "stateless-1@127.0.0.1",
+        2,
+        3600,
+        Some(&authorization),
+    );
     let ok = peer
-        .exchange(
-            &register(
-                device,
-                port,
-                "stateless-1@127.0.0.1",
-                2,
-                3600,
-                Some(&authorization),
-            ),
-            Duration::from_secs(3),
-        )
+        .exchange(&accepted, Duration::from_secs(3))
         .expect("200");
     assert_eq!(ok.status(), Some(200), "{}", rig.logs());
+    // Its retransmission (the 200 lost) gets the 200 again, not a 401 for
+    // the nonce already used, and under the same tag.
+    std::thread::sleep(Duration::from_millis(500));
+    let again = peer
+        .exchange(&accepted, Duration::from_secs(3))
+        .expect("200 again");
+    assert_eq!(again.status(), Some(200), "{}", rig.logs());
+    assert_eq!(to_tag(&ok), to_tag(&again));
+    assert_eq!(again.header("Expires"), ok.header("Expires"));
+    // A new REGISTER with that used nonce is still refused.
+    let reused = register(
+        device,
+        port,
+        "stateless-1@127.0.0.1",
+        3,
+        3600,
+        Some(&authorization),
+    );
+    let refused = peer
+        .exchange(&reused, Duration::from_secs(3))
+        .expect("an answer");
+    assert!(
+        matches!(refused.status(), Some(401 | 403)),
+        "{:?}",
+        refused.status()
+    );
 
     // A keepalive and its retransmission: both answered 200, one tag, and
     // the device counted as heard from each time.

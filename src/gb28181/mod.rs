@@ -1,5 +1,6 @@
 //! GB/T 28181-2016: device registry, MANSCDP, SDP, and the on-demand INVITE.
 
+pub mod accepted_registers;
 pub mod aggregate;
 pub mod catalog_notify;
 pub mod channel_control;

@@ -102,6 +102,8 @@ pub struct GbPlatform {
     first_queries: Arc<tokio::sync::Semaphore>,
     /// Devices waiting for a lane, in registration order.
     first_query_queue: Mutex<std::collections::VecDeque<String>>,
+    /// REGISTERs accepted in the last 32 s, to answer their retransmissions.
+    accepted_registers: Mutex<super::accepted_registers::AcceptedRegisters>,
 }
 
 /// Set the device gauges from the registry. Done on every tick and right
@@ -195,6 +197,7 @@ impl GbPlatform {
             cluster: std::sync::OnceLock::new(),
             first_queries: Arc::new(tokio::sync::Semaphore::new(FIRST_QUERIES_AT_ONCE)),
             first_query_queue: Mutex::default(),
+            accepted_registers: Mutex::default(),
             live,
             sip,
             ports,
@@ -269,6 +272,7 @@ impl GbPlatform {
 
     fn tick(self: Arc<Self>, now: Instant) {
         lock(&self.exchanges).expire(now);
+        lock(&self.accepted_registers).expire(now);
         self.maybe_refresh_catalogs(now);
         self.renew_subscriptions(now);
         let events = {
@@ -435,6 +439,30 @@ impl GbPlatform {
                 Some(RegisterRoute::Local) | None => {}
             }
         }
+        let cseq = {
+            use rsipstack::sip::HeadersExt as _;
+            tx.original
+                .cseq_header()
+                .ok()
+                .and_then(|c| c.seq().ok())
+                .unwrap_or(0)
+        };
+        let repeated = lock(&self.accepted_registers).repeat_of(
+            &device_id,
+            &facts.call_id,
+            cseq,
+            facts.source,
+            now,
+        );
+        if let Some(expires) = repeated {
+            // Its 200 was lost: the same answer again, nothing re-done.
+            debug!(cseq, "REGISTER retransmitted: 200 again");
+            let result = reply_stateless(tx, StatusCode::OK, registered_headers(expires)).await;
+            if let Err(e) = result {
+                warn!("cannot answer REGISTER: {e}");
+            }
+            return;
+        }
         let decision = if config.device_allowed(&device_id) {
             let credentials = config.password_for(&device_id).map(|password| Credentials {
                 password,
@@ -504,9 +532,9 @@ impl GbPlatform {
                 };
                 info!(known, "device unregistered");
                 self.device_changed(&device_id, DeviceChange::Gone("unregistered".into()));
-                // Authenticated answers keep their transaction: the nonce
-                // was single-use, so a retransmission answered afresh would
-                // get a 401 instead of this 200.
+                // Keeps its transaction (rare, unlike acceptances): the
+                // nonce was single-use, so a retransmission answered afresh
+                // would get a 401 instead of this 200.
                 tx.reply_with(StatusCode::OK, vec![Header::Expires(0.into())], None)
                     .await
             }
@@ -523,16 +551,17 @@ impl GbPlatform {
                     publish_device_counts(&registry);
                     (outcome, restarted)
                 };
-                let reply = tx
-                    .reply_with(
-                        StatusCode::OK,
-                        vec![
-                            Header::Expires((expires.as_secs() as u32).into()),
-                            Header::Date(gb_date(SystemTime::now()).into()),
-                        ],
-                        None,
-                    )
-                    .await;
+                // Answered statelessly: a retransmission is recognised by
+                // `accepted_registers` rather than a stored transaction.
+                lock(&self.accepted_registers).note(
+                    &device_id,
+                    &facts.call_id,
+                    cseq,
+                    facts.source,
+                    expires,
+                    now,
+                );
+                let reply = reply_stateless(tx, StatusCode::OK, registered_headers(expires)).await;
                 info!(?outcome, expires = expires.as_secs(), "device registered");
                 // After the 200 OK: the device should know it is registered
                 // before its streams call it again.
@@ -1178,6 +1207,15 @@ impl GbPlatform {
 /// GB28181 devices set their clock from the `Date` of the 200 to REGISTER,
 /// in the form `2026-11-21T09:00:00.000` (local time; we give UTC, as the
 /// process has no time zone database).
+/// The headers of a 200 to a REGISTER: the lifetime granted, and the
+/// time, which GB28181 devices set their clocks from (§9.10).
+fn registered_headers(expires: Duration) -> Vec<Header> {
+    vec![
+        Header::Expires((expires.as_secs() as u32).into()),
+        Header::Date(gb_date(SystemTime::now()).into()),
+    ]
+}
+
 fn gb_date(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -1,9 +1,9 @@
 //! Stateless answers (RFC 3261 §8.2.7) to requests whose repetition is
 //! harmless: REGISTER challenges and refusals (§8.2.7 names challenges as
 //! the typical stateless answer), keepalive MESSAGEs and DeviceInfo
-//! answers. The 200 to an authenticated REGISTER keeps its transaction:
-//! its nonce was single-use, so a retransmission must get the stored 200
-//! rather than a fresh evaluation.
+//! answers; and the 200 to an accepted REGISTER, whose retransmission
+//! [`crate::gb28181::accepted_registers`] recognises (its nonce was
+//! single-use, so evaluating it afresh would answer 401).
 //!
 //! rsipstack answers through a server transaction that, once answered,
 //! keeps the parsed response for 64×T1 = 32 s to absorb retransmissions
