@@ -138,23 +138,18 @@ pub async fn flush(
             sub.cseq += 1;
             let left = sub.expires_at.saturating_duration_since(now).as_secs();
             outgoing.push((
-                wire::request(&wire::RequestParts {
-                    method: "NOTIFY",
+                wire::subscription_notify(&wire::SubscriptionNotify {
+                    event: "Alarm",
                     transport: link.link.transport(),
-                    uri: &sub.their_uri,
                     local: link.local,
                     branch: &format!("z9hG4bK{seed:x}an{}", sub.cseq),
                     from: &ours,
-                    from_tag: "camgate",
-                    to: &sub.their_uri,
-                    to_tag: Some(&sub.their_tag),
+                    their_uri: &sub.their_uri,
+                    their_tag: &sub.their_tag,
                     call_id: &sub.call_id,
                     cseq: sub.cseq,
-                    extra: &[
-                        ("Event", "Alarm".to_owned()),
-                        ("Subscription-State", format!("active;expires={left}")),
-                    ],
-                    body: Some(("Application/MANSCDP+xml", &body)),
+                    seconds_left: left,
+                    body: &body,
                 }),
                 sub.target,
                 "notified",

@@ -94,23 +94,18 @@ pub(super) async fn notify_changes(ctx: &Upstream) {
             .enumerate()
             {
                 sub.cseq += 1;
-                let bytes = wire::request(&wire::RequestParts {
-                    method: "NOTIFY",
+                let bytes = wire::subscription_notify(&wire::SubscriptionNotify {
+                    event: "Catalog",
                     transport: ctx.link.transport(),
-                    uri: &sub.their_uri,
                     local: ctx.local,
                     branch: &format!("z9hG4bK{sn:x}n{}{i}", sub.cseq),
                     from: &ours,
-                    from_tag: "camgate",
-                    to: &sub.their_uri,
-                    to_tag: Some(&sub.their_tag),
+                    their_uri: &sub.their_uri,
+                    their_tag: &sub.their_tag,
                     call_id: &sub.call_id,
                     cseq: sub.cseq,
-                    extra: &[
-                        ("Event", "Catalog".to_owned()),
-                        ("Subscription-State", format!("active;expires={left}")),
-                    ],
-                    body: Some(("Application/MANSCDP+xml", body)),
+                    seconds_left: left,
+                    body,
                 });
                 outgoing.push((bytes, sub.target));
             }

@@ -287,6 +287,12 @@ impl RegisterClient {
         self.phase = Phase::Backoff;
         self.register = None;
         self.retry_at = None;
+        self.forget_registration(reason);
+    }
+
+    /// Drop what the last registration established (its timers, the
+    /// challenge, any redirect), remembering why.
+    fn forget_registration(&mut self, reason: String) {
         self.keepalive_at = None;
         self.keepalive_cseq = None;
         self.refresh_at = None;
@@ -384,15 +390,7 @@ impl RegisterClient {
         self.events.push_back(ClientEvent::Lost {
             reason: reason.clone(),
         });
-        self.last_error = Some(reason);
-        self.keepalive_at = None;
-        self.keepalive_cseq = None;
-        self.refresh_at = None;
-        self.registered_until = None;
-        self.misses = 0;
-        self.challenge = None;
-        self.target = self.configured;
-        self.redirects = 0;
+        self.forget_registration(reason);
         self.phase = Phase::Registering;
         self.send_register(now);
     }

@@ -223,6 +223,51 @@ pub struct RequestParts<'a> {
     pub body: Option<(&'a str, &'a [u8])>,
 }
 
+/// A NOTIFY inside a subscription dialog the upper platform opened with
+/// SUBSCRIBE (RFC 6665 §4.2.2): To is their From, and the state names the
+/// seconds the subscription has left.
+pub struct SubscriptionNotify<'a> {
+    /// `Event` of the subscription: `Catalog` or `Alarm`.
+    pub event: &'a str,
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub branch: &'a str,
+    /// Our URI (From).
+    pub from: &'a str,
+    pub their_uri: &'a str,
+    pub their_tag: &'a str,
+    pub call_id: &'a str,
+    pub cseq: u32,
+    pub seconds_left: u64,
+    /// A MANSCDP document.
+    pub body: &'a [u8],
+}
+
+/// Write a [`SubscriptionNotify`].
+pub fn subscription_notify(n: &SubscriptionNotify<'_>) -> Vec<u8> {
+    request(&RequestParts {
+        method: "NOTIFY",
+        transport: n.transport,
+        uri: n.their_uri,
+        local: n.local,
+        branch: n.branch,
+        from: n.from,
+        from_tag: "camgate",
+        to: n.their_uri,
+        to_tag: Some(n.their_tag),
+        call_id: n.call_id,
+        cseq: n.cseq,
+        extra: &[
+            ("Event", n.event.to_owned()),
+            (
+                "Subscription-State",
+                format!("active;expires={}", n.seconds_left),
+            ),
+        ],
+        body: Some(("Application/MANSCDP+xml", n.body)),
+    })
+}
+
 /// Write a request (RFC 3261 §8.1.1, §18.1.1; `rport` per RFC 3581 so
 /// answers over UDP come back through NAT).
 pub fn request(p: &RequestParts<'_>) -> Vec<u8> {
