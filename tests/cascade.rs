@@ -766,6 +766,24 @@ struct Lower {
 }
 
 impl Lower {
+    /// The channel ids the lower gave its non-GB cameras, by stream
+    /// (`foscam/demo` → …), as its id file keeps them.
+    fn ids(&self) -> std::collections::BTreeMap<String, String> {
+        serde_json::from_str(
+            &std::fs::read_to_string(self.dir.path().join("ids.json")).expect("id file"),
+        )
+        .expect("id file is JSON")
+    }
+
+    /// The channel id of the lower's camera whose stream starts with `prefix`.
+    fn id_of(&self, prefix: &str) -> String {
+        let ids = self.ids();
+        ids.iter()
+            .find(|(stream, _)| stream.starts_with(prefix))
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("no {prefix} camera in {ids:?}"))
+    }
+
     fn start(upper_sip: u16, extra_upstream_yaml: &str) -> Self {
         Self::start_with_keepalive(upper_sip, 30, 3, extra_upstream_yaml)
     }
@@ -856,10 +874,7 @@ fn upper_camgate_lists_the_lower_with_a_channel_per_demo_camera() {
     // The GB28181 channel keeps its id; Foscam and telecom got derived
     // ids, remembered in the id file.
     assert!(text.contains(CHANNEL), "{text}");
-    let ids: std::collections::BTreeMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(lower.dir.path().join("ids.json")).expect("id file"),
-    )
-    .unwrap();
+    let ids = lower.ids();
     assert_eq!(ids.len(), 2, "{ids:?}");
     for (stream, id) in &ids {
         assert!(
@@ -1377,15 +1392,7 @@ fn playback_through_the_upper_plays_the_range_and_ends_with_the_recording() {
     // A recording of a channel the stream table plays only live (the
     // Foscam camera) is refused with 488, and an INFO outside any
     // playback dialog gets 481.
-    let ids: std::collections::BTreeMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(lower.dir.path().join("ids.json")).expect("id file"),
-    )
-    .unwrap();
-    let foscam = ids
-        .iter()
-        .find(|(stream, _)| stream.starts_with("foscam/"))
-        .map(|(_, id)| id.clone())
-        .unwrap_or_else(|| panic!("{ids:?}"));
+    let foscam = lower.id_of("foscam/");
     let to = lower_cascade_address(&lower);
     let sdp = "v=0\r\no=x 0 0 IN IP4 127.0.0.1\r\ns=Playback\r\nu=X:0\r\nc=IN IP4 127.0.0.1\r\n\
                t=1714550430 1714550434\r\nm=video 9 RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\n\
@@ -1844,10 +1851,7 @@ fn lower_listed_on_upper(upper: &Rig, lower: &Lower) -> std::collections::BTreeM
             plain(&upper.gateway.log_text())
         )
     });
-    let mut ids: std::collections::BTreeMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(lower.dir.path().join("ids.json")).expect("id file"),
-    )
-    .unwrap();
+    let mut ids = lower.ids();
     ids.insert(format!("gb/{DEVICE}/{CHANNEL}"), CHANNEL.to_owned());
     assert_eq!(ids.len(), 3, "{ids:?}");
     ids
@@ -2375,7 +2379,7 @@ fn upper_alarms(upper: &Rig, id: &str) -> Vec<serde_json::Value> {
     };
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
     list.into_iter()
-        .filter(|e| e["type"] == "alarm" && e["device_id"] == id)
+        .filter(|e| e["type"] == "alarm" && e["channel"] == id)
         .collect()
 }
 
@@ -2552,11 +2556,28 @@ fn alarm_goes_up_as_a_message_to_an_upper_that_does_not_subscribe() {
     })
     .unwrap_or_else(|| {
         panic!(
-            "no alarm reached the upper\n{}",
+            "no alarm reached the upper\n--- upper\n{}\n--- lower\n{}",
+            plain(&upper.gateway.log_text()),
             plain(&lower.gateway.log_text())
         )
     });
     assert_eq!(alarm["method"], 5, "{alarm}");
+    // The Foscam camera alarms in the same second as the GB28181 one:
+    // both arrive, each its own transaction (sharing a branch, the second
+    // would be taken for a retransmission of the first and dropped).
+    let foscam = lower.id_of("foscam/");
+    let both = wait_for(Duration::from_secs(10), || {
+        let gb = upper_alarms(&upper, CHANNEL).len();
+        let foscam = upper_alarms(&upper, &foscam).len();
+        (gb >= 3 && foscam >= 3).then_some((gb, foscam))
+    });
+    assert!(
+        both.is_some(),
+        "alarms of one camera lost: gb {} foscam {}\n{}",
+        upper_alarms(&upper, CHANNEL).len(),
+        upper_alarms(&upper, &foscam).len(),
+        plain(&upper.gateway.log_text())
+    );
     let m = lower_metrics(&lower);
     assert!(
         metric_value(&m, "camgate_cascade_alarms_total{outcome=\"sent\"}") >= 1.0,

@@ -19,7 +19,6 @@ use super::alarms::{self, AlarmOutbox, AlarmSubscription, AlarmSubscriptions};
 use super::answers::ExposedChannel;
 use super::driver::Upstream;
 use super::link::Link;
-use super::status::unix_now;
 use super::wire;
 use crate::log_limit::LogGate;
 use crate::metrics::{self, label};
@@ -105,7 +104,11 @@ pub async fn flush(
             count("not_exposed", 1);
             continue;
         };
-        let seed = unix_now() ^ (u64::from(std::process::id()) << 24) ^ ((i as u64) << 40);
+        // Random, not the clock: two alarms flushed in one second (one
+        // camera's, then another's) would otherwise share a branch and a
+        // Call-ID, and the upper would take the second for a
+        // retransmission of the first and drop it.
+        let seed: u64 = rand::random();
         let sn = (seed % 1_000_000) as u32;
         let body = alarms::notify_body(sn, &device_id, &alarm);
         let uri = format!("sip:{}@{}", link.server_id, link.realm);

@@ -18,7 +18,6 @@ use tracing::{info, warn};
 use super::control::{ControlRequest, control_response};
 use super::link::Link;
 use super::records::{RecordQuery, record_pages};
-use super::status::unix_now;
 use super::wire;
 use crate::metrics::{self, label};
 use crate::streams::StreamKey;
@@ -72,9 +71,11 @@ impl Upward {
     }
 
     /// Send each body as one MESSAGE (`what` names it in logs).
-    pub async fn send(&self, what: &str, sn: u32, bodies: &[Vec<u8>]) {
+    pub async fn send(&self, what: &str, bodies: &[Vec<u8>]) {
         for (i, body) in bodies.iter().enumerate() {
-            let seed = unix_now() ^ u64::from(sn) << 20 ^ i as u64;
+            // Random: answers to two queries in one second must not share
+            // a branch (see `alarm_driver::flush`).
+            let seed: u64 = rand::random();
             let bytes = self.message(body, seed, &format!("f{i}"));
             if let Err(e) = self.link.send_request(&bytes, self.target).await {
                 warn!(upstream = %self.name, "cascade: sending {what} answer: {e}");
@@ -130,7 +131,7 @@ pub async fn control(
     // A.2.6.1: PTZ has only the 200; the other commands report a Result.
     if !req.command.is_ptz() {
         let body = control_response(req.sn, &req.device_id, ok);
-        up.send("DeviceControl", req.sn, &[body]).await;
+        up.send("DeviceControl", &[body]).await;
     }
 }
 
@@ -166,5 +167,5 @@ pub async fn records(
     };
     let pages = record_pages(q.sn, &q.device_id, &name, &entries);
     info!(upstream = %up.name, stream = %key, sn = q.sn, records = entries.len(), messages = pages.len(), "cascade: answering RecordInfo");
-    up.send("RecordInfo", q.sn, &pages).await;
+    up.send("RecordInfo", &pages).await;
 }

@@ -121,7 +121,7 @@ pub(super) async fn serve_request(ctx: &Upstream, message: &wire::Message, from:
         )],
     };
     info!(upstream = %ctx.name, cmd = %query.cmd_type, sn = query.sn, messages = bodies.len(), "cascade: answering query");
-    ctx.upward().send(&query.cmd_type, query.sn, &bodies).await;
+    ctx.upward().send(&query.cmd_type, &bodies).await;
 }
 
 /// A DeviceControl or RecordInfo for one channel: 200 at once, then

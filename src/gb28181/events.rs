@@ -137,4 +137,20 @@ mod tests {
         assert_eq!(json["sn"], 5);
         assert_eq!(json["received"], 105);
     }
+
+    #[test]
+    fn an_alarm_event_names_the_sender_and_the_alarming_channel_under_distinct_keys() {
+        let mut r = EventRing::new(3);
+        let kind = EventKind::Alarm(AlarmNotify {
+            sn: 7,
+            device_id: "34020000001310000001".into(),
+            ..Default::default()
+        });
+        let event = r.push("34020000001320000001", kind, 100);
+        let text = serde_json::to_string(&event).unwrap();
+        assert_eq!(text.matches("\"device_id\"").count(), 1, "{text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["device_id"], "34020000001320000001");
+        assert_eq!(json["channel"], "34020000001310000001");
+    }
 }

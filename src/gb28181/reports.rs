@@ -129,6 +129,10 @@ pub struct Preset {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AlarmNotify {
     pub sn: u32,
+    /// The alarming device or channel (`DeviceID` of the notification).
+    /// In the event feed it is `channel`, beside the event's `device_id`
+    /// (the registered device that sent it): one JSON key, not two.
+    #[serde(rename = "channel")]
     pub device_id: String,
     /// 1 (highest) to 4.
     pub priority: Option<u32>,
