@@ -84,21 +84,20 @@ pub(super) async fn notify_changes(ctx: &Upstream) {
             let left = sub.expires_at.saturating_duration_since(now).as_secs();
             let domain = ctx.up.platform_id.get(..10).unwrap_or_default();
             let ours = format!("sip:{}@{domain}", ctx.up.platform_id);
-            for (i, body) in answers::catalog_notify_pages(
+            for body in answers::catalog_notify_pages(
                 sn,
                 &ctx.up.platform_id,
                 ctx.up.civil_code(),
                 &changes,
             )
             .iter()
-            .enumerate()
             {
                 sub.cseq += 1;
                 let bytes = wire::subscription_notify(&wire::SubscriptionNotify {
                     event: "Catalog",
                     transport: ctx.link.transport(),
                     local: ctx.local,
-                    branch: &format!("z9hG4bK{sn:x}n{}{i}", sub.cseq),
+                    branch: &format!("z9hG4bK{:016x}n", rand::random::<u64>()),
                     from: &ours,
                     their_uri: &sub.their_uri,
                     their_tag: &sub.their_tag,
