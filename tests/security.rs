@@ -15,7 +15,9 @@
 //! - MJPEG and snapshots on a token path: 401;
 //! - a STUN spray with a guessed ufrag: no route added;
 //! - a non-loopback HTTP listener without `http.auth`: refused at start;
-//! - the console plays with API auth on (headless Chromium).
+//! - the console plays with API auth on (headless Chromium);
+//! - a registered device that never answers is asked again later, and
+//!   holds a first-query lane only for its DeviceInfo.
 
 mod common;
 
@@ -73,6 +75,25 @@ impl SipPeer {
 
     fn port(&self) -> u16 {
         self.sock.local_addr().unwrap().port()
+    }
+
+    /// REGISTER `device` from this socket: the challenge, then the digest.
+    /// The final answer and the `Authorization` sent.
+    fn register_with_digest(&mut self, device: &str, call_id: &str) -> (SipMessage, String) {
+        let port = self.port();
+        let limit = Duration::from_secs(3);
+        let challenge = self
+            .exchange(&register(device, port, call_id, 1, 3600, None), limit)
+            .expect("401");
+        assert_eq!(challenge.status(), Some(401));
+        let authorization = answer(&challenge, device, PASSWORD);
+        let reply = self
+            .exchange(
+                &register(device, port, call_id, 2, 3600, Some(&authorization)),
+                limit,
+            )
+            .expect("an answer to the digest REGISTER");
+        (reply, authorization)
     }
 
     /// Send `text` and wait up to `limit` for its final response; requests
@@ -426,20 +447,7 @@ fn replayed_register_from_another_port_is_refused() {
     let mut owner = SipPeer::new(&rig);
     let owner_port = owner.port();
     let call_id = "replay-victim@127.0.0.1";
-    let challenge = owner
-        .exchange(
-            &register(device, owner_port, call_id, 1, 3600, None),
-            Duration::from_secs(3),
-        )
-        .expect("401");
-    assert_eq!(challenge.status(), Some(401));
-    let authorization = answer(&challenge, device, PASSWORD);
-    let ok = owner
-        .exchange(
-            &register(device, owner_port, call_id, 2, 3600, Some(&authorization)),
-            Duration::from_secs(3),
-        )
-        .expect("200");
+    let (ok, authorization) = owner.register_with_digest(device, call_id);
     assert_eq!(ok.status(), Some(200), "{}", rig.logs());
     let registered_at = device_address(&rig, device).expect("registered");
     assert!(registered_at.ends_with(&format!(":{owner_port}")));
@@ -888,4 +896,45 @@ fn retransmitted_registers_and_keepalives_are_answered_again_under_one_to_tag() 
         (rig.metric("camgate_sip_keepalives_total") >= before + 2.0).then_some(())
     });
     assert!(counted.is_some(), "{}", rig.metrics());
+}
+
+#[test]
+fn a_registered_device_that_never_answers_holds_a_lane_only_for_its_device_info() {
+    let rig = Rig::start(Options::default());
+    let device = "34020000001320000044";
+    let mut peer = SipPeer::new(&rig);
+    let (ok, _) = peer.register_with_digest(device, "silent-1@127.0.0.1");
+    assert_eq!(ok.status(), Some(200), "{}", rig.logs());
+
+    // Silent from here on: not even the MESSAGE transaction is answered.
+    // DeviceInfo times out after 5 s; the device is asked again 2 s later
+    // (7 s), not sent the alarm SUBSCRIBE and the catalog query, each of
+    // which would time out in turn while holding one of the 64 lanes that
+    // every newly registered device waits for. The third try would come at
+    // 16 s.
+    peer.drain(Duration::from_secs(10));
+    let device_infos: std::collections::BTreeSet<&String> = peer
+        .requests_seen
+        .iter()
+        .filter(|r| r.starts_with("MESSAGE") && r.contains("<CmdType>DeviceInfo</CmdType>"))
+        .collect();
+    let others: Vec<&String> = peer
+        .requests_seen
+        .iter()
+        .filter(|r| !r.contains("<CmdType>DeviceInfo</CmdType>"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "asked more of a device that answered nothing: {others:?}"
+    );
+    // Distinct bodies (each query has its own SN); retransmissions of one
+    // query repeat its body.
+    assert_eq!(
+        device_infos.len(),
+        2,
+        "{:?}\n{}",
+        peer.requests_seen,
+        rig.logs()
+    );
+    assert!(rig.metric("camgate_gb_queries_total{outcome=\"timeout\"}") >= 1.0);
 }

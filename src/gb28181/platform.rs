@@ -62,6 +62,14 @@ const CATALOG_RETRY_FIRST: Duration = Duration::from_secs(2);
 /// Longest wait between catalog retries.
 const CATALOG_RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// Wait before the first queries of a device that left `unanswered` rounds
+/// unanswered run again: 2 s, doubling, at most 60 s.
+fn first_queries_retry_delay(unanswered: u32) -> Duration {
+    CATALOG_RETRY_FIRST
+        .saturating_mul(1 << unanswered.saturating_sub(1).min(5))
+        .min(CATALOG_RETRY_MAX)
+}
+
 /// Devices whose first queries (DeviceInfo, subscriptions, catalog) run at
 /// once. A registration storm otherwise starts them for every device at
 /// the same moment: each holds its task (~6 KB of futures), transactions
@@ -100,8 +108,9 @@ pub struct GbPlatform {
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// Lanes for new devices' first queries ([`FIRST_QUERIES_AT_ONCE`]).
     first_queries: Arc<tokio::sync::Semaphore>,
-    /// Devices waiting for a lane, in registration order.
-    first_query_queue: Mutex<std::collections::VecDeque<String>>,
+    /// Devices waiting for a lane, in registration order, each with the
+    /// number of earlier rounds it left unanswered.
+    first_query_queue: Mutex<std::collections::VecDeque<(String, u32)>>,
     /// REGISTERs accepted in the last 32 s, to answer their retransmissions.
     accepted_registers: Mutex<super::accepted_registers::AcceptedRegisters>,
 }
@@ -584,8 +593,28 @@ impl GbPlatform {
     /// lanes: a task per device would hold every device's query futures
     /// (~6 KB each) at once during a storm, which was most of its heap.
     fn spawn_initial_queries(self: &Arc<Self>, device_id: String) {
-        lock(&self.first_query_queue).push_back(device_id);
+        lock(&self.first_query_queue).push_back((device_id, 0));
         self.start_first_query_lanes();
+    }
+
+    /// A device that left its DeviceInfo unanswered queues again after a
+    /// backoff (2 s doubling to 60 s) while it stays online, instead of
+    /// holding its lane through a subscription and a catalog query that
+    /// would time out too: 64 such devices would otherwise stall every
+    /// new device behind them for their whole round.
+    fn queue_first_queries_later(self: &Arc<Self>, device_id: String, unanswered: u32) {
+        let delay = first_queries_retry_delay(unanswered);
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let online = lock(&this.registry)
+                .get(&device_id)
+                .is_some_and(|d| d.online());
+            if online {
+                lock(&this.first_query_queue).push_back((device_id, unanswered));
+                this.start_first_query_lanes();
+            }
+        });
     }
 
     /// Start a lane for each queued device while lanes are free. Called
@@ -593,18 +622,15 @@ impl GbPlatform {
     /// a lane is free.
     fn start_first_query_lanes(self: &Arc<Self>) {
         while let Ok(lane) = self.first_queries.clone().try_acquire_owned() {
-            let Some(device_id) = lock(&self.first_query_queue).pop_front() else {
+            let Some(first) = lock(&self.first_query_queue).pop_front() else {
                 return;
             };
             let this = self.clone();
             tokio::spawn(async move {
-                let mut device_id = device_id;
-                loop {
-                    this.first_queries_of(&device_id).await;
-                    match lock(&this.first_query_queue).pop_front() {
-                        Some(next) => device_id = next,
-                        None => break,
-                    }
+                let mut next = Some(first);
+                while let Some((device_id, unanswered)) = next {
+                    this.first_queries_of(device_id, unanswered).await;
+                    next = lock(&this.first_query_queue).pop_front();
                 }
                 drop(lane);
                 this.start_first_query_lanes();
@@ -613,8 +639,10 @@ impl GbPlatform {
     }
 
     /// DeviceInfo, the alarm subscription and a first catalog query; a
-    /// catalog still incomplete is asked again later, off the lane.
-    async fn first_queries_of(self: &Arc<Self>, device_id: &str) {
+    /// catalog still incomplete is asked again later, off the lane, and a
+    /// device silent to DeviceInfo has its round again later.
+    async fn first_queries_of(self: &Arc<Self>, device_id: String, unanswered: u32) {
+        let device_id = device_id.as_str();
         let Some(route) = self.route_to_device(device_id) else {
             return;
         };
@@ -637,7 +665,23 @@ impl GbPlatform {
                 debug!(device = %device_id, ?kind, "query accepted")
             }
             Ok(code) => warn!(device = %device_id, ?kind, %code, "query refused"),
-            Err(e) => warn!(device = %device_id, ?kind, "query failed: {e}"),
+            Err(e) => {
+                let unanswered = unanswered + 1;
+                metrics::get()
+                    .gb_queries
+                    .get_or_create(&label("outcome", "timeout"))
+                    .inc();
+                crate::warn_limited!(
+                    self.sender_log,
+                    route.addr.ip(),
+                    device = %device_id,
+                    unanswered,
+                    retry_in = ?first_queries_retry_delay(unanswered),
+                    "device did not answer its first query: {e}"
+                );
+                self.queue_first_queries_later(device_id.to_owned(), unanswered);
+                return;
+            }
         }
         if self.config().gb.subscribe_alarms {
             let _ = self.subscribe_alarms(device_id).await;
@@ -1317,5 +1361,13 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
         assert_eq!(gb_date(t), "2026-11-18T11:06:40.123");
         assert_eq!(gb_date(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000");
+    }
+
+    #[test]
+    fn a_silent_device_is_asked_again_after_2_s_doubling_to_a_minute() {
+        let secs = |n| first_queries_retry_delay(n).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(5)], [2, 4, 8, 32]);
+        assert_eq!(secs(6), 60);
+        assert_eq!(secs(u32::MAX), 60);
     }
 }
