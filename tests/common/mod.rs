@@ -43,13 +43,38 @@ pub fn have(tool: &str) -> bool {
     found
 }
 
+/// The ports the kernel hands out to port-0 binds (Linux
+/// `ip_local_port_range`).
+fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut ports = text.split_whitespace().map(str::parse::<u16>);
+            Some(ports.next()?.ok()?..=ports.next()?.ok()?)
+        })
+        .unwrap_or(32_768..=60_999)
+}
+
 /// Distinct port blocks per test in this process, spread by pid so
-/// parallel test binaries do not collide.
+/// parallel test binaries do not collide, and kept out of the ephemeral
+/// range: the gateway binds RTP ports and the shared RTP port only when a
+/// stream starts, and in that range any process's client socket (a
+/// simulated camera's, a viewer's) could take one after the check below.
 fn port_block(size: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 200) as u16 * 100;
+    let ephemeral = ephemeral_ports();
+    // Below the ephemeral range from 10,000 when there is room, else above.
+    let (first, span) = if *ephemeral.start() >= 20_000 {
+        (10_000u32, u32::from(*ephemeral.start()) - 10_000)
+    } else {
+        let first = u32::from(*ephemeral.end()) + 1;
+        (first, 65_536 - first)
+    };
+    let span = span.saturating_sub(u32::from(size)).max(1);
+    let spread = std::process::id() % 100 * 200;
     loop {
-        let start = base + NEXT.fetch_add(size, Ordering::SeqCst) % 10_000;
+        let n = u32::from(NEXT.fetch_add(size, Ordering::SeqCst));
+        let start = (first + (spread + n) % span) as u16;
         let all_free = (start..start + size).all(|p| {
             UdpSocket::bind(("127.0.0.1", p)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
