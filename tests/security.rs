@@ -149,6 +149,19 @@ fn keepalive(device: &str, via_port: u16, call_id: &str) -> String {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>7</SN>\r\n<DeviceID>{device}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n"
     );
+    manscdp_message(device, via_port, call_id, &body)
+}
+
+/// An alarm notification (A.2.5.3) of `device`, numbered `sn`.
+fn alarm(device: &str, via_port: u16, call_id: &str, sn: u32) -> String {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device}</DeviceID>\r\n<AlarmPriority>1</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-12-05T10:00:00</AlarmTime>\r\n</Notify>\r\n"
+    );
+    manscdp_message(device, via_port, call_id, &body)
+}
+
+/// A MANSCDP MESSAGE from `device` with a fresh branch.
+fn manscdp_message(device: &str, via_port: u16, call_id: &str, body: &str) -> String {
     format!(
         "MESSAGE sip:{SERVER_ID}@{REALM} SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.1:{via_port};rport;branch={}\r\n\
@@ -896,6 +909,48 @@ fn retransmitted_registers_and_keepalives_are_answered_again_under_one_to_tag() 
         (rig.metric("camgate_sip_keepalives_total") >= before + 2.0).then_some(())
     });
     assert!(counted.is_some(), "{}", rig.metrics());
+
+    // An alarm and its retransmission: both answered 200 under one tag
+    // without a stored transaction, and recorded once. A second alarm
+    // (a new request) is recorded too.
+    let first_alarm = alarm(device, port, "stateless-alarm-1@127.0.0.1", 31);
+    let a1 = peer
+        .exchange(&first_alarm, Duration::from_secs(3))
+        .expect("200");
+    std::thread::sleep(Duration::from_millis(500));
+    let a2 = peer
+        .exchange(&first_alarm, Duration::from_secs(3))
+        .expect("200 again");
+    assert_eq!((a1.status(), a2.status()), (Some(200), Some(200)));
+    assert_eq!(to_tag(&a1), to_tag(&a2));
+    let second_alarm = alarm(device, port, "stateless-alarm-2@127.0.0.1", 32);
+    let a3 = peer
+        .exchange(&second_alarm, Duration::from_secs(3))
+        .expect("200");
+    assert_eq!(a3.status(), Some(200));
+    let alarm_sns = || -> Vec<u64> {
+        let Some((200, body)) = common::http_get(rig.ports.http, "/api/v1/events") else {
+            return Vec::new();
+        };
+        let events: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+        events
+            .iter()
+            .filter(|e| e["type"] == "alarm" && e["device_id"] == device)
+            .filter_map(|e| e["sn"].as_u64())
+            .collect()
+    };
+    let recorded = wait_for(Duration::from_secs(3), || {
+        let sns = alarm_sns();
+        (sns.len() >= 2).then_some(sns)
+    });
+    // Let a late duplicate show up, if there were one.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        (recorded, alarm_sns()),
+        (Some(vec![31, 32]), vec![31, 32]),
+        "{}",
+        rig.logs()
+    );
 }
 
 #[test]

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::ingest::port_pool::PortPool;
 use crate::metrics::{self, label};
 use crate::reload::LiveConfig;
+use crate::sip::answered_requests::{AnsweredRequests, Seen};
 use crate::sip::client::{self, Outgoing};
 use crate::sip::request::{RequestFacts, header_value, register_expires};
 use crate::sip::stack::SipStack;
@@ -113,6 +114,9 @@ pub struct GbPlatform {
     first_query_queue: Mutex<std::collections::VecDeque<(String, u32)>>,
     /// REGISTERs accepted in the last 32 s, to answer their retransmissions.
     accepted_registers: Mutex<super::accepted_registers::AcceptedRegisters>,
+    /// MESSAGEs and NOTIFYs acted on and answered statelessly in the last
+    /// 32 s, to answer their retransmissions without acting twice.
+    answered_requests: Mutex<AnsweredRequests>,
 }
 
 /// Set the device gauges from the registry. Done on every tick and right
@@ -207,6 +211,7 @@ impl GbPlatform {
             first_queries: Arc::new(tokio::sync::Semaphore::new(FIRST_QUERIES_AT_ONCE)),
             first_query_queue: Mutex::default(),
             accepted_registers: Mutex::default(),
+            answered_requests: Mutex::default(),
             live,
             sip,
             ports,
@@ -282,6 +287,7 @@ impl GbPlatform {
     fn tick(self: Arc<Self>, now: Instant) {
         lock(&self.exchanges).expire(now);
         lock(&self.accepted_registers).expire(now);
+        lock(&self.answered_requests).expire(now);
         self.maybe_refresh_catalogs(now);
         self.renew_subscriptions(now);
         let events = {
@@ -831,16 +837,16 @@ impl GbPlatform {
         let now = Instant::now();
         // A keepalive or a DeviceInfo answer applied twice changes nothing:
         // answered statelessly ([`reply_stateless`]). Catalog pages and
-        // alarms would count twice, so they keep their transaction.
+        // alarms would count twice: their retransmissions are recognised.
         let repeatable = matches!(
             msg,
             Message::Notify(Notify::Keepalive { .. }) | Message::Response(Response::DeviceInfo(_))
         );
-        let _ = if repeatable {
-            reply_stateless(tx, StatusCode::OK, Vec::new()).await
-        } else {
-            tx.reply(StatusCode::OK).await
-        };
+        if repeatable {
+            let _ = reply_stateless(tx, StatusCode::OK, Vec::new()).await;
+        } else if !self.answer_once(tx, now).await {
+            return;
+        }
         match msg {
             Message::Notify(Notify::Keepalive { .. }) => {
                 metrics::get().keepalives.inc();
@@ -872,6 +878,28 @@ impl GbPlatform {
         }
     }
 
+    /// Answer 200 to a request that must be acted on once, keeping no
+    /// transaction ([`AnsweredRequests`]). False for a retransmission of
+    /// one already acted on: answered again, to be ignored.
+    async fn answer_once(&self, tx: &mut Transaction, now: Instant) -> bool {
+        let seen = lock(&self.answered_requests).note(&tx.key.to_string(), now);
+        match seen {
+            Seen::First => {
+                let _ = reply_stateless(tx, StatusCode::OK, Vec::new()).await;
+                true
+            }
+            Seen::Repeat => {
+                debug!(key = %tx.key, "retransmission answered again");
+                let _ = reply_stateless(tx, StatusCode::OK, Vec::new()).await;
+                false
+            }
+            Seen::Full => {
+                let _ = tx.reply(StatusCode::OK).await;
+                true
+            }
+        }
+    }
+
     /// A NOTIFY from a device: catalog changes after our catalog
     /// SUBSCRIBE (§9.7.1), or any other MANSCDP notification sent that way.
     async fn on_notify(self: &Arc<Self>, tx: &mut Transaction, facts: &RequestFacts) {
@@ -891,7 +919,9 @@ impl GbPlatform {
                 return;
             }
         };
-        let _ = tx.reply(StatusCode::OK).await;
+        if !self.answer_once(tx, Instant::now()).await {
+            return;
+        }
         match &msg {
             Message::Notify(Notify::Other(h)) if h.cmd_type.eq_ignore_ascii_case("Catalog") => {
                 self.on_catalog_notify(&facts.from_user, &facts.body);

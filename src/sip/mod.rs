@@ -2,6 +2,7 @@
 //! [`mansrtsp`], the playback-control body GB28181 INFO carries, shared by
 //! the GB28181 adapter and the cascade.
 
+pub mod answered_requests;
 pub mod client;
 pub mod dialog_ends;
 pub mod digest;

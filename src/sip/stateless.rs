@@ -1,9 +1,11 @@
 //! Stateless answers (RFC 3261 §8.2.7) to requests whose repetition is
 //! harmless: REGISTER challenges and refusals (§8.2.7 names challenges as
 //! the typical stateless answer), keepalive MESSAGEs and DeviceInfo
-//! answers; and the 200 to an accepted REGISTER, whose retransmission
+//! answers; the 200 to an accepted REGISTER, whose retransmission
 //! [`crate::gb28181::accepted_registers`] recognises (its nonce was
-//! single-use, so evaluating it afresh would answer 401).
+//! single-use, so evaluating it afresh would answer 401); and the 200 to
+//! MESSAGEs and NOTIFYs that must be acted on once (catalog pages,
+//! alarms), whose retransmissions [`super::answered_requests`] recognises.
 //!
 //! rsipstack answers through a server transaction that, once answered,
 //! keeps the parsed response for 64×T1 = 32 s to absorb retransmissions
