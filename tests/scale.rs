@@ -8,6 +8,8 @@
 //! under test (allocation sizes are the same as release; task futures are
 //! larger, so this is an upper bound).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -19,13 +21,6 @@ use std::process::Command;
 /// at N = 25 (issue 17). Steady-state figures per N are in README.
 const MAX_KB_PER_STREAM: u64 = 450;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[test]
 fn twenty_streams_stay_under_the_per_stream_memory_bound() {
     let testdata = std::env::var_os("CAMGATE_TESTDATA")
@@ -35,8 +30,10 @@ fn twenty_streams_stay_under_the_per_stream_memory_bound() {
         eprintln!("skipped: no hik_h264_704x576.rtp in {}", testdata.display());
         return;
     }
-    // RTP ports: a block of 64 away from the defaults and other tests'.
-    let rtp_base = 33_000 + (std::process::id() % 200) * 64;
+    // SIP, RTSP, HTTP, 62 RTP ports and the shared one: out of the ephemeral range, where
+    // a simulated camera's socket could take an RTP port before the
+    // gateway binds it.
+    let ports = common::free_ports(66);
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/scale"))
         .args([
             "-b",
@@ -48,10 +45,10 @@ fn twenty_streams_stay_under_the_per_stream_memory_bound() {
             "20",
         ])
         .env("CAMGATE_TESTDATA", &testdata)
-        .env("SCALE_SIP_PORT", free_port().to_string())
-        .env("SCALE_RTSP_PORT", free_port().to_string())
-        .env("SCALE_HTTP_PORT", free_port().to_string())
-        .env("SCALE_RTP_PORT_MIN", rtp_base.to_string())
+        .env("SCALE_SIP_PORT", ports.to_string())
+        .env("SCALE_RTSP_PORT", (ports + 1).to_string())
+        .env("SCALE_HTTP_PORT", (ports + 2).to_string())
+        .env("SCALE_RTP_PORT_MIN", (ports + 3).to_string())
         .env("SCALE_RTP_PORTS", "62")
         .output()
         .expect("run scripts/scale");
