@@ -56,6 +56,14 @@ pub async fn run_live(
         None
     };
     let config = Arc::new(config);
+    if let Some(overlap) = crate::config::ephemeral_ports()
+        .and_then(|ephemeral| config.media.ports_in_ephemeral_range(&ephemeral))
+    {
+        warn!(
+            "{overlap}: they are bound only when a stream starts, and any outgoing \
+             socket on this host may hold one by then; move them below or above it"
+        );
+    }
     // The SIP stack outlives `shutdown` so BYEs can still be sent after it.
     let sip_cancel = CancellationToken::new();
     let (sip, incoming) = SipStack::bind_limited(

@@ -397,6 +397,49 @@ impl Default for MediaConfig {
     }
 }
 
+impl MediaConfig {
+    /// What of the RTP ports falls in `ephemeral`, the ports the kernel
+    /// gives sockets bound to port 0 (Linux `ip_local_port_range`), in
+    /// words; `None` when nothing does. RTP ports are bound only when a
+    /// stream starts, so any outgoing socket on the host (ours included)
+    /// may hold one by then: that stream then takes another port of the
+    /// range, and a `udp_shared` stream cannot start at all.
+    pub fn ports_in_ephemeral_range(
+        &self,
+        ephemeral: &std::ops::RangeInclusive<u16>,
+    ) -> Option<String> {
+        let first = self.rtp_port_min.max(*ephemeral.start());
+        let last = self.rtp_port_max.min(*ephemeral.end());
+        let mut parts = Vec::new();
+        if first <= last {
+            parts.push(format!(
+                "RTP ports {first}-{last} (of media.rtp_port_min..rtp_port_max)"
+            ));
+        }
+        if ephemeral.contains(&self.shared_rtp_port) {
+            parts.push(format!(
+                "the shared RTP port {} (media.shared_rtp_port)",
+                self.shared_rtp_port
+            ));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "{} lie in the kernel's ephemeral port range {}-{}",
+                parts.join(" and "),
+                ephemeral.start(),
+                ephemeral.end()
+            )
+        })
+    }
+}
+
+/// The kernel's ephemeral port range, where the platform reports it.
+pub fn ephemeral_ports() -> Option<std::ops::RangeInclusive<u16>> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut ports = text.split_whitespace().map(str::parse::<u16>);
+    Some(ports.next()?.ok()?..=ports.next()?.ok()?)
+}
+
 impl Default for StreamsSection {
     fn default() -> Self {
         Self {
@@ -915,6 +958,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtp_ports_in_the_ephemeral_range_are_named() {
+        let linux = 32_768..=60_999;
+        let mut media = MediaConfig::default();
+        assert_eq!(media.ports_in_ephemeral_range(&linux), None);
+        media.rtp_port_min = 40_000;
+        media.rtp_port_max = 40_999;
+        media.shared_rtp_port = 41_000;
+        assert_eq!(
+            media.ports_in_ephemeral_range(&linux).as_deref(),
+            Some(
+                "RTP ports 40000-40999 (of media.rtp_port_min..rtp_port_max) and the shared \
+                 RTP port 41000 (media.shared_rtp_port) lie in the kernel's ephemeral port \
+                 range 32768-60999"
+            )
+        );
+        media.rtp_port_min = 30_000;
+        media.shared_rtp_port = 31_000;
+        assert_eq!(
+            media.ports_in_ephemeral_range(&linux).as_deref(),
+            Some(
+                "RTP ports 32768-40999 (of media.rtp_port_min..rtp_port_max) lie in the \
+                 kernel's ephemeral port range 32768-60999"
+            )
+        );
+    }
 
     #[test]
     fn embedded_default_matches_code_defaults() {
