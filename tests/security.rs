@@ -77,6 +77,18 @@ impl SipPeer {
         self.sock.local_addr().unwrap().port()
     }
 
+    /// Send `text`, then again after T1 (500 ms, RFC 3261 §17.1.2.2) as a
+    /// client whose answer was lost would; the answers to both copies.
+    /// Sooner, the first copy's transaction might still absorb the second
+    /// (§17.2.2).
+    fn send_and_resend(&mut self, text: &str) -> (SipMessage, SipMessage) {
+        let limit = Duration::from_secs(3);
+        let first = self.exchange(text, limit).expect("an answer");
+        std::thread::sleep(Duration::from_millis(500));
+        let again = self.exchange(text, limit).expect("an answer again");
+        (first, again)
+    }
+
     /// REGISTER `device` from this socket: the challenge, then the digest.
     /// The final answer and the `Authorization` sent.
     fn register_with_digest(&mut self, device: &str, call_id: &str) -> (SipMessage, String) {
@@ -834,13 +846,7 @@ fn retransmitted_registers_and_keepalives_are_answered_again_under_one_to_tag() 
     // A REGISTER and its retransmission (same branch): the challenge is
     // answered statelessly, each copy afresh, under one To tag.
     let first = register(device, port, "stateless-1@127.0.0.1", 1, 3600, None);
-    let a = peer.exchange(&first, Duration::from_secs(3)).expect("401");
-    // A client resends after T1 (500 ms, RFC 3261 §17.1.2.2); sooner, the
-    // first copy's transaction may still be alive and absorb it (§17.2.2).
-    std::thread::sleep(Duration::from_millis(500));
-    let b = peer
-        .exchange(&first, Duration::from_secs(3))
-        .expect("401 again");
+    let (a, b) = peer.send_and_resend(&first);
     assert_eq!((a.status(), b.status()), (Some(401), Some(401)));
     assert_eq!(
         to_tag(&a),
@@ -863,16 +869,10 @@ fn retransmitted_registers_and_keepalives_are_answered_again_under_one_to_tag() 
         3600,
         Some(&authorization),
     );
-    let ok = peer
-        .exchange(&accepted, Duration::from_secs(3))
-        .expect("200");
-    assert_eq!(ok.status(), Some(200), "{}", rig.logs());
     // Its retransmission (the 200 lost) gets the 200 again, not a 401 for
     // the nonce already used, and under the same tag.
-    std::thread::sleep(Duration::from_millis(500));
-    let again = peer
-        .exchange(&accepted, Duration::from_secs(3))
-        .expect("200 again");
+    let (ok, again) = peer.send_and_resend(&accepted);
+    assert_eq!(ok.status(), Some(200), "{}", rig.logs());
     assert_eq!(again.status(), Some(200), "{}", rig.logs());
     assert_eq!(to_tag(&ok), to_tag(&again));
     assert_eq!(again.header("Expires"), ok.header("Expires"));
@@ -898,11 +898,7 @@ fn retransmitted_registers_and_keepalives_are_answered_again_under_one_to_tag() 
     // the device counted as heard from each time.
     let before = rig.metric("camgate_sip_keepalives_total");
     let alive = keepalive(device, port, "stateless-ka@127.0.0.1");
-    let k1 = peer.exchange(&alive, Duration::from_secs(3)).expect("200");
-    std::thread::sleep(Duration::from_millis(500));
-    let k2 = peer
-        .exchange(&alive, Duration::from_secs(3))
-        .expect("200 again");
+    let (k1, k2) = peer.send_and_resend(&alive);
     assert_eq!((k1.status(), k2.status()), (Some(200), Some(200)));
     assert_eq!(to_tag(&k1), to_tag(&k2));
     let counted = wait_for(Duration::from_secs(3), || {
@@ -914,13 +910,7 @@ fn retransmitted_registers_and_keepalives_are_answered_again_under_one_to_tag() 
     // without a stored transaction, and recorded once. A second alarm
     // (a new request) is recorded too.
     let first_alarm = alarm(device, port, "stateless-alarm-1@127.0.0.1", 31);
-    let a1 = peer
-        .exchange(&first_alarm, Duration::from_secs(3))
-        .expect("200");
-    std::thread::sleep(Duration::from_millis(500));
-    let a2 = peer
-        .exchange(&first_alarm, Duration::from_secs(3))
-        .expect("200 again");
+    let (a1, a2) = peer.send_and_resend(&first_alarm);
     assert_eq!((a1.status(), a2.status()), (Some(200), Some(200)));
     assert_eq!(to_tag(&a1), to_tag(&a2));
     let second_alarm = alarm(device, port, "stateless-alarm-2@127.0.0.1", 32);
