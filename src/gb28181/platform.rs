@@ -58,17 +58,18 @@ pub struct DeviceRoute {
     pub transport: Transport,
 }
 
-/// First wait before asking an incomplete catalog again; doubles per try.
-const CATALOG_RETRY_FIRST: Duration = Duration::from_secs(2);
-/// Longest wait between catalog retries.
-const CATALOG_RETRY_MAX: Duration = Duration::from_secs(60);
+/// First wait before asking a device again (an incomplete catalog, an
+/// unanswered DeviceInfo); doubles per try.
+const QUERY_RETRY_FIRST: Duration = Duration::from_secs(2);
+/// Longest wait between such retries.
+const QUERY_RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Wait before the first queries of a device that left `unanswered` rounds
-/// unanswered run again: 2 s, doubling, at most 60 s.
-fn first_queries_retry_delay(unanswered: u32) -> Duration {
-    CATALOG_RETRY_FIRST
-        .saturating_mul(1 << unanswered.saturating_sub(1).min(5))
-        .min(CATALOG_RETRY_MAX)
+/// Wait before the `attempt`-th retry (from 1) of a device's queries:
+/// 2 s, doubling, at most 60 s.
+fn query_retry_delay(attempt: u32) -> Duration {
+    QUERY_RETRY_FIRST
+        .saturating_mul(1 << attempt.saturating_sub(1).min(5))
+        .min(QUERY_RETRY_MAX)
 }
 
 /// Devices whose first queries (DeviceInfo, subscriptions, catalog) run at
@@ -609,7 +610,7 @@ impl GbPlatform {
     /// would time out too: 64 such devices would otherwise stall every
     /// new device behind them for their whole round.
     fn queue_first_queries_later(self: &Arc<Self>, device_id: String, unanswered: u32) {
-        let delay = first_queries_retry_delay(unanswered);
+        let delay = query_retry_delay(unanswered);
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -635,7 +636,7 @@ impl GbPlatform {
             tokio::spawn(async move {
                 let mut next = Some(first);
                 while let Some((device_id, unanswered)) = next {
-                    this.first_queries_of(device_id, unanswered).await;
+                    this.first_queries_of(&device_id, unanswered).await;
                     next = lock(&this.first_query_queue).pop_front();
                 }
                 drop(lane);
@@ -647,8 +648,7 @@ impl GbPlatform {
     /// DeviceInfo, the alarm subscription and a first catalog query; a
     /// catalog still incomplete is asked again later, off the lane, and a
     /// device silent to DeviceInfo has its round again later.
-    async fn first_queries_of(self: &Arc<Self>, device_id: String, unanswered: u32) {
-        let device_id = device_id.as_str();
+    async fn first_queries_of(self: &Arc<Self>, device_id: &str, unanswered: u32) {
         let Some(route) = self.route_to_device(device_id) else {
             return;
         };
@@ -682,7 +682,7 @@ impl GbPlatform {
                     route.addr.ip(),
                     device = %device_id,
                     unanswered,
-                    retry_in = ?first_queries_retry_delay(unanswered),
+                    retry_in = ?query_retry_delay(unanswered),
                     "device did not answer its first query: {e}"
                 );
                 self.queue_first_queries_later(device_id.to_owned(), unanswered);
@@ -692,7 +692,7 @@ impl GbPlatform {
         if self.config().gb.subscribe_alarms {
             let _ = self.subscribe_alarms(device_id).await;
         }
-        if self.catalog_attempt(device_id, CATALOG_RETRY_FIRST).await {
+        if self.catalog_attempt(device_id, query_retry_delay(1)).await {
             self.after_catalog(device_id).await;
         } else {
             tokio::spawn(self.clone().catalog_retries(device_id.to_owned()));
@@ -733,25 +733,23 @@ impl GbPlatform {
     /// backoff until the list is complete or the device is gone, each try
     /// in a lane.
     async fn catalog_retries(self: Arc<Self>, id: String) {
-        let mut backoff = CATALOG_RETRY_FIRST;
-        loop {
-            tokio::time::sleep(backoff).await;
+        for attempt in 1.. {
+            tokio::time::sleep(query_retry_delay(attempt)).await;
             let online = lock(&self.registry).get(&id).is_some_and(|d| d.online());
             if !online {
                 return;
             }
-            let next = (backoff * 2).min(CATALOG_RETRY_MAX);
             let complete = {
                 let Ok(_lane) = self.first_queries.acquire().await else {
                     return;
                 };
-                self.catalog_attempt(&id, next).await
+                self.catalog_attempt(&id, query_retry_delay(attempt + 1))
+                    .await
             };
             if complete {
                 self.after_catalog(&id).await;
                 return;
             }
-            backoff = next;
         }
     }
 
@@ -1394,8 +1392,8 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_device_is_asked_again_after_2_s_doubling_to_a_minute() {
-        let secs = |n| first_queries_retry_delay(n).as_secs();
+    fn a_device_is_asked_again_after_2_s_doubling_to_a_minute() {
+        let secs = |n| query_retry_delay(n).as_secs();
         assert_eq!([secs(1), secs(2), secs(3), secs(5)], [2, 4, 8, 32]);
         assert_eq!(secs(6), 60);
         assert_eq!(secs(u32::MAX), 60);
